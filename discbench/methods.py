@@ -1,0 +1,221 @@
+"""The six discretization methods × two variants of ../shared/METHODS.md, as data.
+
+Every method is the recurrence
+
+    h_k = Ā(z_k) · h_{k-1} + Δ_k · Σ_{j ∈ S} w_j(z_k, a, Δ_k) · v_{k+j},    z_k = a · Δ_k
+
+so a method is its transition Ā(z) and its taps (offset j, weight w_j). Backends read this
+registry; the PyTorch backends evaluate these very functions, the compiled kernels hold their
+own copies and the tests hold them to these.
+
+Weight functions take (z, a, delta), broadcastable tensors of one dtype. Canonical weights
+depend on z only; the paper's formulas also depend on Δ alone (they are not functions of aΔ).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+
+from .phi import phi
+
+Tensor = torch.Tensor
+WeightFn = Callable[[Tensor, Tensor, Tensor], Tensor]
+
+METHOD_NAMES = ("zoh", "foh", "bilinear", "polynomial", "highorder", "rk4")
+VARIANTS = ("canonical", "paper")
+# The most negative z for which canonical rk4 keeps |Ā| ≤ 1 (root of |R(z)| = 1, R the
+# degree-4 Taylor polynomial of e^z).
+RK4_STABILITY_BOUND = -2.785293563405282
+
+
+@dataclass(frozen=True)
+class Tap:
+    """One stencil tap: the drive sample v_{k+offset}, weighted by weight(z, a, delta)."""
+
+    offset: int
+    weight: WeightFn
+
+
+@dataclass(frozen=True)
+class Method:
+    """A discretization: Ā(z) and the stencil taps; plus the facts METHODS.md states."""
+
+    name: str
+    variant: str
+    transition: Callable[[Tensor], Tensor]
+    taps: tuple[Tap, ...]
+    order: int  # stated global order on h' = a h + v(t); 0 means it does not converge
+    stability_bound: float  # most negative z with |Ā(z)| ≤ 1 (-inf: A-stable)
+    summary: str
+
+    @property
+    def key(self) -> str:
+        return f"{self.name}/{self.variant}"
+
+    @property
+    def offsets(self) -> tuple[int, ...]:
+        return tuple(t.offset for t in self.taps)
+
+    @property
+    def a_stable(self) -> bool:
+        return math.isinf(self.stability_bound)
+
+
+def _exp(z: Tensor) -> Tensor:
+    return torch.exp(z)
+
+
+def _tustin(z: Tensor) -> Tensor:
+    return (1 + z / 2) / (1 - z / 2)
+
+
+def _taylor4(z: Tensor) -> Tensor:
+    return 1 + z * (1 + z * (1 / 2 + z * (1 / 6 + z / 24)))
+
+
+def _poly_in_delta(*coefficients: Callable[[Tensor], Tensor]) -> WeightFn:
+    """w(z, a, Δ) = Σ_i c_i(a) Δ^i, the shape of every paper formula (B̄ = Δ · w)."""
+
+    def weight(z: Tensor, a: Tensor, delta: Tensor) -> Tensor:
+        out = coefficients[-1](a) * torch.ones_like(delta)
+        for c in reversed(coefficients[:-1]):
+            out = out * delta + c(a)
+        return out
+
+    return weight
+
+
+def _const(value: float) -> Callable[[Tensor], Tensor]:
+    return lambda a: torch.full_like(a, value)
+
+
+def _rk4_cs(z: Tensor) -> Tensor:
+    return 1 + z + z * z / 2 + z**3 / 4
+
+
+def _rk4_cm(z: Tensor) -> Tensor:
+    return 4 + 2 * z + z * z / 2
+
+
+_A_STABLE = -math.inf
+
+_CANONICAL = [
+    Method(
+        "zoh", "canonical", _exp,
+        (Tap(0, lambda z, a, d: phi(z, 1)),),
+        order=1, stability_bound=_A_STABLE,
+        summary="exact integral with v held at v_k over the step",
+    ),
+    Method(
+        "foh", "canonical", _exp,
+        (Tap(-1, lambda z, a, d: phi(z, 1) - phi(z, 2)), Tap(0, lambda z, a, d: phi(z, 2))),
+        order=2, stability_bound=_A_STABLE,
+        summary="exact integral with v linear from v_{k-1} to v_k",
+    ),
+    Method(
+        "bilinear", "canonical", _tustin,
+        (Tap(-1, lambda z, a, d: 0.5 / (1 - z / 2)), Tap(0, lambda z, a, d: 0.5 / (1 - z / 2))),
+        order=2, stability_bound=_A_STABLE,
+        summary="trapezoidal rule (Tustin)",
+    ),
+    Method(
+        "polynomial", "canonical", _exp,
+        (
+            Tap(-1, lambda z, a, d: phi(z, 3) - 1.5 * phi(z, 2) + phi(z, 1)),
+            Tap(0, lambda z, a, d: 2 * phi(z, 2) - 2 * phi(z, 3)),
+            Tap(1, lambda z, a, d: phi(z, 3) - 0.5 * phi(z, 2)),
+        ),
+        order=3, stability_bound=_A_STABLE,
+        summary="exact integral of the quadratic through v_{k-1}, v_k, v_{k+1} (non-causal)",
+    ),
+    Method(
+        "highorder", "canonical", _exp,
+        (
+            Tap(-2, lambda z, a, d: phi(z, 3) - 0.5 * phi(z, 2)),
+            Tap(-1, lambda z, a, d: phi(z, 1) - 2 * phi(z, 3)),
+            Tap(0, lambda z, a, d: phi(z, 3) + 0.5 * phi(z, 2)),
+        ),
+        order=3, stability_bound=_A_STABLE,
+        summary="exact integral of the quadratic through v_{k-2}, v_{k-1}, v_k (causal)",
+    ),
+    Method(
+        "rk4", "canonical", _taylor4,
+        (
+            Tap(-2, lambda z, a, d: -_rk4_cm(z) / 96),
+            Tap(-1, lambda z, a, d: (_rk4_cs(z) + 9 * _rk4_cm(z) / 16) / 6),
+            Tap(0, lambda z, a, d: (1 + 9 * _rk4_cm(z) / 16) / 6),
+            Tap(1, lambda z, a, d: -_rk4_cm(z) / 96),
+        ),
+        order=4, stability_bound=RK4_STABILITY_BOUND,
+        summary="classical RK4, midpoint drive by 4-point cubic interpolation",
+    ),
+]
+
+_PAPER = [
+    Method(
+        "zoh", "paper", _exp, (Tap(0, lambda z, a, d: torch.ones_like(z)),),
+        order=1, stability_bound=_A_STABLE,
+        summary="Mamba's ZOH: exp for A, Euler for B (B̄ = Δ)",
+    ),
+    Method(
+        "foh", "paper", _exp,
+        (Tap(0, _poly_in_delta(_const(0.0), _const(1 / 2), lambda a: a / 6,
+                               lambda a: a**2 / 24, lambda a: a**3 / 120)),),
+        order=0, stability_bound=_A_STABLE,
+        summary="B̄ = Δ²/2 + aΔ³/6 + a²Δ⁴/24 + a³Δ⁵/120",
+    ),
+    Method(
+        "bilinear", "paper", _tustin, (Tap(0, lambda z, a, d: 1 / (1 - z / 2)),),
+        order=1, stability_bound=_A_STABLE,
+        summary="Tustin Ā, B̄ = Δ/(1 - z/2) on the current sample only (S4)",
+    ),
+    Method(
+        "polynomial", "paper", _exp,
+        (Tap(0, _poly_in_delta(_const(1.0), lambda a: a / 2 + 1 / 4,
+                               lambda a: a**2 / 6 + a / 12, lambda a: a**3 / 24 + a**2 / 48)),),
+        order=1, stability_bound=_A_STABLE,
+        summary="B̄ = Δ + (a/2 + 1/4)Δ² + (a²/6 + a/12)Δ³ + (a³/24 + a²/48)Δ⁴",
+    ),
+    Method(
+        "highorder", "paper", _exp,
+        (Tap(0, _poly_in_delta(_const(1.0), lambda a: a / 2 + 1 / 2,
+                               lambda a: a**2 / 6 + a / 6 + 1 / 12,
+                               lambda a: a**3 / 24 + a**2 / 24 + a / 48)),),
+        order=1, stability_bound=_A_STABLE,
+        summary="B̄ = Δ + (a/2 + 1/2)Δ² + (a²/6 + a/6 + 1/12)Δ³ + (a³/24 + a²/24 + a/48)Δ⁴",
+    ),
+    Method(
+        "rk4", "paper", _exp,
+        (Tap(0, lambda z, a, d: 1 + z / 2 + z * z / 6 + z**3 / 24),),
+        order=1, stability_bound=_A_STABLE,
+        summary="B̄ = Δ + aΔ²/2 + a²Δ³/6 + a³Δ⁴/24 (per state, no mixing)",
+    ),
+]
+
+METHODS: dict[str, Method] = {m.key: m for m in _CANONICAL + _PAPER}
+
+
+def parse_method(spec: str, variant: str | None = None) -> tuple[str, str]:
+    """'foh' or 'foh/paper' (with an optional separate variant) -> ('foh', 'paper')."""
+    name, _, suffix = spec.partition("/")
+    if suffix and variant and suffix != variant:
+        raise ValueError(f"method {spec!r} names variant {suffix!r} but variant={variant!r} was given")
+    return name, suffix or variant or "canonical"
+
+
+def get_method(method: str, variant: str | None = None) -> Method:
+    """Look up a method by name and variant; errors list the valid choices."""
+    name, var = parse_method(method, variant)
+    if name not in METHOD_NAMES:
+        raise ValueError(f"unknown method {name!r}; valid methods: {', '.join(METHOD_NAMES)}")
+    if var not in VARIANTS:
+        raise ValueError(f"unknown variant {var!r}; valid variants: {', '.join(VARIANTS)}")
+    return METHODS[f"{name}/{var}"]
+
+
+def all_methods() -> list[Method]:
+    return list(METHODS.values())
