@@ -2,18 +2,30 @@
 
 A study file expands into TrialConfig dicts; `train.fit` takes a TrialConfig. Unknown keys are
 errors (extra="forbid") so that a typo never silently falls back to a default.
+
+The training recipe is `TrainConfig`: a named preset (`PRESETS`) plus any field set explicitly.
+Every recipe field defaults to None, meaning "the preset's value"; `TrainConfig.resolved()`
+fills them in. None never means "off": switches are spelled out (`clip_grad: 0` turns gradient
+clipping off, `auto_augment: "none"` turns RandAugment off, `mixup: 0` and `cutmix: 0` turn
+Mixup/CutMix off).
 """
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from .methods import METHOD_NAMES, VARIANTS, parse_method
 
 DATASETS = ("digits", "synthetic", "cifar10", "cifar100", "imagefolder", "imagenet",
             "tiny_imagenet", "imagenette")
+
+Positive = Annotated[float, Field(gt=0)]
+NonNegative = Annotated[float, Field(ge=0)]
+Probability = Annotated[float, Field(ge=0, le=1)]
+PositiveInt = Annotated[int, Field(gt=0)]
+NonNegativeInt = Annotated[int, Field(ge=0)]
 
 
 class Strict(BaseModel):
@@ -23,13 +35,23 @@ class Strict(BaseModel):
 class DataConfig(Strict):
     dataset: Literal[DATASETS] = "digits"  # type: ignore[valid-type]
     root: str | None = None  # where the user's dataset lives (not needed for digits/synthetic)
-    image_size: int = Field(16, gt=0)  # pixels, square
+    image_size: int = Field(16, gt=0)  # pixels, square; images are resized/cropped to it
     num_classes: int | None = Field(None, gt=1)  # synthetic only; others know their classes
-    train_limit: int | None = Field(None, gt=0)  # use only the first N training images
+    # Use only N training / validation images: a fixed random subset (seed 0, the same for every
+    # trial and seed, so trials differ only in what they study). For `synthetic` these are the
+    # split sizes (default 1024 / 256).
+    train_limit: int | None = Field(None, gt=0)
     val_limit: int | None = Field(None, gt=0)
     batch_size: int = Field(64, gt=0)  # per data-parallel worker
-    eval_batch_size: int | None = Field(None, gt=0)
+    eval_batch_size: int | None = Field(None, gt=0)  # default: batch_size
     workers: int = Field(0, ge=0)  # DataLoader worker processes
+
+    @model_validator(mode="after")
+    def _classes_only_for_synthetic(self) -> "DataConfig":
+        if self.num_classes is not None and self.dataset != "synthetic":
+            raise ValueError(f"data.num_classes is only for dataset 'synthetic'; dataset "
+                             f"{self.dataset!r} knows its own classes (remove num_classes)")
+        return self
 
 
 class ModelConfig(Strict):
@@ -40,15 +62,124 @@ class ModelConfig(Strict):
 
 
 class TrainConfig(Strict):
-    preset: str = "digits"  # named recipe (train.PRESETS); fields set here override it
-    epochs: int = Field(10, gt=0)
-    overrides: dict[str, Any] = Field(default_factory=dict)
+    """The training recipe: `preset` plus explicit overrides (None = the preset's value).
+
+    Names follow DeiT/Vim's main.py arguments. Learning rate: with `lr_scaling: linear` the
+    optimizer's lr is `lr × global_batch / lr_base_batch` (DeiT and Vim: lr 5e-4 per 512 images,
+    so 1e-3 at Vim's global batch 1024); with `lr_scaling: none` it is `lr` as given.
+    """
+
+    preset: str = "digits"  # a name in PRESETS
+    epochs: PositiveInt | None = None
+    device: Literal["auto", "cpu", "cuda"] | None = None  # auto: cuda when available
+    # optimizer (timm.optim.create_optimizer_v2; no weight decay on biases, norms, embeddings)
+    opt: str | None = None
+    lr: Positive | None = None
+    lr_scaling: Literal["linear", "none"] | None = None
+    lr_base_batch: PositiveInt | None = None
+    weight_decay: NonNegative | None = None
+    opt_eps: Positive | None = None
+    opt_betas: tuple[Probability, Probability] | None = None
+    momentum: NonNegative | None = None
+    clip_grad: NonNegative | None = None  # max gradient norm; 0 = no clipping
+    # schedule (timm.scheduler.create_scheduler_v2)
+    sched: Literal["cosine", "step", "const"] | None = None
+    sched_on_updates: bool | None = None  # False: lr changes once per epoch (DeiT); True: per step
+    warmup_epochs: NonNegativeInt | None = None
+    warmup_lr: NonNegative | None = None
+    min_lr: NonNegative | None = None
+    # regularisation and augmentation
+    drop_path: Annotated[float, Field(ge=0, lt=1)] | None = None
+    drop: Annotated[float, Field(ge=0, lt=1)] | None = None
+    smoothing: Annotated[float, Field(ge=0, lt=1)] | None = None
+    mixup: NonNegative | None = None  # Beta(α, α) of Mixup; 0 = off
+    cutmix: NonNegative | None = None  # Beta(α, α) of CutMix; 0 = off
+    mixup_prob: Probability | None = None
+    mixup_switch_prob: Probability | None = None
+    mixup_mode: Literal["batch", "pair", "elem"] | None = None
+    augment: bool | None = None  # False: training images only resized + centre-cropped
+    auto_augment: str | None = None  # timm policy string, e.g. rand-m9-mstd0.5-inc1; "none" = off
+    color_jitter: NonNegative | None = None  # timm applies it only when auto_augment is off
+    hflip: Probability | None = None
+    train_interpolation: Literal["bilinear", "bicubic", "random"] | None = None
+    reprob: Probability | None = None  # random erasing probability
+    remode: Literal["const", "rand", "pixel"] | None = None
+    recount: PositiveInt | None = None
+    repeated_aug: bool | None = None  # timm RepeatAugSampler, 3 repeats (DeiT)
+    eval_crop_ratio: Annotated[float, Field(gt=0, le=1)] | None = None
+    # model EMA (timm.utils.ModelEmaV3), updated every optimizer step
+    model_ema: bool | None = None
+    model_ema_decay: Annotated[float, Field(gt=0, lt=1)] | None = None
+    eval_ema: bool | None = None  # report the EMA weights' accuracy instead of the model's
+    amp: Literal["off", "bf16", "fp16"] | None = None  # fp16 needs CUDA (with a GradScaler)
+    deterministic: bool | None = None  # torch.use_deterministic_algorithms (bit-exact resume)
+
+    @field_validator("preset")
+    @classmethod
+    def _known_preset(cls, value: str) -> str:
+        if value not in PRESETS:
+            raise ValueError(f"unknown training preset {value!r}; valid presets: {', '.join(PRESETS)}")
+        return value
+
+    @field_validator("auto_augment")
+    @classmethod
+    def _known_auto_augment(cls, value: str | None) -> str | None:
+        if value is None or value == "none":
+            return value
+        if not value.startswith(("rand", "augmix", "original", "v0", "3a", "trivialaugment")):
+            raise ValueError(f"auto_augment {value!r} is not a timm policy (e.g. 'rand-m9-mstd0.5-inc1', "
+                             f"'augmix-m5-w4-d2', 'original', 'v0', '3a', 'trivialaugment') or 'none'")
+        return value
+
+    def resolved(self) -> "TrainConfig":
+        """This recipe with every None filled from the preset (no field is None afterwards)."""
+        values = {**PRESETS[self.preset], **self.model_dump(exclude_none=True)}
+        return TrainConfig(**values)
+
+
+RECIPE_FIELDS = tuple(name for name in TrainConfig.model_fields if name != "preset")
+
+# The DeiT recipe as the Vim paper states it (section 4.1, "following DeiT") with the remaining
+# values from Vim's main.py defaults: AdamW, lr 5e-4 per 512 images scaled linearly (1e-3 at the
+# paper's global batch 1024), weight decay 0.05, 300 epochs, cosine with 5 warm-up epochs from
+# 1e-6 to a minimum of 1e-5 (stepped per epoch), label smoothing 0.1, Mixup 0.8 / CutMix 1.0,
+# RandAugment rand-m9-mstd0.5-inc1, random erasing 0.25 (pixel mode), repeated augmentation, EMA
+# 0.99996, no gradient clipping (Vim passes none), fp32 (Vim's scripts pass --no_amp), drop path
+# 0.1 (DeiT-Ti's default), eval centre crop 0.875.
+_DEIT = dict(
+    epochs=300, device="auto", opt="adamw", lr=5e-4, lr_scaling="linear", lr_base_batch=512,
+    weight_decay=0.05, opt_eps=1e-8, opt_betas=(0.9, 0.999), momentum=0.9, clip_grad=0.0,
+    sched="cosine", sched_on_updates=False, warmup_epochs=5, warmup_lr=1e-6, min_lr=1e-5,
+    drop_path=0.1, drop=0.0, smoothing=0.1, mixup=0.8, cutmix=1.0, mixup_prob=1.0,
+    mixup_switch_prob=0.5, mixup_mode="batch", augment=True, auto_augment="rand-m9-mstd0.5-inc1",
+    color_jitter=0.3, hflip=0.5, train_interpolation="bicubic", reprob=0.25, remode="pixel",
+    recount=1, repeated_aug=True, eval_crop_ratio=0.875, model_ema=True, model_ema_decay=0.99996,
+    eval_ema=False, amp="off", deterministic=False,
+)
+
+PRESETS: dict[str, dict[str, Any]] = {
+    "deit": _DEIT,
+    # Vim's own pre-training scripts (vim/scripts/pt-vim-t.sh, pt-vim-s.sh in hustvl/Vim):
+    # Vim-Ti 8 GPUs × 128, drop path 0, weight decay 0.1; Vim-S 8 × 64, --lr 1e-3, drop path 0.05.
+    "vim_tiny": {**_DEIT, "weight_decay": 0.1, "drop_path": 0.0},
+    "vim_small": {**_DEIT, "lr": 1e-3, "drop_path": 0.05},
+    # A small fast recipe for sklearn's digits on CPU: plain AdamW with a per-step cosine
+    # schedule, label smoothing, no image augmentation, no EMA; deterministic so that a resumed
+    # run repeats the uninterrupted one exactly.
+    "digits": {**_DEIT, "epochs": 8, "lr": 3e-3, "lr_scaling": "none", "weight_decay": 0.05,
+               "clip_grad": 1.0, "sched_on_updates": True, "warmup_epochs": 1, "warmup_lr": 1e-5,
+               "min_lr": 1e-5, "drop_path": 0.0, "smoothing": 0.1, "mixup": 0.0, "cutmix": 0.0,
+               "augment": False, "auto_augment": "none", "reprob": 0.0, "repeated_aug": False,
+               "model_ema": False, "eval_crop_ratio": 1.0, "deterministic": True},
+}
 
 
 class MeasureConfig(Strict):
-    throughput: bool = True  # inference images/s after training
-    batch_sizes: list[int] = Field(default_factory=lambda: [64])
-    resolutions: list[int] = Field(default_factory=list)
+    throughput: bool = True  # inference images/s after training (first batch size, trained size)
+    batch_sizes: list[Annotated[int, Field(gt=0)]] = Field(default_factory=lambda: [64])
+    resolutions: list[Annotated[int, Field(gt=0)]] = Field(default_factory=list)
+    warmup: int = Field(2, ge=0)  # untimed forward passes before timing
+    repeats: int = Field(5, gt=0)  # timed forward passes
 
 
 class TrialConfig(Strict):

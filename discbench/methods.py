@@ -201,6 +201,8 @@ METHODS: dict[str, Method] = {m.key: m for m in _CANONICAL + _PAPER}
 
 def parse_method(spec: str, variant: str | None = None) -> tuple[str, str]:
     """'foh' or 'foh/paper' (with an optional separate variant) -> ('foh', 'paper')."""
+    if not isinstance(spec, str):
+        raise TypeError(f"method must be a str such as 'zoh' or 'foh/paper', got {type(spec).__name__}")
     name, _, suffix = spec.partition("/")
     if suffix and variant and suffix != variant:
         raise ValueError(f"method {spec!r} names variant {suffix!r} but variant={variant!r} was given")

@@ -26,8 +26,8 @@ import pandas as pd
 import torch
 from scipy import integrate
 
-from .methods import Method, all_methods, get_method
-from .scan import selective_scan
+from .methods import METHODS, Method, all_methods, get_method
+from .scan import resolve_backend, selective_scan
 
 DEFAULT_POLE = -2.0
 DEFAULT_HORIZON = 3.0
@@ -81,8 +81,15 @@ def solve(method: str | Method, steps: int, a: float = DEFAULT_POLE, T: float = 
     A = torch.full((1, 1), a, dtype=torch.float64)
     ones = torch.ones((1, 1, length), dtype=torch.float64)
     with torch.no_grad():
-        out = selective_scan(u, delta, A, ones, ones, method=spec.name, variant=spec.variant,
-                             backend=backend)
+        if METHODS.get(spec.key) is spec:
+            out = selective_scan(u, delta, A, ones, ones, method=spec.name, variant=spec.variant,
+                                 backend=backend)
+        else:
+            # A Method built outside the registry (e.g. to try other weights): selective_scan
+            # looks methods up by name, so call the same backend with the object itself.
+            run = resolve_backend(backend, u.device, u.dtype).load()
+            grouped = ones.unsqueeze(1)  # (b, g, n, l), as backends receive B and C
+            out = run(u, delta, A, grouped, grouped, None, None, None, False, False, spec)
     return float(out[0, 0, steps - 1])
 
 
@@ -106,7 +113,7 @@ def convergence(method_key: str | Method, steps: Iterable[int], a: float = DEFAU
 def fitted_order(df: pd.DataFrame, points: int = 4) -> float:
     """Least-squares slope of log(error) against log(dt) over the asymptotic points.
 
-    The asymptotic points are the `points` smallest steps whose error is above the rounding
+    The asymptotic points are the `points` smallest dt whose error is above the rounding
     floor (ROUNDING_FLOOR, relative to the largest error); callers choose step counts in the
     asymptotic regime (DEFAULT_STEPS are). A method that does not converge gives ≈ 0.
     """

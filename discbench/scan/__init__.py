@@ -115,13 +115,14 @@ def _check_shape(name: str, t: Tensor, shape: tuple[int, ...]) -> None:
 
 def _grouped(name: str, t: Tensor, batch: int, channels: int, state: int, length: int) -> Tensor:
     """B or C as (b, g, n, l); accepts (b, n, l) as one group."""
+    given = tuple(t.shape)
     if t.dim() == 3:
         t = t.unsqueeze(1)
     if t.dim() != 4:
         raise ValueError(f"{name} must be (b, n, l) or (b, g, n, l), got {tuple(t.shape)}")
     b, g, n, l = t.shape
     if (b, n, l) != (batch, state, length):
-        raise ValueError(f"{name} must be (b={batch}, [g,] n={state}, l={length}), got {tuple(t.shape)}")
+        raise ValueError(f"{name} must be (b={batch}, [g,] n={state}, l={length}), got {given}")
     if g == 0 or channels % g != 0:
         raise ValueError(f"{name} has {g} groups, which must divide the {channels} channels of u")
     return t
@@ -181,10 +182,11 @@ def selective_scan(
 
     u, delta, z: (b, d, l); A: (d, n), negative; B, C: (b, n, l) or (b, g, n, l) with g | d;
     D, delta_bias: (d,). `method` is one of zoh, foh, bilinear, polynomial, highorder, rk4
-    (optionally "name/variant"); `variant` is canonical or paper. Returns out (b, d, l) in u's
+    (optionally "name/variant", which then takes precedence over `variant`); `variant` is
+    canonical or paper. Returns out (b, d, l) in u's
     dtype, and with return_last_state also the final state (b, d, n).
     """
-    spec = get_method(method, None if "/" in method else variant)
+    spec = get_method(method, None if isinstance(method, str) and "/" in method else variant)
     B, C = validate(u, delta, A, B, C, D, z, delta_bias)
     chosen = resolve_backend(backend, u.device, u.dtype)
     fn = chosen.load()

@@ -24,8 +24,13 @@ def recurrence_doubling(transition: Tensor, drive: Tensor) -> Tensor:
     while step < length:
         # Element k absorbs the prefix ending at k - step; the first `step` have none.
         a_prev, x_prev = a[:, :, :-step], x[:, :, :-step]
-        x = torch.cat([x[:, :, :step], a[:, :, step:] * x_prev + x[:, :, step:]], dim=2)
-        a = torch.cat([a[:, :, :step], a[:, :, step:] * a_prev], dim=2)
+        a_span = a[:, :, step:]
+        # An unstable Ā (canonical rk4 beyond its bound) can overflow the span product to inf
+        # over a stretch of zero drive; the loop's Ā·0 is 0 there, so use 0 instead of inf·0 = nan.
+        overflowed = (x_prev == 0) & ~torch.isfinite(a_span)
+        a_used = torch.where(overflowed, torch.zeros_like(a_span), a_span)
+        x = torch.cat([x[:, :, :step], a_used * x_prev + x[:, :, step:]], dim=2)
+        a = torch.cat([a[:, :, :step], a_span * a_prev], dim=2)
         step *= 2
     return x
 

@@ -1,0 +1,316 @@
+// The six discretization methods x two variants of shared/METHODS.md, once, for compiled kernels.
+//
+// A method is a struct with
+//   kLo, kHi          the stencil's token offsets span [kLo, kHi] (taps outside S have weight 0)
+//   kExplicitAD       true when a weight depends on a and Δ separately (paper polynomials), not
+//                     only through z = aΔ
+//   weights(z, a, dt, abar, w)                     Ā(z) and w[j - kLo] for j in [kLo, kHi]
+//   grads(z, a, dt, abar, dabar, w, wz, wa, wd)    also dĀ/dz and, per tap, ∂w/∂z (wz) and the
+//                                                  explicit partials ∂w/∂a (wa), ∂w/∂Δ (wd)
+//                                                  (wa, wd only written when kExplicitAD)
+// Everything is templated on the lane type V (float on a GPU thread or in the scalar build, a
+// GCC vector of floats in the SIMD builds). The includer provides, for its V:
+//   V ds_exp(V), V ds_abs(V), V ds_where(mask, V, V) with mask the type of `V < float`,
+//   V ds_fill<V>(float), and the macro DS_FN (e.g. `__host__ __device__ __forceinline__`).
+// This header includes nothing, so it can be included inside a namespace.
+
+// φ_1..φ_P at z (P ≤ 4): series Σ_m z^m/(m+P)! for |z| < 1 then the stable upward recursion
+// φ_p = z φ_{p+1} + 1/p!; elsewhere the closed form φ_{p+1} = (φ_p − 1/p!)/z from e = e^z.
+// 11 series terms: the first omitted term is below 3e-8 relative, under fp32 rounding.
+template <int P, class V>
+DS_FN void ds_phis(V z, V e, V* phi /* phi[1..P] */) {
+  constexpr float inv_fact[16] = {1.f, 1.f, 1.f / 2, 1.f / 6, 1.f / 24, 1.f / 120, 1.f / 720,
+                                  1.f / 5040, 1.f / 40320, 1.f / 362880, 1.f / 3628800,
+                                  1.f / 39916800, 1.f / 479001600, 1.f / 6227020800.f,
+                                  1.f / 87178291200.f, 1.f / 1307674368000.f};
+  auto small = ds_abs(z) < 1.0f;
+  V zs = ds_where(small, z, ds_fill<V>(0.0f));
+  V zc = ds_where(small, ds_fill<V>(-1.0f), z);  // keeps the unused closed form finite
+  V series[P + 1];
+  V s = ds_fill<V>(inv_fact[10 + P]);
+#pragma GCC unroll 16
+  for (int m = 9; m >= 0; --m) s = s * zs + inv_fact[m + P];
+  series[P] = s;
+#pragma GCC unroll 4
+  for (int p = P - 1; p >= 1; --p) series[p] = zs * series[p + 1] + inv_fact[p];
+  V r = 1.0f / zc;
+  V closed = (e - 1.0f) * r;
+  phi[1] = ds_where(small, series[1], closed);
+#pragma GCC unroll 4
+  for (int p = 2; p <= P; ++p) {
+    closed = (closed - inv_fact[p - 1]) * r;
+    phi[p] = ds_where(small, series[p], closed);
+  }
+}
+
+// ---------------------------------------------------------------- canonical variants
+
+struct ZohCanonical {
+  static constexpr int kLo = 0, kHi = 0;
+  static constexpr bool kExplicitAD = false;
+  template <class V>
+  DS_FN static void weights(V z, V, V, V& abar, V* w) {
+    V e = ds_exp(z), phi[2];
+    ds_phis<1>(z, e, phi);
+    abar = e;
+    w[0] = phi[1];
+  }
+  template <class V>
+  DS_FN static void grads(V z, V, V, V& abar, V& dabar, V* w, V* wz, V*, V*) {
+    V e = ds_exp(z), phi[3];
+    ds_phis<2>(z, e, phi);
+    abar = e;
+    dabar = e;
+    w[0] = phi[1];
+    wz[0] = phi[1] - phi[2];
+  }
+};
+
+struct FohCanonical {
+  static constexpr int kLo = -1, kHi = 0;
+  static constexpr bool kExplicitAD = false;
+  template <class V>
+  DS_FN static void weights(V z, V, V, V& abar, V* w) {
+    V e = ds_exp(z), phi[3];
+    ds_phis<2>(z, e, phi);
+    abar = e;
+    w[0] = phi[1] - phi[2];
+    w[1] = phi[2];
+  }
+  template <class V>
+  DS_FN static void grads(V z, V, V, V& abar, V& dabar, V* w, V* wz, V*, V*) {
+    V e = ds_exp(z), phi[4];
+    ds_phis<3>(z, e, phi);
+    V d1 = phi[1] - phi[2], d2 = phi[2] - 2.0f * phi[3];  // φ_p' = φ_p − p φ_{p+1}
+    abar = e;
+    dabar = e;
+    w[0] = phi[1] - phi[2];
+    w[1] = phi[2];
+    wz[0] = d1 - d2;
+    wz[1] = d2;
+  }
+};
+
+struct BilinearCanonical {
+  static constexpr int kLo = -1, kHi = 0;
+  static constexpr bool kExplicitAD = false;
+  template <class V>
+  DS_FN static void weights(V z, V, V, V& abar, V* w) {
+    V r = 1.0f / (1.0f - 0.5f * z);
+    abar = (1.0f + 0.5f * z) * r;
+    w[0] = 0.5f * r;
+    w[1] = 0.5f * r;
+  }
+  template <class V>
+  DS_FN static void grads(V z, V, V, V& abar, V& dabar, V* w, V* wz, V*, V*) {
+    V r = 1.0f / (1.0f - 0.5f * z);
+    abar = (1.0f + 0.5f * z) * r;
+    dabar = r * r;
+    w[0] = w[1] = 0.5f * r;
+    wz[0] = wz[1] = 0.25f * r * r;
+  }
+};
+
+struct PolynomialCanonical {
+  static constexpr int kLo = -1, kHi = 1;
+  static constexpr bool kExplicitAD = false;
+  template <class V>
+  DS_FN static void weights(V z, V, V, V& abar, V* w) {
+    V e = ds_exp(z), phi[4];
+    ds_phis<3>(z, e, phi);
+    abar = e;
+    w[0] = phi[3] - 1.5f * phi[2] + phi[1];
+    w[1] = 2.0f * phi[2] - 2.0f * phi[3];
+    w[2] = phi[3] - 0.5f * phi[2];
+  }
+  template <class V>
+  DS_FN static void grads(V z, V, V, V& abar, V& dabar, V* w, V* wz, V*, V*) {
+    V e = ds_exp(z), phi[5];
+    ds_phis<4>(z, e, phi);
+    V d1 = phi[1] - phi[2], d2 = phi[2] - 2.0f * phi[3], d3 = phi[3] - 3.0f * phi[4];
+    abar = e;
+    dabar = e;
+    w[0] = phi[3] - 1.5f * phi[2] + phi[1];
+    w[1] = 2.0f * phi[2] - 2.0f * phi[3];
+    w[2] = phi[3] - 0.5f * phi[2];
+    wz[0] = d3 - 1.5f * d2 + d1;
+    wz[1] = 2.0f * d2 - 2.0f * d3;
+    wz[2] = d3 - 0.5f * d2;
+  }
+};
+
+struct HighorderCanonical {
+  static constexpr int kLo = -2, kHi = 0;
+  static constexpr bool kExplicitAD = false;
+  template <class V>
+  DS_FN static void weights(V z, V, V, V& abar, V* w) {
+    V e = ds_exp(z), phi[4];
+    ds_phis<3>(z, e, phi);
+    abar = e;
+    w[0] = phi[3] - 0.5f * phi[2];
+    w[1] = phi[1] - 2.0f * phi[3];
+    w[2] = phi[3] + 0.5f * phi[2];
+  }
+  template <class V>
+  DS_FN static void grads(V z, V, V, V& abar, V& dabar, V* w, V* wz, V*, V*) {
+    V e = ds_exp(z), phi[5];
+    ds_phis<4>(z, e, phi);
+    V d1 = phi[1] - phi[2], d2 = phi[2] - 2.0f * phi[3], d3 = phi[3] - 3.0f * phi[4];
+    abar = e;
+    dabar = e;
+    w[0] = phi[3] - 0.5f * phi[2];
+    w[1] = phi[1] - 2.0f * phi[3];
+    w[2] = phi[3] + 0.5f * phi[2];
+    wz[0] = d3 - 0.5f * d2;
+    wz[1] = d1 - 2.0f * d3;
+    wz[2] = d3 + 0.5f * d2;
+  }
+};
+
+// Classical RK4 on h' = a h + v(t); the midpoint drive by cubic interpolation of 4 samples.
+struct Rk4Canonical {
+  static constexpr int kLo = -2, kHi = 1;
+  static constexpr bool kExplicitAD = false;
+  template <class V>
+  DS_FN static void weights(V z, V, V, V& abar, V* w) {
+    abar = 1.0f + z * (1.0f + z * (0.5f + z * (1.0f / 6 + z * (1.0f / 24))));
+    V cs = 1.0f + z * (1.0f + z * (0.5f + z * 0.25f));
+    V cm = 4.0f + z * (2.0f + z * 0.5f);
+    w[0] = w[3] = cm * (-1.0f / 96);
+    w[1] = (cs + (9.0f / 16) * cm) * (1.0f / 6);
+    w[2] = (1.0f + (9.0f / 16) * cm) * (1.0f / 6);
+  }
+  template <class V>
+  DS_FN static void grads(V z, V a, V dt, V& abar, V& dabar, V* w, V* wz, V*, V*) {
+    weights(z, a, dt, abar, w);
+    dabar = 1.0f + z * (1.0f + z * (0.5f + z * (1.0f / 6)));
+    V dcs = 1.0f + z * (1.0f + z * 0.75f);
+    V dcm = 2.0f + z;
+    wz[0] = wz[3] = dcm * (-1.0f / 96);
+    wz[1] = (dcs + (9.0f / 16) * dcm) * (1.0f / 6);
+    wz[2] = ((9.0f / 16) * dcm) * (1.0f / 6);
+  }
+};
+
+// ---------------------------------------------------------------- paper variants (one tap)
+
+struct ZohPaper {  // mamba_ssm's selective_scan_ref: Ā = e^z, B̄ = Δ
+  static constexpr int kLo = 0, kHi = 0;
+  static constexpr bool kExplicitAD = false;
+  template <class V>
+  DS_FN static void weights(V z, V, V, V& abar, V* w) {
+    abar = ds_exp(z);
+    w[0] = ds_fill<V>(1.0f);
+  }
+  template <class V>
+  DS_FN static void grads(V z, V, V, V& abar, V& dabar, V* w, V* wz, V*, V*) {
+    abar = dabar = ds_exp(z);
+    w[0] = ds_fill<V>(1.0f);
+    wz[0] = ds_fill<V>(0.0f);
+  }
+};
+
+struct BilinearPaper {  // Tustin Ā, B̄ = Δ/(1 − z/2)
+  static constexpr int kLo = 0, kHi = 0;
+  static constexpr bool kExplicitAD = false;
+  template <class V>
+  DS_FN static void weights(V z, V, V, V& abar, V* w) {
+    V r = 1.0f / (1.0f - 0.5f * z);
+    abar = (1.0f + 0.5f * z) * r;
+    w[0] = r;
+  }
+  template <class V>
+  DS_FN static void grads(V z, V, V, V& abar, V& dabar, V* w, V* wz, V*, V*) {
+    V r = 1.0f / (1.0f - 0.5f * z);
+    abar = (1.0f + 0.5f * z) * r;
+    dabar = r * r;
+    w[0] = r;
+    wz[0] = 0.5f * r * r;
+  }
+};
+
+struct Rk4Paper {  // B̄ = Δ(1 + z/2 + z²/6 + z³/24)
+  static constexpr int kLo = 0, kHi = 0;
+  static constexpr bool kExplicitAD = false;
+  template <class V>
+  DS_FN static void weights(V z, V, V, V& abar, V* w) {
+    abar = ds_exp(z);
+    w[0] = 1.0f + z * (0.5f + z * (1.0f / 6 + z * (1.0f / 24)));
+  }
+  template <class V>
+  DS_FN static void grads(V z, V, V, V& abar, V& dabar, V* w, V* wz, V*, V*) {
+    abar = dabar = ds_exp(z);
+    w[0] = 1.0f + z * (0.5f + z * (1.0f / 6 + z * (1.0f / 24)));
+    wz[0] = 0.5f + z * (1.0f / 3 + z * (1.0f / 8));
+  }
+};
+
+// The remaining paper formulas are w = Σ_i c_i(a) Δ^i (B̄ = Δ·w): evaluated by Horner in Δ,
+// with ∂w/∂Δ = Σ i c_i Δ^{i−1} and ∂w/∂a = Σ c_i'(a) Δ^i.
+
+struct FohPaper {  // w = Δ/2 + aΔ²/6 + a²Δ³/24 + a³Δ⁴/120
+  static constexpr int kLo = 0, kHi = 0;
+  static constexpr bool kExplicitAD = true;
+  template <class V>
+  DS_FN static void weights(V z, V a, V dt, V& abar, V* w) {
+    abar = ds_exp(z);
+    V c2 = a * (1.0f / 6), c3 = a * a * (1.0f / 24), c4 = a * a * a * (1.0f / 120);
+    w[0] = dt * (0.5f + dt * (c2 + dt * (c3 + dt * c4)));
+  }
+  template <class V>
+  DS_FN static void grads(V z, V a, V dt, V& abar, V& dabar, V* w, V* wz, V* wa, V* wd) {
+    abar = dabar = ds_exp(z);
+    V c2 = a * (1.0f / 6), c3 = a * a * (1.0f / 24), c4 = a * a * a * (1.0f / 120);
+    w[0] = dt * (0.5f + dt * (c2 + dt * (c3 + dt * c4)));
+    wz[0] = ds_fill<V>(0.0f);
+    wd[0] = 0.5f + dt * (2.0f * c2 + dt * (3.0f * c3 + dt * (4.0f * c4)));
+    V dc2 = ds_fill<V>(1.0f / 6), dc3 = a * (1.0f / 12), dc4 = a * a * (1.0f / 40);
+    wa[0] = dt * dt * (dc2 + dt * (dc3 + dt * dc4));
+  }
+};
+
+struct PolynomialPaper {  // w = 1 + (a/2 + 1/4)Δ + (a²/6 + a/12)Δ² + (a³/24 + a²/48)Δ³
+  static constexpr int kLo = 0, kHi = 0;
+  static constexpr bool kExplicitAD = true;
+  template <class V>
+  DS_FN static void weights(V z, V a, V dt, V& abar, V* w) {
+    abar = ds_exp(z);
+    V c1 = 0.5f * a + 0.25f, c2 = a * (a * (1.0f / 6) + 1.0f / 12),
+      c3 = a * a * (a * (1.0f / 24) + 1.0f / 48);
+    w[0] = 1.0f + dt * (c1 + dt * (c2 + dt * c3));
+  }
+  template <class V>
+  DS_FN static void grads(V z, V a, V dt, V& abar, V& dabar, V* w, V* wz, V* wa, V* wd) {
+    abar = dabar = ds_exp(z);
+    V c1 = 0.5f * a + 0.25f, c2 = a * (a * (1.0f / 6) + 1.0f / 12),
+      c3 = a * a * (a * (1.0f / 24) + 1.0f / 48);
+    w[0] = 1.0f + dt * (c1 + dt * (c2 + dt * c3));
+    wz[0] = ds_fill<V>(0.0f);
+    wd[0] = c1 + dt * (2.0f * c2 + dt * (3.0f * c3));
+    V dc2 = a * (1.0f / 3) + 1.0f / 12, dc3 = a * (a * (1.0f / 8) + 1.0f / 24);
+    wa[0] = dt * (0.5f + dt * (dc2 + dt * dc3));
+  }
+};
+
+struct HighorderPaper {  // w = 1 + (a/2 + 1/2)Δ + (a²/6 + a/6 + 1/12)Δ² + (a³/24 + a²/24 + a/48)Δ³
+  static constexpr int kLo = 0, kHi = 0;
+  static constexpr bool kExplicitAD = true;
+  template <class V>
+  DS_FN static void weights(V z, V a, V dt, V& abar, V* w) {
+    abar = ds_exp(z);
+    V c1 = 0.5f * a + 0.5f, c2 = a * (a * (1.0f / 6) + 1.0f / 6) + 1.0f / 12,
+      c3 = a * (a * (a * (1.0f / 24) + 1.0f / 24) + 1.0f / 48);
+    w[0] = 1.0f + dt * (c1 + dt * (c2 + dt * c3));
+  }
+  template <class V>
+  DS_FN static void grads(V z, V a, V dt, V& abar, V& dabar, V* w, V* wz, V* wa, V* wd) {
+    abar = dabar = ds_exp(z);
+    V c1 = 0.5f * a + 0.5f, c2 = a * (a * (1.0f / 6) + 1.0f / 6) + 1.0f / 12,
+      c3 = a * (a * (a * (1.0f / 24) + 1.0f / 24) + 1.0f / 48);
+    w[0] = 1.0f + dt * (c1 + dt * (c2 + dt * c3));
+    wz[0] = ds_fill<V>(0.0f);
+    wd[0] = c1 + dt * (2.0f * c2 + dt * (3.0f * c3));
+    V dc2 = a * (1.0f / 3) + 1.0f / 6, dc3 = a * (a * (1.0f / 8) + 1.0f / 12) + 1.0f / 48;
+    wa[0] = dt * (0.5f + dt * (dc2 + dt * dc3));
+  }
+};

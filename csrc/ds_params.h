@@ -1,0 +1,55 @@
+// The arguments of one scan call as the kernels see them: fp32 buffers in fixed layouts.
+// Shared by the torch binding (scan_cpu.cpp) and the per-ISA kernel builds (kernel_*.cpp).
+//
+// Layouts (row-major; NP = state padded to a multiple of 16, R = len + kPadFront + kPadBack):
+//   u, delta, z, out, ypre, dout, du, ddelta, dz    (batch, dim, len)
+//   A                                               (dim, NP)
+//   Bt, Ct, dB, dC                                  (batch, groups, R, NP), token k at row k + kPadFront,
+//                                                   pad rows zero (stencils read past both ends)
+//   D, delta_bias                                   (dim)
+//   last_state, dlast, dA_part                      (batch, dim, NP)
+//   ckpt                                            (batch, dim, n_ckpt, NP): h entering each
+//                                                   ckpt_every-token chunk
+//   dD_part, ddb_part                               (batch, dim)
+//   slab_parts                                      (n_parts, 2, 2, R, NP): dB/dC of the
+//                                                   (batch, group) slabs a part shares with its
+//                                                   neighbours; slab_part_ids (n_parts, 2), −1 = unused
+#pragma once
+#include <stdint.h>
+
+constexpr int64_t kPadFront = 4;
+constexpr int64_t kPadBack = 2;
+constexpr int64_t kCkptEvery = 64;
+constexpr int64_t kStateAlign = 16;
+
+struct DsScanParams {
+  int64_t batch, dim, len, state_pad, groups, chan_per_group, n_ckpt;
+  const float *u, *delta, *A, *Bt, *Ct, *D, *z, *delta_bias;  // D, z, delta_bias may be null
+  bool softplus;
+  float *out, *last_state, *ckpt, *ypre;  // last_state, ckpt, ypre may be null
+  const float *dout, *dlast;              // dlast may be null
+  float *du, *ddelta, *dA_part, *dB, *dC, *dD_part, *dz, *ddb_part, *slab_parts;
+  int64_t* slab_part_ids;
+};
+
+// Floats of scratch one part needs (per-token buffers and the chunk's states).
+inline int64_t ds_scratch_floats(int64_t len) { return 8 * (len + kPadFront + kPadBack) + (kCkptEvery + 1) * 16; }
+
+// The methods: (kernel id, key the Python side passes, struct in ds_methods.h).
+#define DS_METHOD_LIST(X)                                                                   \
+  X(0, "zoh/canonical", ZohCanonical) X(1, "foh/canonical", FohCanonical)                   \
+  X(2, "bilinear/canonical", BilinearCanonical) X(3, "polynomial/canonical", PolynomialCanonical) \
+  X(4, "highorder/canonical", HighorderCanonical) X(5, "rk4/canonical", Rk4Canonical)       \
+  X(6, "zoh/paper", ZohPaper) X(7, "foh/paper", FohPaper) X(8, "bilinear/paper", BilinearPaper) \
+  X(9, "polynomial/paper", PolynomialPaper) X(10, "highorder/paper", HighorderPaper)        \
+  X(11, "rk4/paper", Rk4Paper)
+
+#define DS_DECLARE_KERNELS(ns)                                                                  \
+  namespace ns {                                                                                \
+  void forward_part(const DsScanParams& p, int method, int64_t begin, int64_t end, float* scratch); \
+  void backward_part(const DsScanParams& p, int method, int64_t part, int64_t begin, int64_t end, \
+                     float* scratch);                                                           \
+  }
+DS_DECLARE_KERNELS(ds_avx512)
+DS_DECLARE_KERNELS(ds_avx2)
+DS_DECLARE_KERNELS(ds_scalar)

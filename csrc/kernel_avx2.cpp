@@ -1,0 +1,13 @@
+// The avx2 build of the scan kernels (lane width 8); see ds_scan_kernel.h.
+// Nothing but ds_params.h (C types only) is included outside the target pragma, so no
+// inline function of a shared header is ever emitted with this build's instructions.
+#include "ds_params.h"
+#pragma GCC push_options
+#pragma GCC target("avx2,fma,bmi2")
+#define DS_VEC_WIDTH 8
+namespace ds_avx2 {
+#include "ds_simd.h"
+#include "ds_methods.h"
+#include "ds_scan_kernel.h"
+}  // namespace ds_avx2
+#pragma GCC pop_options

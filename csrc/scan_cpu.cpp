@@ -1,0 +1,276 @@
+// Torch binding of the fused CPU selective scan: checks arguments, lays the inputs out for the
+// kernels (fp32, B and C token-major and padded), picks the instruction set at run time and runs
+// the kernels over (batch, channel) pairs with at::parallel_for.
+#include <ATen/Parallel.h>
+#include <torch/extension.h>
+
+#include <cstring>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "ds_params.h"
+
+namespace {
+
+using Tensor = torch::Tensor;
+using OptTensor = std::optional<Tensor>;
+
+using ForwardFn = void (*)(const DsScanParams&, int, int64_t, int64_t, float*);
+using BackwardFn = void (*)(const DsScanParams&, int, int64_t, int64_t, int64_t, float*);
+
+struct Isa {
+  const char* name;
+  ForwardFn forward;
+  BackwardFn backward;
+};
+
+const Isa kIsas[] = {
+    {"avx512", ds_avx512::forward_part, ds_avx512::backward_part},
+    {"avx2", ds_avx2::forward_part, ds_avx2::backward_part},
+    {"scalar", ds_scalar::forward_part, ds_scalar::backward_part},
+};
+
+bool cpu_supports(const std::string& name) {
+  __builtin_cpu_init();
+  if (name == "avx512")
+    return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512dq") &&
+           __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl") &&
+           __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+  if (name == "avx2") return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+  return name == "scalar";
+}
+
+std::vector<std::string> supported_isas() {
+  std::vector<std::string> out;
+  for (const Isa& isa : kIsas)
+    if (cpu_supports(isa.name)) out.push_back(isa.name);
+  return out;
+}
+
+// "auto": the widest this CPU runs; a named one must be supported here.
+const Isa& pick_isa(const std::string& requested) {
+  std::string valid = "auto";
+  for (const Isa& isa : kIsas) {
+    valid += std::string(", ") + isa.name;
+    if (requested == "auto" ? cpu_supports(isa.name) : requested == isa.name) {
+      TORCH_CHECK(cpu_supports(isa.name), "discbench CPU scan: isa '", requested,
+                  "' is not supported by this CPU; supported: ", c10::Join(", ", supported_isas()));
+      return isa;
+    }
+  }
+  TORCH_CHECK(false, "discbench CPU scan: unknown isa '", requested, "'; valid: ", valid);
+}
+
+int method_id(const std::string& key) {
+#define DS_MATCH(id, name, T) \
+  if (key == name) return id;
+  DS_METHOD_LIST(DS_MATCH)
+#undef DS_MATCH
+  std::string valid;
+#define DS_NAME(id, name, T) valid += std::string(id ? ", " : "") + name;
+  DS_METHOD_LIST(DS_NAME)
+#undef DS_NAME
+  TORCH_CHECK(false, "discbench CPU scan: unknown method '", key, "'; valid: ", valid);
+}
+
+void check_tensor(const char* name, const Tensor& t, c10::IntArrayRef shape) {
+  TORCH_CHECK(t.device().is_cpu(), "discbench CPU scan: ", name, " must be a CPU tensor, got ",
+              t.device());
+  TORCH_CHECK(t.scalar_type() == torch::kFloat32 || t.scalar_type() == torch::kBFloat16,
+              "discbench CPU scan: ", name, " must be float32 or bfloat16, got ", t.scalar_type());
+  TORCH_CHECK(t.sizes() == shape, "discbench CPU scan: ", name, " must have shape ", shape, ", got ",
+              t.sizes());
+}
+
+Tensor f32(const Tensor& t) { return t.to(torch::kFloat32).contiguous(); }
+const float* ptr_or_null(const std::optional<Tensor>& t) { return t ? t->data_ptr<float>() : nullptr; }
+std::optional<Tensor> f32_opt(const OptTensor& t) {
+  return t ? std::optional<Tensor>(f32(*t)) : std::nullopt;
+}
+
+// (b, g, n, l) -> (b, g, kPadFront + l + kPadBack, NP), zero padded: each token's n contiguous.
+Tensor pack_tokens(const Tensor& B, int64_t state_pad) {
+  const int64_t b = B.size(0), g = B.size(1), n = B.size(2), l = B.size(3);
+  Tensor out = torch::zeros({b, g, l + kPadFront + kPadBack, state_pad}, B.options().dtype(torch::kFloat32));
+  out.narrow(2, kPadFront, l).narrow(3, 0, n).copy_(B.transpose(2, 3));
+  return out;
+}
+
+Tensor unpack_tokens(const Tensor& packed, int64_t n, int64_t l) {
+  return packed.narrow(2, kPadFront, l).narrow(3, 0, n).transpose(2, 3);
+}
+
+// The validated call: shapes, devices, dtypes, fp32 copies and the kernel layouts.
+struct Call {
+  int64_t b, d, l, n, g, np;
+  Tensor u, delta, A, Bt, Ct;
+  OptTensor D, z, delta_bias;
+  int method;
+  const Isa* isa;
+
+  Call(const Tensor& u_, const Tensor& delta_, const Tensor& A_, const Tensor& B_, const Tensor& C_,
+       const OptTensor& D_, const OptTensor& z_, const OptTensor& bias_, const std::string& key,
+       const std::string& isa_name) {
+    TORCH_CHECK(u_.dim() == 3, "discbench CPU scan: u must be (b, d, l), got shape ", u_.sizes());
+    b = u_.size(0), d = u_.size(1), l = u_.size(2);
+    TORCH_CHECK(A_.dim() == 2 && A_.size(0) == d, "discbench CPU scan: A must be (d=", d,
+                ", n), got shape ", A_.sizes());
+    n = A_.size(1);
+    TORCH_CHECK(B_.dim() == 4 && C_.dim() == 4, "discbench CPU scan: B and C must be (b, g, n, l), got ",
+                B_.sizes(), " and ", C_.sizes());
+    g = B_.size(1);
+    TORCH_CHECK(g > 0 && d % g == 0, "discbench CPU scan: B has ", g, " groups, which must divide d=", d);
+    check_tensor("u", u_, {b, d, l});
+    check_tensor("delta", delta_, {b, d, l});
+    check_tensor("A", A_, {d, n});
+    check_tensor("B", B_, {b, g, n, l});
+    check_tensor("C", C_, {b, g, n, l});
+    if (D_) check_tensor("D", *D_, {d});
+    if (z_) check_tensor("z", *z_, {b, d, l});
+    if (bias_) check_tensor("delta_bias", *bias_, {d});
+    method = method_id(key);
+    isa = &pick_isa(isa_name);
+    np = (n + kStateAlign - 1) / kStateAlign * kStateAlign;
+    u = f32(u_);
+    delta = f32(delta_);
+    // Padded state lanes get a = −1 (finite weights) and B = C = 0, so they stay 0 throughout.
+    A = torch::full({d, np}, -1.0f, u.options());
+    A.narrow(1, 0, n).copy_(A_);
+    Bt = pack_tokens(B_, np);
+    Ct = pack_tokens(C_, np);
+    D = f32_opt(D_);
+    z = f32_opt(z_);
+    delta_bias = f32_opt(bias_);
+  }
+
+  int64_t n_ckpt() const { return (l + kCkptEvery - 1) / kCkptEvery; }
+
+  DsScanParams params(bool softplus) const {
+    DsScanParams p{};
+    p.batch = b, p.dim = d, p.len = l, p.state_pad = np, p.groups = g, p.chan_per_group = d / g;
+    p.n_ckpt = n_ckpt();
+    p.u = u.data_ptr<float>(), p.delta = delta.data_ptr<float>(), p.A = A.data_ptr<float>();
+    p.Bt = Bt.data_ptr<float>(), p.Ct = Ct.data_ptr<float>();
+    p.D = ptr_or_null(D), p.z = ptr_or_null(z), p.delta_bias = ptr_or_null(delta_bias);
+    p.softplus = softplus;
+    return p;
+  }
+};
+
+// Returns [out (u's dtype), last_state (b, d, n) or empty, ckpt or empty, y before the gate or
+// empty]; ckpt and y are what `backward` needs (only when `for_backward`).
+std::vector<Tensor> forward(const Tensor& u, const Tensor& delta, const Tensor& A, const Tensor& B,
+                            const Tensor& C, const OptTensor& D, const OptTensor& z,
+                            const OptTensor& delta_bias, bool softplus, const std::string& method,
+                            bool return_last_state, bool for_backward, const std::string& isa) {
+  Call call(u, delta, A, B, C, D, z, delta_bias, method, isa);
+  auto opts = call.u.options();
+  Tensor out = torch::empty({call.b, call.d, call.l}, opts);
+  Tensor last = return_last_state ? torch::zeros({call.b, call.d, call.np}, opts) : Tensor();
+  Tensor ckpt = for_backward ? torch::empty({call.b, call.d, call.n_ckpt(), call.np}, opts) : Tensor();
+  Tensor ypre = for_backward && z ? torch::empty({call.b, call.d, call.l}, opts) : Tensor();
+  DsScanParams p = call.params(softplus);
+  p.out = out.data_ptr<float>();
+  p.last_state = last.defined() ? last.data_ptr<float>() : nullptr;
+  p.ckpt = ckpt.defined() ? ckpt.data_ptr<float>() : nullptr;
+  p.ypre = ypre.defined() ? ypre.data_ptr<float>() : nullptr;
+  const int64_t pairs = call.b * call.d;
+  const ForwardFn fn = call.isa->forward;
+  const int id = call.method;
+  at::parallel_for(0, pairs, 1, [&](int64_t begin, int64_t end) {
+    std::vector<float> scratch(ds_scratch_floats(call.l));
+    fn(p, id, begin, end, scratch.data());
+  });
+  Tensor last_out = last.defined() ? last.narrow(2, 0, call.n).to(u.scalar_type()) : Tensor();
+  return {out.to(u.scalar_type()), last_out, ckpt, ypre};
+}
+
+// Gradients [du, ddelta, dA, dB, dC, dD, dz, ddelta_bias], each in its input's dtype (undefined
+// for an absent optional input). dlast: gradient of the returned last state, if any.
+std::vector<Tensor> backward(const Tensor& u, const Tensor& delta, const Tensor& A, const Tensor& B,
+                             const Tensor& C, const OptTensor& D, const OptTensor& z,
+                             const OptTensor& delta_bias, bool softplus, const std::string& method,
+                             const Tensor& ckpt, const OptTensor& ypre, const Tensor& dout,
+                             const OptTensor& dlast, const std::string& isa) {
+  Call call(u, delta, A, B, C, D, z, delta_bias, method, isa);
+  check_tensor("dout", dout, {call.b, call.d, call.l});
+  TORCH_CHECK(ckpt.sizes() == c10::IntArrayRef({call.b, call.d, call.n_ckpt(), call.np}),
+              "discbench CPU scan: checkpoints do not match the inputs");
+  TORCH_CHECK(!z || ypre, "discbench CPU scan: a gated backward needs the forward's y");
+  auto opts = call.u.options();
+  const int64_t b = call.b, d = call.d, l = call.l, g = call.g, np = call.np, pairs = b * d;
+  const int64_t rows = l + kPadFront + kPadBack;
+  const int n_parts = static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(at::get_num_threads(), pairs)));
+
+  Tensor dout32 = f32(dout);
+  Tensor dlast_pad;
+  if (dlast) {
+    check_tensor("dlast", *dlast, {b, d, call.n});
+    dlast_pad = torch::zeros({b, d, np}, opts);
+    dlast_pad.narrow(2, 0, call.n).copy_(*dlast);
+  }
+  Tensor ckpt32 = ckpt.contiguous();
+  Tensor ypre32 = ypre ? ypre->contiguous() : Tensor();
+  Tensor du = torch::empty({b, d, l}, opts), ddelta = torch::empty({b, d, l}, opts);
+  Tensor dA_part = torch::empty({b, d, np}, opts);
+  Tensor dB = torch::zeros({b, g, rows, np}, opts), dC = torch::zeros({b, g, rows, np}, opts);
+  Tensor dD_part = torch::empty({b, d}, opts), ddb_part = torch::empty({b, d}, opts);
+  Tensor dz = z ? torch::empty({b, d, l}, opts) : Tensor();
+  Tensor slab_parts = torch::zeros({n_parts, 2, 2, rows, np}, opts);
+  Tensor slab_ids = torch::full({n_parts, 2}, -1, opts.dtype(torch::kInt64));
+
+  DsScanParams p = call.params(softplus);
+  p.ckpt = ckpt32.data_ptr<float>();
+  p.ypre = ypre32.defined() ? ypre32.data_ptr<float>() : nullptr;
+  p.dout = dout32.data_ptr<float>();
+  p.dlast = dlast_pad.defined() ? dlast_pad.data_ptr<float>() : nullptr;
+  p.du = du.data_ptr<float>(), p.ddelta = ddelta.data_ptr<float>();
+  p.dA_part = dA_part.data_ptr<float>(), p.dB = dB.data_ptr<float>(), p.dC = dC.data_ptr<float>();
+  p.dD_part = dD_part.data_ptr<float>(), p.ddb_part = ddb_part.data_ptr<float>();
+  p.dz = dz.defined() ? dz.data_ptr<float>() : nullptr;
+  p.slab_parts = slab_parts.data_ptr<float>();
+  p.slab_part_ids = slab_ids.data_ptr<int64_t>();
+  const BackwardFn fn = call.isa->backward;
+  const int id = call.method;
+  if (pairs > 0) {
+    at::parallel_for(0, n_parts, 1, [&](int64_t part_begin, int64_t part_end) {
+      std::vector<float> scratch(ds_scratch_floats(l));
+      for (int64_t part = part_begin; part < part_end; ++part)
+        fn(p, id, part, pairs * part / n_parts, pairs * (part + 1) / n_parts, scratch.data());
+    });
+  }
+  // Shared slabs, summed in part order so that results do not depend on scheduling.
+  Tensor dB_slabs = dB.view({b * g, rows, np}), dC_slabs = dC.view({b * g, rows, np});
+  const int64_t* ids = slab_ids.data_ptr<int64_t>();
+  for (int64_t slot = 0; slot < n_parts * 2; ++slot) {
+    if (ids[slot] < 0) continue;
+    dB_slabs[ids[slot]].add_(slab_parts[slot / 2][slot % 2][0]);
+    dC_slabs[ids[slot]].add_(slab_parts[slot / 2][slot % 2][1]);
+  }
+  auto like = [](const Tensor& grad, const Tensor& input) { return grad.to(input.scalar_type()); };
+  return {like(du, u),
+          like(ddelta, delta),
+          like(dA_part.sum(0).narrow(1, 0, call.n), A),
+          like(unpack_tokens(dB, call.n, l), B).contiguous(),
+          like(unpack_tokens(dC, call.n, l), C).contiguous(),
+          D ? like(dD_part.sum(0), *D) : Tensor(),
+          z ? like(dz, *z) : Tensor(),
+          delta_bias ? like(ddb_part.sum(0), *delta_bias) : Tensor()};
+}
+
+}  // namespace
+
+PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
+  m.doc() = "discbench fused CPU selective scan (csrc/)";
+  m.def("forward", &forward, "selective scan forward");
+  m.def("backward", &backward, "selective scan backward");
+  m.def("supported_isas", &supported_isas, "instruction sets this CPU runs, widest first");
+  m.def("method_keys", []() {
+    std::vector<std::string> keys;
+#define DS_KEY(id, name, T) keys.push_back(name);
+    DS_METHOD_LIST(DS_KEY)
+#undef DS_KEY
+    return keys;
+  });
+}

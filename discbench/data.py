@@ -1,0 +1,411 @@
+"""Datasets: the raw splits of every supported dataset, checked before training, and the
+train/eval transforms of a recipe (timm's `create_transform`).
+
+Every dataset yields `(PIL.Image in RGB mode, int label)` before transforms, so one transform
+pipeline (and every timm augmentation) serves all of them; after transforms an item is
+`(float tensor (3, image_size, image_size), int label)`, normalised with ImageNet's mean and std.
+
+Layouts (`root` is `data.root`; the folder in brackets may be `root` itself or sit inside it):
+
+    digits         scikit-learn's 8×8 digits (ships with scikit-learn), grey values replicated to
+                   3 channels (so the RGB models and augmentations apply unchanged); a fixed
+                   stratified split (random_state 0): 1437 train / 360 val images, 10 classes
+    synthetic      generated: class c is a fixed random colour pattern (seeded by c) plus
+                   per-image Gaussian noise (seeded by split and index); any size and classes
+    cifar10        [cifar-10-batches-py]/data_batch_1..5, test_batch (python pickles)
+    cifar100       [cifar-100-python]/train, test (python pickles, fine labels)
+    imagefolder    root/train/<class>/<image>, root/val/<class>/<image>
+    imagenet       the same layout (val/ sorted into one folder per class)
+    imagenette     [imagenette2-320 | imagenette2 | imagenette2-160]/train|val/<wnid>/*.JPEG
+    tiny_imagenet  [tiny-imagenet-200]/wnids.txt, train/<wnid>/images/*.JPEG,
+                   val/images/*.JPEG with val/val_annotations.txt (file <tab> wnid <tab> box)
+"""
+
+from __future__ import annotations
+
+import pickle
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+from PIL import Image
+from torch.utils.data import Dataset, Subset
+
+from .config import DataConfig, TrainConfig
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
+
+# Where to get each dataset, for error messages.
+SOURCES = {
+    "cifar10": "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz (unpack it: it holds "
+               "cifar-10-batches-py/)",
+    "cifar100": "https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz (unpack it: it holds "
+                "cifar-100-python/)",
+    "imagenet": "https://image-net.org/download.php (ILSVRC2012 train and val, needs an account); "
+                "unpack train into train/<wnid>/ and sort val into val/<wnid>/ (e.g. with the "
+                "widely used valprep.sh)",
+    "imagenette": "https://s3.amazonaws.com/fast-ai-imageclas/imagenette2-320.tgz (unpack it: it "
+                  "holds imagenette2-320/train and imagenette2-320/val)",
+    "tiny_imagenet": "http://cs231n.stanford.edu/tiny-imagenet-200.zip (unzip it: it holds "
+                     "tiny-imagenet-200/)",
+    "imagefolder": "any folder with train/<class>/<image> and val/<class>/<image> (the class "
+                   "folders of train and val must match)",
+}
+SYNTHETIC_DEFAULT_SIZES = (1024, 256)  # train, val images when no limit is given
+SYNTHETIC_DEFAULT_CLASSES = 10
+
+
+class DatasetError(ValueError):
+    """A dataset that is missing or not in the expected layout; the message says what was
+    expected where, what was found, and where to get the dataset."""
+
+
+@dataclass(frozen=True)
+class Splits:
+    """Raw (untransformed) train and val datasets of PIL RGB images with int labels."""
+
+    train: Dataset
+    val: Dataset
+    num_classes: int
+    classes: tuple[str, ...]
+
+
+class ArrayImages(Dataset):
+    """Images held in memory as uint8 arrays (n, H, W, 3) with labels (n,)."""
+
+    def __init__(self, images: np.ndarray, labels: Sequence[int]):
+        self.images = images
+        self.labels = [int(label) for label in labels]
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, index: int) -> tuple[Image.Image, int]:
+        return Image.fromarray(self.images[index], mode="RGB"), self.labels[index]
+
+
+class ImageFiles(Dataset):
+    """Images read from files on access: samples are (path, label)."""
+
+    def __init__(self, samples: Sequence[tuple[Path, int]]):
+        self.samples = list(samples)
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, index: int) -> tuple[Image.Image, int]:
+        path, label = self.samples[index]
+        with Image.open(path) as image:
+            return image.convert("RGB"), label
+
+
+class SyntheticImages(Dataset):
+    """Deterministic class-conditional images: item i has label i mod num_classes and is that
+    class's pattern (a 4×4 random colour grid, seeded by the class, upsampled bicubically to
+    image_size) plus Gaussian noise (std 48 grey levels, seeded by (split, i))."""
+
+    NOISE_STD = 48.0
+
+    def __init__(self, size: int, num_classes: int, image_size: int, split: int):
+        self.size, self.num_classes, self.image_size, self.split = size, num_classes, image_size, split
+
+    def __len__(self) -> int:
+        return self.size
+
+    def pattern(self, label: int) -> np.ndarray:
+        grid = np.random.default_rng([7, label]).integers(0, 256, (4, 4, 3), dtype=np.uint8)
+        image = Image.fromarray(grid, mode="RGB").resize((self.image_size,) * 2, Image.BICUBIC)
+        return np.asarray(image, dtype=np.float32)
+
+    def __getitem__(self, index: int) -> tuple[Image.Image, int]:
+        if not 0 <= index < self.size:
+            raise IndexError(f"index {index} out of range for {self.size} synthetic images")
+        label = index % self.num_classes
+        noise = np.random.default_rng([self.split, index]).normal(
+            0.0, self.NOISE_STD, (self.image_size, self.image_size, 3))
+        pixels = np.clip(self.pattern(label) + noise, 0, 255).astype(np.uint8)
+        return Image.fromarray(pixels, mode="RGB"), label
+
+
+class Transformed(Dataset):
+    """A raw dataset with a transform applied to its images."""
+
+    def __init__(self, base: Dataset, transform: Callable):
+        self.base, self.transform = base, transform
+
+    def __len__(self) -> int:
+        return len(self.base)
+
+    def __getitem__(self, index: int):
+        image, label = self.base[index]
+        return self.transform(image), label
+
+
+# ---------------------------------------------------------------------------------- loaders
+
+
+def _digits(data: DataConfig) -> Splits:
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+
+    digits = load_digits()
+    grey = np.round(digits.images * (255.0 / 16.0)).astype(np.uint8)  # values 0..16 -> 0..255
+    rgb = np.repeat(grey[..., None], 3, axis=-1)
+    train_idx, val_idx = train_test_split(np.arange(len(rgb)), test_size=0.2, random_state=0,
+                                          stratify=digits.target)
+    classes = tuple(str(c) for c in range(10))
+    return Splits(ArrayImages(rgb[train_idx], digits.target[train_idx]),
+                  ArrayImages(rgb[val_idx], digits.target[val_idx]), 10, classes)
+
+
+def _synthetic(data: DataConfig) -> Splits:
+    classes = data.num_classes or SYNTHETIC_DEFAULT_CLASSES
+    n_train = data.train_limit or SYNTHETIC_DEFAULT_SIZES[0]
+    n_val = data.val_limit or SYNTHETIC_DEFAULT_SIZES[1]
+    return Splits(SyntheticImages(n_train, classes, data.image_size, split=0),
+                  SyntheticImages(n_val, classes, data.image_size, split=1),
+                  classes, tuple(str(c) for c in range(classes)))
+
+
+def _need_root(data: DataConfig) -> Path:
+    if data.root is None:
+        raise DatasetError(f"dataset {data.dataset!r} needs data.root (or --data-root): the folder "
+                           f"that holds it; get it from {SOURCES[data.dataset]}")
+    root = Path(data.root).expanduser()
+    if not root.is_dir():
+        raise DatasetError(f"dataset {data.dataset!r}: data.root {root} does not exist or is not a "
+                           f"folder; get the dataset from {SOURCES[data.dataset]}")
+    return root
+
+
+def _locate(root: Path, subfolders: Sequence[str], marker: str) -> Path:
+    """The first of root/<subfolder> or root itself that contains `marker`."""
+    for candidate in [root / s for s in subfolders] + [root]:
+        if (candidate / marker).exists():
+            return candidate
+    return root
+
+
+def _listing(folder: Path, limit: int = 8) -> str:
+    if not folder.is_dir():
+        return "nothing (the folder does not exist)"
+    names = sorted(p.name + ("/" if p.is_dir() else "") for p in folder.iterdir())
+    if not names:
+        return "an empty folder"
+    shown = ", ".join(names[:limit]) + (f", … ({len(names)} entries)" if len(names) > limit else "")
+    return shown
+
+
+def _read_cifar_pickle(path: Path, label_key: bytes, dataset: str) -> tuple[np.ndarray, list[int]]:
+    try:
+        with open(path, "rb") as f:
+            batch = pickle.load(f, encoding="bytes")
+    except (OSError, pickle.UnpicklingError, EOFError, ValueError) as exc:
+        raise DatasetError(f"dataset {dataset!r}: {path} is not a readable python pickle ({exc}); "
+                           f"re-download it from {SOURCES[dataset]}") from exc
+    if not isinstance(batch, dict) or b"data" not in batch or label_key not in batch:
+        found = sorted(batch) if isinstance(batch, dict) else type(batch).__name__
+        raise DatasetError(f"dataset {dataset!r}: {path} should be a dict with keys b'data' and "
+                           f"{label_key!r}; found {found}; re-download it from {SOURCES[dataset]}")
+    pixels = np.asarray(batch[b"data"])
+    labels = list(batch[label_key])
+    if pixels.dtype != np.uint8 or pixels.ndim != 2 or pixels.shape[1] != 3 * 32 * 32 \
+            or len(labels) != len(pixels):
+        raise DatasetError(f"dataset {dataset!r}: {path} b'data' should be uint8 of shape (n, 3072) "
+                           f"with n labels; found {pixels.dtype} {pixels.shape} with {len(labels)} "
+                           f"labels; re-download it from {SOURCES[dataset]}")
+    images = pixels.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1).copy()  # CHW planes -> HWC
+    return images, [int(x) for x in labels]
+
+
+def _cifar(data: DataConfig, folder_name: str, train_files: Sequence[str], test_file: str,
+           label_key: bytes, num_classes: int) -> Splits:
+    root = _locate(_need_root(data), [folder_name], test_file)
+    missing = [name for name in (*train_files, test_file) if not (root / name).is_file()]
+    if missing:
+        raise DatasetError(
+            f"dataset {data.dataset!r}: expected {', '.join(missing)} in {root} (or in "
+            f"{root / folder_name}); found {_listing(root)}; get it from {SOURCES[data.dataset]}")
+    parts = [_read_cifar_pickle(root / name, label_key, data.dataset) for name in train_files]
+    train_images = np.concatenate([p[0] for p in parts])
+    train_labels = [label for p in parts for label in p[1]]
+    val_images, val_labels = _read_cifar_pickle(root / test_file, label_key, data.dataset)
+    for name, labels in (("training", train_labels), ("test", val_labels)):
+        bad = [x for x in labels if not 0 <= x < num_classes]
+        if bad:
+            raise DatasetError(f"dataset {data.dataset!r}: {name} labels must be in 0..{num_classes - 1}; "
+                               f"found {bad[0]} in {root}")
+    classes = tuple(str(c) for c in range(num_classes))
+    return Splits(ArrayImages(train_images, train_labels), ArrayImages(val_images, val_labels),
+                  num_classes, classes)
+
+
+def _cifar10(data: DataConfig) -> Splits:
+    return _cifar(data, "cifar-10-batches-py", [f"data_batch_{i}" for i in range(1, 6)], "test_batch",
+                  b"labels", 10)
+
+
+def _cifar100(data: DataConfig) -> Splits:
+    return _cifar(data, "cifar-100-python", ["train"], "test", b"fine_labels", 100)
+
+
+def _images_in(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
+
+
+def _class_folders(split_dir: Path, dataset: str, split: str) -> list[Path]:
+    if not split_dir.is_dir():
+        raise DatasetError(f"dataset {dataset!r}: expected the folder {split_dir} with one sub-folder "
+                           f"of images per class; found {_listing(split_dir.parent)} in "
+                           f"{split_dir.parent}; get it from {SOURCES[dataset]}")
+    folders = sorted(p for p in split_dir.iterdir() if p.is_dir())
+    if not folders:
+        loose = _images_in(split_dir)
+        hint = (f" ({len(loose)} loose image files: sort them into {split_dir}/<class>/)" if loose else "")
+        raise DatasetError(f"dataset {dataset!r}: {split_dir} has no class folders{hint}; expected "
+                           f"{split_dir}/<class>/<image>; get it from {SOURCES[dataset]}")
+    empty = [f.name for f in folders if not _images_in(f)]
+    if empty:
+        raise DatasetError(f"dataset {dataset!r}: class folder(s) {', '.join(empty[:5])} in {split_dir} "
+                           f"hold no image files ({', '.join(IMAGE_EXTENSIONS)})")
+    return folders
+
+
+def _image_folder_tree(data: DataConfig, subfolders: Sequence[str] = ()) -> Splits:
+    root = _locate(_need_root(data), subfolders, "train")
+    train_folders = _class_folders(root / "train", data.dataset, "train")
+    val_folders = _class_folders(root / "val", data.dataset, "val")
+    classes = tuple(f.name for f in train_folders)
+    val_classes = tuple(f.name for f in val_folders)
+    if set(val_classes) - set(classes):
+        extra = sorted(set(val_classes) - set(classes))
+        raise DatasetError(f"dataset {data.dataset!r}: {root / 'val'} has class folders that "
+                           f"{root / 'train'} lacks: {', '.join(extra[:5])}; both must use the same "
+                           f"class names")
+    if len(classes) < 2:
+        raise DatasetError(f"dataset {data.dataset!r}: {root / 'train'} has {len(classes)} class "
+                           f"folder; a classification dataset needs at least 2")
+    index = {name: i for i, name in enumerate(classes)}
+    train = [(p, i) for i, f in enumerate(train_folders) for p in _images_in(f)]
+    val = [(p, index[f.name]) for f in val_folders for p in _images_in(f)]
+    return Splits(ImageFiles(train), ImageFiles(val), len(classes), classes)
+
+
+def _imagefolder(data: DataConfig) -> Splits:
+    return _image_folder_tree(data)
+
+
+def _imagenette(data: DataConfig) -> Splits:
+    return _image_folder_tree(data, ["imagenette2-320", "imagenette2", "imagenette2-160"])
+
+
+def _tiny_imagenet(data: DataConfig) -> Splits:
+    root = _locate(_need_root(data), ["tiny-imagenet-200"], "wnids.txt")
+    source = SOURCES["tiny_imagenet"]
+    wnids_file = root / "wnids.txt"
+    annotations = root / "val" / "val_annotations.txt"
+    for needed in (wnids_file, root / "train", root / "val" / "images", annotations):
+        if not needed.exists():
+            raise DatasetError(f"dataset 'tiny_imagenet': expected {needed} (layout: wnids.txt, "
+                               f"train/<wnid>/images/*.JPEG, val/images/*.JPEG, val/val_annotations.txt); "
+                               f"found {_listing(needed.parent)} in {needed.parent}; get it from {source}")
+    wnids = sorted({line.strip() for line in wnids_file.read_text().splitlines() if line.strip()})
+    if len(wnids) < 2:
+        raise DatasetError(f"dataset 'tiny_imagenet': {wnids_file} lists {len(wnids)} class ids; "
+                           f"expected one WordNet id per line (200 in the real dataset)")
+    index = {w: i for i, w in enumerate(wnids)}
+    train = []
+    for wnid in wnids:
+        folder = root / "train" / wnid / "images"
+        images = _images_in(folder) if folder.is_dir() else []
+        if not images:
+            raise DatasetError(f"dataset 'tiny_imagenet': expected training images in {folder} for "
+                               f"class {wnid} (listed in {wnids_file}); found {_listing(folder)}")
+        train += [(p, index[wnid]) for p in images]
+    val = []
+    for number, line in enumerate(annotations.read_text().splitlines(), start=1):
+        if not line.strip():
+            continue
+        fields = line.split("\t")
+        if len(fields) < 2:
+            raise DatasetError(f"dataset 'tiny_imagenet': {annotations} line {number} should be "
+                               f"'<file>\\t<wnid>\\t<x0>\\t<y0>\\t<x1>\\t<y1>'; found {line!r}")
+        name, wnid = fields[0].strip(), fields[1].strip()
+        if wnid not in index:
+            raise DatasetError(f"dataset 'tiny_imagenet': {annotations} line {number} names class "
+                               f"{wnid!r}, which {wnids_file} does not list")
+        path = root / "val" / "images" / name
+        if not path.is_file():
+            raise DatasetError(f"dataset 'tiny_imagenet': {annotations} line {number} names {path}, "
+                               f"which does not exist")
+        val.append((path, index[wnid]))
+    if not val:
+        raise DatasetError(f"dataset 'tiny_imagenet': {annotations} lists no validation images")
+    return Splits(ImageFiles(train), ImageFiles(val), len(wnids), tuple(wnids))
+
+
+LOADERS: dict[str, Callable[[DataConfig], Splits]] = {
+    "digits": _digits,
+    "synthetic": _synthetic,
+    "cifar10": _cifar10,
+    "cifar100": _cifar100,
+    "imagefolder": _imagefolder,
+    "imagenet": _imagefolder,
+    "imagenette": _imagenette,
+    "tiny_imagenet": _tiny_imagenet,
+}
+
+
+def _fixed_subset(dataset: Dataset, limit: int | None) -> Dataset:
+    """At most `limit` items: a fixed random subset (seed 0, so every trial sees the same one)."""
+    if limit is None or limit >= len(dataset):
+        return dataset
+    chosen = np.sort(np.random.default_rng(0).permutation(len(dataset))[:limit])
+    return Subset(dataset, chosen.tolist())
+
+
+def load_splits(data: DataConfig) -> Splits:
+    """The raw train/val splits of `data.dataset`, with the layout checked and limits applied.
+
+    Raises DatasetError when the dataset is missing or malformed.
+    """
+    splits = LOADERS[data.dataset](data)
+    if data.dataset == "synthetic":
+        return splits  # the limits already are its sizes
+    return Splits(_fixed_subset(splits.train, data.train_limit), _fixed_subset(splits.val, data.val_limit),
+                  splits.num_classes, splits.classes)
+
+
+# ------------------------------------------------------------------------------- transforms
+
+def build_transforms(image_size: int, recipe: TrainConfig) -> tuple[Callable, Callable]:
+    """(train, eval) transforms: PIL RGB image -> float tensor (3, image_size, image_size).
+
+    Train: timm's `create_transform(is_training=True)` with the recipe's augmentation (random
+    resized crop, flip, RandAugment, random erasing), or resize + centre crop when `augment` is
+    off. As DeiT does for CIFAR-sized inputs (≤ 32 px), the random resized crop is replaced by a
+    resize to image_size and a random crop with image_size/8 padding. Eval: resize to
+    image_size / eval_crop_ratio and centre crop (timm's eval transform).
+    """
+    from timm.data import create_transform
+    from torchvision import transforms as T
+
+    auto_augment = None if recipe.auto_augment == "none" else recipe.auto_augment
+    train = create_transform(
+        input_size=image_size, is_training=True, no_aug=not recipe.augment, hflip=recipe.hflip,
+        color_jitter=recipe.color_jitter, auto_augment=auto_augment,
+        interpolation=recipe.train_interpolation, re_prob=recipe.reprob, re_mode=recipe.remode,
+        re_count=recipe.recount, crop_pct=1.0)
+    if recipe.augment and image_size <= 32:
+        train.transforms[0] = T.Compose([T.Resize(image_size), T.RandomCrop(image_size, padding=image_size // 8)])
+    evaluate = create_transform(input_size=image_size, is_training=False, interpolation="bicubic",
+                                crop_pct=recipe.eval_crop_ratio)
+    return train, evaluate
+
+
+def build_datasets(data: DataConfig, recipe: TrainConfig) -> tuple[Dataset, Dataset, int]:
+    """(train, val, num_classes) with the recipe's transforms applied; recipe must be resolved."""
+    splits = load_splits(data)
+    train_tf, eval_tf = build_transforms(data.image_size, recipe)
+    return Transformed(splits.train, train_tf), Transformed(splits.val, eval_tf), splits.num_classes

@@ -1,0 +1,503 @@
+"""Vision Mamba (Vim, Zhu et al. 2024, bimamba v2) with a selectable SSM discretization.
+
+The architecture follows the upstream Vim configuration used for the paper's Vim-Ti/S/B
+(patch embedding, absolute position embedding, class token in the middle of the sequence,
+RMSNorm, residual stream in fp32, drop path, and a bidirectional mixer whose two scan
+directions have their own conv1d and SSM parameters; the two outputs are averaged). Parameter
+names match upstream, so an upstream checkpoint's state dict loads as is.
+
+What discbench adds: every scan goes through `discbench.selective_scan` with the configured
+`discretization` (method) and `variant`, in BOTH directions. The backward direction is the
+forward computation on the reversed sequence (flip, conv + scan, flip back), so a stencil's
+"previous" tokens are those to the right, as METHODS.md requires.
+
+Registered in timm (importing `discbench.models` registers them):
+
+    timm.create_model("vim_tiny_patch16_224", discretization="foh", variant="canonical")
+
+Names: vim_tiny_patch16_224, vim_small_patch16_224, vim_base_patch16_224 (D = 192/384/768,
+depth 24), and for CPU studies vim_nano (D = 96, depth 6) and vim_micro (D = 48, depth 4),
+which default to 32×32 images with 4×4 patches. All accept img_size, patch_size, in_chans.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from typing import Callable
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+import torch.utils.checkpoint
+from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
+from timm.layers import DropPath, PatchEmbed, lecun_normal_, to_2tuple, trunc_normal_
+from timm.models import register_model
+
+from ..methods import get_method
+from ..scan import BACKENDS, selective_scan
+
+Tensor = torch.Tensor
+
+CLS_TOKEN_CHOICES = ("middle", "head", "double", "none")
+POOL_CHOICES = ("mean", "max")
+BIDIRECTIONAL_CHOICES = ("ssm_conv", "ssm", "none")
+
+
+def _check_choice(name: str, value: str, allowed: tuple[str, ...]) -> None:
+    if value not in allowed:
+        raise ValueError(f"{name}={value!r} is not valid; choose one of: {', '.join(allowed)}")
+
+
+def check_scan_backend(name: str) -> str:
+    """`name` if it is "auto" or a registered backend usable on this machine, else a clear error."""
+    if name == "auto":
+        return name
+    if name not in BACKENDS:
+        raise ValueError(f"scan_backend={name!r} is not valid; choose one of: auto, {', '.join(BACKENDS)}")
+    why = BACKENDS[name].unavailable_reason()
+    if why is not None:
+        raise RuntimeError(f"scan_backend={name!r} is not available here: {why}")
+    return name
+
+
+# ----------------------------------------------------------------------------- conv1d
+
+
+@functools.lru_cache(maxsize=1)
+def _cuda_causal_conv1d() -> Callable | None:
+    """causal-conv1d's fused CUDA function, or None when the package or its extension is absent."""
+    try:
+        from causal_conv1d import causal_conv1d_fn
+    except (ImportError, OSError):  # not installed, or its compiled extension cannot load
+        return None
+    return causal_conv1d_fn
+
+
+def causal_conv1d_silu(x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
+    """silu(depthwise causal conv1d(x)): output token k sees input tokens k-w+1 … k.
+
+    x: (b, e, l); weight: (e, 1, w) as nn.Conv1d stores it; bias: (e,). Returns (b, e, l).
+    On CUDA tensors the fused causal-conv1d kernel is used when it is installed.
+    """
+    fused = _cuda_causal_conv1d() if x.is_cuda else None
+    if fused is not None:
+        return fused(x, weight.squeeze(1), bias, activation="silu")
+    width = weight.shape[-1]
+    return F.silu(F.conv1d(F.pad(x, (width - 1, 0)), weight, bias, groups=x.shape[1]))
+
+
+# ----------------------------------------------------------------------------- mixer
+
+
+def _at_least_fp32(t: Tensor) -> Tensor:
+    """The SSM's own parameters (A, D, Δ bias) go to the scan in fp32 even in a bf16 model, as upstream."""
+    return t.to(torch.promote_types(t.dtype, torch.float32))
+
+
+class BiMambaMixer(nn.Module):
+    """Vim's bidirectional Mamba mixer (bimamba v2), (b, l, D) -> (b, l, D).
+
+    in_proj: D -> 2E (x and the gate z, E = expand·D, no bias). Per direction: causal
+    depthwise conv1d (width d_conv, with bias) -> SiLU -> x_proj (E -> dt_rank + 2N) ->
+    dt_proj (dt_rank -> E; its bias is the scan's delta_bias, softplus applied in the scan) ->
+    selective scan with A = -exp(A_log), skip D and gate silu(z). The backward direction runs on
+    the reversed sequence (x and z both flipped, as upstream flips xz) and is flipped back;
+    the two directions are averaged (upstream's if_divide_out) -> out_proj (E -> D, no bias).
+
+    bidirectional: "ssm_conv" (Vim's default) each direction has its own conv1d and SSM
+    parameters; "ssm" the backward SSM (x_proj_b, dt_proj_b, A_b_log, D_b) reads the reversed
+    output of the single forward conv1d; "none" forward direction only.
+    """
+
+    def __init__(
+        self,
+        d_model: int,
+        d_state: int = 16,
+        d_conv: int = 4,
+        expand: int = 2,
+        dt_rank: int | None = None,
+        dt_min: float = 1e-3,
+        dt_max: float = 0.1,
+        dt_init_floor: float = 1e-4,
+        bidirectional: str = "ssm_conv",
+        discretization: str = "zoh",
+        variant: str = "canonical",
+        scan_backend: str = "auto",
+    ):
+        super().__init__()
+        _check_choice("bidirectional", bidirectional, BIDIRECTIONAL_CHOICES)
+        self.method = get_method(discretization, variant)
+        self.scan_backend = check_scan_backend(scan_backend)
+        self.bidirectional = bidirectional
+        self.d_model = d_model
+        self.d_state = d_state
+        self.d_inner = expand * d_model
+        self.dt_rank = dt_rank if dt_rank is not None else math.ceil(d_model / 16)
+        self.dt_range = (dt_min, dt_max, dt_init_floor)
+
+        self.in_proj = nn.Linear(d_model, 2 * self.d_inner, bias=False)
+        self.conv1d = self._make_conv(d_conv)
+        self.x_proj, self.dt_proj, self.A_log, self.D = self._make_ssm()
+        if bidirectional != "none":
+            if bidirectional == "ssm_conv":
+                self.conv1d_b = self._make_conv(d_conv)
+            self.x_proj_b, self.dt_proj_b, self.A_b_log, self.D_b = self._make_ssm()
+        self.out_proj = nn.Linear(self.d_inner, d_model, bias=False)
+
+    def _make_conv(self, d_conv: int) -> nn.Conv1d:
+        # Padding is applied in causal_conv1d_silu, so the layer holds weights only.
+        return nn.Conv1d(self.d_inner, self.d_inner, d_conv, groups=self.d_inner, bias=True)
+
+    def _make_ssm(self) -> tuple[nn.Linear, nn.Linear, nn.Parameter, nn.Parameter]:
+        """x_proj, dt_proj, A_log, D of one direction, with Mamba's initialisation."""
+        x_proj = nn.Linear(self.d_inner, self.dt_rank + 2 * self.d_state, bias=False)
+        dt_proj = nn.Linear(self.dt_rank, self.d_inner, bias=True)
+        self.init_dt_proj(dt_proj)
+        # S4D-real: poles -1, -2, …, -N in every channel; kept in fp32 like upstream.
+        poles = torch.arange(1, self.d_state + 1, dtype=torch.float32).repeat(self.d_inner, 1)
+        A_log = nn.Parameter(torch.log(poles))
+        D = nn.Parameter(torch.ones(self.d_inner))
+        return x_proj, dt_proj, A_log, D
+
+    def init_dt_proj(self, dt_proj: nn.Linear) -> None:
+        """Mamba's Δ init: weight U(±dt_rank^-½); bias = softplus⁻¹(Δ0), Δ0 log-uniform in [dt_min, dt_max]."""
+        dt_min, dt_max, floor = self.dt_range
+        bound = self.dt_rank ** -0.5
+        with torch.no_grad():
+            dt_proj.weight.uniform_(-bound, bound)
+            dt = torch.exp(torch.rand(self.d_inner) * (math.log(dt_max) - math.log(dt_min)) + math.log(dt_min))
+            dt = dt.clamp(min=floor)
+            dt_proj.bias.copy_(dt + torch.log(-torch.expm1(-dt)))
+
+    def _scan(self, x: Tensor, gate: Tensor, x_proj: nn.Linear, dt_proj: nn.Linear,
+              A_log: Tensor, D: Tensor) -> Tensor:
+        """One direction's SSM in scan order: x, gate (b, E, l) -> gated output (b, E, l)."""
+        x_dbl = F.linear(x.transpose(1, 2), x_proj.weight)  # (b, l, dt_rank + 2N)
+        dt_low, B, C = torch.split(x_dbl, [self.dt_rank, self.d_state, self.d_state], dim=-1)
+        delta = torch.matmul(dt_proj.weight, dt_low.transpose(1, 2))  # (b, E, l)
+        return selective_scan(
+            x, delta, -torch.exp(_at_least_fp32(A_log)),
+            B.transpose(1, 2).contiguous(), C.transpose(1, 2).contiguous(),
+            _at_least_fp32(D), z=gate, delta_bias=_at_least_fp32(dt_proj.bias), delta_softplus=True,
+            method=self.method.name, variant=self.method.variant, backend=self.scan_backend,
+        )
+
+    def forward_directions(self, hidden: Tensor) -> tuple[Tensor, Tensor | None]:
+        """The two directions' gated scan outputs in original token order, (b, E, l) each.
+
+        hidden: (b, l, D). The second is None when bidirectional="none".
+        """
+        xz = torch.matmul(self.in_proj.weight, hidden.transpose(1, 2))  # (b, 2E, l)
+        x, gate = xz.chunk(2, dim=1)
+        x_fwd = causal_conv1d_silu(x, self.conv1d.weight, self.conv1d.bias)
+        out_fwd = self._scan(x_fwd, gate, self.x_proj, self.dt_proj, self.A_log, self.D)
+        if self.bidirectional == "none":
+            return out_fwd, None
+        if self.bidirectional == "ssm_conv":
+            x_bwd = causal_conv1d_silu(x.flip(-1), self.conv1d_b.weight, self.conv1d_b.bias)
+        else:  # "ssm": the backward SSM reads the forward conv's output, reversed
+            x_bwd = x_fwd.flip(-1)
+        out_bwd = self._scan(x_bwd, gate.flip(-1), self.x_proj_b, self.dt_proj_b, self.A_b_log, self.D_b)
+        return out_fwd, out_bwd.flip(-1)
+
+    def forward(self, hidden: Tensor) -> Tensor:
+        """hidden: (b, l, D) -> (b, l, D)."""
+        out_fwd, out_bwd = self.forward_directions(hidden)
+        mixed = out_fwd if out_bwd is None else (out_fwd + out_bwd) / 2
+        return self.out_proj(mixed.transpose(1, 2))
+
+
+# ----------------------------------------------------------------------------- block
+
+
+class VimBlock(nn.Module):
+    """x + drop_path(mixer(RMSNorm(x))), with the residual stream x kept in fp32.
+
+    Upstream writes the same computation as "add, then norm, then mixer" to fuse the add into
+    the norm kernel; block i's mixer output there is dropped with the i-th drop-path rate too.
+    """
+
+    def __init__(self, dim: int, mixer: BiMambaMixer, drop_path: float = 0.0,
+                 norm_eps: float = 1e-5, residual_in_fp32: bool = True):
+        super().__init__()
+        self.norm = nn.RMSNorm(dim, eps=norm_eps)
+        self.mixer = mixer
+        self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
+        self.residual_in_fp32 = residual_in_fp32
+
+    def forward(self, x: Tensor) -> Tensor:
+        """x: (b, l, D) residual stream -> (b, l, D), fp32 when residual_in_fp32."""
+        if self.residual_in_fp32:
+            x = x.float()
+        return x + self.drop_path(self.mixer(self.norm(x.to(self.norm.weight.dtype))))
+
+
+# ----------------------------------------------------------------------------- model
+
+
+class VisionMamba(nn.Module):
+    """Vim: images (b, in_chans, H, W) -> logits (b, num_classes).
+
+    cls_token: "middle" (Vim: one class token inserted at position M//2 of the M patch tokens),
+    "head" (at position 0), "double" (at both ends, their outputs averaged), "none" (pool all
+    tokens). pool: with cls_token="none", "mean" averages the token features before the head;
+    "max" applies the head to every token and takes the max over tokens (the paper's "max pool",
+    as in the upstream code). drop_rate: dropout after the position embedding (upstream's
+    pos_drop). drop_path_rate: stochastic depth, rising linearly from 0 to this over the blocks.
+    """
+
+    def __init__(
+        self,
+        img_size: int | tuple[int, int] = 224,
+        patch_size: int | tuple[int, int] = 16,
+        in_chans: int = 3,
+        num_classes: int = 1000,
+        embed_dim: int = 192,
+        depth: int = 24,
+        d_state: int = 16,
+        expand: int = 2,
+        d_conv: int = 4,
+        cls_token: str = "middle",
+        pool: str = "mean",
+        bidirectional: str = "ssm_conv",
+        discretization: str = "zoh",
+        variant: str = "canonical",
+        scan_backend: str = "auto",
+        drop_rate: float = 0.0,
+        drop_path_rate: float = 0.0,
+        norm_eps: float = 1e-5,
+        residual_in_fp32: bool = True,
+    ):
+        super().__init__()
+        _check_choice("cls_token", cls_token, CLS_TOKEN_CHOICES)
+        _check_choice("pool", pool, POOL_CHOICES)
+        _check_choice("bidirectional", bidirectional, BIDIRECTIONAL_CHOICES)
+        img_hw, patch_hw = to_2tuple(img_size), to_2tuple(patch_size)
+        for name, value in (("embed_dim", embed_dim), ("depth", depth), ("d_state", d_state),
+                            ("expand", expand), ("d_conv", d_conv), ("in_chans", in_chans),
+                            ("img_size", min(img_hw)), ("patch_size", min(patch_hw))):
+            if not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        if num_classes < 0:
+            raise ValueError(f"num_classes must be ≥ 0 (0: no head), got {num_classes}")
+        if any(i % p for i, p in zip(img_hw, patch_hw)):
+            raise ValueError(f"img_size {img_hw} must be a multiple of patch_size {patch_hw}")
+        if not 0.0 <= drop_path_rate < 1.0 or not 0.0 <= drop_rate < 1.0:
+            raise ValueError(f"drop_rate and drop_path_rate must be in [0, 1), got {drop_rate}, {drop_path_rate}")
+        method = get_method(discretization, variant)
+        self.discretization, self.variant = method.name, method.variant
+
+        self.num_classes = num_classes
+        self.embed_dim = self.num_features = self.head_hidden_size = embed_dim
+        self.cls_token_mode = cls_token
+        self.pool = pool
+        self.bidirectional = bidirectional
+        self.grad_checkpointing = False
+
+        self.patch_embed = PatchEmbed(img_size=img_hw, patch_size=patch_hw, in_chans=in_chans,
+                                      embed_dim=embed_dim)
+        num_patches = self.patch_embed.num_patches
+        if cls_token == "double":
+            self.cls_token_head = nn.Parameter(torch.zeros(1, 1, embed_dim))
+            self.cls_token_tail = nn.Parameter(torch.zeros(1, 1, embed_dim))
+        elif cls_token != "none":
+            self.cls_token = nn.Parameter(torch.zeros(1, 1, embed_dim))
+        self.num_prefix_tokens = {"none": 0, "double": 2}.get(cls_token, 1)
+        self.pos_embed = nn.Parameter(torch.zeros(1, num_patches + self.num_prefix_tokens, embed_dim))
+        self.pos_drop = nn.Dropout(drop_rate)
+
+        rates = torch.linspace(0, drop_path_rate, depth).tolist()
+        self.layers = nn.ModuleList([
+            VimBlock(embed_dim,
+                     BiMambaMixer(embed_dim, d_state=d_state, d_conv=d_conv, expand=expand,
+                                  bidirectional=bidirectional, discretization=method.name,
+                                  variant=method.variant, scan_backend=scan_backend),
+                     drop_path=rate, norm_eps=norm_eps, residual_in_fp32=residual_in_fp32)
+            for rate in rates
+        ])
+        self.norm_f = nn.RMSNorm(embed_dim, eps=norm_eps)
+        self.head = nn.Linear(embed_dim, num_classes) if num_classes > 0 else nn.Identity()
+        self._init_weights(depth)
+
+    def _init_weights(self, depth: int) -> None:
+        """Upstream Vim's initialisation (its segm_init_weights followed by Mamba's _init_weights)."""
+        lecun_normal_(self.patch_embed.proj.weight)
+        nn.init.zeros_(self.patch_embed.proj.bias)
+        if isinstance(self.head, nn.Linear):
+            trunc_normal_(self.head.weight, std=0.02)
+            nn.init.zeros_(self.head.bias)
+        trunc_normal_(self.pos_embed, std=0.02)
+        for name in self._cls_token_names():
+            trunc_normal_(getattr(self, name), std=0.02)
+        for block in self.layers:
+            # GPT-2's scheme: the residual-branch output projection scaled by 1/sqrt(depth).
+            nn.init.kaiming_uniform_(block.mixer.out_proj.weight, a=math.sqrt(5))
+            with torch.no_grad():
+                block.mixer.out_proj.weight /= math.sqrt(depth)
+
+    def _cls_token_names(self) -> tuple[str, ...]:
+        return {"none": (), "double": ("cls_token_head", "cls_token_tail")}.get(
+            self.cls_token_mode, ("cls_token",))
+
+    # -- timm conventions ----------------------------------------------------------------
+
+    @torch.jit.ignore
+    def no_weight_decay(self) -> set[str]:
+        """Full names of parameters exempt from weight decay: position embedding, class tokens, A_log, D."""
+        exempt = {"pos_embed", *self._cls_token_names()}
+        for name, _ in self.named_parameters():
+            if name.rsplit(".", 1)[-1] in ("A_log", "A_b_log", "D", "D_b"):
+                exempt.add(name)
+        return exempt
+
+    @torch.jit.ignore
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        self.grad_checkpointing = enable
+
+    @torch.jit.ignore
+    def get_classifier(self) -> nn.Module:
+        return self.head
+
+    def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None:
+        """A fresh head for `num_classes` (0: none); global_pool, if given, sets `pool` ("mean"/"max")."""
+        if global_pool is not None:
+            _check_choice("global_pool", global_pool, POOL_CHOICES)
+            self.pool = global_pool
+        self.num_classes = num_classes
+        self.head = nn.Linear(self.embed_dim, num_classes) if num_classes > 0 else nn.Identity()
+        if num_classes > 0:
+            trunc_normal_(self.head.weight, std=0.02)
+            nn.init.zeros_(self.head.bias)
+
+    def set_scan_backend(self, name: str) -> None:
+        """Run every scan of the model on backend `name` ("auto" or a key of discbench.scan.BACKENDS)."""
+        check_scan_backend(name)
+        for block in self.layers:
+            block.mixer.scan_backend = name
+
+    @property
+    def scan_backend(self) -> str:
+        return self.layers[0].mixer.scan_backend
+
+    # -- forward -------------------------------------------------------------------------
+
+    def _class_token_positions(self, num_patches: int) -> list[int]:
+        return {"middle": [num_patches // 2], "head": [0], "double": [0, num_patches + 1],
+                "none": []}[self.cls_token_mode]
+
+    def _insert_class_tokens(self, x: Tensor) -> Tensor:
+        """(b, M, D) patch tokens -> (b, M + num_prefix_tokens, D) with the class token(s) placed."""
+        batch, num_patches = x.shape[:2]
+        if self.cls_token_mode == "double":
+            head = self.cls_token_head.expand(batch, -1, -1)
+            tail = self.cls_token_tail.expand(batch, -1, -1)
+            return torch.cat([head, x, tail], dim=1)
+        if self.cls_token_mode == "none":
+            return x
+        (position,) = self._class_token_positions(num_patches)
+        cls = self.cls_token.expand(batch, -1, -1)
+        return torch.cat([x[:, :position], cls, x[:, position:]], dim=1)
+
+    def forward_features(self, x: Tensor) -> Tensor:
+        """Images (b, C, H, W) -> normalised token features (b, M + num_prefix_tokens, D)."""
+        x = self._insert_class_tokens(self.patch_embed(x))
+        x = self.pos_drop(x + self.pos_embed)
+        for block in self.layers:
+            if self.grad_checkpointing and torch.is_grad_enabled():
+                x = torch.utils.checkpoint.checkpoint(block, x, use_reentrant=False)
+            else:
+                x = block(x)
+        return self.norm_f(x.to(self.norm_f.weight.dtype))
+
+    def forward_head(self, x: Tensor, pre_logits: bool = False) -> Tensor:
+        """Token features (b, L, D) -> logits (b, num_classes), or with pre_logits what the head reads.
+
+        pre_logits gives (b, D) — the class token(s) or the mean-pooled tokens — except for
+        pool="max" without class token, where the head reads every token: (b, L, D).
+        """
+        positions = self._class_token_positions(x.shape[1] - self.num_prefix_tokens)
+        if positions:
+            features = torch.stack([x[:, p] for p in positions]).mean(0)
+        elif self.pool == "mean":
+            features = x.mean(dim=1)
+        else:
+            features = x
+        if pre_logits:
+            return features
+        logits = self.head(features)
+        return logits.amax(dim=1) if features.dim() == 3 else logits
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Images (b, in_chans, H, W) -> logits (b, num_classes)."""
+        return self.forward_head(self.forward_features(x))
+
+
+# ----------------------------------------------------------------------------- registry
+
+# Architecture defaults per registered name; every one of them can be overridden by kwargs.
+VIM_CONFIGS: dict[str, dict] = {
+    "vim_tiny_patch16_224": dict(img_size=224, patch_size=16, embed_dim=192, depth=24, d_state=16),
+    "vim_small_patch16_224": dict(img_size=224, patch_size=16, embed_dim=384, depth=24, d_state=16),
+    "vim_base_patch16_224": dict(img_size=224, patch_size=16, embed_dim=768, depth=24, d_state=16),
+    "vim_nano": dict(img_size=32, patch_size=4, embed_dim=96, depth=6, d_state=16),
+    "vim_micro": dict(img_size=32, patch_size=4, embed_dim=48, depth=4, d_state=16),
+}
+
+# Old-style timm pretrained cfgs: data settings only; no weights exist (no url, no hub id).
+default_cfgs = {
+    name: dict(input_size=(3, *to_2tuple(cfg["img_size"])), num_classes=1000, interpolation="bicubic",
+               crop_pct=0.9 if cfg["img_size"] >= 224 else 1.0, mean=IMAGENET_DEFAULT_MEAN,
+               std=IMAGENET_DEFAULT_STD, first_conv="patch_embed.proj", classifier="head",
+               fixed_input_size=True)
+    for name, cfg in VIM_CONFIGS.items()
+}
+
+# Arguments timm.create_model always passes to an entrypoint; they concern weight files only.
+_TIMM_WEIGHT_KWARGS = ("pretrained_cfg", "pretrained_cfg_overlay", "cache_dir")
+
+
+def _create_vim(name: str, pretrained: bool, **kwargs) -> VisionMamba:
+    if pretrained:
+        raise ValueError(
+            f"{name}: no pretrained weights exist for discbench's Vim models and nothing is ever "
+            "downloaded; use pretrained=False (with timm.create_model(..., checkpoint_path=...) "
+            "to load a local checkpoint)")
+    for key in _TIMM_WEIGHT_KWARGS:
+        kwargs.pop(key, None)
+    model = VisionMamba(**{**VIM_CONFIGS[name], **kwargs})
+    in_chans = model.patch_embed.proj.in_channels
+    cfg = dict(default_cfgs[name], architecture=name, num_classes=model.num_classes,
+               input_size=(in_chans, *model.patch_embed.img_size))
+    model.pretrained_cfg = model.default_cfg = cfg
+    return model
+
+
+@register_model
+def vim_tiny_patch16_224(pretrained: bool = False, **kwargs) -> VisionMamba:
+    """Vim-Ti: D = 192, depth 24, d_state 16 (7.15 M parameters with 1000 classes)."""
+    return _create_vim("vim_tiny_patch16_224", pretrained, **kwargs)
+
+
+@register_model
+def vim_small_patch16_224(pretrained: bool = False, **kwargs) -> VisionMamba:
+    """Vim-S: D = 384, depth 24, d_state 16 (25.8 M parameters with 1000 classes)."""
+    return _create_vim("vim_small_patch16_224", pretrained, **kwargs)
+
+
+@register_model
+def vim_base_patch16_224(pretrained: bool = False, **kwargs) -> VisionMamba:
+    """Vim-B: D = 768, depth 24, d_state 16 (97.6 M parameters with 1000 classes)."""
+    return _create_vim("vim_base_patch16_224", pretrained, **kwargs)
+
+
+@register_model
+def vim_nano(pretrained: bool = False, **kwargs) -> VisionMamba:
+    """CPU-study size: D = 96, depth 6, d_state 16; 32×32 images, 4×4 patches by default."""
+    return _create_vim("vim_nano", pretrained, **kwargs)
+
+
+@register_model
+def vim_micro(pretrained: bool = False, **kwargs) -> VisionMamba:
+    """Test/CPU-study size: D = 48, depth 4, d_state 16; 32×32 images, 4×4 patches by default."""
+    return _create_vim("vim_micro", pretrained, **kwargs)

@@ -1,0 +1,170 @@
+"""What a study varies, read from its trials table: the method keys, the models, the other
+configuration factors, the seeds, and where each result came from.
+
+A factor is a flattened config column (e.g. `config.model.kwargs.cls_token`) that takes more
+than one value and is not determined by the model alone. The method (method_key), the model
+(`model`) and the seed have their own axes and are never factors.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import pandas as pd
+
+from ..methods import METHODS
+from ..results import StudyResults
+
+BASELINE_KEY = "zoh/paper"
+MISSING = "default"  # how an unset config value is shown
+
+# Config columns that restate an axis (method, seed, model) or that do not change a result.
+_NOT_FACTORS = {
+    "config.method", "config.variant", "config.seed", "config.model.name",
+    "config.model.scan_backend", "config.train.device", "config.data.root", "config.data.workers",
+}
+PROVENANCE_COLUMNS = ("device", "discbench_version", "torch_version", "git_commit")
+
+
+@dataclass
+class StudyView:
+    """A study's trials with the axes a report groups by.
+
+    trials: the trials table plus `condition` (a tuple: method_key then factor values) and
+    `model` filled; factors: factor column names; models: model names in the order they first
+    appear; conditions: every condition, the baseline first then registry order.
+    """
+
+    results: StudyResults
+    trials: pd.DataFrame
+    factors: list[str]
+    models: list[str]
+    conditions: list[tuple]
+    baseline_key: str = BASELINE_KEY
+    _labels: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def name(self) -> str:
+        return self.results.name
+
+    @property
+    def has_baseline(self) -> bool:
+        return any(c[0] == self.baseline_key for c in self.conditions)
+
+    def factor_label(self, column: str) -> str:
+        return self._labels[column]
+
+    def condition_label(self, condition: tuple) -> str:
+        """'foh/paper' or 'foh/paper, cls_token=head, bidirectional=none'."""
+        parts = [condition[0]] + [f"{self.factor_label(f)}={v}" for f, v in zip(self.factors, condition[1:])]
+        return ", ".join(parts)
+
+    def baseline_of(self, condition: tuple) -> tuple | None:
+        """The baseline condition with the same factor values, if the study ran it."""
+        candidate = (self.baseline_key, *condition[1:])
+        return candidate if candidate in self.conditions else None
+
+    def provenance(self, trial_ids: pd.Series | list | None = None) -> str:
+        """'device …; discbench …, torch …; commit …' for the given trials (default: all)."""
+        rows = self.trials
+        if trial_ids is not None:
+            rows = rows[rows["trial_id"].isin(list(trial_ids))]
+        if rows.empty:
+            rows = self.trials
+
+        def values(column: str) -> str:
+            found = sorted({str(v) for v in rows[column].dropna()}) if column in rows else []
+            return " / ".join(found) if found else "unknown"
+
+        commits = sorted({str(v)[:12] + ("-dirty" if str(v).endswith("-dirty") else "")
+                          for v in rows["git_commit"].dropna()}) if "git_commit" in rows else []
+        return (f"device {values('device')}; discbench {values('discbench_version')}, "
+                f"torch {values('torch_version')}; commit {' / '.join(commits) or 'unknown'}")
+
+
+def build_view(results: StudyResults) -> StudyView:
+    trials = results.trials.copy()
+    if trials.empty:
+        raise ValueError(f"study {results.name!r} at {results.path} has no trials yet")
+    trials["method_key"] = [
+        key if isinstance(key, str) and key else f"{m}/{v}"
+        for key, m, v in zip(trials["method_key"], trials["method"], trials["variant"])]
+    if trials["model"].isna().all() and "config.model.name" in trials:
+        trials["model"] = trials["config.model.name"]
+    trials["model"] = trials["model"].fillna("unknown model").astype(str)
+    models = list(dict.fromkeys(trials["model"]))
+
+    factors = [c for c in trials.columns if c.startswith("config.") and c not in _NOT_FACTORS
+               and _varies(trials[c]) and not _determined_by(trials, c, "model")
+               and not _determined_by(trials, c, "method_key")]
+    for column in factors:
+        trials[column] = [_display_value(v) for v in trials[column]]
+    trials["condition"] = [tuple(row) for row in trials[["method_key", *factors]].itertuples(index=False)]
+
+    order = {key: i for i, key in enumerate(METHODS)}
+    conditions = sorted(set(trials["condition"]), key=lambda c: (
+        c[0] != BASELINE_KEY, order.get(c[0], len(order)), c[0], tuple(str(v) for v in c[1:])))
+    return StudyView(results, trials, factors, models, conditions, _labels=_short_labels(factors))
+
+
+def parse_divergence(value: Any) -> dict[str, Any]:
+    """The trial's `diverged_at` as {'epoch': …, 'step': …} (keys present when known).
+
+    Accepts a dict (or its JSON text) with epoch/step keys, or a bare number (the step)."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return {}
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except json.JSONDecodeError:
+            return {"where": value}
+    if isinstance(value, dict):
+        return {k: value[k] for k in ("epoch", "step") if value.get(k) is not None}
+    if isinstance(value, (int, float)):
+        return {"step": int(value)}
+    return {"where": str(value)}
+
+
+def divergence_text(value: Any) -> str:
+    where = parse_divergence(value)
+    if "where" in where:
+        return f"diverged ({where['where']})"
+    parts = [f"{k} {where[k]}" for k in ("epoch", "step") if k in where]
+    return f"diverged ({', '.join(parts)})" if parts else "diverged"
+
+
+def _hashable(value: Any) -> Any:
+    if isinstance(value, (dict, list)):
+        return json.dumps(value, sort_keys=True)
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return None
+    return value
+
+
+def _varies(column: pd.Series) -> bool:
+    return len({_hashable(v) for v in column}) > 1
+
+
+def _determined_by(trials: pd.DataFrame, column: str, axis: str) -> bool:
+    """True when the column is constant within every value of `axis` (so it restates it)."""
+    return all(not _varies(group[column]) for _, group in trials.groupby(axis, sort=False))
+
+
+def _display_value(value: Any) -> Any:
+    value = _hashable(value)
+    return MISSING if value is None else value
+
+
+def _short_labels(factors: list[str]) -> dict[str, str]:
+    """The last dotted component of each factor, or more of it where two would clash."""
+    labels = {}
+    for column in factors:
+        parts = column.split(".")
+        depth = 1
+        while depth < len(parts) and sum(c.split(".")[-depth:] == parts[-depth:] for c in factors) > 1:
+            depth += 1
+        labels[column] = ".".join(parts[-depth:])
+    return labels

@@ -1,0 +1,148 @@
+"""Backend "cpu": the fused C++ selective scan of csrc/, forward and backward.
+
+The extension is compiled on first use with torch.utils.cpp_extension (ninja, -O3, OpenMP)
+and cached under the torch extensions directory (TORCH_EXTENSIONS_DIR), keyed by a hash of
+csrc/, so an edited kernel is rebuilt and an unchanged one loads in well under a second. The
+instruction set (avx512, avx2 or scalar) is chosen at run time from what the CPU supports;
+DISCBENCH_CPU_ISA (or `use_isa`) forces one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from ..methods import Method
+
+Tensor = torch.Tensor
+
+CSRC = Path(__file__).resolve().parents[2] / "csrc"
+SOURCES = ("scan_cpu.cpp", "kernel_avx512.cpp", "kernel_avx2.cpp", "kernel_scalar.cpp")
+COMPILE_SECONDS = 90  # measured on the 2-core build machine, order of magnitude for the message
+
+_extension = None
+_load_error: str | None = None
+_isa = os.environ.get("DISCBENCH_CPU_ISA", "auto")
+
+
+def _source_hash() -> str:
+    digest = hashlib.sha256()
+    for path in sorted(CSRC.glob("*")):
+        if path.suffix in (".h", ".cpp"):
+            digest.update(path.name.encode())
+            digest.update(path.read_bytes())
+    digest.update(torch.__version__.encode())
+    return digest.hexdigest()[:12]
+
+
+def _compile_error_summary(exc: BaseException) -> str:
+    """The compiler's first error lines, not the whole ninja log."""
+    text = str(exc)
+    errors = [line.strip() for line in text.replace("; ", "\n").splitlines() if "error:" in line]
+    return "; ".join(errors[:3]) if errors else text.strip().splitlines()[-1] if text.strip() else repr(exc)
+
+
+def extension():
+    """The compiled module, building it on first use; raises RuntimeError if it cannot."""
+    global _extension, _load_error
+    if _extension is not None:
+        return _extension
+    if _load_error is not None:
+        raise RuntimeError(_load_error)
+    missing = [s for s in SOURCES if not (CSRC / s).is_file()]
+    if missing:
+        _load_error = f"the kernel sources are missing: {', '.join(str(CSRC / s) for s in missing)}"
+        raise RuntimeError(_load_error)
+    from torch.utils import cpp_extension
+
+    name = f"discbench_scan_cpu_{_source_hash()}"
+    build_dir = Path(cpp_extension._get_build_directory(name, verbose=False))
+    cached = (build_dir / f"{name}.so").is_file()
+    if not cached:
+        print(f"discbench: compiling the CPU scan kernel (first use, ~{COMPILE_SECONDS} s) into {build_dir}…",
+              file=sys.stderr, flush=True)
+    started = time.perf_counter()
+    try:
+        _extension = cpp_extension.load(
+            name=name,
+            sources=[str(CSRC / s) for s in SOURCES],
+            extra_cflags=["-O3", "-fopenmp"],
+            extra_ldflags=["-fopenmp"],
+            build_directory=str(build_dir),
+            verbose=False,
+        )
+    except Exception as exc:  # compiler missing or failing: report it, the caller falls back
+        _load_error = f"compiling {CSRC} failed: {_compile_error_summary(exc)}"
+        raise RuntimeError(_load_error) from exc
+    if not cached:
+        print(f"discbench: CPU scan kernel ready ({time.perf_counter() - started:.0f} s)",
+              file=sys.stderr, flush=True)
+    return _extension
+
+
+def unavailable_reason() -> str | None:
+    """None when the kernel is built (building it if needed), else why it cannot be used."""
+    try:
+        extension()
+    except RuntimeError as exc:
+        return str(exc)
+    return None
+
+
+def supported_isas() -> list[str]:
+    """Instruction sets this CPU runs, widest first (e.g. ['avx512', 'avx2', 'scalar'])."""
+    return list(extension().supported_isas())
+
+
+@contextlib.contextmanager
+def use_isa(name: str):
+    """Force the kernels' instruction set ('auto', 'avx512', 'avx2', 'scalar') inside the block."""
+    global _isa
+    previous, _isa = _isa, name
+    try:
+        yield
+    finally:
+        _isa = previous
+
+
+class SelectiveScanCPU(torch.autograd.Function):
+    """Forward saves the inputs and the state checkpoints; backward recomputes the rest in C++."""
+
+    @staticmethod
+    def forward(ctx, u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_last_state, method_key, isa):
+        ext = extension()
+        for_backward = any(ctx.needs_input_grad[:8])
+        out, last, ckpt, ypre = ext.forward(
+            u, delta, A, B, C, D, z, delta_bias, delta_softplus, method_key,
+            return_last_state, for_backward, isa,
+        )
+        if for_backward:
+            ctx.save_for_backward(u, delta, A, B, C, D, z, delta_bias, ckpt, ypre if z is not None else None)
+        ctx.config = (delta_softplus, method_key, isa)
+        ctx.return_last_state = return_last_state
+        return (out, last) if return_last_state else out
+
+    @staticmethod
+    def backward(ctx, dout, dlast=None):
+        u, delta, A, B, C, D, z, delta_bias, ckpt, ypre = ctx.saved_tensors
+        softplus, method_key, isa = ctx.config
+        if dout is None:
+            dout = torch.zeros_like(u)
+        grads = extension().backward(
+            u, delta, A, B, C, D, z, delta_bias, softplus, method_key, ckpt, ypre,
+            dout.contiguous(), dlast, isa,
+        )
+        return (*grads, None, None, None, None)
+
+
+def selective_scan_cpu(u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_last_state, method: Method):
+    """The `cpu` backend (signature of discbench.scan.BACKENDS); B, C as (b, g, n, l)."""
+    return SelectiveScanCPU.apply(
+        u, delta, A, B, C, D, z, delta_bias, bool(delta_softplus), bool(return_last_state), method.key, _isa
+    )

@@ -1,0 +1,249 @@
+"""The Triton backend, run on the CPU through Triton's interpreter (TRITON_INTERPRET=1).
+
+Forward and every gradient of every method × variant against the reference loop, on tiny
+shapes that cross chunk boundaries (several chunks, a ragged last chunk, a single token), with
+B/C groups, D, the gate, delta_bias and softplus; and the kernels' method math against the
+registry. Run alone with `pytest -m triton`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pytest
+import torch
+import triton
+import triton.language as tl
+from triton.runtime.interpreter import InterpretedFunction
+
+from discbench.methods import all_methods, get_method, METHODS
+from discbench.scan import selective_scan
+from discbench.scan import triton as triton_backend
+from discbench.scan import triton_methods as tm
+
+pytestmark = pytest.mark.triton
+
+METHOD_KEYS = [m.key for m in all_methods()]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def interpreter():
+    """TRITON_INTERPRET=1 for this module only; the kernels follow the setting both ways."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("TRITON_INTERPRET", "1")
+        triton_backend.match_interpreter_setting()
+        yield
+    triton_backend.match_interpreter_setting()
+
+
+# ----------------------------------------------------------------------------- method math
+
+
+def _method_math_kernel(a_ptr, delta_ptr, out_ptr, size,
+                        METHOD: tl.constexpr, N_TAPS: tl.constexpr, BLOCK: tl.constexpr):
+    """Rows of out: Ā, dĀ/dz, then per tap w, ∂w/∂a, ∂w/∂Δ; one column per (a, Δ)."""
+    idx = tl.arange(0, BLOCK)
+    mask = idx < size
+    a = tl.load(a_ptr + idx, mask=mask, other=-1.0)
+    delta = tl.load(delta_ptr + idx, mask=mask, other=1.0)
+    z = a * delta
+    a_bar, da_bar = tm.transition(z, METHOD)
+    tl.store(out_ptr + idx, a_bar, mask=mask)
+    tl.store(out_ptr + size + idx, da_bar, mask=mask)
+    for t in tl.static_range(N_TAPS):
+        w, w_da, w_ddelta = tm.tap_weight(z, a, delta, METHOD, t)
+        tl.store(out_ptr + (2 + 3 * t) * size + idx, w, mask=mask)
+        tl.store(out_ptr + (3 + 3 * t) * size + idx, w_da, mask=mask)
+        tl.store(out_ptr + (4 + 3 * t) * size + idx, w_ddelta, mask=mask)
+
+
+def _registry_math(method, a, delta):
+    """The same rows from the registry in fp64, derivatives by autograd."""
+    a = a.clone().requires_grad_()
+    delta = delta.clone().requires_grad_()
+    z = (a * delta).detach().requires_grad_()
+    a_bar = method.transition(z)
+    (da_bar,) = torch.autograd.grad(a_bar.sum(), z)
+    rows = [a_bar.detach(), da_bar]
+    for tap in method.taps:
+        # + 0·(a + Δ) keeps constant weights (paper zoh) in the graph
+        w = tap.weight(a * delta, a, delta) + 0 * (a + delta)
+        w_da, w_ddelta = torch.autograd.grad(w.sum(), (a, delta))
+        rows += [w.detach(), w_da, w_ddelta]
+    return torch.stack(rows)
+
+
+def test_method_ids_cover_the_registry():
+    assert set(tm.METHOD_IDS) == set(METHODS)
+    assert len(set(tm.METHOD_IDS.values())) == len(METHODS)
+
+
+@pytest.mark.parametrize("key", METHOD_KEYS)
+def test_kernel_method_math_matches_registry(key):
+    """Ā, every tap weight and its ∂/∂a, ∂/∂Δ, for z from -1e-4·0.05 down to -1e4.
+
+    Tolerance: 2e-5 relative plus 2e-6 of the size of the terms being combined (Σ|w| + |Ā|,
+    times Δ for ∂/∂a and |a| for ∂/∂Δ): at z = -1e4 the canonical weights are differences of
+    φ-values ~1e-4 that cancel to ~1e-9, which fp32 resolves only to the terms' rounding.
+    """
+    method = get_method(key)
+    poles = torch.tensor([-0.05, -0.7, -1.3, -4.0, -16.0], dtype=torch.float64)
+    steps = torch.tensor([1e-4, 1e-3, 0.01, 0.1, 0.5, 0.7, 0.77, 1.0, 1.3, 3.0, 10.0, 100.0, 625.0],
+                         dtype=torch.float64)
+    a, delta = (t.flatten() for t in torch.meshgrid(poles, steps, indexing="ij"))
+    rows = 2 + 3 * len(method.taps)
+    out = torch.full((rows, a.numel()), float("nan"), dtype=torch.float32)
+    kernel = triton.jit(_method_math_kernel)
+    kernel[(1,)](a.float(), delta.float(), out, a.numel(), METHOD=tm.method_id(method),
+                 N_TAPS=len(method.taps), BLOCK=triton.next_power_of_2(a.numel()))
+    ref = _registry_math(method, a, delta)
+    assert torch.isfinite(out).all()
+    size = ref[0].abs() + sum(ref[2 + 3 * t].abs() for t in range(len(method.taps)))
+    for row in range(rows):
+        kind = (row - 2) % 3 if row >= 2 else None  # 0: w, 1: ∂w/∂a, 2: ∂w/∂Δ
+        scale = size * delta if kind == 1 else size * a.abs() if kind == 2 else size
+        err = (out[row].double() - ref[row]).abs()
+        bound = 2e-5 * ref[row].abs() + 2e-6 * scale
+        worst = int((err / bound).argmax())
+        assert bool((err <= bound).all()), (
+            f"{key} row {row}: at a={a[worst].item()}, Δ={delta[worst].item()} got "
+            f"{out[row, worst].item():.6e}, registry {ref[row, worst].item():.6e}")
+
+
+# ----------------------------------------------------------------------------- scan parity
+
+
+@dataclass(frozen=True)
+class Case:
+    """One input configuration: shapes and which optional inputs are present."""
+
+    name: str
+    batch: int
+    channels: int
+    state: int
+    length: int
+    groups: int
+    skip: bool  # D
+    gate: bool  # z
+    bias: bool  # delta_bias
+    softplus: bool
+    last_state_grad: bool
+    max_block_channels: int
+
+
+CASES = [
+    # 3 chunks of 16 with a ragged last one; 3 channels per group in a block of 4 and 3 states in
+    # a block of 4 (masked lanes); the final state's gradient flows back too.
+    Case("ragged", 2, 6, 3, 37, 2, True, True, True, True, True, 8),
+    # a single token in a single ragged chunk; batch 1 (Triton specialises integer 1)
+    Case("one_token", 1, 4, 4, 1, 1, False, False, False, False, False, 8),
+    # 2 full chunks; 4 channel blocks per group, so dB and dC sum partials across blocks
+    Case("two_chunks_four_blocks", 2, 8, 2, 32, 1, True, False, True, False, False, 2),
+]
+
+
+def _inputs(case: Case, seed: int) -> dict[str, torch.Tensor | None]:
+    gen = torch.Generator().manual_seed(seed)
+
+    def randn(*shape):
+        return torch.randn(*shape, generator=gen, dtype=torch.float64)
+
+    b, d, n, l, g = case.batch, case.channels, case.state, case.length, case.groups
+    if case.softplus:
+        delta = 0.7 * randn(b, d, l) - 1.0
+    else:  # Δ used as given: positive steps
+        delta = 0.05 + 0.6 * torch.rand(b, d, l, generator=gen, dtype=torch.float64)
+    return dict(
+        u=randn(b, d, l), delta=delta,
+        A=-(0.1 + 2.0 * torch.rand(d, n, generator=gen, dtype=torch.float64)),
+        B=randn(b, g, n, l), C=randn(b, g, n, l),
+        D=randn(d) if case.skip else None, z=randn(b, d, l) if case.gate else None,
+        delta_bias=0.3 * randn(d) if case.bias else None,
+    )
+
+
+LOW_PRECISION_INPUTS = ("u", "delta", "B", "C", "z")
+
+
+def _run(inputs, case: Case, key: str, backend: str, dtype_of=lambda name: torch.float64):
+    """Forward + backward with each input cast to dtype_of(name); returns out, last_state and
+    {name: gradient}, all in fp64 for comparison."""
+    leaves = {name: t.detach().to(dtype_of(name), copy=True).requires_grad_()
+              for name, t in inputs.items() if t is not None}
+    out, last = selective_scan(
+        leaves["u"], leaves["delta"], leaves["A"], leaves["B"], leaves["C"], D=leaves.get("D"),
+        z=leaves.get("z"), delta_bias=leaves.get("delta_bias"), delta_softplus=case.softplus,
+        return_last_state=True, method=key, backend=backend)
+    gen = torch.Generator().manual_seed(7)
+    loss = (out.double() * torch.randn(out.shape, generator=gen, dtype=torch.float64)).sum()
+    if case.last_state_grad:
+        loss = loss + (last.double() * torch.randn(last.shape, generator=gen, dtype=torch.float64)).sum()
+    loss.backward()
+    for name, leaf in leaves.items():
+        assert leaf.grad.dtype == leaf.dtype, f"grad of {name} is {leaf.grad.dtype}, input {leaf.dtype}"
+    return out.double(), last.double(), {name: leaf.grad.double() for name, leaf in leaves.items()}
+
+
+def _fp32(name: str) -> torch.dtype:
+    return torch.float32
+
+
+def _assert_close(what: str, got: torch.Tensor, ref: torch.Tensor, rel: float):
+    """max |got - ref| ≤ rel · max(1, max |ref|)."""
+    assert got.shape == ref.shape, f"{what}: shape {tuple(got.shape)} vs {tuple(ref.shape)}"
+    scale = max(1.0, ref.abs().max().item()) if ref.numel() else 1.0
+    err = (got - ref).abs().max().item() if ref.numel() else 0.0
+    assert err <= rel * scale, f"{what}: max error {err:.3e} > {rel:.0e} × scale {scale:.3e}"
+
+
+@pytest.mark.parametrize("key", METHOD_KEYS)
+@pytest.mark.parametrize("case", CASES, ids=lambda c: c.name)
+def test_triton_matches_reference(key, case, monkeypatch):
+    """fp32 kernel vs fp64 reference loop: output, final state, every gradient (measured worst
+    relative error ≈ 1e-6; bound 2e-5)."""
+    monkeypatch.setattr(triton_backend, "MAX_BLOCK_CHANNELS", case.max_block_channels)
+    inputs = _inputs(case, seed=hash((key, case.name)) % 2**31)
+    out_ref, last_ref, grads_ref = _run(inputs, case, key, "reference")
+    out, last, grads = _run(inputs, case, key, "triton", _fp32)
+    assert isinstance(triton_backend._scan_fwd_kernel, InterpretedFunction)
+    _assert_close(f"{key} out", out, out_ref, 2e-5)
+    _assert_close(f"{key} last_state", last, last_ref, 2e-5)
+    assert set(grads) == set(grads_ref)
+    for name in grads_ref:
+        _assert_close(f"{key} d{name}", grads[name], grads_ref[name], 2e-5)
+
+
+@pytest.mark.parametrize("dtype,rel", [(torch.float16, 4e-3), (torch.bfloat16, 3e-2)])
+@pytest.mark.parametrize("key", ["polynomial/canonical", "highorder/paper"])
+def test_triton_low_precision_inputs(key, dtype, rel):
+    """u, delta, B, C, z in fp16/bf16 with A, D, delta_bias in fp32 (as in Vim); state in fp32,
+    so the error is the rounding of inputs already rounded plus that of the outputs."""
+    case = CASES[0]
+    inputs = _inputs(case, seed=11)
+    def dtype_of(name: str) -> torch.dtype:
+        return dtype if name in LOW_PRECISION_INPUTS else torch.float32
+
+    rounded = {k: None if v is None else v.to(dtype_of(k)).double() for k, v in inputs.items()}
+    out_ref, last_ref, grads_ref = _run(rounded, case, key, "reference")
+    out, last, grads = _run(rounded, case, key, "triton", dtype_of)
+    _assert_close(f"{key} {dtype} out", out, out_ref, rel)
+    _assert_close(f"{key} {dtype} last_state", last, last_ref, rel)
+    for name in grads_ref:
+        _assert_close(f"{key} {dtype} d{name}", grads[name], grads_ref[name], rel)
+
+
+def test_triton_backward_is_deterministic():
+    case = CASES[0]
+    inputs = _inputs(case, seed=3)
+    first = _run(inputs, case, "rk4/canonical", "triton", _fp32)[2]
+    second = _run(inputs, case, "rk4/canonical", "triton", _fp32)[2]
+    for name in first:
+        assert torch.equal(first[name], second[name]), f"d{name} differs between two runs"
+
+
+def test_triton_on_cpu_needs_the_interpreter(monkeypatch):
+    monkeypatch.setenv("TRITON_INTERPRET", "0")
+    x = torch.randn(1, 2, 3)
+    with pytest.raises(RuntimeError, match="TRITON_INTERPRET=1"):
+        selective_scan(x, x.abs(), -torch.ones(2, 4), torch.randn(1, 4, 3), torch.randn(1, 4, 3),
+                       backend="triton")
