@@ -10,36 +10,42 @@
 //                                                  (wa, wd only written when kExplicitAD)
 // Everything is templated on the lane type V (float on a GPU thread or in the scalar build, a
 // GCC vector of floats in the SIMD builds). The includer provides, for its V:
-//   V ds_exp(V), V ds_abs(V), V ds_where(mask, V, V) with mask the type of `V < float`,
+//   V ds_exp(V), void ds_exp_em1(V x, V& e^x, V& e^x − 1), V ds_abs(V),
+//   V ds_where(mask, V, V) with mask the type of `V < float`,
 //   V ds_fill<V>(float), and the macro DS_FN (e.g. `__host__ __device__ __forceinline__`).
 // This header includes nothing, so it can be included inside a namespace.
 
-// φ_1..φ_P at z (P ≤ 4): series Σ_m z^m/(m+P)! for |z| < 1 then the stable upward recursion
-// φ_p = z φ_{p+1} + 1/p!; elsewhere the closed form φ_{p+1} = (φ_p − 1/p!)/z from e = e^z.
-// 11 series terms: the first omitted term is below 3e-8 relative, under fp32 rounding.
+// φ_1..φ_P at z (P ≤ 4), given em1 = e^z − 1. φ_1 = em1/z is accurate everywhere (em1 keeps
+// its relative accuracy near 0). For P ≥ 2: the series Σ_m z^m/(m+P)! for |z| < 1, then the
+// stable upward recursion φ_p = z φ_{p+1} + 1/p!; elsewhere the closed form
+// φ_{p+1} = (φ_p − 1/p!)/z. 11 series terms: the first omitted one is below 3e-8 relative.
 template <int P, class V>
-DS_FN void ds_phis(V z, V e, V* phi /* phi[1..P] */) {
-  constexpr float inv_fact[16] = {1.f, 1.f, 1.f / 2, 1.f / 6, 1.f / 24, 1.f / 120, 1.f / 720,
-                                  1.f / 5040, 1.f / 40320, 1.f / 362880, 1.f / 3628800,
-                                  1.f / 39916800, 1.f / 479001600, 1.f / 6227020800.f,
-                                  1.f / 87178291200.f, 1.f / 1307674368000.f};
-  auto small = ds_abs(z) < 1.0f;
-  V zs = ds_where(small, z, ds_fill<V>(0.0f));
-  V zc = ds_where(small, ds_fill<V>(-1.0f), z);  // keeps the unused closed form finite
-  V series[P + 1];
-  V s = ds_fill<V>(inv_fact[10 + P]);
+DS_FN void ds_phis(V z, V em1, V* phi /* phi[1..P] */) {
+  if constexpr (P == 1) {
+    phi[1] = ds_where(z == 0.0f, ds_fill<V>(1.0f), em1 / z);
+  } else {
+    constexpr float inv_fact[16] = {1.f, 1.f, 1.f / 2, 1.f / 6, 1.f / 24, 1.f / 120, 1.f / 720,
+                                    1.f / 5040, 1.f / 40320, 1.f / 362880, 1.f / 3628800,
+                                    1.f / 39916800, 1.f / 479001600, 1.f / 6227020800.f,
+                                    1.f / 87178291200.f, 1.f / 1307674368000.f};
+    auto small = ds_abs(z) < 1.0f;
+    V zs = ds_where(small, z, ds_fill<V>(0.0f));
+    V zc = ds_where(small, ds_fill<V>(-1.0f), z);  // keeps the unused closed form finite
+    V series[P + 1];
+    V s = ds_fill<V>(inv_fact[10 + P]);
 #pragma GCC unroll 16
-  for (int m = 9; m >= 0; --m) s = s * zs + inv_fact[m + P];
-  series[P] = s;
+    for (int m = 9; m >= 0; --m) s = s * zs + inv_fact[m + P];
+    series[P] = s;
 #pragma GCC unroll 4
-  for (int p = P - 1; p >= 1; --p) series[p] = zs * series[p + 1] + inv_fact[p];
-  V r = 1.0f / zc;
-  V closed = (e - 1.0f) * r;
-  phi[1] = ds_where(small, series[1], closed);
+    for (int p = P - 1; p >= 1; --p) series[p] = zs * series[p + 1] + inv_fact[p];
+    V r = 1.0f / zc;
+    V closed = em1 * r;
+    phi[1] = ds_where(small, series[1], closed);
 #pragma GCC unroll 4
-  for (int p = 2; p <= P; ++p) {
-    closed = (closed - inv_fact[p - 1]) * r;
-    phi[p] = ds_where(small, series[p], closed);
+    for (int p = 2; p <= P; ++p) {
+      closed = (closed - inv_fact[p - 1]) * r;
+      phi[p] = ds_where(small, series[p], closed);
+    }
   }
 }
 
@@ -50,15 +56,17 @@ struct ZohCanonical {
   static constexpr bool kExplicitAD = false;
   template <class V>
   DS_FN static void weights(V z, V, V, V& abar, V* w) {
-    V e = ds_exp(z), phi[2];
-    ds_phis<1>(z, e, phi);
+    V e, em1, phi[2];
+    ds_exp_em1(z, e, em1);
+    ds_phis<1>(z, em1, phi);
     abar = e;
     w[0] = phi[1];
   }
   template <class V>
   DS_FN static void grads(V z, V, V, V& abar, V& dabar, V* w, V* wz, V*, V*) {
-    V e = ds_exp(z), phi[3];
-    ds_phis<2>(z, e, phi);
+    V e, em1, phi[3];
+    ds_exp_em1(z, e, em1);
+    ds_phis<2>(z, em1, phi);
     abar = e;
     dabar = e;
     w[0] = phi[1];
@@ -71,16 +79,18 @@ struct FohCanonical {
   static constexpr bool kExplicitAD = false;
   template <class V>
   DS_FN static void weights(V z, V, V, V& abar, V* w) {
-    V e = ds_exp(z), phi[3];
-    ds_phis<2>(z, e, phi);
+    V e, em1, phi[3];
+    ds_exp_em1(z, e, em1);
+    ds_phis<2>(z, em1, phi);
     abar = e;
     w[0] = phi[1] - phi[2];
     w[1] = phi[2];
   }
   template <class V>
   DS_FN static void grads(V z, V, V, V& abar, V& dabar, V* w, V* wz, V*, V*) {
-    V e = ds_exp(z), phi[4];
-    ds_phis<3>(z, e, phi);
+    V e, em1, phi[4];
+    ds_exp_em1(z, e, em1);
+    ds_phis<3>(z, em1, phi);
     V d1 = phi[1] - phi[2], d2 = phi[2] - 2.0f * phi[3];  // φ_p' = φ_p − p φ_{p+1}
     abar = e;
     dabar = e;
@@ -116,8 +126,9 @@ struct PolynomialCanonical {
   static constexpr bool kExplicitAD = false;
   template <class V>
   DS_FN static void weights(V z, V, V, V& abar, V* w) {
-    V e = ds_exp(z), phi[4];
-    ds_phis<3>(z, e, phi);
+    V e, em1, phi[4];
+    ds_exp_em1(z, e, em1);
+    ds_phis<3>(z, em1, phi);
     abar = e;
     w[0] = phi[3] - 1.5f * phi[2] + phi[1];
     w[1] = 2.0f * phi[2] - 2.0f * phi[3];
@@ -125,8 +136,9 @@ struct PolynomialCanonical {
   }
   template <class V>
   DS_FN static void grads(V z, V, V, V& abar, V& dabar, V* w, V* wz, V*, V*) {
-    V e = ds_exp(z), phi[5];
-    ds_phis<4>(z, e, phi);
+    V e, em1, phi[5];
+    ds_exp_em1(z, e, em1);
+    ds_phis<4>(z, em1, phi);
     V d1 = phi[1] - phi[2], d2 = phi[2] - 2.0f * phi[3], d3 = phi[3] - 3.0f * phi[4];
     abar = e;
     dabar = e;
@@ -144,8 +156,9 @@ struct HighorderCanonical {
   static constexpr bool kExplicitAD = false;
   template <class V>
   DS_FN static void weights(V z, V, V, V& abar, V* w) {
-    V e = ds_exp(z), phi[4];
-    ds_phis<3>(z, e, phi);
+    V e, em1, phi[4];
+    ds_exp_em1(z, e, em1);
+    ds_phis<3>(z, em1, phi);
     abar = e;
     w[0] = phi[3] - 0.5f * phi[2];
     w[1] = phi[1] - 2.0f * phi[3];
@@ -153,8 +166,9 @@ struct HighorderCanonical {
   }
   template <class V>
   DS_FN static void grads(V z, V, V, V& abar, V& dabar, V* w, V* wz, V*, V*) {
-    V e = ds_exp(z), phi[5];
-    ds_phis<4>(z, e, phi);
+    V e, em1, phi[5];
+    ds_exp_em1(z, e, em1);
+    ds_phis<4>(z, em1, phi);
     V d1 = phi[1] - phi[2], d2 = phi[2] - 2.0f * phi[3], d3 = phi[3] - 3.0f * phi[4];
     abar = e;
     dabar = e;

@@ -19,7 +19,8 @@
 
 constexpr int64_t kPadFront = 4;
 constexpr int64_t kPadBack = 2;
-constexpr int64_t kCkptEvery = 64;
+constexpr int64_t kCkptEvery = 32;  // tokens per checkpoint; a chunk's vectors stay in L1
+constexpr int64_t kChunkSlots = 8;  // per-token vectors of the backward's recompute pass (4 + taps)
 constexpr int64_t kStateAlign = 16;
 
 struct DsScanParams {
@@ -33,7 +34,10 @@ struct DsScanParams {
 };
 
 // Floats of scratch one part needs (per-token buffers and the chunk's states).
-inline int64_t ds_scratch_floats(int64_t len) { return 8 * (len + kPadFront + kPadBack) + (kCkptEvery + 1) * 16; }
+constexpr int64_t kChunkRows = kCkptEvery + 2 * kStateAlign;  // rows of a per-chunk lane buffer
+inline int64_t ds_scratch_floats(int64_t len) {
+  return 8 * (len + kPadFront + kPadBack) + (kCkptEvery * kChunkSlots + 2 * kChunkRows) * kStateAlign;
+}
 
 // The methods: (kernel id, key the Python side passes, struct in ds_methods.h).
 #define DS_METHOD_LIST(X)                                                                   \

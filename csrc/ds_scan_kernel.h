@@ -8,31 +8,29 @@
 //   h = Ā h + Δ_k Σ_j w_j v_{k+j};   y_k += Σ_n C_k h        (v_m = B_m u_m, zero outside [0, L))
 // and h is checkpointed every kCkptEvery tokens when a backward will follow.
 //
-// Backward: per chunk of kCkptEvery tokens, last chunk first, the states are recomputed from the
-// checkpoint into a small buffer, then the reverse recurrence runs over the chunk:
-//   g_k = C_k dy_k + Ā_{k+1} g_{k+1}                          (adjoint of h_k)
-//   dĀ_k = g_k h_{k−1},   dv_{k+j} += g_k Δ_k w_j,   dC_k += dy_k h_k
-//   dA  += g_k Δ_k (Δ_k Σ_j ∂w_j/∂z v_{k+j} + Σ_j ∂w_j/∂a v_{k+j}) + dĀ_k dĀ/dz Δ_k
-//   dΔ_k = Σ_n [g_k (Σ_j w_j v + Δ_k (a Σ_j ∂w_j/∂z v + Σ_j ∂w_j/∂Δ v)) + dĀ_k dĀ/dz a]
+// Backward: per chunk of kCkptEvery tokens, last chunk first. A recompute pass runs the forward
+// from the chunk's checkpoint, evaluating the method's derivatives once, and leaves per token
+// everything the adjoint needs that does not depend on the adjoint (with S = Σ_j w_j v_{k+j},
+// S_z, S_a, S_Δ the same sums over ∂w_j/∂z, ∂w_j/∂a, ∂w_j/∂Δ, and ĥ = h_{k−1} dĀ/dz):
+//   Ā_k,  q1 = Δ (Δ S_z + S_a + ĥ),  q2 = S + Δ (a S_z + S_Δ) + a ĥ,  w_j
+// (and dC_k += dy_k h_k, which needs no adjoint either), so that the reverse pass is only
+//   g_k = C_k dy_k + Ā_{k+1} g_{k+1}  (adjoint of h_k),
+//   dA += g_k q1,   dΔ_k = Σ_n g_k q2,   dv_{k+j} += g_k Δ_k w_j.
 // dv_m is complete once token m − kHi is done; it is then turned into dB_m += dv_m u_m and
-// du_m += Σ_n dv_m B_m.
+// du_m += Σ_n dv_m B_m. Per-token lane sums over n are batched through ds_row_sums.
 //
 // Included inside the build's namespace after ds_simd.h and ds_methods.h; includes nothing.
 
-static inline float ds_softplus(float x) { return x > 20.0f ? x : __builtin_log1pf(__builtin_expf(x)); }
-// d softplus / dx, as torch's softplus_backward computes it (threshold 20).
-static inline float ds_softplus_grad(float x) {
-  if (x > 20.0f) return 1.0f;
-  float e = __builtin_expf(x);
-  return e / (e + 1.0f);
-}
-static inline float ds_sigmoid(float x) { return 1.0f / (1.0f + __builtin_expf(-x)); }
-static inline float ds_silu(float x) { return x * ds_sigmoid(x); }
-static inline float ds_silu_grad(float x) {
-  float s = ds_sigmoid(x);
-  return s * (1.0f + x * (1.0f - s));
-}
 static inline int64_t ds_min(int64_t a, int64_t b) { return a < b ? a : b; }
+
+// out[i] += Σ_lanes rows[i] for i < count (rows hold kW-lane vectors; rows past count are read
+// but only feed lanes that are not stored).
+static inline void ds_add_row_sums(const float* rows, int64_t count, float* out) {
+  for (int64_t i = 0; i < count; i += kW) {
+    const int64_t n = ds_min(kW, count - i);
+    ds_store_n(out + i, ds_load_n(out + i, n) + ds_row_sums(rows + i * kW), n);
+  }
+}
 
 // Per-pair scratch: Δ after bias and softplus, and u zero-padded so that stencil reads past
 // either end need no bounds checks.
@@ -43,7 +41,8 @@ struct PairScratch {
   float* dy;   // [len]
   float* dtg;  // [len]        dL/dΔ (after the activation)
   float* dub;  // [len] padded dL/du through the drive
-  float* hbuf; // [(kCkptEvery + 1) * kW] states of one chunk, entering state first
+  float* chunk;          // [kCkptEvery * kChunkSlots * kW] the recompute pass's per-token vectors
+  float* rows1, *rows2;  // [kChunkRows * kW] per-token lane vectors awaiting ds_row_sums
 };
 
 static PairScratch ds_scratch(const DsScanParams& p, float* s) {
@@ -55,7 +54,9 @@ static PairScratch ds_scratch(const DsScanParams& p, float* s) {
   ps.dy = s + 3 * padded;
   ps.dtg = s + 4 * padded;
   ps.dub = s + 5 * padded + kPadFront;
-  ps.hbuf = s + 6 * padded;
+  ps.chunk = s + 6 * padded;
+  ps.rows1 = ps.chunk + kCkptEvery * kChunkSlots * kStateAlign;
+  ps.rows2 = ps.rows1 + kChunkRows * kStateAlign;
   return ps;
 }
 
@@ -66,10 +67,11 @@ static void ds_prepare_pair(const DsScanParams& p, int64_t pair, const PairScrat
   const float bias = p.delta_bias ? p.delta_bias[di] : 0.0f;
   for (int64_t k = -kPadFront; k < 0; ++k) ps.ub[k] = 0.0f;
   for (int64_t k = L; k < L + kPadBack; ++k) ps.ub[k] = 0.0f;
-  for (int64_t k = 0; k < L; ++k) {
-    ps.ub[k] = u[k];
-    const float x = delta[k] + bias;
-    ps.dt[k] = p.softplus ? ds_softplus(x) : x;
+  for (int64_t k = 0; k < L; k += kW) {
+    const int64_t n = ds_min(kW, L - k);
+    ds_store_n(ps.ub + k, ds_load_n(u + k, n), n);
+    const vf x = ds_load_n(delta + k, n) + bias;
+    ds_store_n(ps.dt + k, p.softplus ? ds_softplus(x) : x, n);
   }
 }
 
@@ -104,11 +106,12 @@ static void ds_forward_pair(const DsScanParams& p, int64_t pair, const PairScrat
 #pragma GCC unroll 4
         for (int j = 1; j < kTaps; ++j) x += w[j] * v[j];
         h = abar * h + dt[k] * x;
-        y[k] += ds_hsum(ds_load(Cs + k * NP + c) * h);
+        ds_store(ps.rows1 + (k - t0) * kW, ds_load(Cs + k * NP + c) * h);
 #pragma GCC unroll 4
         for (int j = 0; j + 1 < kTaps; ++j) v[j] = v[j + 1];
         v[kTaps - 1] = ds_load(Bs + (k + 1 + kHi) * NP + c) * ub[k + 1 + kHi];
       }
+      ds_add_row_sums(ps.rows1, t1 - t0, y + t0);
     }
     if (p.last_state) ds_store(p.last_state + pair * NP + c, h);
   }
@@ -117,10 +120,11 @@ static void ds_forward_pair(const DsScanParams& p, int64_t pair, const PairScrat
   float* out = p.out + pair * L;
   const float* zg = p.z ? p.z + pair * L : nullptr;
   float* ypre = p.ypre ? p.ypre + pair * L : nullptr;
-  for (int64_t k = 0; k < L; ++k) {
-    const float yk = y[k] + D * ub[k];
-    if (ypre) ypre[k] = yk;
-    out[k] = zg ? yk * ds_silu(zg[k]) : yk;
+  for (int64_t k = 0; k < L; k += kW) {
+    const int64_t n = ds_min(kW, L - k);
+    const vf yk = ds_load_n(y + k, n) + D * ds_load_n(ub + k, n);
+    if (ypre) ds_store_n(ypre + k, yk, n);
+    ds_store_n(out + k, zg ? yk * ds_silu(ds_load_n(zg + k, n)) : yk, n);
   }
 }
 
@@ -139,12 +143,13 @@ static void ds_backward_pair(const DsScanParams& p, int64_t pair, const PairScra
   float* dy = ps.dy;
   float* dtg = ps.dtg;
   float* dub = ps.dub;
-  float* hbuf = ps.hbuf;
   const float* dout = p.dout + pair * L;
   const float* zg = p.z ? p.z + pair * L : nullptr;
-  for (int64_t k = 0; k < L; ++k) {
-    dy[k] = zg ? dout[k] * ds_silu(zg[k]) : dout[k];
-    dtg[k] = 0.0f;
+  for (int64_t k = 0; k < L; k += kW) {
+    const int64_t n = ds_min(kW, L - k);
+    const vf d = ds_load_n(dout + k, n);
+    ds_store_n(dy + k, zg ? d * ds_silu(ds_load_n(zg + k, n)) : d, n);
+    ds_store_n(dtg + k, ds_fill<vf>(0.0f), n);
   }
   for (int64_t k = -kPadFront; k < L + kPadBack; ++k) dub[k] = 0.0f;
 
@@ -152,51 +157,28 @@ static void ds_backward_pair(const DsScanParams& p, int64_t pair, const PairScra
     const vf a = ds_load(p.A + di * NP + c);
     vf dA_acc = ds_fill<vf>(0.0f);
     vf carry = p.dlast ? ds_load(p.dlast + pair * NP + c) : ds_fill<vf>(0.0f);  // Ā_{k+1} g_{k+1}
-    vf v[kTaps], dv[kTaps];  // v[j − kLo] = v_{k+j}, dv[j − kLo] = dL/dv_{k+j} so far
+    vf dv[kTaps];  // dv[j − kLo] = dL/dv_{k+j} so far
 #pragma GCC unroll 4
-    for (int j = kLo; j <= kHi; ++j) {
-      v[j - kLo] = ds_load(Bs + (L - 1 + j) * NP + c) * ub[L - 1 + j];
-      dv[j - kLo] = ds_fill<vf>(0.0f);
-    }
+    for (int j = 0; j < kTaps; ++j) dv[j] = ds_fill<vf>(0.0f);
     for (int64_t t = p.n_ckpt - 1; t >= 0; --t) {
       const int64_t t0 = t * kCkptEvery, t1 = ds_min(t0 + kCkptEvery, L);
-      // Recompute the chunk's states from its checkpoint.
+      // Recompute pass: the chunk's states and the adjoint-independent per-token vectors.
       vf h = ds_load(p.ckpt + ((pair * p.n_ckpt + t) * NP + c));
-      ds_store(hbuf, h);
-      vf vr[kTaps];
+      vf v[kTaps];  // v[j − kLo] = v_{k+j}
 #pragma GCC unroll 4
-      for (int j = kLo; j <= kHi; ++j) vr[j - kLo] = ds_load(Bs + (t0 + j) * NP + c) * ub[t0 + j];
+      for (int j = kLo; j <= kHi; ++j) v[j - kLo] = ds_load(Bs + (t0 + j) * NP + c) * ub[t0 + j];
       for (int64_t k = t0; k < t1; ++k) {
-        vf abar, w[kTaps];
-        M::weights(a * dt[k], a, ds_fill<vf>(dt[k]), abar, w);
-        vf x = w[0] * vr[0];
-#pragma GCC unroll 4
-        for (int j = 1; j < kTaps; ++j) x += w[j] * vr[j];
-        h = abar * h + dt[k] * x;
-        ds_store(hbuf + (k - t0 + 1) * kW, h);
-#pragma GCC unroll 4
-        for (int j = 0; j + 1 < kTaps; ++j) vr[j] = vr[j + 1];
-        vr[kTaps - 1] = ds_load(Bs + (k + 1 + kHi) * NP + c) * ub[k + 1 + kHi];
-      }
-      // Reverse recurrence over the chunk.
-      for (int64_t k = t1 - 1; k >= t0; --k) {
         const vf dtv = ds_fill<vf>(dt[k]);
         vf abar, dabar, w[kTaps], wz[kTaps], wa[kTaps], wd[kTaps];
         M::grads(a * dt[k], a, dtv, abar, dabar, w, wz, wa, wd);
-        const vf g = ds_load(Cs + k * NP + c) * dy[k] + carry;
-        const vf hk = ds_load(hbuf + (k - t0 + 1) * kW);
-        const vf hprev = ds_load(hbuf + (k - t0) * kW);
-        ds_store(dCs + k * NP + c, ds_load(dCs + k * NP + c) + dy[k] * hk);
-        const vf gh = g * hprev * dabar;
-        carry = abar * g;
         vf S = w[0] * v[0], Sz = wz[0] * v[0];
 #pragma GCC unroll 4
         for (int j = 1; j < kTaps; ++j) {
           S += w[j] * v[j];
           Sz += wz[j] * v[j];
         }
-        const vf gdt = g * dt[k];
-        vf dA_term = dtv * Sz, dt_term = a * Sz;
+        const vf hd = h * dabar;
+        vf q1 = dtv * Sz + hd, q2 = a * Sz;
         if constexpr (M::kExplicitAD) {
           vf Sa = wa[0] * v[0], Sd = wd[0] * v[0];
 #pragma GCC unroll 4
@@ -204,25 +186,41 @@ static void ds_backward_pair(const DsScanParams& p, int64_t pair, const PairScra
             Sa += wa[j] * v[j];
             Sd += wd[j] * v[j];
           }
-          dA_term += Sa;
-          dt_term += Sd;
+          q1 += Sa;
+          q2 += Sd;
         }
-        dA_acc += gdt * dA_term + gh * dt[k];
-        dtg[k] += ds_hsum(g * (S + dt[k] * dt_term) + gh * a);
+        h = abar * h + dt[k] * S;
+        ds_store(dCs + k * NP + c, ds_load(dCs + k * NP + c) + dy[k] * h);
+        float* slot = ps.chunk + (k - t0) * kChunkSlots * kW;
+        ds_store(slot + kW, abar);
+        ds_store(slot + 2 * kW, dt[k] * q1);
+        ds_store(slot + 3 * kW, S + dt[k] * q2 + a * hd);
 #pragma GCC unroll 4
-        for (int j = 0; j < kTaps; ++j) dv[j] += gdt * w[j];
+        for (int j = 0; j < kTaps; ++j) ds_store(slot + (4 + j) * kW, w[j]);
+#pragma GCC unroll 4
+        for (int j = 0; j + 1 < kTaps; ++j) v[j] = v[j + 1];
+        v[kTaps - 1] = ds_load(Bs + (k + 1 + kHi) * NP + c) * ub[k + 1 + kHi];
+      }
+      // Reverse pass.
+      for (int64_t k = t1 - 1; k >= t0; --k) {
+        const float* slot = ps.chunk + (k - t0) * kChunkSlots * kW;
+        const vf g = ds_load(Cs + k * NP + c) * dy[k] + carry;
+        carry = ds_load(slot + kW) * g;
+        dA_acc += g * ds_load(slot + 2 * kW);
+        ds_store(ps.rows1 + (k - t0) * kW, g * ds_load(slot + 3 * kW));
+        const vf gdt = g * dt[k];
+#pragma GCC unroll 4
+        for (int j = 0; j < kTaps; ++j) dv[j] += gdt * ds_load(slot + (4 + j) * kW);
         // dv_{k+kHi} is complete: no earlier token reaches that far.
         const int64_t m = k + kHi;
         ds_store(dBs + m * NP + c, ds_load(dBs + m * NP + c) + dv[kTaps - 1] * ub[m]);
-        dub[m] += ds_hsum(dv[kTaps - 1] * ds_load(Bs + m * NP + c));
+        ds_store(ps.rows2 + (m - t0) * kW, dv[kTaps - 1] * ds_load(Bs + m * NP + c));
 #pragma GCC unroll 4
-        for (int j = kTaps - 1; j > 0; --j) {
-          dv[j] = dv[j - 1];
-          v[j] = v[j - 1];
-        }
+        for (int j = kTaps - 1; j > 0; --j) dv[j] = dv[j - 1];
         dv[0] = ds_fill<vf>(0.0f);
-        v[0] = ds_load(Bs + (k - 1 + kLo) * NP + c) * ub[k - 1 + kLo];
       }
+      ds_add_row_sums(ps.rows1, t1 - t0, dtg + t0);
+      ds_add_row_sums(ps.rows2 + kHi * kW, t1 - t0, dub + t0 + kHi);
     }
     // Tokens kLo .. kHi − 1 still hold contributions (dv[j − kLo] is now dv_{j−1}).
 #pragma GCC unroll 4
@@ -241,17 +239,21 @@ static void ds_backward_pair(const DsScanParams& p, int64_t pair, const PairScra
   float* du = p.du + pair * L;
   float* ddelta = p.ddelta + pair * L;
   float* dz = p.dz ? p.dz + pair * L : nullptr;
-  float dD = 0.0f, ddb = 0.0f;
-  for (int64_t k = 0; k < L; ++k) {
-    dD += dy[k] * ub[k];
-    du[k] = dub[k] + dy[k] * D;
-    const float draw = p.softplus ? dtg[k] * ds_softplus_grad(delta[k] + bias) : dtg[k];
-    ddelta[k] = draw;
+  vf dD = ds_fill<vf>(0.0f), ddb = ds_fill<vf>(0.0f);
+  for (int64_t k = 0; k < L; k += kW) {
+    const int64_t n = ds_min(kW, L - k);
+    const vf dyk = ds_load_n(dy + k, n);  // zero past the end, so the sums below are exact
+    dD += dyk * ds_load_n(ub + k, n);
+    ds_store_n(du + k, ds_load_n(dub + k, n) + dyk * D, n);
+    vf draw = ds_load_n(dtg + k, n);
+    if (p.softplus) draw *= ds_softplus_grad(ds_load_n(delta + k, n) + bias);
+    ds_store_n(ddelta + k, draw, n);
     ddb += draw;
-    if (dz) dz[k] = dout[k] * ypre[k] * ds_silu_grad(zg[k]);
+    if (dz)
+      ds_store_n(dz + k, ds_load_n(dout + k, n) * ds_load_n(ypre + k, n) * ds_silu_grad(ds_load_n(zg + k, n)), n);
   }
-  p.dD_part[pair] = dD;
-  p.ddb_part[pair] = ddb;
+  p.dD_part[pair] = ds_hsum(dD);
+  p.ddb_part[pair] = ds_hsum(ddb);
 }
 
 template <class M>

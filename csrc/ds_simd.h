@@ -51,28 +51,152 @@ DS_FN vf ds_where(M mask, vf a, vf b) { return mask ? a : b; }
 DS_FN vf ds_abs(vf x) { return ds_where(x < 0.0f, -x, x); }
 DS_FN vf ds_max(vf x, float lo) { return ds_where(x < lo, ds_fill<vf>(lo), x); }
 
-// e^x to about 1 ulp (Cody–Waite reduction, Cephes' degree-6 polynomial). The scale 2^k is
-// applied in two halves so denormal results (x down to −103.9) and overflow to +inf are exact
-// limits; nan propagates.
-DS_FN vf ds_exp(vf x) {
+// 2^k for integral k in [−150, 128] (exactly; 0 and +inf at the ends), nan for nan.
+DS_FN vf ds_pow2(vf k) {
+#if DS_VEC_WIDTH == 16
+  return __builtin_ia32_scalefps512_mask(ds_fill<vf>(1.0f), k, ds_fill<vf>(1.0f), (unsigned short)0xFFFF, 4);
+#else
+  // Two halves, each a normal float's exponent field; their product rounds like one scaling.
+  vi ki = ds_to_int(k);
+  vi k1 = ki >> 1;
+  vi k2 = ki - k1;
+  return ds_bits_to_float((k1 + 127) << 23) * ds_bits_to_float((k2 + 127) << 23);
+#endif
+}
+
+// e^x and e^x − 1 to about 1 ulp each (Cody–Waite reduction x = k ln2 + r, Cephes' degree-6
+// polynomial p(r) − 1 = r + r² q(r)); e^x − 1 = 2^k (p − 1) + (2^k − 1) keeps its relative
+// accuracy near 0. Limits: 0 / −1 below −104, +inf above 88.7; nan propagates.
+DS_FN void ds_exp_em1(vf x, vf& e, vf& em1) {
   vf xc = ds_where(x < -104.0f, ds_fill<vf>(-104.0f), x);
   xc = ds_where(xc > 89.0f, ds_fill<vf>(89.0f), xc);
   // Round to nearest by the 1.5·2^23 trick (|x log2 e| < 2^22 here).
   vf k = (xc * 1.44269504088896341f + 12582912.0f) - 12582912.0f;
   vf r = xc - k * 0.693359375f;
   r = r - k * -2.12194440e-4f;
-  vf p = ds_fill<vf>(1.9875691500e-4f);
-  p = p * r + 1.3981999507e-3f;
-  p = p * r + 8.3334519073e-3f;
-  p = p * r + 4.1665795894e-2f;
-  p = p * r + 1.6666665459e-1f;
-  p = p * r + 5.0000001201e-1f;
-  p = p * (r * r) + r + 1.0f;
-  vi ki = ds_to_int(k);
-  vi k1 = ki >> 1;
-  vi k2 = ki - k1;
-  vf s1 = ds_bits_to_float((k1 + 127) << 23);
-  vf s2 = ds_bits_to_float((k2 + 127) << 23);
-  vf out = p * s1 * s2;
-  return ds_where(x < -104.0f, ds_fill<vf>(0.0f), out);
+  vf q = ds_fill<vf>(1.9875691500e-4f);
+  q = q * r + 1.3981999507e-3f;
+  q = q * r + 8.3334519073e-3f;
+  q = q * r + 4.1665795894e-2f;
+  q = q * r + 1.6666665459e-1f;
+  q = q * r + 5.0000001201e-1f;
+  vf pm1 = q * (r * r) + r;
+  vf s = ds_pow2(k);
+  e = (pm1 + 1.0f) * s;
+  em1 = pm1 * s + (s - 1.0f);
+}
+
+DS_FN vf ds_exp(vf x) {
+  vf xc = ds_where(x < -104.0f, ds_fill<vf>(-104.0f), x);
+  xc = ds_where(xc > 89.0f, ds_fill<vf>(89.0f), xc);
+  vf k = (xc * 1.44269504088896341f + 12582912.0f) - 12582912.0f;
+  vf r = xc - k * 0.693359375f;
+  r = r - k * -2.12194440e-4f;
+  vf q = ds_fill<vf>(1.9875691500e-4f);
+  q = q * r + 1.3981999507e-3f;
+  q = q * r + 8.3334519073e-3f;
+  q = q * r + 4.1665795894e-2f;
+  q = q * r + 1.6666665459e-1f;
+  q = q * r + 5.0000001201e-1f;
+  return (q * (r * r) + r + 1.0f) * ds_pow2(k);
+}
+
+// Row sums of kW consecutive kW-lane rows: lane i of the result is Σ rows[i]. A transposing
+// add tree: log2(kW) rounds of (2 shuffles + 1 add) per pair, instead of a horizontal sum each.
+DS_FN vf ds_row_sums(const float* rows) {
+#if DS_VEC_WIDTH == 16
+  // The tree leaves lane i holding the row whose index is i bit-reversed; feed rows so.
+  vf r[16];
+  constexpr int rev[16] = {0, 8, 4, 12, 2, 10, 6, 14, 1, 9, 5, 13, 3, 11, 7, 15};
+#pragma GCC unroll 16
+  for (int i = 0; i < 16; ++i) r[i] = ds_load(rows + rev[i] * 16);
+  vf s[8], t[4], w[2];
+#pragma GCC unroll 8
+  for (int i = 0; i < 8; ++i)
+    s[i] = __builtin_shufflevector(r[2 * i], r[2 * i + 1], 0, 1, 2, 3, 4, 5, 6, 7, 16, 17, 18, 19, 20, 21, 22, 23) +
+           __builtin_shufflevector(r[2 * i], r[2 * i + 1], 8, 9, 10, 11, 12, 13, 14, 15, 24, 25, 26, 27, 28, 29, 30, 31);
+#pragma GCC unroll 4
+  for (int i = 0; i < 4; ++i)
+    t[i] = __builtin_shufflevector(s[2 * i], s[2 * i + 1], 0, 1, 2, 3, 16, 17, 18, 19, 8, 9, 10, 11, 24, 25, 26, 27) +
+           __builtin_shufflevector(s[2 * i], s[2 * i + 1], 4, 5, 6, 7, 20, 21, 22, 23, 12, 13, 14, 15, 28, 29, 30, 31);
+#pragma GCC unroll 2
+  for (int i = 0; i < 2; ++i)
+    w[i] = __builtin_shufflevector(t[2 * i], t[2 * i + 1], 0, 1, 16, 17, 4, 5, 20, 21, 8, 9, 24, 25, 12, 13, 28, 29) +
+           __builtin_shufflevector(t[2 * i], t[2 * i + 1], 2, 3, 18, 19, 6, 7, 22, 23, 10, 11, 26, 27, 14, 15, 30, 31);
+  return __builtin_shufflevector(w[0], w[1], 0, 16, 2, 18, 4, 20, 6, 22, 8, 24, 10, 26, 12, 28, 14, 30) +
+         __builtin_shufflevector(w[0], w[1], 1, 17, 3, 19, 5, 21, 7, 23, 9, 25, 11, 27, 13, 29, 15, 31);
+#elif DS_VEC_WIDTH == 8
+  vf r[8];
+  constexpr int rev[8] = {0, 4, 2, 6, 1, 5, 3, 7};
+#pragma GCC unroll 8
+  for (int i = 0; i < 8; ++i) r[i] = ds_load(rows + rev[i] * 8);
+  vf s[4], t[2];
+#pragma GCC unroll 4
+  for (int i = 0; i < 4; ++i)
+    s[i] = __builtin_shufflevector(r[2 * i], r[2 * i + 1], 0, 1, 2, 3, 8, 9, 10, 11) +
+           __builtin_shufflevector(r[2 * i], r[2 * i + 1], 4, 5, 6, 7, 12, 13, 14, 15);
+#pragma GCC unroll 2
+  for (int i = 0; i < 2; ++i)
+    t[i] = __builtin_shufflevector(s[2 * i], s[2 * i + 1], 0, 1, 8, 9, 4, 5, 12, 13) +
+           __builtin_shufflevector(s[2 * i], s[2 * i + 1], 2, 3, 10, 11, 6, 7, 14, 15);
+  return __builtin_shufflevector(t[0], t[1], 0, 8, 2, 10, 4, 12, 6, 14) +
+         __builtin_shufflevector(t[0], t[1], 1, 9, 3, 11, 5, 13, 7, 15);
+#else
+  return rows[0];
+#endif
+}
+
+// log(1 + y) for y in [0, 1] (u = 1 + y rounded, corrected by the rounding error of u);
+// Cephes' logf polynomial on the mantissa.
+DS_FN vf ds_log1p_unit(vf y) {
+  vf u = 1.0f + y;
+  auto big = u > 1.41421356f;
+  vf m = ds_where(big, 0.5f * u, u);
+  vf e = ds_where(big, ds_fill<vf>(1.0f), ds_fill<vf>(0.0f));
+  vf x = m - 1.0f;
+  vf x2 = x * x;
+  vf p = ds_fill<vf>(7.0376836292e-2f);
+  p = p * x - 1.1514610310e-1f;
+  p = p * x + 1.1676998740e-1f;
+  p = p * x - 1.2420140846e-1f;
+  p = p * x + 1.4249322787e-1f;
+  p = p * x - 1.6668057665e-1f;
+  p = p * x + 2.0000714765e-1f;
+  p = p * x - 2.4999993993e-1f;
+  p = p * x + 3.3333331174e-1f;
+  p = p * x * x2;
+  p = p + e * -2.12194440e-4f;
+  p = p - 0.5f * x2;
+  vf logu = x + p + e * 0.693359375f;
+  return logu - ((u - 1.0f) - y) / u;
+}
+
+DS_FN vf ds_sigmoid(vf x) { return 1.0f / (1.0f + ds_exp(-x)); }
+DS_FN vf ds_silu(vf x) { return x * ds_sigmoid(x); }
+DS_FN vf ds_silu_grad(vf x) {
+  vf s = ds_sigmoid(x);
+  return s * (1.0f + x * (1.0f - s));
+}
+// torch's softplus (beta 1, threshold 20) and its derivative as softplus_backward computes it.
+DS_FN vf ds_softplus(vf x) {
+  vf pos = ds_where(x > 0.0f, x, ds_fill<vf>(0.0f));
+  return ds_where(x > 20.0f, x, pos + ds_log1p_unit(ds_exp(-ds_abs(x))));
+}
+DS_FN vf ds_softplus_grad(vf x) {
+  vf e = ds_exp(x);
+  return ds_where(x > 20.0f, ds_fill<vf>(1.0f), e / (e + 1.0f));
+}
+
+// The first `count` (≤ kW) lanes at p, the rest zero; and the converse store.
+DS_FN vf ds_load_n(const float* p, int64_t count) {
+  if (count == kW) return ds_load(p);
+  float t[kW] = {};
+  for (int64_t i = 0; i < count; ++i) t[i] = p[i];
+  return ds_load(t);
+}
+DS_FN void ds_store_n(float* p, vf v, int64_t count) {
+  if (count == kW) return ds_store(p, v);
+  float t[kW];
+  ds_store(t, v);
+  for (int64_t i = 0; i < count; ++i) p[i] = t[i];
 }

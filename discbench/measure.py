@@ -87,9 +87,9 @@ def _autocast(device: torch.device, amp: str):
     return torch.autocast(device_type=device.type, dtype=dtype, enabled=dtype is not None)
 
 
-def _result(images: int, seconds: float, memory: PeakMemory, status: str, **context: Any) -> dict:
+def _result(images: int, elapsed_s: float, memory: PeakMemory, status: str, **context: Any) -> dict:
     return {
-        "images_per_s": images / seconds if status == "ok" and seconds > 0 else None,
+        "images_per_s": images / elapsed_s if status == "ok" and elapsed_s > 0 else None,
         "peak_mem_mb": memory.peak_mb,
         "peak_mem_delta_mb": memory.delta_mb,
         "status": status,

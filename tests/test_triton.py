@@ -8,12 +8,15 @@ registry. Run alone with `pytest -m triton`.
 
 from __future__ import annotations
 
+import zlib
 from dataclasses import dataclass
 
 import pytest
 import torch
 import triton
 import triton.language as tl
+from triton.backends.compiler import GPUTarget
+from triton.compiler import ASTSource
 from triton.runtime.interpreter import InterpretedFunction
 
 from discbench.methods import all_methods, get_method, METHODS
@@ -28,11 +31,18 @@ METHOD_KEYS = [m.key for m in all_methods()]
 
 @pytest.fixture(scope="module", autouse=True)
 def interpreter():
-    """TRITON_INTERPRET=1 for this module only; the kernels follow the setting both ways."""
+    """TRITON_INTERPRET=1 for this module only (triton itself may already be imported: the
+    backend's kernels follow the setting, see match_interpreter_setting)."""
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("TRITON_INTERPRET", "1")
-        triton_backend.match_interpreter_setting()
         yield
+    triton_backend.match_interpreter_setting()
+
+
+@pytest.fixture(autouse=True)
+def kernels_follow_the_setting():
+    """Each test starts with the kernels in the mode its environment asks for (the compile
+    tests switch to the compiler for their duration)."""
     triton_backend.match_interpreter_setting()
 
 
@@ -184,14 +194,22 @@ def _run(inputs, case: Case, key: str, backend: str, dtype_of=lambda name: torch
     return out.double(), last.double(), {name: leaf.grad.double() for name, leaf in leaves.items()}
 
 
+def _bias_scale(grads_ref) -> float:
+    """d(delta_bias)[d] = Σ_{b,l} d(delta)[b, d, l]: fp32 resolves it only to the size of those
+    terms, which may cancel to a much smaller sum."""
+    return max(1.0, grads_ref["delta"].abs().sum(dim=(0, 2)).max().item())
+
+
 def _fp32(name: str) -> torch.dtype:
     return torch.float32
 
 
-def _assert_close(what: str, got: torch.Tensor, ref: torch.Tensor, rel: float):
-    """max |got - ref| ≤ rel · max(1, max |ref|)."""
+def _assert_close(what: str, got: torch.Tensor, ref: torch.Tensor, rel: float,
+                  scale: float | None = None):
+    """max |got - ref| ≤ rel · scale, scale = max(1, max |ref|) unless given."""
     assert got.shape == ref.shape, f"{what}: shape {tuple(got.shape)} vs {tuple(ref.shape)}"
-    scale = max(1.0, ref.abs().max().item()) if ref.numel() else 1.0
+    if scale is None:
+        scale = max(1.0, ref.abs().max().item()) if ref.numel() else 1.0
     err = (got - ref).abs().max().item() if ref.numel() else 0.0
     assert err <= rel * scale, f"{what}: max error {err:.3e} > {rel:.0e} × scale {scale:.3e}"
 
@@ -200,9 +218,9 @@ def _assert_close(what: str, got: torch.Tensor, ref: torch.Tensor, rel: float):
 @pytest.mark.parametrize("case", CASES, ids=lambda c: c.name)
 def test_triton_matches_reference(key, case, monkeypatch):
     """fp32 kernel vs fp64 reference loop: output, final state, every gradient (measured worst
-    relative error ≈ 1e-6; bound 2e-5)."""
+    error over all methods and cases 1.3e-6 of the largest value; bound 2e-5)."""
     monkeypatch.setattr(triton_backend, "MAX_BLOCK_CHANNELS", case.max_block_channels)
-    inputs = _inputs(case, seed=hash((key, case.name)) % 2**31)
+    inputs = _inputs(case, seed=zlib.crc32(f"{key} {case.name}".encode()))
     out_ref, last_ref, grads_ref = _run(inputs, case, key, "reference")
     out, last, grads = _run(inputs, case, key, "triton", _fp32)
     assert isinstance(triton_backend._scan_fwd_kernel, InterpretedFunction)
@@ -210,10 +228,12 @@ def test_triton_matches_reference(key, case, monkeypatch):
     _assert_close(f"{key} last_state", last, last_ref, 2e-5)
     assert set(grads) == set(grads_ref)
     for name in grads_ref:
-        _assert_close(f"{key} d{name}", grads[name], grads_ref[name], 2e-5)
+        _assert_close(f"{key} d{name}", grads[name], grads_ref[name], 2e-5,
+                      scale=_bias_scale(grads_ref) if name == "delta_bias" else None)
 
 
-@pytest.mark.parametrize("dtype,rel", [(torch.float16, 4e-3), (torch.bfloat16, 3e-2)])
+# measured worst: fp16 7.9e-4, bf16 5.5e-3 (of the largest value)
+@pytest.mark.parametrize("dtype,rel", [(torch.float16, 4e-3), (torch.bfloat16, 2e-2)])
 @pytest.mark.parametrize("key", ["polynomial/canonical", "highorder/paper"])
 def test_triton_low_precision_inputs(key, dtype, rel):
     """u, delta, B, C, z in fp16/bf16 with A, D, delta_bias in fp32 (as in Vim); state in fp32,
@@ -229,7 +249,8 @@ def test_triton_low_precision_inputs(key, dtype, rel):
     _assert_close(f"{key} {dtype} out", out, out_ref, rel)
     _assert_close(f"{key} {dtype} last_state", last, last_ref, rel)
     for name in grads_ref:
-        _assert_close(f"{key} {dtype} d{name}", grads[name], grads_ref[name], rel)
+        _assert_close(f"{key} {dtype} d{name}", grads[name], grads_ref[name], rel,
+                      scale=_bias_scale(grads_ref) if name == "delta_bias" else None)
 
 
 def test_triton_backward_is_deterministic():
@@ -247,3 +268,71 @@ def test_triton_on_cpu_needs_the_interpreter(monkeypatch):
     with pytest.raises(RuntimeError, match="TRITON_INTERPRET=1"):
         selective_scan(x, x.abs(), -torch.ones(2, 4), torch.randn(1, 4, 3), torch.randn(1, 4, 3),
                        backend="triton")
+
+
+# ----------------------------------------------------------------------------- compiles for CUDA
+
+
+def _compile_for_sm80(kernel, constexprs: dict, pointer_types: dict[str, str]):
+    """Compile a kernel to a cubin for sm_80 (no GPU needed: Triton ships ptxas). Arguments
+    named *_ptr are pointers (fp32 unless pointer_types says otherwise), other non-constexpr
+    arguments int32."""
+    signature, values = {}, {}
+    for index, name in enumerate(kernel.arg_names):
+        if name in constexprs:
+            signature[name] = "constexpr"
+            values[(index,)] = constexprs[name]
+        elif name.endswith("_ptr"):
+            signature[name] = pointer_types.get(name, "*fp32")
+        else:
+            signature[name] = "i32"
+    return triton.compile(ASTSource(kernel, signature, values), target=GPUTarget("cuda", 80, 32))
+
+
+@pytest.fixture
+def compiler(monkeypatch):
+    """The backend's kernels as compiled (not interpreted) Triton functions."""
+    if isinstance(tl.standard._sum_combine, InterpretedFunction):
+        pytest.skip("needs triton imported without TRITON_INTERPRET=1 (it was, in this process, "
+                    "so triton.language's own helpers exist only for the interpreter)")
+    monkeypatch.setenv("TRITON_INTERPRET", "0")
+    triton_backend.match_interpreter_setting()
+    assert not isinstance(triton_backend._scan_fwd_kernel, InterpretedFunction)
+
+
+def test_method_math_compiles_for_cuda_for_every_method(compiler):
+    kernel = triton.jit(_method_math_kernel)
+    for method in all_methods():
+        compiled = _compile_for_sm80(kernel, dict(METHOD=tm.method_id(method),
+                                                  N_TAPS=len(method.taps), BLOCK=64), {})
+        assert "cubin" in compiled.asm, method.key
+
+
+LOW_PRECISION_POINTERS = {name: "*bf16" for name in (
+    "u_ptr", "delta_ptr", "B_ptr", "C_ptr", "gate_ptr", "out_ptr", "dout_ptr", "dlast_ptr")}
+
+
+@pytest.mark.parametrize("key,options,pointers", [
+    # every Ā kind and tap structure, all optional inputs, bf16 activations
+    ("rk4/canonical", dict(HAS_D=True, HAS_GATE=True, HAS_BIAS=True, SOFTPLUS=True, HAS_DLAST=True),
+     LOW_PRECISION_POINTERS),
+    ("polynomial/canonical", dict(HAS_D=True, HAS_GATE=True, HAS_BIAS=True, SOFTPLUS=True,
+                                  HAS_DLAST=False), LOW_PRECISION_POINTERS),
+    ("bilinear/paper", dict(HAS_D=True, HAS_GATE=True, HAS_BIAS=True, SOFTPLUS=True,
+                            HAS_DLAST=False), LOW_PRECISION_POINTERS),
+    ("highorder/paper", dict(HAS_D=True, HAS_GATE=True, HAS_BIAS=True, SOFTPLUS=True,
+                             HAS_DLAST=False), LOW_PRECISION_POINTERS),
+    # no optional inputs, fp32
+    ("zoh/paper", dict(HAS_D=False, HAS_GATE=False, HAS_BIAS=False, SOFTPLUS=False,
+                       HAS_DLAST=False), {}),
+])
+def test_scan_kernels_compile_for_cuda(compiler, key, options, pointers):
+    """The forward and backward kernels go through Triton's whole CUDA pipeline (TTIR → PTX →
+    cubin), which the interpreter never exercises (constexpr branches, tuples, layouts)."""
+    method = get_method(key)
+    constexprs = dict(METHOD=tm.method_id(method), OFFSETS=method.offsets,
+                      BLOCK_L=triton_backend.CHUNK_TOKENS,
+                      BLOCK_D=triton_backend.MAX_BLOCK_CHANNELS, BLOCK_N=16, **options)
+    forward = {k: v for k, v in constexprs.items() if k != "HAS_DLAST"}
+    assert "cubin" in _compile_for_sm80(triton_backend._scan_fwd_kernel, forward, pointers).asm
+    assert "cubin" in _compile_for_sm80(triton_backend._scan_bwd_kernel, constexprs, pointers).asm

@@ -98,3 +98,22 @@ def cost_frame(view: StudyView) -> pd.DataFrame:
             rows.append({"model": model, "condition": condition, "method_key": condition[0],
                          **{f: v for f, v in zip(view.factors, condition[1:])}, **entry})
     return pd.DataFrame(rows)
+
+
+def resolution_frame(view: StudyView) -> pd.DataFrame:
+    """Throughput/memory against resolution: one row per (model, method_key, batch_size,
+    resolution, name) with the mean value (NaN where out of memory) and status ('oom' if any
+    repeat ran out of memory)."""
+    m = view.results.measurements
+    m = m[m["kind"].isin(["throughput", "memory"])].copy()
+    if m.empty:
+        return m
+    trial_model = dict(zip(view.trials["trial_id"], view.trials["model"]))
+    m["model"] = [mod if isinstance(mod, str) and mod else trial_model.get(t, "unknown model")
+                  for mod, t in zip(m["model"], m["trial_id"])]
+    m["status"] = m["status"].fillna("ok")
+    m["value"] = pd.to_numeric(m["value"], errors="coerce").where(m["status"] == "ok")
+    m["batch_size"] = m["batch_size"].fillna(0)
+    keys = ["model", "method_key", "batch_size", "resolution", "name"]
+    return (m.groupby(keys, as_index=False, dropna=False)
+             .agg(value=("value", "mean"), status=("status", lambda s: "oom" if (s == "oom").any() else "ok")))

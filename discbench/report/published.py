@@ -95,3 +95,10 @@ def vim_defaults() -> dict[str, Any]:
 
     signature = inspect.signature(VisionMamba.__init__)
     return {name: signature.parameters[name].default for name in ("cls_token", "pool", "bidirectional")}
+
+
+def is_vim_model(model: str) -> bool:
+    """Whether a model name is one of discbench's Vim models (the ones with Vim's ablation options)."""
+    from ..models.vim import VIM_CONFIGS
+
+    return model in VIM_CONFIGS

@@ -122,7 +122,10 @@ def parse_divergence(value: Any) -> dict[str, Any]:
         except json.JSONDecodeError:
             return {"where": value}
     if isinstance(value, dict):
-        return {k: value[k] for k in ("epoch", "step") if value.get(k) is not None}
+        # Parquet stores a struct column with nulls as floats: 2.0 is epoch 2.
+        return {k: int(value[k]) if isinstance(value[k], float) and value[k].is_integer() else value[k]
+                for k in ("epoch", "step")
+                if value.get(k) is not None and not (isinstance(value[k], float) and math.isnan(value[k]))}
     if isinstance(value, (int, float)):
         return {"step": int(value)}
     return {"where": str(value)}

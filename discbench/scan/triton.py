@@ -38,7 +38,11 @@ Tensor = torch.Tensor
 # two; larger values trade registers for fewer sequential chunk steps. Not tuned on a GPU yet.
 CHUNK_TOKENS = 16
 MAX_BLOCK_CHANNELS = 8
-NUM_WARPS = 4
+# Warps per program. With the defaults above, 16 states and rk4/canonical, ptxas for sm_80
+# reports no spills for the forward at 4 warps; the backward spills 596 bytes at 4 warps and
+# 40 bytes at 8 (measured by compiling for sm_80, no GPU timing yet).
+NUM_WARPS_FORWARD = 4
+NUM_WARPS_BACKWARD = 8
 
 
 def unavailable_reason() -> str | None:
@@ -63,8 +67,10 @@ def match_interpreter_setting() -> None:
     this backend so that the kernels and the device functions they call are of one kind. This
     works because the kernels call only Triton builtins and this backend's own functions, never
     triton.language's @triton.jit helpers (tl.sum, tl.zeros, tl.sigmoid, ...), which stay as
-    they were when triton was imported. Switching from the compiler to the interpreter is what
-    the tests do; the other way needs triton imported without TRITON_INTERPRET.
+    they were when triton was imported. (`_sum` hands tl.standard._sum_combine to tl.reduce:
+    the interpreter only recognises it, the compiler inlines it.) So a process that imported
+    triton for the compiler can switch to the interpreter and back, which is what the tests do;
+    compiling needs triton imported without TRITON_INTERPRET=1.
     """
     interpret = bool(triton.knobs.runtime.interpret)
     if isinstance(_scan_fwd_kernel, InterpretedFunction) == interpret:
@@ -203,8 +209,8 @@ def _scan_fwd_kernel(
         tl.store(chunk_state_ptr + chunk_base + c * state, h, mask=dn_mask)
         pos = c * BLOCK_L + rows
         valid = (pos < length)[:, None, None]
-        dt, raw = _delta_at(delta_ptr, bias, seq_base, pos, length, ch_mask, HAS_BIAS, SOFTPLUS)
-        a_bar, da_bar, taps, taps_da, taps_ddelta = _discretize(
+        dt, _ = _delta_at(delta_ptr, bias, seq_base, pos, length, ch_mask, HAS_BIAS, SOFTPLUS)
+        a_bar, _, taps, _, _ = _discretize(
             u_ptr, B_ptr, a, dt, seq_base, group_base, pos, length, ch_mask, n_idx, n_mask,
             METHOD, OFFSETS)
         # Tokens past the end are the identity step, so the tile's last row is the final state.
@@ -294,9 +300,9 @@ def _scan_bwd_kernel(
             METHOD, OFFSETS)
 
         # States before each token: scan the previous tokens' steps (identity at row 0) from h0.
-        dt_prev, raw_prev = _delta_at(delta_ptr, bias, seq_base, pos - 1, length, ch_mask,
-                                      HAS_BIAS, SOFTPLUS)
-        a_bar_prev, da_prev, taps_prev, taps_da_prev, taps_dd_prev = _discretize(
+        dt_prev, _ = _delta_at(delta_ptr, bias, seq_base, pos - 1, length, ch_mask,
+                               HAS_BIAS, SOFTPLUS)
+        a_bar_prev, _, taps_prev, _, _ = _discretize(
             u_ptr, B_ptr, a, dt_prev, seq_base, group_base, pos - 1, length, ch_mask, n_idx,
             n_mask, METHOD, OFFSETS)
         first = (rows == 0)[:, None, None]
@@ -328,9 +334,9 @@ def _scan_bwd_kernel(
 
         # Adjoint g_k = Ā_{k+1} g_{k+1} + dy_k C_k; past the end Δ = 0 makes Ā = 1, so the last
         # valid token receives g_next (= the final state's gradient) unchanged.
-        dt_next, raw_next = _delta_at(delta_ptr, bias, seq_base, pos + 1, length, ch_mask,
-                                      HAS_BIAS, SOFTPLUS)
-        a_bar_next, da_next = tm.transition(dt_next[:, :, None] * a3, METHOD)
+        dt_next, _ = _delta_at(delta_ptr, bias, seq_base, pos + 1, length, ch_mask,
+                               HAS_BIAS, SOFTPLUS)
+        a_bar_next, _ = tm.transition(dt_next[:, :, None] * a3, METHOD)
         a_prod_rev, g_acc = tl.associative_scan(
             (a_bar_next, dy[:, :, None] * c_at[:, None, :]), 0, _combine, reverse=True)
         g = g_acc + a_prod_rev * g_next[None, :, :]
@@ -344,7 +350,7 @@ def _scan_bwd_kernel(
         # Tap t carried v_{k+o_t} into x_k: its gradient lands on token k + o_t.
         z = dt3 * a3
         for t in tl.static_range(len(OFFSETS)):
-            w, w_da, w_ddelta = tm.tap_weight(z, a3, dt3, METHOD, t)
+            w, _, _ = tm.tap_weight(z, a3, dt3, METHOD, t)
             share = g * dt3 * w
             target = pos + OFFSETS[t]
             inside = (pos < length) & (target >= 0) & (target < length)
@@ -410,7 +416,7 @@ class TritonSelectiveScan(torch.autograd.Function):
             HAS_D=D is not None, HAS_GATE=gate is not None, HAS_BIAS=delta_bias is not None,
             SOFTPLUS=bool(delta_softplus),
             BLOCK_L=CHUNK_TOKENS, BLOCK_D=shape["block_d"], BLOCK_N=shape["block_n"],
-            num_warps=NUM_WARPS,
+            num_warps=NUM_WARPS_FORWARD,
         )
         ctx.save_for_backward(u, delta, A, B, C, D, gate, delta_bias, chunk_states)
         ctx.delta_softplus = bool(delta_softplus)
@@ -452,7 +458,7 @@ class TritonSelectiveScan(torch.autograd.Function):
             HAS_D=D is not None, HAS_GATE=gate is not None, HAS_BIAS=delta_bias is not None,
             SOFTPLUS=ctx.delta_softplus, HAS_DLAST=dlast is not None,
             BLOCK_L=CHUNK_TOKENS, BLOCK_D=shape["block_d"], BLOCK_N=shape["block_n"],
-            num_warps=NUM_WARPS,
+            num_warps=NUM_WARPS_BACKWARD,
         )
         du = du_parts.sum(0).to(u.dtype)
         dB = dB_parts.sum(dim=(0, 3)).to(B.dtype)

@@ -1,0 +1,334 @@
+"""`discbench bench scan`: time the scan backends side by side, forward and forward+backward.
+
+Rows: every requested method × variant on each requested backend, plus two yardsticks —
+mamba_ssm's `selective_scan_ref` (backend "mamba_ref", Mamba's ZOH, when importable) and a bare
+`torch.exp(out=)` over b·d·l·n fp32 elements (backend "torch.exp", the machine's exponential
+throughput). Inputs are shaped like one direction of one Vim block: D, the silu gate z,
+delta_bias and softplus all on; A = −(1..n) per channel as Mamba initialises it.
+Times are wall-clock milliseconds per call (median and minimum over repeats, after one warm-up
+call); they are only comparable within one run, on one machine, under one load.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import statistics
+import sys
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+
+from .methods import METHOD_NAMES, METHODS, get_method
+
+PASSES = ("fwd", "fwd+bwd")
+SCAN_BACKENDS = ("cpu", "torch", "reference")  # backends of discbench.selective_scan
+YARDSTICKS = ("mamba_ref", "torch.exp")
+DEFAULT_BACKENDS = ("cpu", "torch", "reference", "mamba_ref", "torch.exp")
+SLOW_BACKENDS = ("torch", "reference", "mamba_ref")  # timed with --ref-repeats
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
+VIM_TINY = (8, 384, 197, 16)  # (batch, channels, tokens, state) of one Vim-Tiny scan at batch 8
+
+
+@dataclass(frozen=True)
+class ScanShape:
+    batch: int
+    dim: int
+    length: int
+    state: int
+
+    @property
+    def elements(self) -> int:
+        """b·d·l·n, the size of the (never materialised) state tensor."""
+        return self.batch * self.dim * self.length * self.state
+
+
+def make_inputs(shape: ScanShape, dtype: torch.dtype = torch.float32, seed: int = 0) -> dict[str, torch.Tensor]:
+    """Vim-like scan inputs: u, delta, z (b, d, l); A (d, n) = −(1..n); B, C (b, n, l); D, delta_bias (d,).
+
+    delta_bias is the inverse softplus of steps log-uniform in [0.001, 0.1] (Mamba's dt init).
+    """
+    b, d, l, n = shape.batch, shape.dim, shape.length, shape.state
+    gen = torch.Generator().manual_seed(seed)
+    steps = torch.exp(torch.rand(d, generator=gen) * (math.log(0.1) - math.log(0.001)) + math.log(0.001))
+    inputs = {
+        "u": torch.randn(b, d, l, generator=gen),
+        "delta": 0.5 * torch.randn(b, d, l, generator=gen),
+        "A": -torch.arange(1, n + 1, dtype=torch.float32).repeat(d, 1),
+        "B": torch.randn(b, n, l, generator=gen),
+        "C": torch.randn(b, n, l, generator=gen),
+        "D": torch.ones(d),
+        "z": torch.randn(b, d, l, generator=gen),
+        "delta_bias": steps + torch.log(-torch.expm1(-steps)),
+    }
+    return {k: v.to(dtype) for k, v in inputs.items()}
+
+
+def mamba_selective_scan_ref() -> Callable | None:
+    """mamba_ssm's selective_scan_ref, or None when mamba_ssm is not importable here.
+
+    mamba_ssm imports its CUDA extension at module level; on a CPU-only install an empty
+    stand-in module lets the pure-PyTorch reference import.
+    """
+    try:
+        if "selective_scan_cuda" not in sys.modules:
+            try:
+                import selective_scan_cuda  # noqa: F401
+            except ImportError:
+                import types
+
+                sys.modules["selective_scan_cuda"] = types.ModuleType("selective_scan_cuda")
+        from mamba_ssm.ops.selective_scan_interface import selective_scan_ref
+    except Exception:  # mamba_ssm absent or broken: the row is skipped and the run says so
+        return None
+    return selective_scan_ref
+
+
+def _scan_call(backend: str, method: str, variant: str) -> Callable:
+    if backend == "mamba_ref":
+        ref = mamba_selective_scan_ref()
+        if ref is None:
+            raise RuntimeError("mamba_ssm's selective_scan_ref is not importable")
+        return lambda t: ref(t["u"], t["delta"], t["A"], t["B"], t["C"], t["D"], t["z"], t["delta_bias"], True)
+    from .scan import selective_scan
+
+    return lambda t: selective_scan(
+        t["u"], t["delta"], t["A"], t["B"], t["C"], D=t["D"], z=t["z"], delta_bias=t["delta_bias"],
+        delta_softplus=True, method=method, variant=variant, backend=backend,
+    )
+
+
+def _time(fn: Callable[[], None], repeats: int) -> list[float]:
+    fn()  # warm-up: builds/loads kernels, fills allocator caches
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append((time.perf_counter() - start) * 1e3)
+    return times
+
+
+def time_scan(
+    method: str,
+    variant: str,
+    backend: str,
+    shape: ScanShape | tuple[int, int, int, int],
+    pass_: str,
+    repeats: int,
+    dtype: str = "float32",
+    seed: int = 0,
+) -> dict:
+    """Time one row: `backend` ("cpu", "torch", "reference", "mamba_ref" or "torch.exp") running
+    `method`/`variant` on `shape` (batch, dim, length, state), pass "fwd" (no autograd) or
+    "fwd+bwd" (all inputs require grad, backward of a random output gradient).
+
+    Returns {method, variant, backend, pass, ms_median, ms_min, repeats, batch, dim, length,
+    state, dtype, threads}. "torch.exp" ignores method, variant and pass: it times
+    torch.exp(x, out=y) over b·d·l·n fp32 elements.
+    """
+    shape = shape if isinstance(shape, ScanShape) else ScanShape(*shape)
+    if pass_ not in PASSES:
+        raise ValueError(f"unknown pass {pass_!r}; valid passes: {', '.join(PASSES)}")
+    if dtype not in DTYPES:
+        raise ValueError(f"unknown dtype {dtype!r}; valid dtypes: {', '.join(DTYPES)}")
+    if backend not in SCAN_BACKENDS + YARDSTICKS:
+        raise ValueError(f"unknown backend {backend!r}; valid backends: {', '.join(SCAN_BACKENDS + YARDSTICKS)}")
+    if repeats < 1:
+        raise ValueError(f"repeats must be at least 1, got {repeats}")
+
+    if backend == "torch.exp":
+        x = -torch.rand(shape.elements, generator=torch.Generator().manual_seed(seed))
+        y = torch.empty_like(x)
+        times = _time(lambda: torch.exp(x, out=y), repeats)
+        method, variant, pass_ = "-", "-", "fwd"
+    else:
+        spec = get_method(method, variant)
+        method, variant = spec.name, spec.variant
+        call = _scan_call(backend, method, variant)
+        inputs = make_inputs(shape, DTYPES[dtype], seed)
+        if pass_ == "fwd":
+            def run() -> None:
+                with torch.no_grad():
+                    call(inputs)
+        else:
+            leaves = {k: v.clone().requires_grad_() for k, v in inputs.items()}
+            grad_out = torch.randn(shape.batch, shape.dim, shape.length,
+                                   generator=torch.Generator().manual_seed(seed + 1)).to(DTYPES[dtype])
+
+            def run() -> None:
+                for leaf in leaves.values():
+                    leaf.grad = None
+                call(leaves).backward(grad_out)
+        times = _time(run, repeats)
+    return {
+        "method": method,
+        "variant": variant,
+        "backend": backend,
+        "pass": pass_,
+        "ms_median": statistics.median(times),
+        "ms_min": min(times),
+        "repeats": repeats,
+        "batch": shape.batch,
+        "dim": shape.dim,
+        "length": shape.length,
+        "state": shape.state,
+        "dtype": dtype,
+        "threads": torch.get_num_threads(),
+    }
+
+
+def _parse_methods(spec: str) -> list[tuple[str, str]]:
+    """'all', or comma-separated 'name' (both variants) or 'name/variant' entries."""
+    if spec == "all":
+        return [(m.name, m.variant) for m in METHODS.values()]
+    chosen = []
+    for item in (s.strip() for s in spec.split(",") if s.strip()):
+        if "/" in item:
+            m = get_method(item)
+            chosen.append((m.name, m.variant))
+        else:
+            if item not in METHOD_NAMES:
+                raise ValueError(f"unknown method {item!r}; valid methods: {', '.join(METHOD_NAMES)} (or name/variant)")
+            chosen += [(m.name, m.variant) for m in METHODS.values() if m.name == item]
+    return chosen
+
+
+def _parse_list(spec: str, valid: tuple[str, ...], what: str) -> list[str]:
+    items = [s.strip() for s in spec.split(",") if s.strip()]
+    bad = [s for s in items if s not in valid]
+    if bad or not items:
+        raise ValueError(f"unknown {what} {', '.join(bad) or spec!r}; valid: {', '.join(valid)}")
+    return items
+
+
+def configure_parser(parser: argparse.ArgumentParser) -> None:
+    targets = parser.add_subparsers(dest="bench_target", required=True, metavar="TARGET")
+    scan = targets.add_parser("scan", help="time the selective scan backends, forward and forward+backward",
+                              description=__doc__.splitlines()[0])
+    b, d, l, n = VIM_TINY
+    scan.add_argument("--batch", type=int, default=b, help=f"batch size (default {b})")
+    scan.add_argument("--dim", type=int, default=d, help=f"channels d (default {d}, Vim-Tiny's inner width)")
+    scan.add_argument("--length", type=int, default=l, help=f"tokens l (default {l})")
+    scan.add_argument("--state", type=int, default=n, help=f"state size n (default {n})")
+    scan.add_argument("--methods", default="all",
+                      help="'all' or comma-separated methods, each 'name' (both variants) or 'name/variant'")
+    scan.add_argument("--backends", default=",".join(DEFAULT_BACKENDS),
+                      help=f"comma-separated, from {', '.join(SCAN_BACKENDS + YARDSTICKS)} (default all)")
+    scan.add_argument("--passes", default=",".join(PASSES), help="fwd, fwd+bwd or both (default both)")
+    scan.add_argument("--repeats", type=int, default=10, help="timed calls per row of cpu and torch.exp (default 10)")
+    scan.add_argument("--ref-repeats", type=int, default=1,
+                      help="timed calls per row of the slow backends torch, reference, mamba_ref (default 1)")
+    scan.add_argument("--dtype", choices=tuple(DTYPES), default="float32", help="input dtype (default float32)")
+    scan.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's, all cores)")
+    scan.add_argument("--json", action="store_true", help="print one JSON record per row instead of a table")
+
+
+def _rows(args: argparse.Namespace) -> list[dict]:
+    shape = ScanShape(args.batch, args.dim, args.length, args.state)
+    methods = _parse_methods(args.methods)
+    backends = _parse_list(args.backends, SCAN_BACKENDS + YARDSTICKS, "backend")
+    passes = _parse_list(args.passes, PASSES, "pass")
+    rows = []
+
+    def add(method: str, variant: str, backend: str, pass_: str) -> None:
+        repeats = args.ref_repeats if backend in SLOW_BACKENDS else args.repeats
+        row = time_scan(method, variant, backend, shape, pass_, repeats, args.dtype)
+        rows.append(row)
+        if not args.json:
+            print(f"  {row['backend']:>10} {row['method']:>10}/{row['variant']:<9} {row['pass']:<7} "
+                  f"{row['ms_median']:10.2f} ms", file=sys.stderr, flush=True)
+
+    if "torch.exp" in backends:
+        add("-", "-", "torch.exp", "fwd")
+    if "mamba_ref" in backends:
+        if mamba_selective_scan_ref() is None:
+            print("discbench bench: mamba_ssm's selective_scan_ref is not importable; its rows are skipped",
+                  file=sys.stderr)
+        else:
+            for pass_ in passes:
+                add("zoh", "paper", "mamba_ref", pass_)
+    for backend in (b for b in backends if b in SCAN_BACKENDS):
+        for method, variant in methods:
+            for pass_ in passes:
+                add(method, variant, backend, pass_)
+    return rows
+
+
+def _add_speedups(rows: list[dict]) -> None:
+    """speedup_vs_ref = (mamba_ssm's selective_scan_ref time, same pass) / (row time), using our
+    reference backend of the same method when mamba_ssm is not there; ref names which."""
+    mamba = {r["pass"]: r["ms_median"] for r in rows if r["backend"] == "mamba_ref"}
+    ours = {(r["method"], r["variant"], r["pass"]): r["ms_median"] for r in rows if r["backend"] == "reference"}
+    for r in rows:
+        if r["backend"] == "torch.exp":
+            r["speedup_vs_ref"], r["ref"] = None, None
+        elif r["pass"] in mamba:
+            r["speedup_vs_ref"], r["ref"] = mamba[r["pass"]] / r["ms_median"], "mamba_ref"
+        elif (r["method"], r["variant"], r["pass"]) in ours:
+            r["speedup_vs_ref"] = ours[(r["method"], r["variant"], r["pass"])] / r["ms_median"]
+            r["ref"] = "reference"
+        else:
+            r["speedup_vs_ref"], r["ref"] = None, None
+
+
+def summary(rows: list[dict], backend: str = "cpu") -> list[str]:
+    """The issue's three target ratios for `backend`, each from this run's rows."""
+    lines = []
+    mine = {(r["method"], r["variant"], r["pass"]): r["ms_median"] for r in rows if r["backend"] == backend}
+    mamba = {r["pass"]: r["ms_median"] for r in rows if r["backend"] == "mamba_ref"}
+    exp_ms = next((r["ms_median"] for r in rows if r["backend"] == "torch.exp"), None)
+    fb = {(m, v): ms for (m, v, p), ms in mine.items() if p == "fwd+bwd"}
+    if fb and "fwd+bwd" in mamba:
+        (m, v), worst = max(fb.items(), key=lambda kv: kv[1])
+        lines.append(f"fwd+bwd speedup vs mamba selective_scan_ref: min {mamba['fwd+bwd'] / worst:.0f}x "
+                     f"({m}/{v}; target >= 200x)")
+    if exp_ms is not None:
+        for variant in ("canonical", "paper"):
+            if ("zoh", variant, "fwd") in mine:
+                lines.append(f"zoh/{variant} fwd / torch.exp over b*d*l*n: {mine[('zoh', variant, 'fwd')] / exp_ms:.2f} "
+                             f"(target <= 1)")
+    for variant in ("canonical", "paper"):
+        if ("zoh", variant) in fb:
+            zoh = fb[("zoh", variant)]
+            same = {m: ms for (m, v), ms in fb.items() if v == variant}
+            m, worst = max(same.items(), key=lambda kv: kv[1])
+            lines.append(f"worst {variant} fwd+bwd / zoh/{variant} fwd+bwd: {worst / zoh:.2f} ({m}; target <= 1.5)")
+    if fb and ("zoh", "paper") in fb:
+        (m, v), worst = max(fb.items(), key=lambda kv: kv[1])
+        lines.append(f"worst fwd+bwd of any method / zoh/paper (Mamba's) fwd+bwd: {worst / fb[('zoh', 'paper')]:.2f} ({m}/{v})")
+    return lines
+
+
+def run_command(args: argparse.Namespace) -> int:
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
+    try:
+        rows = _rows(args)
+    except ValueError as exc:
+        print(f"discbench bench: {exc}", file=sys.stderr)
+        return 2
+    _add_speedups(rows)
+    if args.json:
+        for r in rows:
+            print(json.dumps(r))
+        return 0
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    first = rows[0] if rows else None
+    if first is None:
+        print("no rows")
+        return 0
+    print(f"selective scan, b={first['batch']} d={first['dim']} l={first['length']} n={first['state']} "
+          f"{first['dtype']}, {first['threads']} threads, load average {load:.2f} at the end")
+    print(f"{'backend':>10} {'method':>10} {'variant':<9} {'pass':<7} {'ms_median':>10} {'ms_min':>10} "
+          f"{'speedup_vs_ref':>15}")
+    for r in rows:
+        speed = "" if r["speedup_vs_ref"] is None else f"{r['speedup_vs_ref']:.1f}x ({r['ref']})"
+        print(f"{r['backend']:>10} {r['method']:>10} {r['variant']:<9} {r['pass']:<7} {r['ms_median']:10.2f} "
+              f"{r['ms_min']:10.2f} {speed:>15}")
+    for line in summary(rows):
+        print(line)
+    return 0

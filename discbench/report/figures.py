@@ -1,0 +1,378 @@
+"""Figures: each builder draws one figure from a StudyView and saves it as PNG (150 dpi) and SVG.
+
+Every method keeps one look across figures (its registry position picks colour, marker and
+line style), and methods differ by marker and line style as well as colour, so the figures
+read in grayscale.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only; never a window
+import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.ticker as mticker  # noqa: E402
+import matplotlib.transforms as mtransforms  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+import seaborn as sns  # noqa: E402
+
+from ..methods import METHODS  # noqa: E402
+from .aggregate import accuracy_frame, cost_frame, resolution_frame  # noqa: E402
+from .study_view import StudyView  # noqa: E402
+from .tables import by_condition  # noqa: E402
+
+DPI = 150
+REFERENCE_OFFSET = 3.0  # convergence figure: how far below the data the stated-order line runs
+_MARKERS = ["o", "s", "^", "D", "v", "P", "X", "*", "<", ">", "h", "p"]
+_LINESTYLES = ["-", "--", "-.", ":", (0, (5, 1, 1, 1, 1, 1)), (0, (1, 1)), (0, (8, 2)),
+               (0, (3, 1, 1, 1)), (0, (5, 2, 1, 2)), (0, (2, 2)), (0, (6, 1, 2, 1)), (0, (4, 1))]
+
+
+@dataclass
+class FigureFile:
+    name: str
+    title: str
+    caption: str
+    png: Path
+    svg: Path
+
+
+def method_style(key: str) -> dict:
+    """Colour, marker and line style of a method key, fixed by its registry position."""
+    keys = list(METHODS)
+    index = keys.index(key) if key in keys else len(keys) + abs(hash(key)) % 7
+    palette = sns.color_palette("colorblind", 10)
+    # Every other method gets hollow markers in line plots, so that two methods whose lines
+    # coincide still show both markers.
+    return {"color": palette[index % len(palette)], "marker": _MARKERS[index % len(_MARKERS)],
+            "linestyle": _LINESTYLES[index % len(_LINESTYLES)],
+            "markerfacecolor": "none" if index % 2 else palette[index % len(palette)]}
+
+
+def _series_style(index: int) -> dict:
+    palette = sns.color_palette("colorblind", 10)
+    return {"color": palette[index % 10], "marker": _MARKERS[index % len(_MARKERS)],
+            "linestyle": _LINESTYLES[index % len(_LINESTYLES)]}
+
+
+def _save(fig: plt.Figure, out_dir: Path, name: str, title: str, caption: str) -> FigureFile:
+    png, svg = Path(out_dir) / f"{name}.png", Path(out_dir) / f"{name}.svg"
+    fig.savefig(png, dpi=DPI, bbox_inches="tight")
+    fig.savefig(svg, bbox_inches="tight")
+    plt.close(fig)
+    return FigureFile(name, title, caption, png, svg)
+
+
+def _plain(value: float) -> str:
+    """1,024 / 50,000 / 0.00469: no scientific notation on tick labels."""
+    return f"{value:,.0f}" if abs(value) >= 10 else f"{value:.3g}"
+
+
+def _label_log_ticks(axis, values: list[float]) -> None:
+    """Ticks at the measured values, labelled plainly (matplotlib's minor log labels collide)."""
+    if len(values) > 8:
+        values = values[:: math.ceil(len(values) / 8)]
+    axis.set_major_locator(mticker.FixedLocator(values))
+    axis.set_major_formatter(mticker.FixedFormatter([_plain(v) for v in values]))
+    axis.set_minor_locator(mticker.NullLocator())
+
+
+def _readable_log_y(ax) -> None:
+    """Log y ticks at 1, 2, 5 × 10^k with plain labels, so short ranges still get labels."""
+    ax.yaxis.set_major_locator(mticker.LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+    ax.yaxis.set_major_formatter(mticker.FuncFormatter(lambda v, _: _plain(v)))
+    ax.yaxis.set_minor_locator(mticker.NullLocator())
+
+
+def _theme():
+    return sns.axes_style("whitegrid"), sns.plotting_context("paper", font_scale=1.1)
+
+
+def _condition_name(view: StudyView, condition: tuple) -> str:
+    extra = [f"{view.factor_label(f)}={v}" for f, v in zip(view.factors, condition[1:])]
+    return condition[0] + (f" ({', '.join(extra)})" if extra else "")
+
+
+# ----------------------------------------------------------------------------- accuracy
+
+def _status_note(row: pd.Series) -> str:
+    """'2 diverged', '1 failed': the trials of a condition that are not in its mean."""
+    notes = []
+    if row["diverged"]:
+        notes.append(f"{int(row['diverged'])} diverged")
+    if row["failed"]:
+        notes.append(f"{int(row['failed'])} failed")
+    if row["n"] == 0 and not notes:
+        notes.append("no result")
+    return ", ".join(notes)
+
+
+def accuracy_figure(view: StudyView, out_dir: Path) -> FigureFile | None:
+    frame = accuracy_frame(view, "top1")
+    if frame.empty or not (frame["n"] > 0).any():
+        return None
+    conditions = [c for c in view.conditions if c in set(frame["condition"])]
+    style, context = _theme()
+    with style, context:
+        fig, axes = plt.subplots(1, len(view.models), sharey=True, squeeze=False,
+                                 figsize=(4.2 * len(view.models) + 1.5, 0.42 * len(conditions) + 1.4))
+        ok = view.trials[view.trials["status"] == "ok"]
+        for ax, model in zip(axes[0], view.models):
+            here = by_condition(frame[frame["model"] == model])
+            for y, condition in enumerate(conditions):
+                if condition not in here:
+                    continue
+                row = here[condition]
+                look = method_style(condition[0])
+                seeds = ok[(ok["model"] == model) & (ok["condition"] == condition)]["top1"].astype(float)
+                ax.plot(seeds, np.full(len(seeds), y) + 0.18, linestyle="none", marker=look["marker"],
+                        markersize=4, markerfacecolor="none", color="0.45", zorder=2)
+                if row["n"] > 0:
+                    err = None
+                    if not math.isnan(row["ci_low"]):
+                        err = [[row["mean"] - row["ci_low"]], [row["ci_high"] - row["mean"]]]
+                    ax.errorbar([row["mean"]], [y], xerr=err, marker=look["marker"], color=look["color"],
+                                ecolor="0.2", markeredgecolor="black", markersize=7, capsize=3,
+                                linestyle="none", zorder=3)
+                status = _status_note(row)
+                if status:
+                    # In the panel (not the shared tick label): statuses differ between models.
+                    ax.text(0.01, y - 0.3, status, transform=mtransforms.blended_transform_factory(
+                        ax.transAxes, ax.transData), ha="left", va="center", fontsize=8, style="italic")
+            baselines = [row for row in here.values() if row["is_baseline"] and row["n"] > 0]
+            if len(baselines) == 1:  # with several (one per factor value) one line would mislead
+                ax.axvline(baselines[0]["mean"], color="0.3", linestyle="--", linewidth=1,
+                           label=f"{view.baseline_key} mean")
+            ax.set_title(model)
+            ax.set_xlabel("top-1 accuracy (%)")
+            ax.set_yticks(range(len(conditions)))
+            ax.set_yticklabels([_condition_name(view, c) for c in conditions])
+            ax.set_ylim(len(conditions) - 0.5, -0.5)
+        handles, labels = axes[0][0].get_legend_handles_labels()
+        if handles:
+            fig.legend(handles, labels, loc="upper right", fontsize=8, frameon=True)
+        fig.suptitle(f"{view.name}: top-1 per method (mean, 95% t-CI over seeds; open markers: seeds)",
+                     fontsize=10, x=0.02, ha="left")
+        fig.tight_layout()
+    caption = (f"Top-1 accuracy (%) per method and model: filled marker = mean over seeds that finished, bar = "
+               f"95% t-interval of the mean (none with one seed), open markers = single seeds; dashed line = "
+               f"the {view.baseline_key} mean (when the panel has one baseline); trials not in a mean are counted "
+               f"in italics above their row (2 diverged, 1 failed); an empty row: no trial of that model. "
+               f"{view.provenance()}.")
+    return _save(fig, out_dir, "fig_accuracy", "Accuracy per method", caption)
+
+
+def tradeoff_figure(view: StudyView, out_dir: Path) -> FigureFile | None:
+    acc = accuracy_frame(view, "top1")
+    cost = cost_frame(view)
+    if acc.empty or cost.empty or cost["train_images_per_s"].isna().all():
+        return None
+    merged = acc.merge(cost[["model", "condition", "train_images_per_s"]], on=["model", "condition"])
+    merged = merged[(merged["n"] > 0) & merged["train_images_per_s"].notna()]
+    if merged.empty:
+        return None
+    style, context = _theme()
+    with style, context:
+        fig, axes = plt.subplots(1, len(view.models), squeeze=False, figsize=(5.2 * len(view.models) + 2.2, 4.2))
+        for ax, model in zip(axes[0], view.models):
+            here = merged[merged["model"] == model]
+            for _, row in here.iterrows():
+                look = method_style(row["method_key"])
+                yerr = None if math.isnan(row["std"]) else row["std"]
+                ax.errorbar(row["train_images_per_s"], row["mean"], yerr=yerr, marker=look["marker"],
+                            color=look["color"], ecolor="0.2", markeredgecolor="black", markersize=8, capsize=3,
+                            linestyle="none", label=_condition_name(view, row["condition"]))
+            ax.set_title(model)
+            ax.set_xlabel("training throughput (images/s)")
+            ax.set_ylabel("top-1 accuracy (%)")
+            ax.margins(x=0.15, y=0.15)
+        handles, labels = axes[0][0].get_legend_handles_labels()
+        fig.legend(handles, labels, loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=8, title="method")
+        fig.suptitle(f"{view.name}: accuracy against training throughput (up and right is better)", fontsize=10)
+        fig.tight_layout()
+    caption = ("Accuracy–cost trade-off: one point per method, mean top-1 (%) over seeds that finished "
+               "(bar: ± one sample std) against mean training throughput (images/s). "
+               f"{view.provenance()}.")
+    return _save(fig, out_dir, "fig_tradeoff", "Accuracy against training throughput", caption)
+
+
+def training_curves_figure(view: StudyView, out_dir: Path) -> FigureFile | None:
+    epochs = view.results.epochs
+    if epochs.empty:
+        return None
+    info = view.trials[["trial_id", "model", "condition", "status"]]
+    data = epochs.merge(info, on="trial_id")
+    panels = [(c, label) for c, label in (("train_loss", "training loss"), ("val_loss", "validation loss"),
+                                          ("top1", "validation top-1 (%)")) if data[c].notna().any()]
+    if data.empty or not panels:
+        return None
+    style, context = _theme()
+    with style, context:
+        fig, axes = plt.subplots(len(view.models), len(panels), squeeze=False,
+                                 figsize=(4.4 * len(panels) + 2.4, 3.4 * len(view.models)))
+        for r, model in enumerate(view.models):
+            here = data[data["model"] == model]
+            for c, (column, label) in enumerate(panels):
+                ax = axes[r][c]
+                for condition in view.conditions:
+                    rows = here[here["condition"] == condition]
+                    if rows.empty or rows[column].isna().all():
+                        continue
+                    curve = rows.groupby("epoch")[column].agg(["mean", "min", "max", "count"])
+                    look = method_style(condition[0])
+                    ax.plot(curve.index, curve["mean"], color=look["color"], marker=look["marker"],
+                            markerfacecolor=look["markerfacecolor"], linestyle=look["linestyle"],
+                            markersize=4.5, linewidth=1.3,
+                            label=_condition_name(view, condition))
+                    if (curve["count"] > 1).any():
+                        ax.fill_between(curve.index, curve["min"], curve["max"], color=look["color"],
+                                        alpha=0.10, linewidth=0)
+                    for _, trial in rows[rows["status"] == "diverged"].groupby("trial_id"):
+                        last = trial.dropna(subset=[column]).sort_values("epoch").tail(1)
+                        ax.plot(last["epoch"], last[column], marker="x", color="black", markersize=9,
+                                markeredgewidth=2, linestyle="none", zorder=4)
+                ax.set_xlabel("epoch")
+                ax.set_ylabel(label)
+                if column.endswith("loss"):
+                    positive = here[column].dropna()
+                    if len(positive) and (positive > 0).all() and positive.max() / positive.min() > 20:
+                        ax.set_yscale("log")
+                ax.set_title(f"{model}: {label}" if len(view.models) > 1 else label)
+                ax.xaxis.get_major_locator().set_params(integer=True)
+        handles, labels = axes[0][0].get_legend_handles_labels()
+        fig.legend(handles, labels, loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=8, title="method")
+        fig.suptitle(f"{view.name}: training curves (mean over seeds, band: min–max over seeds; ✕ = a trial's last epoch before it diverged)",
+                     fontsize=10)
+        fig.tight_layout()
+    caption = ("Training curves per method: per-epoch " + ", ".join(label for _, label in panels)
+               + ", mean over seeds with the min–max band across seeds; a black ✕ marks a diverged trial's last "
+                 f"recorded epoch. {view.provenance()}.")
+    return _save(fig, out_dir, "fig_training_curves", "Training curves", caption)
+
+
+# ----------------------------------------------------------------------------- numerics
+
+def convergence_figure(view: StudyView, out_dir: Path) -> FigureFile | None:
+    m = view.results.measurements
+    m = m[(m["kind"] == "convergence") & (m["name"] == "error")].copy()
+    if m.empty:
+        return None
+    m["dt"] = pd.to_numeric(m["dt"], errors="coerce")
+    m["value"] = pd.to_numeric(m["value"], errors="coerce")
+    m = m[(m["dt"] > 0) & (m["value"] > 0)]
+    if m.empty:
+        return None
+    keys = [k for k in METHODS if k in set(m["method_key"])] + sorted(set(m["method_key"]) - set(METHODS))
+    variants = list(dict.fromkeys(k.split("/")[-1] for k in keys))
+    style, context = _theme()
+    with style, context:
+        fig, axes = plt.subplots(1, len(variants), squeeze=False, sharey=True,
+                                 figsize=(5.0 * len(variants) + 0.5, 5.4))
+        for ax, variant in zip(axes[0], variants):
+            for key in [k for k in keys if k.split("/")[-1] == variant]:
+                curve = m[m["method_key"] == key].groupby("dt")["value"].mean().sort_index()
+                look = method_style(key)
+                spec = METHODS.get(key)
+                ax.plot(curve.index, curve.to_numpy(), color=look["color"], marker=look["marker"],
+                        markerfacecolor=look["markerfacecolor"], linestyle="-", linewidth=1.4, markersize=6,
+                        label=f"{key} (stated order {spec.order})" if spec else key)
+                if spec is not None:
+                    # The stated order as a reference slope, REFERENCE_OFFSET below the finest
+                    # measured point so that it does not hide a line that has exactly that slope.
+                    dt0, e0 = curve.index[0], curve.iloc[0] / REFERENCE_OFFSET
+                    dts = np.array([curve.index.min(), curve.index.max()])
+                    ax.plot(dts, e0 * (dts / dt0) ** spec.order, color=look["color"], linestyle="--",
+                            linewidth=1.1, dashes=(4, 3))
+            ax.set_xscale("log")
+            ax.set_yscale("log")
+            _label_log_ticks(ax.xaxis, sorted(set(m["dt"])))
+            ax.set_xlabel("step size Δt")
+            if ax is axes[0][0]:
+                ax.set_ylabel("global error |h(T) − exact|")
+            ax.set_title(f"variant: {variant}")
+            ax.legend(fontsize=7.5, loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=2, frameon=False)
+        fig.suptitle("Convergence on h' = a h + v(t): measured error (solid) and stated order (dashed)", fontsize=10)
+        fig.tight_layout()
+    ids = view.results.measurements.loc[view.results.measurements["kind"] == "convergence", "trial_id"]
+    caption = ("Convergence: global error at t = T against the step size Δt, log-log, one solid line per "
+               "method; the dashed line of the same colour has the slope of the order METHODS.md states, "
+               f"drawn {REFERENCE_OFFSET:g}× below the finest measured point (a method converges at its stated "
+               f"order where the two are parallel). Methods with equal errors draw on top of each other; "
+               f"hollow markers show the one beneath. {view.provenance(ids)}.")
+    return _save(fig, out_dir, "fig_convergence", "Convergence order", caption)
+
+
+# ----------------------------------------------------------------------------- resolution
+
+def resolution_figure(view: StudyView, out_dir: Path) -> FigureFile | None:
+    frame = resolution_frame(view)
+    if frame.empty:
+        return None
+    panels = [(name, label) for name, label in (("infer_images_per_s", "inference images/s"),
+                                                ("train_images_per_s", "training images/s"),
+                                                ("peak_mem_mb", "peak memory (MiB)"))
+              if (frame["name"] == name).any()]
+    series = list(dict.fromkeys(zip(frame["model"], frame["method_key"].fillna(""), frame["batch_size"])))
+    single_method = len({s[1] for s in series}) == 1
+    single_batch = len({s[2] for s in series}) == 1
+    style, context = _theme()
+    with style, context:
+        fig, axes = plt.subplots(1, len(panels), squeeze=False, figsize=(4.8 * len(panels) + 2.0, 4.2))
+        for ax, (name, label) in zip(axes[0], panels):
+            oom_marked = False
+            for index, (model, key, batch) in enumerate(series):
+                rows = frame[(frame["model"] == model) & (frame["method_key"].fillna("") == key)
+                             & (frame["batch_size"] == batch) & (frame["name"] == name)].sort_values("resolution")
+                if rows.empty:
+                    continue
+                look = _series_style(index)
+                tag = model + ("" if single_method or not key else f" {key}") + \
+                    ("" if single_batch else f" b={int(batch)}")
+                ok = rows[rows["status"] == "ok"]
+                # The line stops at the first out-of-memory resolution.
+                first_oom = rows.loc[rows["status"] == "oom", "resolution"].min()
+                if not math.isnan(first_oom):
+                    ok = ok[ok["resolution"] < first_oom]
+                ax.plot(ok["resolution"], ok["value"], color=look["color"], marker=look["marker"],
+                        linestyle=look["linestyle"], linewidth=1.5, markersize=6, label=tag)
+                top = mtransforms.blended_transform_factory(ax.transData, ax.transAxes)
+                for resolution in rows.loc[rows["status"] == "oom", "resolution"]:
+                    ax.plot([resolution], [0.96], marker="X", markersize=10, color=look["color"],
+                            markeredgecolor="black", transform=top, clip_on=False, linestyle="none")
+                    ax.text(resolution, 0.90, "OOM", transform=top, ha="center", va="top", fontsize=7)
+                    oom_marked = True
+            ax.set_xscale("log", base=2)
+            ax.set_yscale("log")
+            _readable_log_y(ax)
+            if oom_marked:
+                # Headroom (a factor 4 on the log axis) so the OOM marks sit above every data point.
+                low, high = ax.get_ylim()
+                ax.set_ylim(low, high * 4)
+            resolutions = sorted(set(frame["resolution"].dropna()))
+            _label_log_ticks(ax.xaxis, resolutions)
+            ax.tick_params(axis="x", labelrotation=35)
+            ax.set_xlabel("resolution (px)")
+            ax.set_ylabel(label)
+            ax.set_title(label + ("  (✕ = out of memory)" if oom_marked else ""))
+        handles, labels = axes[0][0].get_legend_handles_labels()
+        fig.legend(handles, labels, loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=8)
+        fig.suptitle(f"{view.name}: throughput and memory against resolution (log scales)", fontsize=10)
+        fig.tight_layout()
+    ids = view.results.measurements.loc[view.results.measurements["kind"].isin(["throughput", "memory"]), "trial_id"]
+    caption = ("Resolution scaling (as the Vim paper's Figure 1): throughput and peak memory against input "
+               "resolution, both axes logarithmic, one line per model; a ✕ at the top marks a resolution "
+               f"that ran out of memory, where the line stops. {view.provenance(ids)}.")
+    return _save(fig, out_dir, "fig_resolution", "Resolution scaling", caption)
+
+
+BUILDERS = (accuracy_figure, tradeoff_figure, training_curves_figure, convergence_figure, resolution_figure)
+
+
+def build_figures(view: StudyView, out_dir: Path) -> list[FigureFile]:
+    """Every figure the study has data for, saved under out_dir."""
+    return [f for f in (builder(view, out_dir) for builder in BUILDERS) if f is not None]

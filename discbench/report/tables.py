@@ -1,0 +1,602 @@
+"""Table builders: each takes a StudyView and returns a `Table` (or None when the study has
+nothing for it). A Table holds the formatted cells a reader sees (`display`) and the numbers
+behind them in tidy form (`data`, what the CSV gets). Rendering is in render.py.
+
+Units: accuracy in % (as trials.top1/top5 record it), throughput in images/s, memory in MiB,
+scan time in ms.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from ..methods import METHODS
+from . import published, stats
+from .aggregate import COST_COLUMNS, accuracy_frame, cost_frame, resolution_frame
+from .study_view import StudyView, divergence_text
+
+DASH = "—"
+
+
+@dataclass
+class Table:
+    """name: file stem; display: strings, one row per table row; data: numbers (CSV);
+    bold: (row position, column) cells to emphasise (best per column)."""
+
+    name: str
+    title: str
+    caption: str
+    display: pd.DataFrame
+    data: pd.DataFrame
+    bold: set[tuple[int, str]] = field(default_factory=set)
+
+
+# ----------------------------------------------------------------------------- formatting
+
+def _num(value: float, digits: int = 2, signed: bool = False) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return DASH
+    text = f"{value:+.{digits}f}" if signed else f"{value:.{digits}f}"
+    return text.replace("-", "−")
+
+
+def _mean_std(mean: float, std: float, n: int, digits: int = 2) -> str:
+    if n == 0:
+        return DASH
+    if n == 1:
+        return f"{_num(mean, digits)} (n=1)"
+    return f"{_num(mean, digits)} ± {_num(std, digits)} (n={n})"
+
+
+def _ratio(value: float) -> str:
+    return DASH if value is None or math.isnan(value) else f"×{value:.2f}"
+
+
+def _magnitude(value: float) -> str:
+    """Throughput-like numbers with 3 significant digits (no scientific notation)."""
+    if value is None or math.isnan(value):
+        return DASH
+    if value == 0:
+        return "0"
+    digits = max(0, 2 - int(math.floor(math.log10(abs(value)))))
+    return f"{value:,.{digits}f}"
+
+
+def _bound(value: float) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return DASH
+    return "A-stable (−∞)" if math.isinf(value) and value < 0 else _num(value, 3)
+
+
+def by_condition(frame: pd.DataFrame) -> dict[tuple, pd.Series]:
+    """Rows keyed by their condition tuple (pandas would read a tuple label as a multi-level key)."""
+    return {row["condition"]: row for _, row in frame.iterrows()}
+
+
+def _prefix(view: StudyView, model: str, column: str) -> str:
+    return f"{model}: {column}" if len(view.models) > 1 else column
+
+
+def _dataset(view: StudyView) -> str:
+    found = sorted({str(v) for v in view.trials["dataset"].dropna()})
+    if not found and "config.data.dataset" in view.trials:
+        found = sorted({str(v) for v in view.trials["config.data.dataset"].dropna()})
+    return ", ".join(found) or "unknown dataset"
+
+
+def _baseline_sentence(view: StudyView) -> str:
+    if view.has_baseline:
+        return ""
+    return (f" The baseline {view.baseline_key} is absent from this study, so no differences to it "
+            f"are shown.")
+
+
+# ----------------------------------------------------------------------------- accuracy
+
+def accuracy_table(view: StudyView) -> Table:
+    metrics = [m for m in ("top1", "top5") if m in view.trials and view.trials[m].notna().any()]
+    frames = {m: accuracy_frame(view, m) for m in metrics or ["top1"]}
+    top1 = frames.get("top1", next(iter(frames.values())))
+    conditions = view.conditions
+    display = pd.DataFrame({"method": [c[0] for c in conditions]})
+    for i, factor in enumerate(view.factors):
+        display[view.factor_label(factor)] = [str(c[i + 1]) for c in conditions]
+    bold: set[tuple[int, str]] = set()
+    for model in view.models:
+        for metric, frame in frames.items():
+            name = {"top1": "top-1 (%)", "top5": "top-5 (%)"}[metric]
+            here = by_condition(frame[frame["model"] == model])
+            cells, deltas = [], []
+            for condition in conditions:
+                if condition not in here:
+                    cells.append(DASH)
+                    deltas.append(DASH)
+                    continue
+                row = here[condition]
+                cell = _mean_std(row["mean"], row["std"], int(row["n"]))
+                if row["diverged"]:
+                    cell = row["diverged_text"] if row["n"] == 0 else f"{cell}; {row['diverged_text']}"
+                elif row["n"] == 0:
+                    cell = "failed" if row["failed"] else "no result"
+                cells.append(cell)
+                deltas.append(_delta_cell(row, view))
+            column = _prefix(view, model, name)
+            display[column] = cells
+            means = [here[c]["mean"] if c in here else math.nan for c in conditions]
+            if np.isfinite(means).any():
+                best = float(np.nanmax(means))
+                bold |= {(i, column) for i, m in enumerate(means) if m == best}
+            if metric == "top1" and view.has_baseline:
+                display[_prefix(view, model, f"Δ top-1 vs {view.baseline_key} [95% CI]")] = deltas
+    data = _accuracy_data(view, frames)
+    excluded = int((view.trials["status"] == "diverged").sum())
+    caption = (
+        f"Accuracy on {_dataset(view)} (validation, %): mean ± sample standard deviation over seeds, "
+        f"n = seeds that finished. Δ is the difference to {view.baseline_key} with the same model"
+        f"{' and factors' if view.factors else ''}, with a 95% confidence interval: a paired t-interval "
+        f"over seeds when both ran the same seeds, a percentile bootstrap ({stats.BOOTSTRAP_RESAMPLES:,} "
+        f"resamples, seed {stats.BOOTSTRAP_SEED}) otherwise; n=1 gives no interval. Best mean per column "
+        f"in bold; — : no trial of that combination.{_baseline_sentence(view)}"
+        + (f" {excluded} diverged trial(s) are shown as diverged and excluded from the means." if excluded else "")
+        + f" Measured on {view.provenance()}.")
+    return Table("accuracy", "Accuracy", caption, display, data, bold)
+
+
+def _delta_cell(row: pd.Series, view: StudyView) -> str:
+    if row["is_baseline"]:
+        return "baseline"
+    if math.isnan(row["delta"]):
+        return DASH if view.baseline_of(row["condition"]) else "no baseline"
+    if row["delta_how"] == "n=1":
+        return f"{_num(row['delta'], signed=True)} (n=1, no CI)"
+    return (f"{_num(row['delta'], signed=True)} [{_num(row['delta_low'], signed=True)}, "
+            f"{_num(row['delta_high'], signed=True)}] ({row['delta_how']})")
+
+
+def _accuracy_data(view: StudyView, frames: dict[str, pd.DataFrame]) -> pd.DataFrame:
+    keys = ["model", "method_key", *view.factors]
+    merged = None
+    for metric, frame in frames.items():
+        part = frame[keys + ["mean", "std", "n", "ci_low", "ci_high", "delta", "delta_low",
+                             "delta_high", "delta_how"]].rename(
+            columns={c: f"{metric}_{c}" for c in ("mean", "std", "n", "ci_low", "ci_high", "delta",
+                                                   "delta_low", "delta_high", "delta_how")})
+        merged = part if merged is None else merged.merge(part, on=keys)
+    first = next(iter(frames.values()))
+    merged = merged.merge(first[keys + ["diverged", "failed"]], on=keys)
+    return merged.rename(columns={f: view.factor_label(f) for f in view.factors})
+
+
+# ----------------------------------------------------------------------------- cost
+
+def _scan_times(view: StudyView) -> pd.DataFrame:
+    """Mean ms_median per (method_key, backend, pass, batch_size, length)."""
+    m = view.results.measurements
+    m = m[(m["kind"] == "scan_time") & (m["name"] == "ms_median")]
+    if m.empty:
+        return m
+    keys = ["method_key", "backend", "pass", "batch_size", "length"]
+    m = m.assign(**{k: m[k].fillna(DASH) for k in ("backend", "pass")})
+    return m.groupby(keys, as_index=False, dropna=False)["value"].mean()
+
+
+def cost_table(view: StudyView) -> Table | None:
+    frame = cost_frame(view)
+    scans = _scan_times(view)
+    measured = [c for c in COST_COLUMNS if frame[c].notna().any()] if not frame.empty else []
+    if not measured and scans.empty:
+        return None
+    display = pd.DataFrame({"method": [c[0] for c in view.conditions]})
+    for i, factor in enumerate(view.factors):
+        display[view.factor_label(factor)] = [str(c[i + 1]) for c in view.conditions]
+    data = frame.drop(columns=["condition"]).rename(columns={f: view.factor_label(f) for f in view.factors})
+    for model in view.models:
+        here = by_condition(frame[frame["model"] == model])
+        for column in measured:
+            cells = []
+            for condition in view.conditions:
+                if condition not in here or math.isnan(here[condition][column]):
+                    cells.append(DASH)
+                    continue
+                row = here[condition]
+                rel = "" if condition[0] == view.baseline_key else f" ({_ratio(row[column + '_rel'])})"
+                cells.append(_magnitude(row[column]) + rel)
+            display[_prefix(view, model, COST_COLUMNS[column])] = cells
+    scan_note = ""
+    if not scans.empty:
+        # The cost table shows the largest problem measured per backend and pass; the full
+        # sweep is the scan_time table.
+        for (backend, pass_), group in scans.groupby(["backend", "pass"], sort=True):
+            size = group["batch_size"].fillna(1) * group["length"].fillna(1)
+            largest = group[size == size.max()].iloc[0]
+            chosen = group[(group["batch_size"] == largest["batch_size"]) & (group["length"] == largest["length"])]
+            times = dict(zip(chosen["method_key"], chosen["value"]))
+            base = times.get(view.baseline_key, math.nan)
+            label = f"scan {pass_} ms ({backend}, b={_int(largest['batch_size'])}, L={_int(largest['length'])})"
+            display[label] = [
+                DASH if c[0] not in times else _num(times[c[0]], 3)
+                + ("" if c[0] == view.baseline_key else f" ({_ratio(times[c[0]] / base)})")
+                for c in view.conditions]
+            data = data.merge(pd.DataFrame({"method_key": list(times), label: list(times.values())}),
+                              on="method_key", how="left")
+        scan_note = (" Scan time: median ms of one selective scan (measurements kind scan_time) at the "
+                     "largest batch × length measured; see the scan-time table for every size.")
+    caption = (
+        "Cost per method: training and inference throughput (images/s) and peak memory (MiB) as the "
+        "trials measured them, mean over the trials that measured them (diverged trials included: "
+        f"their cost is still their cost); in parentheses the ratio to {view.baseline_key}."
+        f"{scan_note}{_baseline_sentence(view)} Measured on {view.provenance()}.")
+    return Table("cost", "Cost", caption, display, data)
+
+
+def scan_time_table(view: StudyView) -> Table | None:
+    scans = _scan_times(view)
+    if scans.empty or len(scans.drop_duplicates(["backend", "pass", "batch_size", "length"])) == \
+            len(scans.drop_duplicates(["backend", "pass"])):
+        return None  # one size per backend and pass: the cost table already shows it all
+    scans = scans.assign(setting=[f"{b} {p}, b={_int(bs)}, L={_int(length)}" for b, p, bs, length in
+                                  zip(scans["backend"], scans["pass"], scans["batch_size"], scans["length"])])
+    keys = _registry_order(scans["method_key"].unique(), view.baseline_key)
+    display = pd.DataFrame({"method": keys})
+    for setting, group in scans.groupby("setting", sort=False):
+        times = dict(zip(group["method_key"], group["value"]))
+        base = times.get(view.baseline_key, math.nan)
+        display[f"{setting} (ms)"] = [
+            DASH if k not in times else _num(times[k], 3)
+            + ("" if k == view.baseline_key else f" ({_ratio(times[k] / base)})") for k in keys]
+    ids = view.results.measurements.loc[view.results.measurements["kind"] == "scan_time", "trial_id"]
+    caption = ("Selective-scan time: median ms per call for each backend, pass (fwd or fwd+bwd), batch b "
+               f"and sequence length L; in parentheses the ratio to {view.baseline_key}. "
+               f"Measured on {view.provenance(ids)}.")
+    return Table("scan_time", "Scan time", caption, display, scans.drop(columns=["setting"]))
+
+
+def _int(value) -> str:
+    try:
+        return str(int(value))
+    except (TypeError, ValueError):
+        return DASH
+
+
+def _registry_order(keys, baseline: str) -> list[str]:
+    order = {k: i for i, k in enumerate(METHODS)}
+    return sorted(set(keys), key=lambda k: (k != baseline, order.get(k, len(order)), k))
+
+
+# ----------------------------------------------------------------------------- numerics
+
+def numerics_table(view: StudyView) -> Table | None:
+    m = view.results.measurements
+    order = m[(m["kind"] == "order") & (m["name"] == "measured_order")]
+    bound = m[(m["kind"] == "stability") & (m["name"] == "bound")]
+    if order.empty and bound.empty:
+        return None
+    keys = _registry_order(list(order["method_key"]) + list(bound["method_key"]), view.baseline_key)
+    keys = [k for k in METHODS if k in keys] + [k for k in keys if k not in METHODS]
+    rows = []
+    for key in keys:
+        spec = METHODS.get(key)
+        measured_order = order.loc[order["method_key"] == key, "value"].astype(float)
+        measured_bound = bound.loc[bound["method_key"] == key, "value"].astype(float)
+        rows.append({
+            "method_key": key,
+            "stated_order": spec.order if spec else math.nan,
+            "measured_order": measured_order.mean() if len(measured_order) else math.nan,
+            "stated_stability_bound": spec.stability_bound if spec else math.nan,
+            "measured_stability_bound": measured_bound.mean() if len(measured_bound) else math.nan,
+        })
+    data = pd.DataFrame(rows)
+    display = pd.DataFrame({
+        "method": data["method_key"],
+        "stated order (METHODS.md)": [_int(v) if not math.isnan(v) else DASH for v in data["stated_order"]],
+        "measured order": [_num(v, 2) for v in data["measured_order"]],
+        "stated stability bound": [_bound(v) for v in data["stated_stability_bound"]],
+        "measured stability bound": [_bound(v) for v in data["measured_stability_bound"]],
+    })
+    ids = m.loc[m["kind"].isin(["order", "stability"]), "trial_id"]
+    caption = ("Numerics on h' = a h + v(t): global convergence order fitted to the error at t = T "
+               "against the step size (order 0: does not converge), and the stability bound, the most "
+               "negative z = aΔ with |Ā(z)| ≤ 1 on all of [z, 0] (A-stable: for every z ≤ 0), each "
+               "beside the value ../shared/METHODS.md states (the method registry). "
+               f"Measured on {view.provenance(ids)}.")
+    return Table("numerics", "Numerics: order and stability", caption, display, data)
+
+
+# ----------------------------------------------------------------------------- ablations
+
+def _resolved(view: StudyView, argument: str) -> pd.Series:
+    """A Vim model argument per trial, with the model's default where the study did not set it."""
+    column = f"config.model.kwargs.{argument}"
+    default = published.vim_defaults()[argument]
+    if column not in view.trials:
+        return pd.Series(default, index=view.trials.index)
+    return view.trials[column].map(lambda v: default if v in (None, "default") or
+                                   (isinstance(v, float) and math.isnan(v)) else v)
+
+
+def _comparable_to_paper(view: StudyView) -> tuple[bool, str]:
+    datasets = {str(v) for v in view.trials["dataset"].dropna()} or \
+        {str(v) for v in view.trials.get("config.data.dataset", pd.Series(dtype=object)).dropna()}
+    if datasets == {published.PUBLISHED_DATASET}:
+        return True, ""
+    return False, (f"No gap column: this study's dataset is {', '.join(sorted(datasets)) or 'unknown'}, "
+                   f"the paper's is ImageNet-1K, so the published numbers are context, not a target.")
+
+
+def _ablation_table(view: StudyView, name: str, title: str, paper_table: str, where: str,
+                    strategy_of: pd.Series, keep: pd.Series, keep_note: str,
+                    extra_published: dict[str, str]) -> Table:
+    trials = view.trials.assign(_strategy=strategy_of)[keep & view.trials["model"].map(published.is_vim_model)]
+    ablation_factors = {f"config.model.kwargs.{a}" for a in ("cls_token", "pool", "bidirectional")}
+    other = [f for f in view.factors if f not in ablation_factors]
+    trials = trials.assign(_group=[
+        ", ".join([m, k] + [f"{view.factor_label(f)}={v}" for f, v in zip(other, vals)])
+        for m, k, *vals in trials[["model", "method_key", *other]].itertuples(index=False)])
+    rows = published.ablation_rows(paper_table)
+    strategies = [r["strategy"] for r in rows] + sorted(set(trials["_strategy"]) - {r["strategy"] for r in rows})
+    by_strategy = {r["strategy"]: r for r in rows}
+    comparable, gap_note = _comparable_to_paper(view)
+    display = pd.DataFrame({"strategy": strategies})
+    data_rows = []
+    for group_name, group in trials.groupby("_group", sort=False):
+        cells, gaps = [], []
+        for strategy in strategies:
+            ok = group[(group["_strategy"] == strategy) & (group["status"] == "ok")]
+            summary = stats.summarize(list(ok["top1"]))
+            diverged = group[(group["_strategy"] == strategy) & (group["status"] == "diverged")]
+            cell = _mean_std(summary.mean, summary.std, summary.n)
+            if len(diverged):
+                text = "; ".join(divergence_text(v) for v in diverged["diverged_at"])
+                cell = text if summary.n == 0 else f"{cell}; {text}"
+            elif summary.n == 0:
+                cell = "not run"
+            cells.append(cell)
+            reference = by_strategy.get(strategy, {}).get("top1")
+            gap = summary.mean - reference if reference is not None and summary.n else math.nan
+            gaps.append(_num(gap, signed=True))
+            data_rows.append({"group": group_name, "strategy": strategy, "top1_mean": summary.mean,
+                              "top1_std": summary.std, "top1_n": summary.n, "diverged": len(diverged),
+                              "published_top1": reference, "gap": gap if comparable else math.nan})
+        display[f"ours: {group_name} top-1 (%)"] = cells
+        if comparable:
+            display[f"gap ({group_name})"] = gaps
+    display[f"{published.label(where)} top-1 (%)"] = [
+        _num(by_strategy[s]["top1"], 1) if s in by_strategy else DASH for s in strategies]
+    for key, column in extra_published.items():
+        display[f"{published.label(where)} {column}"] = [
+            _num(by_strategy[s][key], 1) if s in by_strategy and key in by_strategy[s] else DASH
+            for s in strategies]
+    notes = [by_strategy[s].get("note", "") for s in strategies]
+    if any(notes):
+        display["note (paper)"] = notes
+    caption = (f"{title} in the layout of the Vim paper's {where}: our top-1 (%) on {_dataset(view)}, mean ± "
+               f"sample std over seeds, beside the published ImageNet-1K numbers ({published.PAPER_ID}, {where}), "
+               f"labelled as published. {keep_note} {gap_note if not comparable else 'Gap = ours − published.'}"
+               f" Measured on {view.provenance(trials['trial_id'])}.")
+    return Table(name, title, caption, display, pd.DataFrame(data_rows))
+
+
+def ablation_bidirectional_table(view: StudyView) -> Table | None:
+    if "config.model.kwargs.bidirectional" not in view.factors:
+        return None
+    strategy = _resolved(view, "bidirectional").map(lambda v: published.BIDIRECTIONAL_STRATEGIES.get(v, v))
+    no_token = _resolved(view, "cls_token") == "none"
+    if no_token.any():
+        keep, note = no_token, "As in the paper, only trials without a class token (cls_token=none) are shown."
+    else:
+        keep = pd.Series(True, index=view.trials.index)
+        note = ("The paper ran this ablation without a class token; these trials used cls_token="
+                f"{', '.join(sorted(set(_resolved(view, 'cls_token'))))}.")
+    note += " The paper's 'bidirectional block' row is not a discbench option (published only)."
+    return _ablation_table(view, "ablation_bidirectional", "Bidirectional strategy",
+                           "ablation_bidirectional", "Table 4", strategy, keep, note,
+                           {"miou": "ADE20K mIoU"})
+
+
+def ablation_classification_table(view: StudyView) -> Table | None:
+    if not {"config.model.kwargs.cls_token", "config.model.kwargs.pool"} & set(view.factors):
+        return None
+    cls_token, pool = _resolved(view, "cls_token"), _resolved(view, "pool")
+    strategy = pd.Series([published.classification_strategy(c, p) for c, p in zip(cls_token, pool)],
+                         index=view.trials.index)
+    default = published.vim_defaults()["bidirectional"]
+    keep = _resolved(view, "bidirectional") == default
+    note = f"Only trials with Vim's default bidirectional={default} are shown, as in the paper."
+    if not keep.any():
+        keep = pd.Series(True, index=view.trials.index)
+        note = f"The paper used bidirectional={default}; these trials did not."
+    return _ablation_table(view, "ablation_classification", "Classification design",
+                           "ablation_classification", "Table 5", strategy, keep, note, {})
+
+
+# ----------------------------------------------------------------------------- published
+
+def published_accuracy_table(view: StudyView) -> tuple[Table | None, str]:
+    """Our top-1 beside Table 1's for trials that ran what the paper ran; else (None, why not)."""
+    comparable, _ = _comparable_to_paper(view)
+    if not comparable:
+        return None, (f"Published vs reproduced accuracy: not shown, this study's dataset is {_dataset(view)} "
+                      f"and the paper's Table 1 is ImageNet-1K at {published.PUBLISHED_IMAGE_SIZE} px.")
+    trials = view.trials
+    size = pd.to_numeric(trials.get("image_size", trials.get("config.data.image_size")), errors="coerce")
+    defaults = published.vim_defaults()
+    is_vim_default = ((_resolved(view, "cls_token") == defaults["cls_token"])
+                      & (_resolved(view, "bidirectional") == defaults["bidirectional"]))
+    rows, display_rows = [], []
+    for model in view.models:
+        name = published.PUBLISHED_MODEL_NAMES.get(model)
+        reference = published.imagenet_top1(name) if name else None
+        if reference is None:
+            continue
+        match = (trials["model"] == model) & (size == published.PUBLISHED_IMAGE_SIZE)
+        if name.startswith("Vim"):
+            match &= (trials["method_key"] == published.VIM_METHOD_KEY) & is_vim_default
+        for key, group in trials[match].groupby("method_key", sort=False):
+            ok = group[group["status"] == "ok"]
+            summary = stats.summarize(list(ok["top1"]))
+            gap = summary.mean - reference if summary.n else math.nan
+            rows.append({"published_model": name, "model": model, "method_key": key,
+                         "published_top1": reference, "top1_mean": summary.mean,
+                         "top1_std": summary.std, "top1_n": summary.n, "gap": gap})
+            shown = f"{name} ({model}, {key})" if name.startswith("Vim") else f"{name} ({model})"
+            display_rows.append({"model": shown,
+                                 f"{published.label('Table 1')} top-1 (%)": _num(reference, 1),
+                                 "ours top-1 (%)": _mean_std(summary.mean, summary.std, summary.n),
+                                 "gap (ours − published)": _num(gap, signed=True)})
+    if not rows:
+        return None, ("Published vs reproduced accuracy: no trial ran a model of the paper's Table 1 "
+                      f"({', '.join(published.PUBLISHED_MODEL_NAMES)}) at {published.PUBLISHED_IMAGE_SIZE} px "
+                      f"with Vim's own setup ({published.VIM_METHOD_KEY}, default class token and "
+                      f"bidirectional scan).")
+    caption = (f"Published vs reproduced ImageNet-1K top-1 (%): Table 1 of {published.PAPER_ID} (Vim) "
+               "beside ours (mean ± sample std over seeds) and the gap. Vim rows use Vim's own setup "
+               f"({published.VIM_METHOD_KEY}, middle class token, bidirectional SSM + conv1d). "
+               f"Measured on {view.provenance()}.")
+    return Table("published", "Published vs reproduced", caption, pd.DataFrame(display_rows),
+                 pd.DataFrame(rows)), ""
+
+
+def _vim_deit_pair(models: list[str]) -> tuple[str, str] | None:
+    names = {published.PUBLISHED_MODEL_NAMES.get(m): m for m in models}
+    if "Vim-Ti" in names and "DeiT-Ti" in names:
+        return names["Vim-Ti"], names["DeiT-Ti"]
+    vims = [m for m in models if m.startswith("vim")]
+    deits = [m for m in models if m.startswith("deit")]
+    return (vims[0], deits[0]) if len(vims) == 1 and len(deits) == 1 else None
+
+
+def _why_no_ratio(values: dict, name: str) -> str:
+    """'— (deit OOM)' style note for a ratio that has no value."""
+    reasons = [f"{label} {'OOM' if values[label, name][1] == 'oom' else 'not measured'}"
+               for label in ("vim", "deit") if math.isnan(values[label, name][0])]
+    return f"{DASH} ({', '.join(reasons)})" if reasons else DASH
+
+
+def efficiency_table(view: StudyView) -> Table | None:
+    frame = resolution_frame(view)
+    if frame.empty:
+        return None
+    pair = _vim_deit_pair(sorted(set(frame["model"])))
+    if pair is None:
+        return None
+    vim, deit = pair
+    claim = published.efficiency_claim()
+    vim_rows = frame[frame["model"] == vim]
+    keys = set(vim_rows["method_key"].dropna())
+    vim_rows = vim_rows[vim_rows["method_key"] == (published.VIM_METHOD_KEY if published.VIM_METHOD_KEY in keys
+                                                    else sorted(keys)[0] if keys else None)] if keys else vim_rows
+    deit_rows = frame[frame["model"] == deit]
+
+    def pick(rows: pd.DataFrame, name: str, batch, resolution) -> tuple[float, str]:
+        hit = rows[(rows["name"] == name) & (rows["batch_size"] == batch) & (rows["resolution"] == resolution)]
+        if hit.empty:
+            return math.nan, "not measured"
+        return float(hit["value"].iloc[0]), hit["status"].iloc[0]
+
+    settings = sorted({(b, r) for b, r in zip(frame["batch_size"], frame["resolution"])})
+    settings_with_claim = settings + ([] if any(r == claim["resolution"] for _, r in settings)
+                                      else [(None, claim["resolution"])])
+    display_rows, data_rows = [], []
+    for batch, resolution in settings_with_claim:
+        values = {}
+        for label, rows in (("vim", vim_rows), ("deit", deit_rows)):
+            for name in ("infer_images_per_s", "peak_mem_mb"):
+                values[label, name] = pick(rows, name, batch, resolution) if batch is not None else (math.nan, "not measured")
+        speed = values["vim", "infer_images_per_s"][0] / values["deit", "infer_images_per_s"][0]
+        saved = 100.0 * (1.0 - values["vim", "peak_mem_mb"][0] / values["deit", "peak_mem_mb"][0])
+        is_claim = resolution == claim["resolution"]
+
+        def show(key, fmt):
+            value, status = values[key]
+            return "OOM" if status == "oom" else ("not measured" if status == "not measured" else fmt(value))
+
+        display_rows.append({
+            "resolution (px)": _int(resolution), "batch": _int(batch) if batch is not None else DASH,
+            f"{vim} images/s": show(("vim", "infer_images_per_s"), _magnitude),
+            f"{deit} images/s": show(("deit", "infer_images_per_s"), _magnitude),
+            "speed ratio (ours)": _ratio(speed) if not math.isnan(speed) else _why_no_ratio(values, "infer_images_per_s"),
+            f"{published.label('Figure 1')} speed ratio": f"×{claim['speedup_vs_deit']}" if is_claim else DASH,
+            f"{vim} MiB": show(("vim", "peak_mem_mb"), _magnitude),
+            f"{deit} MiB": show(("deit", "peak_mem_mb"), _magnitude),
+            "memory saved (ours, %)": _num(saved, 1) if not math.isnan(saved) else _why_no_ratio(values, "peak_mem_mb"),
+            f"{published.label('Figure 1')} memory saved (%)": _num(claim["memory_saved_pct"], 1) if is_claim else DASH,
+        })
+        data_rows.append({"resolution": resolution, "batch_size": batch, "vim_model": vim, "deit_model": deit,
+                          **{f"{label}_{name}": values[label, name][0] for label, name in values},
+                          **{f"{label}_{name}_status": values[label, name][1] for label, name in values},
+                          "speed_ratio": speed, "memory_saved_pct": saved,
+                          "published_speed_ratio": claim["speedup_vs_deit"] if is_claim else math.nan,
+                          "published_memory_saved_pct": claim["memory_saved_pct"] if is_claim else math.nan})
+    ids = view.results.measurements.loc[view.results.measurements["kind"].isin(["throughput", "memory"]), "trial_id"]
+    caption = (f"Efficiency, {vim} against {deit}: batch inference images/s and peak memory (MiB) per "
+               f"resolution, the speed ratio ({vim} ÷ {deit}) and the memory saved (1 − {vim} ÷ {deit}), "
+               f"beside the paper's claim at {claim['resolution']} px (Figure 1 of {published.PAPER_ID}: Vim-Ti "
+               f"{claim['speedup_vs_deit']}× faster than DeiT-Ti with {claim['memory_saved_pct']}% less memory), "
+               f"labelled as published. OOM: out of memory. Measured on {view.provenance(ids)}.")
+    return Table("efficiency", "Efficiency vs published", caption, pd.DataFrame(display_rows),
+                 pd.DataFrame(data_rows))
+
+
+# ----------------------------------------------------------------------------- missing
+
+def missing_table(view: StudyView) -> Table | None:
+    """Trials that are not a finished result (failed, running, diverged) and the (model,
+    condition, seed) combinations of the study's grid that have no trial at all."""
+    trials = view.trials
+    rows = []
+    for _, t in trials[trials["status"] != "ok"].iterrows():
+        status = t["status"]
+        if status == "failed":
+            detail = str(t.get("error") or "no error recorded").strip().splitlines()[0][:200]
+        elif status == "diverged":
+            detail = divergence_text(t["diverged_at"]) + " — excluded from means"
+        else:
+            detail = f"unfinished: {_int(t.get('epochs_done'))} epoch(s) done"
+        rows.append({"status": status, "trial": t["trial_id"], "model": t["model"],
+                     "condition": view.condition_label(t["condition"]), "seed": _int(t["seed"]),
+                     "detail": detail})
+    seeds = sorted({int(s) for s in trials["seed"].dropna()})
+    present = {(m, c, int(s)) for m, c, s in zip(trials["model"], trials["condition"], trials["seed"].fillna(-1))}
+    for model in view.models:
+        # The grid is per model: a factor that only some models have (a Vim option) does not
+        # make the other models' combinations missing.
+        ran = set(trials.loc[trials["model"] == model, "condition"])
+        for condition in [c for c in view.conditions if c in ran]:
+            for seed in seeds:
+                if (model, condition, seed) not in present:
+                    rows.append({"status": "not run", "trial": DASH, "model": model,
+                                 "condition": view.condition_label(condition), "seed": str(seed),
+                                 "detail": "no trial for this seed (other seeds of this model and "
+                                           "condition ran)"})
+    if not rows:
+        return None
+    frame = pd.DataFrame(rows)
+    caption = ("What this report is missing: failed trials (with their error), unfinished trials, "
+               "diverged trials (a result, but excluded from means), and seeds that a model and condition "
+               "did not run although the study ran them elsewhere.")
+    return Table("missing", "Missing, failed and diverged trials", caption, frame, frame)
+
+
+def build_tables(view: StudyView) -> tuple[list[Table], list[str]]:
+    """Every table the study has data for, and a note for each comparison it cannot make."""
+    notes: list[str] = []
+    has_accuracy = view.trials["top1"].notna().any() or (view.trials["status"] == "diverged").any()
+    tables = [accuracy_table(view)] if has_accuracy else []
+    if not has_accuracy:
+        notes.append("Accuracy: no trial of this study recorded a top-1 accuracy.")
+    published_table, why = published_accuracy_table(view)
+    if why:
+        notes.append(why)
+    for builder in (cost_table, scan_time_table, numerics_table, ablation_bidirectional_table,
+                    ablation_classification_table):
+        table = builder(view)
+        if table is not None:
+            tables.append(table)
+    for table in (published_table, efficiency_table(view), missing_table(view)):
+        if table is not None:
+            tables.append(table)
+    return tables, notes

@@ -1,0 +1,361 @@
+"""`discbench report` on small studies written by the real results writer.
+
+The numbers in the tables are checked against values worked out by hand below; the bootstrap
+interval against the exact bootstrap distribution, enumerated.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import math
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+from discbench import results
+from discbench.cli import main as cli_main
+from discbench.report import build_report, stats
+from discbench.report.study_view import build_view
+from discbench.report.tables import (ablation_bidirectional_table, ablation_classification_table, accuracy_table, cost_table,
+                                     numerics_table, published_accuracy_table, scan_time_table)
+
+T_975 = {1: 12.706204736174707, 2: 4.302652729911275}  # Student t quantiles (0.975; dof), from tables
+
+# top-1 (%) per method and seed; top-5 = top-1 + 20. rk4/canonical seed 2 diverges and
+# bilinear/canonical seed 0 fails, so these are the hand-checked values.
+TOP1 = {
+    ("zoh", "paper"): {0: 70.0, 1: 72.0, 2: 74.0},
+    ("foh", "canonical"): {0: 73.0, 1: 74.0, 2: 78.0},
+    ("rk4", "canonical"): {0: 71.0, 1: 75.0},
+}
+TRAIN_IPS = {"zoh/paper": 100.0, "foh/canonical": 80.0, "rk4/canonical": 50.0, "bilinear/canonical": 90.0}
+STATED = {"zoh/paper": 1, "foh/canonical": 2, "rk4/canonical": 4}
+
+
+def _row(study: str, method: str, variant: str, seed: int, status: str, *, model="vim_micro",
+         dataset="digits", image_size=32, kwargs=None, **values) -> dict:
+    config = {"method": method, "variant": variant, "seed": seed,
+              "data": {"dataset": dataset, "image_size": image_size},
+              "model": {"name": model, "kwargs": kwargs or {}}, "train": {"preset": "digits"}}
+    return {"study": study, "trial_id": f"{model}-{method}-{variant}-{'-'.join(map(str, (kwargs or {}).values()))}-s{seed}",
+            "method": method, "variant": variant, "method_key": f"{method}/{variant}", "seed": seed,
+            "model": model, "dataset": dataset, "image_size": image_size, "status": status,
+            "config": config, "device": "cpu:test:2 cores", "discbench_version": "0.1.0",
+            "torch_version": "2.x-test", "git_commit": "0123456789abcdef", "host": "testhost", **values}
+
+
+def _numerics_rows(key: str) -> list[dict]:
+    order = STATED[key]
+    rows = [{"kind": "convergence", "name": "error", "value": 0.5 * (3 / n) ** order, "unit": "abs",
+             "method_key": key, "steps": n, "dt": 3 / n} for n in (40, 80, 160, 320)]
+    rows.append({"kind": "order", "name": "measured_order", "value": order + 0.01, "method_key": key})
+    rows.append({"kind": "order", "name": "stated_order", "value": order, "method_key": key})
+    rows.append({"kind": "stability", "name": "bound", "value": -2.785 if key.startswith("rk4") else -math.inf,
+                 "method_key": key})
+    ms = {"zoh/paper": 2.0, "foh/canonical": 3.0, "rk4/canonical": 5.0}[key]
+    rows += [{"kind": "scan_time", "name": "ms_median", "value": ms * length / 64, "unit": "ms", "method_key": key,
+              "backend": "torch", "pass": "fwd", "batch_size": 2, "length": length} for length in (64, 256)]
+    return rows
+
+
+def _resolution_rows() -> list[dict]:
+    rows = []
+    for model, ips, mem, oom_from in (("vim_tiny_patch16_224", 40.0, 100.0, None),
+                                      ("deit_tiny_patch16_224", 80.0, 50.0, 1248)):
+        for step, resolution in enumerate((224, 512, 1248)):
+            status = "oom" if oom_from and resolution >= oom_from else "ok"
+            scale = 4.0 ** step
+            context = dict(model=model, method_key="zoh/paper", batch_size=8, resolution=resolution, status=status)
+            rows.append({"kind": "throughput", "name": "infer_images_per_s",
+                         "value": None if status == "oom" else ips / scale * (1 if model.startswith("deit") else 1.5 ** step),
+                         "unit": "images/s", **context})
+            rows.append({"kind": "memory", "name": "peak_mem_mb", "value": None if status == "oom" else mem * scale,
+                         "unit": "MiB", **context})
+    return rows
+
+
+@pytest.fixture(scope="module")
+def digits_study(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("results")
+    study = root / "fake"
+    results.write_study_meta(study, "fake", "name: fake\n")
+    for (method, variant), seeds in TOP1.items():
+        key = f"{method}/{variant}"
+        for seed in (0, 1, 2):
+            diverged = seed not in seeds
+            row = _row("fake", method, variant, seed, "diverged" if diverged else "ok",
+                       top1=None if diverged else seeds[seed], top5=None if diverged else seeds[seed] + 20,
+                       train_images_per_s=TRAIN_IPS[key], infer_images_per_s=2 * TRAIN_IPS[key],
+                       peak_mem_mb=500.0 + seed, epochs_done=3 if not diverged else 2,
+                       diverged_at={"epoch": 2, "step": 57} if diverged else None)
+            path = results.trial_dir(study, row["trial_id"])
+            results.write_trial(path, row)
+            for epoch in range(1, 4 if not diverged else 3):
+                results.append_epoch(path, {"epoch": epoch, "train_loss": 2.0 / epoch + seed * 0.1,
+                                            "val_loss": 2.2 / epoch, "top1": (seeds.get(seed, 60.0)) * epoch / 3,
+                                            "lr": 1e-3})
+            if seed == 0:
+                results.append_measurements(path, _numerics_rows(key))
+            if key == "zoh/paper" and seed == 0:
+                results.append_measurements(path, _resolution_rows())
+    failed = _row("fake", "bilinear", "canonical", 0, "failed", error="RuntimeError: boom\ntrace")
+    results.write_trial(results.trial_dir(study, failed["trial_id"]), failed)
+    results.consolidate(study)
+    return study
+
+
+@pytest.fixture(scope="module")
+def digits_report(digits_study, tmp_path_factory):
+    return build_report(digits_study, tmp_path_factory.mktemp("reports"))
+
+
+@pytest.fixture(scope="module")
+def digits_view(digits_study):
+    return build_view(results.load_study(digits_study))
+
+
+# ----------------------------------------------------------------------------- statistics
+
+
+def test_summary_and_paired_t_interval_match_hand_computation():
+    s = stats.summarize([70.0, 72.0, 74.0])
+    assert (s.mean, s.std, s.n) == (72.0, 2.0, 3)
+    d = stats.paired_t_interval([3.0, 2.0, 4.0])  # mean 3, sd 1, n 3
+    half = T_975[2] * 1.0 / math.sqrt(3)
+    assert d.how == "paired t" and d.delta == pytest.approx(3.0)
+    assert (d.low, d.high) == (pytest.approx(3 - half), pytest.approx(3 + half))
+    one = stats.paired_t_interval([1.5])
+    assert one.how == "n=1" and math.isnan(one.low) and not one.has_interval
+
+
+def test_bootstrap_interval_matches_the_enumerated_bootstrap_distribution():
+    a, b = [71.0, 75.0], [70.0, 72.0, 74.0]
+    d = stats.bootstrap_interval(a, b)
+    # Exact bootstrap distribution of mean(a*) − mean(b*): every ordered resample equally likely.
+    diffs = np.array([np.mean(x) - np.mean(y) for x in itertools.product(a, repeat=2)
+                      for y in itertools.product(b, repeat=3)])
+    low, high = np.percentile(diffs, [2.5, 97.5])
+    assert d.how == "bootstrap" and d.delta == pytest.approx(1.0)
+    assert abs(d.low - low) <= 0.34 and abs(d.high - high) <= 0.34  # atoms are 1/3 apart
+    assert stats.bootstrap_interval(a, b) == d  # seeded: a report is reproducible
+    constant = stats.bootstrap_interval([2.0, 2.0, 2.0], [1.0, 1.0])
+    assert (constant.low, constant.high) == (1.0, 1.0)
+
+
+def test_difference_pairs_by_seed_only_when_the_seeds_match():
+    assert stats.difference_to_baseline({0: 3.0, 1: 5.0}, {0: 1.0, 1: 2.0}).how == "paired t"
+    assert stats.difference_to_baseline({0: 3.0, 1: 5.0}, {0: 1.0, 2: 2.0, 3: 4.0}).how == "bootstrap"
+    assert stats.difference_to_baseline({0: 3.0}, {0: 1.0}).how == "n=1"
+
+
+# ----------------------------------------------------------------------------- tables
+
+
+def test_accuracy_table_numbers(digits_view):
+    table = accuracy_table(digits_view)
+    data = table.data.set_index("method_key")
+    zoh, foh, rk4 = data.loc["zoh/paper"], data.loc["foh/canonical"], data.loc["rk4/canonical"]
+    assert (zoh.top1_mean, zoh.top1_std, zoh.top1_n) == (72.0, 2.0, 3)
+    assert foh.top1_mean == pytest.approx(75.0) and foh.top1_std == pytest.approx(math.sqrt(7.0))
+    assert foh.top5_mean == pytest.approx(95.0)
+    # foh − zoh paired by seed: differences 3, 2, 4.
+    half = T_975[2] / math.sqrt(3)
+    assert foh.top1_delta == pytest.approx(3.0) and foh.top1_delta_how == "paired t"
+    assert (foh.top1_delta_low, foh.top1_delta_high) == (pytest.approx(3 - half), pytest.approx(3 + half))
+    # rk4 ran seeds 0, 1 (seed 2 diverged, excluded): mean 73, sd √8, and no pairing with zoh's 3 seeds.
+    assert (rk4.top1_mean, rk4.top1_n) == (73.0, 2) and rk4.top1_std == pytest.approx(math.sqrt(8.0))
+    assert rk4.top1_delta == pytest.approx(1.0) and rk4.top1_delta_how == "bootstrap"
+    assert rk4.diverged == 1
+    assert data.loc["bilinear/canonical"].failed == 1 and data.loc["bilinear/canonical"].top1_n == 0
+
+    shown = table.display.set_index("method")
+    assert shown.loc["zoh/paper", "top-1 (%)"] == "72.00 ± 2.00 (n=3)"
+    assert shown.loc["rk4/canonical", "top-1 (%)"] == "73.00 ± 2.83 (n=2); diverged (epoch 2, step 57)"
+    assert shown.loc["bilinear/canonical", "top-1 (%)"] == "failed"
+    delta_column = "Δ top-1 vs zoh/paper [95% CI]"
+    assert shown.loc["foh/canonical", delta_column] == f"+3.00 [+{3 - half:.2f}, +{3 + half:.2f}] (paired t)"
+    assert shown.loc["zoh/paper", delta_column] == "baseline"
+    best_row = list(shown.index).index("foh/canonical")
+    assert (best_row, "top-1 (%)") in table.bold and len([c for c in table.bold if c[1] == "top-1 (%)"]) == 1
+    assert "excluded from the means" in table.caption and "cpu:test:2 cores" in table.caption
+
+
+def test_cost_numerics_tables(digits_view):
+    cost = cost_table(digits_view)
+    data = cost.data.set_index("method_key")
+    assert data.loc["foh/canonical", "train_images_per_s_rel"] == pytest.approx(0.8)
+    assert data.loc["rk4/canonical", "peak_mem_mb"] == pytest.approx(501.0)  # all three seeds, diverged too
+    shown = cost.display.set_index("method")
+    assert shown.loc["foh/canonical", "train images/s"] == "80.0 (×0.80)"
+    # The cost table shows the largest scan measured (L=256), the scan-time table every length.
+    assert shown.loc["rk4/canonical", "scan fwd ms (torch, b=2, L=256)"] == "20.000 (×2.50)"
+    scans = scan_time_table(digits_view).display.set_index("method")
+    assert scans.loc["foh/canonical", "torch fwd, b=2, L=64 (ms)"] == "3.000 (×1.50)"
+
+    numerics = numerics_table(digits_view).display.set_index("method")
+    assert numerics.loc["rk4/canonical", "stated order (METHODS.md)"] == "4"
+    assert numerics.loc["rk4/canonical", "measured order"] == "4.01"
+    assert numerics.loc["rk4/canonical", "stated stability bound"] == "−2.785"
+    assert numerics.loc["foh/canonical", "measured stability bound"] == "A-stable (−∞)"
+
+
+def test_missing_and_failed_trials_are_listed(digits_report):
+    missing = pd.read_csv(digits_report.out_dir / "missing.csv")
+    assert set(missing["status"]) == {"failed", "diverged", "not run"}
+    assert missing.loc[missing["status"] == "failed", "detail"].item() == "RuntimeError: boom"
+    not_run = missing[missing["status"] == "not run"]
+    assert sorted(not_run["seed"]) == [1, 2] and set(not_run["condition"]) == {"bilinear/canonical"}
+
+
+def test_report_writes_every_format_and_valid_figures(digits_report):
+    out = digits_report.out_dir
+    for name in ("accuracy", "cost", "scan_time", "numerics", "efficiency", "missing"):
+        for ext in ("md", "tex", "csv"):
+            assert (out / f"{name}.{ext}").stat().st_size > 0, f"{name}.{ext}"
+    tex = (out / "accuracy.tex").read_text()
+    assert r"\toprule" in tex and r"\textbf{75.00 $\pm$ 2.65 (n=3)}" in tex
+    figures = sorted(out.glob("fig_*.png"))
+    assert {p.stem for p in figures} == {"fig_accuracy", "fig_tradeoff", "fig_training_curves",
+                                         "fig_convergence", "fig_resolution"}
+    for png in figures:
+        with Image.open(png) as image:
+            image.verify()
+        with Image.open(png) as image:
+            assert image.size[0] > 300 and image.size[1] > 200
+        assert ET.parse(png.with_suffix(".svg")).getroot().tag.endswith("svg")
+    index = (out / "index.md").read_text()
+    for figure in figures:
+        assert f"]({figure.name})" in index
+    page = (out / "report.html").read_text()
+    assert page.count("data:image/png;base64,") == len(figures) and 'src="fig_' not in page
+    assert "<table" in page and "0123456789ab" in page
+
+
+def test_efficiency_table_beside_published_claim(digits_report):
+    report = digits_report
+    eff = pd.read_csv(report.out_dir / "efficiency.csv").set_index("resolution")
+    # 512 px: Vim 40·1.5/4 = 15 images/s vs DeiT 80/4 = 20; memory 400 vs 200 MiB.
+    assert eff.loc[512, "speed_ratio"] == pytest.approx(0.75)
+    assert eff.loc[512, "memory_saved_pct"] == pytest.approx(-100.0)
+    assert eff.loc[1248, "deit_infer_images_per_s_status"] == "oom"
+    assert eff.loc[1248, "published_speed_ratio"] == 2.8 and eff.loc[1248, "published_memory_saved_pct"] == 86.8
+    assert "OOM" in (report.out_dir / "efficiency.md").read_text()
+
+
+# ----------------------------------------------------------------------------- published numbers
+
+
+@pytest.fixture(scope="module")
+def imagenet_study(tmp_path_factory) -> Path:
+    """Vim-Ti on ImageNet: three of Table 5's classification designs (2 seeds each), two more
+    bidirectional strategies without a class token (Table 4), and DeiT-Ti."""
+    study = tmp_path_factory.mktemp("results") / "ablation"
+    results.write_study_meta(study, "ablation", "name: ablation\n")
+    top1 = {"middle": (76.0, 76.4), "head": (75.0, 75.2), "none": (73.5, 73.9)}
+    for cls_token, values in top1.items():
+        for seed, value in enumerate(values):
+            row = _row("ablation", "zoh", "paper", seed, "ok", model="vim_tiny_patch16_224", dataset="imagenet",
+                       image_size=224, kwargs={"cls_token": cls_token}, top1=value)
+            results.write_trial(results.trial_dir(study, row["trial_id"]), row)
+    for bidirectional, values in {"none": (72.0, 72.4), "ssm": (72.5,)}.items():
+        for seed, value in enumerate(values):
+            row = _row("ablation", "zoh", "paper", seed, "ok", model="vim_tiny_patch16_224", dataset="imagenet",
+                       image_size=224, kwargs={"cls_token": "none", "bidirectional": bidirectional}, top1=value)
+            results.write_trial(results.trial_dir(study, row["trial_id"]), row)
+    deit = _row("ablation", "zoh", "paper", 0, "ok", model="deit_tiny_patch16_224", dataset="imagenet",
+                image_size=224, top1=72.0)
+    results.write_trial(results.trial_dir(study, deit["trial_id"]), deit)
+    results.consolidate(study)
+    return study
+
+
+def test_published_and_ablation_tables_show_the_gap(imagenet_study):
+    view = build_view(results.load_study(imagenet_study))
+    table, why = published_accuracy_table(view)
+    assert why == ""
+    data = table.data.set_index("published_model")
+    assert data.loc["Vim-Ti", "published_top1"] == 76.1
+    assert data.loc["Vim-Ti", "top1_mean"] == pytest.approx(76.2) and data.loc["Vim-Ti", "gap"] == pytest.approx(0.1)
+    assert data.loc["DeiT-Ti", "gap"] == pytest.approx(-0.2)
+    assert any("published (arXiv:2401.09417, Table 1)" in c for c in table.display.columns)
+
+    ablation = ablation_classification_table(view)
+    rows = ablation.data.set_index("strategy")
+    assert rows.loc["head class token", "top1_mean"] == pytest.approx(75.1)
+    assert rows.loc["head class token", "gap"] == pytest.approx(75.1 - 75.2)
+    assert rows.loc["mean pool", "gap"] == pytest.approx(73.7 - 73.9)
+    assert rows.loc["max pool", "top1_n"] == 0  # published only
+    assert list(ablation.display["strategy"][:5]) == ["mean pool", "max pool", "head class token",
+                                                       "double class token", "middle class token"]
+
+    # Table 4 rows are the trials without a class token; Vim's default scan is the mean-pool trials.
+    bidirectional = ablation_bidirectional_table(view)
+    rows = bidirectional.data.set_index("strategy")
+    assert rows.loc["none", "top1_mean"] == pytest.approx(72.2) and rows.loc["none", "gap"] == pytest.approx(-1.0)
+    assert rows.loc["bidirectional SSM", "top1_n"] == 1
+    assert rows.loc["bidirectional SSM + conv1d", "top1_mean"] == pytest.approx(73.7)
+    assert rows.loc["bidirectional block", "top1_n"] == 0
+    shown = bidirectional.display.set_index("strategy")
+    assert shown.loc["bidirectional SSM", "ours: vim_tiny_patch16_224, zoh/paper top-1 (%)"] == "72.50 (n=1)"
+    assert shown.loc["none", "published (arXiv:2401.09417, Table 4) ADE20K mIoU"] == "32.3"
+
+
+def test_no_published_gap_for_another_dataset(digits_view):
+    table, why = published_accuracy_table(digits_view)
+    assert table is None and "digits" in why and "ImageNet" in why
+
+
+# ----------------------------------------------------------------------------- command line
+
+
+def test_cli_reports_a_study_by_name(digits_study, tmp_path, capsys):
+    code = cli_main(["report", "fake", "--results-dir", str(digits_study.parent), "--out", str(tmp_path),
+                     "--format", "md,csv"])
+    assert code == 0
+    out = tmp_path / "fake"
+    assert (out / "index.md").exists() and (out / "accuracy.csv").exists()
+    assert not (out / "accuracy.tex").exists() and not (out / "report.html").exists()
+
+
+@pytest.mark.parametrize("setup, expected", [
+    ("empty", "no studies in"),
+    ("foreign", "is not a discbench results folder"),
+    ("unknown", "unknown study 'nope'"),
+    ("no_trials", "has no trials.parquet"),
+])
+def test_cli_errors_are_clear(tmp_path, capsys, setup, expected):
+    root = tmp_path / "results"
+    root.mkdir()
+    args = ["report", "--results-dir", str(root), "--out", str(tmp_path / "reports")]
+    if setup == "foreign":
+        (root / "other").mkdir()
+        (root / "other" / "data.txt").write_text("x")
+        args.insert(1, str(root / "other"))
+    elif setup == "unknown":
+        args.insert(1, "nope")
+    elif setup == "no_trials":
+        results.write_study_meta(root / "empty_study", "empty_study", "")
+    assert cli_main(args) == 2
+    assert expected in capsys.readouterr().err
+
+
+def test_cli_rejects_unknown_format(tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        cli_main(["report", "--format", "md,docx", "--results-dir", str(tmp_path)])
+    assert "valid formats: md, tex, csv, html" in capsys.readouterr().err
+
+
+def test_trial_folders_newer_than_tables_are_gathered(digits_study, tmp_path):
+    study = tmp_path / "copy"
+    results.write_study_meta(study, "copy", "")
+    row = _row("copy", "zoh", "paper", 0, "ok", top1=50.0)
+    results.write_trial(results.trial_dir(study, row["trial_id"]), row)
+    report = build_report(study, tmp_path / "reports")  # no trials.parquet yet: gathered on the fly
+    data = pd.read_csv(report.out_dir / "accuracy.csv")
+    assert data["top1_mean"].tolist() == [50.0]
+    assert json.loads((study / "study.json").read_text())["name"] == "copy"
