@@ -359,3 +359,20 @@ def test_trial_folders_newer_than_tables_are_gathered(digits_study, tmp_path):
     data = pd.read_csv(report.out_dir / "accuracy.csv")
     assert data["top1_mean"].tolist() == [50.0]
     assert json.loads((study / "study.json").read_text())["name"] == "copy"
+
+
+def test_a_numerics_only_study_reports_what_it_has(tmp_path):
+    study = tmp_path / "numerics"
+    results.write_study_meta(study, "numerics", "")
+    for key in STATED:
+        method, variant = key.split("/")
+        row = _row("numerics", method, variant, 0, "ok")
+        path = results.trial_dir(study, row["trial_id"])
+        results.write_trial(path, row)
+        results.append_measurements(path, _numerics_rows(key))
+    results.consolidate(study)
+    report = build_report(study, tmp_path / "reports")
+    names = {p.name for p in report.files}
+    assert {"numerics.md", "fig_convergence.png", "index.md"} <= names
+    assert "accuracy.md" not in names and "fig_accuracy.png" not in names
+    assert any("no trial of this study recorded a top-1" in note for note in report.notes)

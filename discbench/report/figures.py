@@ -69,8 +69,8 @@ def _save(fig: plt.Figure, out_dir: Path, name: str, title: str, caption: str) -
 
 
 def _plain(value: float) -> str:
-    """1,024 / 50,000 / 0.00469: no scientific notation on tick labels."""
-    return f"{value:,.0f}" if abs(value) >= 10 else f"{value:.3g}"
+    """1024 / 50000 / 0.00469: no scientific notation on tick labels."""
+    return f"{value:.0f}" if abs(value) >= 10 else f"{value:.3g}"
 
 
 def _label_log_ticks(axis, values: list[float]) -> None:
@@ -154,8 +154,8 @@ def accuracy_figure(view: StudyView, out_dir: Path) -> FigureFile | None:
             ax.set_yticklabels([_condition_name(view, c) for c in conditions])
             ax.set_ylim(len(conditions) - 0.5, -0.5)
         handles, labels = axes[0][0].get_legend_handles_labels()
-        if handles:
-            fig.legend(handles, labels, loc="upper right", fontsize=8, frameon=True)
+        if handles:  # below the panels: above them it would collide with the title
+            fig.legend(handles, labels, loc="upper center", bbox_to_anchor=(0.5, 0.0), fontsize=8, frameon=False)
         fig.suptitle(f"{view.name}: top-1 per method (mean, 95% t-CI over seeds; open markers: seeds)",
                      fontsize=10, x=0.02, ha="left")
         fig.tight_layout()

@@ -1,0 +1,301 @@
+"""The fused C++ CPU scan (backend "cpu") against the fp64 PyTorch reference.
+
+Tolerances: the kernel computes in fp32, the reference here in fp64, so the comparison sees the
+kernel's own rounding only. Errors are measured relative to the largest magnitude of each
+quantity (outputs and gradients are sums over up to l tokens and n states, so relative error per
+element is meaningless where terms cancel): 2e-5 for outputs and last states (observed ≤ 3e-7,
+the error of a length-l fp32 recurrence), 1e-4 for gradients (observed ≤ 2e-6; they add a
+reverse recurrence and sums over b, l or n of products of fp32 values).
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from discbench import selective_scan
+from discbench.methods import RK4_STABILITY_BOUND, all_methods
+from discbench.scan import cpu
+
+pytestmark = pytest.mark.skipif(
+    cpu.unavailable_reason() is not None, reason=f"the CPU kernel cannot be built here: {cpu.unavailable_reason()}"
+)
+
+METHOD_KEYS = [m.key for m in all_methods()]
+NAMES = ("u", "delta", "A", "B", "C", "D", "z", "delta_bias")
+OUT_TOL, GRAD_TOL = 2e-5, 1e-4
+
+
+def make_inputs(b=2, d=6, l=37, n=5, g=1, seed=0, with_D=True, with_z=True, with_bias=True, scale_a=3.0):
+    gen = torch.Generator().manual_seed(seed)
+    t = {
+        "u": torch.randn(b, d, l, generator=gen),
+        "delta": 0.5 * torch.randn(b, d, l, generator=gen) - 1.0,
+        "A": -scale_a * torch.rand(d, n, generator=gen) - 0.1,
+        "B": torch.randn(b, g, n, l, generator=gen),
+        "C": torch.randn(b, g, n, l, generator=gen),
+        "D": torch.randn(d, generator=gen) if with_D else None,
+        "z": torch.randn(b, d, l, generator=gen) if with_z else None,
+        "delta_bias": 0.3 * torch.randn(d, generator=gen) if with_bias else None,
+    }
+    return t
+
+
+def run(inputs, backend, method, dtype=torch.float64, softplus=True, grads=True, seed=7, last_grad=True):
+    """out, last state and the gradients of every given input under a fixed random loss."""
+    leaves = {k: (v.detach().clone().to(dtype).requires_grad_(grads) if v is not None else None)
+              for k, v in inputs.items()}
+    out, last = selective_scan(
+        leaves["u"], leaves["delta"], leaves["A"], leaves["B"], leaves["C"], D=leaves["D"], z=leaves["z"],
+        delta_bias=leaves["delta_bias"], delta_softplus=softplus, return_last_state=True,
+        method=method, backend=backend,
+    )
+    result = {"out": out.detach(), "last": last.detach()}
+    if grads:
+        gen = torch.Generator().manual_seed(seed)
+        loss = (out * torch.randn(out.shape, generator=gen).to(dtype)).sum()
+        if last_grad:
+            loss = loss + (last * torch.randn(last.shape, generator=gen).to(dtype)).sum()
+        loss.backward()
+        for k, v in leaves.items():
+            if v is not None:
+                result["d" + k] = v.grad
+    return result
+
+
+def assert_matches(got, want, keys=None):
+    for key in keys or want:
+        g, w = got[key].double(), want[key].double()
+        assert g.shape == w.shape, f"{key}: shape {tuple(g.shape)} != {tuple(w.shape)}"
+        scale = w.abs().max().item() if w.numel() else 0.0
+        tol = (OUT_TOL if key in ("out", "last") else GRAD_TOL) * max(scale, 1e-30)
+        err = (g - w).abs().max().item() if w.numel() else 0.0
+        assert err <= tol, f"{key}: max error {err:.3g} > {tol:.3g} (scale {scale:.3g})"
+
+
+@pytest.mark.parametrize("method", METHOD_KEYS)
+def test_parity_every_method_forward_and_all_gradients(method):
+    inputs = make_inputs(l=70)  # crosses the 32-token checkpoints twice, not a multiple of 16
+    want = run(inputs, "reference", method)
+    got = run(inputs, "cpu", method, dtype=torch.float32)
+    assert set(got) == {"out", "last"} | {"d" + k for k in NAMES}
+    assert_matches(got, want)
+
+
+@pytest.mark.parametrize("isa", ["avx2", "scalar"])
+@pytest.mark.parametrize("method", ["rk4/canonical", "polynomial/paper", "zoh/canonical"])
+def test_parity_of_the_narrower_instruction_sets(isa, method):
+    if isa not in cpu.supported_isas():
+        pytest.skip(f"this CPU does not run {isa}")
+    inputs = make_inputs(l=40, n=19)
+    want = run(inputs, "reference", method)
+    with cpu.use_isa(isa):
+        got = run(inputs, "cpu", method, dtype=torch.float32)
+    assert_matches(got, want)
+
+
+@pytest.mark.parametrize(
+    "shape",
+    [
+        dict(l=1, n=4),
+        dict(l=17, n=1),  # l not a multiple of the vector width, one state
+        dict(l=33, n=16),  # one token past a checkpoint
+        dict(l=9, n=64),  # several state blocks
+        dict(d=6, g=2, l=21, n=4),  # groups of B and C
+        dict(d=4, g=4, l=12, n=3),  # one channel per group
+        dict(b=3, d=5, l=64, n=16),  # l a multiple of the checkpoint interval
+    ],
+    ids=lambda s: "-".join(f"{k}{v}" for k, v in s.items()),
+)
+@pytest.mark.parametrize("method", ["rk4/canonical", "highorder/canonical", "polynomial/canonical", "foh/paper"])
+def test_parity_odd_shapes_and_groups(shape, method):
+    inputs = make_inputs(**shape)
+    assert_matches(run(inputs, "cpu", method, dtype=torch.float32), run(inputs, "reference", method))
+
+
+@pytest.mark.parametrize("with_D", [True, False])
+@pytest.mark.parametrize("with_z", [True, False])
+@pytest.mark.parametrize("with_bias,softplus", [(True, True), (False, False), (True, False)])
+@pytest.mark.parametrize("method", ["zoh/paper", "polynomial/canonical"])
+def test_parity_with_and_without_D_gate_bias_softplus(with_D, with_z, with_bias, softplus, method):
+    inputs = make_inputs(l=19, with_D=with_D, with_z=with_z, with_bias=with_bias)
+    if not softplus:
+        inputs["delta"] = inputs["delta"].abs() + 0.05  # Δ must be positive without the softplus
+    want = run(inputs, "reference", method, softplus=softplus)
+    assert_matches(run(inputs, "cpu", method, dtype=torch.float32, softplus=softplus), want)
+
+
+def test_gradients_without_a_last_state_gradient_and_without_return_last_state():
+    inputs = make_inputs(l=23)
+    want = run(inputs, "reference", "foh/canonical", last_grad=False)
+    assert_matches(run(inputs, "cpu", "foh/canonical", dtype=torch.float32, last_grad=False), want)
+    t = {k: v for k, v in inputs.items()}
+    out = selective_scan(t["u"], t["delta"], t["A"], t["B"], t["C"], D=t["D"], z=t["z"],
+                         delta_bias=t["delta_bias"], delta_softplus=True, method="foh", backend="cpu")
+    assert isinstance(out, torch.Tensor) and out.shape == t["u"].shape
+
+
+def test_b_and_c_given_without_a_group_dimension():
+    inputs = make_inputs(l=15)
+    inputs["B"], inputs["C"] = inputs["B"][:, 0], inputs["C"][:, 0]  # (b, n, l)
+    want = run(inputs, "reference", "highorder/canonical")
+    got = run(inputs, "cpu", "highorder/canonical", dtype=torch.float32)
+    assert got["dB"].shape == inputs["B"].shape
+    assert_matches(got, want)
+
+
+def test_non_contiguous_inputs():
+    base = make_inputs(l=29, n=6)
+    nc = dict(base)
+    nc["u"] = base["u"].transpose(1, 2).contiguous().transpose(1, 2)
+    nc["delta"] = base["delta"].transpose(0, 1).contiguous().transpose(0, 1)
+    nc["B"] = base["B"].transpose(2, 3).contiguous().transpose(2, 3)
+    nc["C"] = torch.stack([base["C"], base["C"]], dim=-1)[..., 0]
+    nc["A"] = base["A"].t().contiguous().t()
+    nc["z"] = base["z"].permute(2, 0, 1).contiguous().permute(1, 2, 0)
+    assert not any(nc[k].is_contiguous() for k in ("u", "delta", "B", "C", "A", "z"))
+    want = run(base, "reference", "rk4/canonical")
+    assert_matches(run(nc, "cpu", "rk4/canonical", dtype=torch.float32), want)
+
+
+@pytest.mark.parametrize("b,l", [(0, 7), (2, 0)])
+def test_empty_batch_or_sequence(b, l):
+    inputs = make_inputs(b=b, l=l)
+    got = run(inputs, "cpu", "polynomial/canonical", dtype=torch.float32)
+    want = run(inputs, "reference", "polynomial/canonical")
+    assert got["out"].shape == (b, 6, l) and got["last"].shape == (b, 6, 5)
+    assert_matches(got, want)
+
+
+def test_bfloat16_inputs_compute_in_fp32_and_return_bfloat16():
+    inputs = {k: (v.to(torch.bfloat16) if v is not None else None) for k, v in make_inputs(l=21).items()}
+    got = run(inputs, "cpu", "foh/canonical", dtype=torch.bfloat16)
+    want = run(inputs, "reference", "foh/canonical", dtype=torch.float64)  # same bf16 values, fp64 math
+    assert got["out"].dtype == torch.bfloat16 and got["du"].dtype == torch.bfloat16
+    for key in ("out", "last", "du", "dA", "dB"):
+        scale = want[key].abs().max().item()
+        # bf16 keeps 8 bits: the result is the fp32 result rounded once (relative 2^-8).
+        torch.testing.assert_close(got[key].double(), want[key], rtol=1e-2, atol=1e-2 * scale)
+
+
+def test_float64_is_refused_with_a_clear_error():
+    t = make_inputs(l=5)
+    args = [t[k].double() for k in ("u", "delta", "A", "B", "C")]
+    with pytest.raises(ValueError, match="backend 'cpu' takes float32, bfloat16, got float64"):
+        selective_scan(*args, backend="cpu")
+    with pytest.raises(RuntimeError, match="u must be float32 or bfloat16, got Double"):
+        cpu.extension().forward(*args, None, None, None, False, "zoh/canonical", False, False, "auto")
+
+
+def test_direct_kernel_calls_check_shapes_devices_methods_and_isas():
+    t = make_inputs(l=5)
+    ext = cpu.extension()
+    base = [t[k] for k in ("u", "delta", "A", "B", "C")]
+
+    def call(*args, method="zoh/canonical", isa="auto"):
+        return ext.forward(*args, None, None, None, False, method, False, False, isa)
+
+    with pytest.raises(RuntimeError, match=r"delta must have shape \[2, 6, 5\]"):
+        call(base[0], base[1][:, :, :4], *base[2:])
+    with pytest.raises(RuntimeError, match=r"A must be \(d=6, n\)"):
+        call(*base[:2], base[2][:5], *base[3:])
+    with pytest.raises(RuntimeError, match="B has 4 groups, which must divide d=6"):
+        call(*base[:3], torch.zeros(2, 4, 5, 5), torch.zeros(2, 4, 5, 5))
+    with pytest.raises(RuntimeError, match="u must be a CPU tensor, got meta"):
+        call(base[0].to("meta"), *base[1:])
+    with pytest.raises(RuntimeError, match="unknown method 'zoh/exact'; valid: zoh/canonical, foh/canonical"):
+        call(*base, method="zoh/exact")
+    with pytest.raises(RuntimeError, match="unknown isa 'sse9'"):
+        call(*base, isa="sse9")
+
+
+def test_auto_picks_the_kernel_on_cpu_without_a_warning(recwarn):
+    t = make_inputs(l=11)
+    args = [t[k] for k in ("u", "delta", "A", "B", "C")]
+    auto = selective_scan(*args, D=t["D"], method="bilinear", backend="auto")
+    assert torch.equal(auto, selective_scan(*args, D=t["D"], method="bilinear", backend="cpu"))
+    assert not [w for w in recwarn if "discbench" in str(w.message)]
+
+
+def test_backward_is_deterministic():
+    inputs = make_inputs(b=3, d=8, g=2, l=45)
+    first = run(inputs, "cpu", "rk4/canonical", dtype=torch.float32)
+    second = run(inputs, "cpu", "rk4/canonical", dtype=torch.float32)
+    for key in first:
+        assert torch.equal(first[key], second[key]), key
+
+
+def test_phi_methods_stay_finite_for_very_stiff_poles():
+    # z = aΔ down to about −1e4: the φ closed forms must neither overflow nor lose the limit.
+    inputs = make_inputs(l=12, n=4, with_bias=False)
+    inputs["A"] = -torch.logspace(-4, 4, 24).reshape(6, 4)
+    inputs["delta"] = torch.full_like(inputs["delta"], 1.0)
+    for method in ("polynomial/canonical", "highorder/canonical", "foh/canonical", "zoh/canonical"):
+        got = run(inputs, "cpu", method, dtype=torch.float32, softplus=False)
+        assert all(torch.isfinite(v).all() for v in got.values()), method
+        assert_matches(got, run(inputs, "reference", method, softplus=False))
+
+
+def test_rk4_beyond_its_stability_bound_matches_the_reference():
+    inputs = make_inputs(l=40, n=3, with_bias=False, with_z=False)
+    inputs["delta"] = torch.full_like(inputs["delta"], 1.0)
+    # Mildly unstable (|Ā| a little above 1): large but finite values, same as the reference.
+    inputs["A"] = torch.full_like(inputs["A"], 1.1 * RK4_STABILITY_BOUND)
+    got = run(inputs, "cpu", "rk4/canonical", dtype=torch.float32, softplus=False)
+    want = run(inputs, "reference", "rk4/canonical", softplus=False)
+    assert want["out"].abs().max() > 1e3
+    assert_matches(got, want, keys=["out", "last", "du", "dA"])
+    # Far beyond: the state overflows to inf / nan exactly where the fp32 reference's does.
+    inputs["A"] = torch.full_like(inputs["A"], -40.0)
+    got = run(inputs, "cpu", "rk4/canonical", dtype=torch.float32, softplus=False, grads=False)
+    want32 = run(inputs, "reference", "rk4/canonical", dtype=torch.float32, softplus=False, grads=False)
+    assert not torch.isfinite(want32["out"]).all()
+    assert torch.equal(torch.isfinite(got["out"]), torch.isfinite(want32["out"]))
+    assert torch.equal(torch.isnan(got["out"]), torch.isnan(want32["out"]))
+
+
+def test_zoh_paper_equals_mamba_selective_scan_ref():
+    from discbench.bench import mamba_selective_scan_ref
+
+    ref = mamba_selective_scan_ref()
+    if ref is None:
+        pytest.skip("mamba_ssm is not installed")
+    t = make_inputs(l=26, n=7, g=2)
+    want = ref(t["u"], t["delta"], t["A"], t["B"], t["C"], t["D"], t["z"], t["delta_bias"], True)
+    got = selective_scan(t["u"], t["delta"], t["A"], t["B"], t["C"], D=t["D"], z=t["z"],
+                         delta_bias=t["delta_bias"], delta_softplus=True, method="zoh", variant="paper",
+                         backend="cpu")
+    torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4 * want.abs().max().item())
+
+
+@pytest.fixture
+def fresh_loader(monkeypatch, tmp_path):
+    """cpu.py's loader state reset and pointed at tmp_path as csrc/ (the real build is untouched)."""
+    monkeypatch.setattr(cpu, "_extension", None)
+    monkeypatch.setattr(cpu, "_load_error", None)
+    monkeypatch.setattr(cpu, "CSRC", tmp_path)
+    monkeypatch.setenv("TORCH_EXTENSIONS_DIR", str(tmp_path / "build"))
+    return tmp_path
+
+
+def test_missing_sources_are_reported(fresh_loader):
+    reason = cpu.unavailable_reason()
+    assert reason.startswith("the kernel sources are missing:") and "scan_cpu.cpp" in reason
+
+
+def test_a_compile_error_is_summarised_and_auto_falls_back_once_with_the_reason(fresh_loader, capfd):
+    from discbench.scan import _warned
+
+    for name in cpu.SOURCES:
+        (fresh_loader / name).write_text("int broken = ;\n")
+    reason = cpu.unavailable_reason()
+    assert reason.startswith(f"compiling {fresh_loader} failed:") and "error:" in reason
+    assert "compiling the CPU scan kernel (first use" in capfd.readouterr().err
+    t = make_inputs(l=6)
+    args = [t[k] for k in ("u", "delta", "A", "B", "C")]
+    _warned.clear()
+    with pytest.warns(RuntimeWarning, match="backend 'cpu' not used on cpu: compiling .* failed"):
+        out = selective_scan(*args, backend="auto")
+    torch.testing.assert_close(out, selective_scan(*args, backend="torch"))
+    with pytest.raises(RuntimeError, match="backend 'cpu' is not available: compiling"):
+        selective_scan(*args, backend="cpu")
