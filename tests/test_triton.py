@@ -90,7 +90,7 @@ def test_method_ids_cover_the_registry():
 
 @pytest.mark.parametrize("key", METHOD_KEYS)
 def test_kernel_method_math_matches_registry(key):
-    """Ā, every tap weight and its ∂/∂a, ∂/∂Δ, for z from -1e-4·0.05 down to -1e4.
+    """Ā, every tap weight and its ∂/∂a, ∂/∂Δ, for z = aΔ from -5e-6 down to -1e4.
 
     Tolerance: 2e-5 relative plus 2e-6 of the size of the terms being combined (Σ|w| + |Ā|,
     times Δ for ∂/∂a and |a| for ∂/∂Δ): at z = -1e4 the canonical weights are differences of

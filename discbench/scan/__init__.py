@@ -69,8 +69,10 @@ BACKENDS: dict[str, Backend] = {
     ]
 }
 
-# The preference order of backend="auto" per device type.
+# The preference order of backend="auto" per device type; a method listed in AUTO_SPECIAL
+# tries its own backends first (mamba_ssm's CUDA kernel knows only Mamba's ZOH).
 AUTO_ORDER = {"cpu": ("cpu", "torch"), "cuda": ("triton", "torch")}
+AUTO_SPECIAL = {("cuda", "zoh/paper"): ("mamba",)}
 _warned: set[str] = set()
 
 
@@ -80,10 +82,10 @@ def _warn_once(message: str) -> None:
         warnings.warn(message, RuntimeWarning, stacklevel=3)
 
 
-def resolve_backend(name: str, device: torch.device, dtype: torch.dtype) -> Backend:
+def resolve_backend(name: str, device: torch.device, dtype: torch.dtype, method_key: str = "") -> Backend:
     """The backend to run on `device`: `name`, or for "auto" the first that works here."""
     if name == "auto":
-        order = AUTO_ORDER.get(device.type, ("torch",))
+        order = AUTO_SPECIAL.get((device.type, method_key), ()) + AUTO_ORDER.get(device.type, ("torch",))
         for candidate in order:
             backend = BACKENDS[candidate]
             why = backend.unavailable_reason()
@@ -188,7 +190,7 @@ def selective_scan(
     """
     spec = get_method(method, None if isinstance(method, str) and "/" in method else variant)
     B, C = validate(u, delta, A, B, C, D, z, delta_bias)
-    chosen = resolve_backend(backend, u.device, u.dtype)
+    chosen = resolve_backend(backend, u.device, u.dtype, spec.key)
     fn = chosen.load()
     return fn(u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_last_state, spec)
 
