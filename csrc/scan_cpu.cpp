@@ -4,6 +4,7 @@
 #include <ATen/Parallel.h>
 #include <torch/extension.h>
 
+#include <atomic>
 #include <cstring>
 #include <optional>
 #include <string>
@@ -81,6 +82,26 @@ void check_tensor(const char* name, const Tensor& t, c10::IntArrayRef shape) {
               "discbench CPU scan: ", name, " must be float32 or bfloat16, got ", t.scalar_type());
   TORCH_CHECK(t.sizes() == shape, "discbench CPU scan: ", name, " must have shape ", shape, ", got ",
               t.sizes());
+}
+
+// Pairs are cut into more parts than threads, handed out dynamically: when another process holds
+// a core, the other threads take over its share instead of the whole call waiting for it.
+// `run(part, begin, end, scratch)` gets the part's contiguous range of pairs.
+constexpr int64_t kPartsPerThread = 8;
+
+int64_t parts_for(int64_t pairs) {
+  return std::max<int64_t>(1, std::min<int64_t>(pairs, kPartsPerThread * at::get_num_threads()));
+}
+
+template <class F>
+void for_parts(int64_t pairs, int64_t parts, int64_t len, const F& run) {
+  if (pairs == 0) return;
+  std::atomic<int64_t> next{0};
+  at::parallel_for(0, std::min<int64_t>(at::get_num_threads(), parts), 1, [&](int64_t, int64_t) {
+    std::vector<float> scratch(ds_scratch_floats(len));
+    for (int64_t part = next.fetch_add(1); part < parts; part = next.fetch_add(1))
+      run(part, pairs * part / parts, pairs * (part + 1) / parts, scratch.data());
+  });
 }
 
 Tensor f32(const Tensor& t) { return t.to(torch::kFloat32).contiguous(); }
@@ -178,9 +199,8 @@ std::vector<Tensor> forward(const Tensor& u, const Tensor& delta, const Tensor& 
   const int64_t pairs = call.b * call.d;
   const ForwardFn fn = call.isa->forward;
   const int id = call.method;
-  at::parallel_for(0, pairs, 1, [&](int64_t begin, int64_t end) {
-    std::vector<float> scratch(ds_scratch_floats(call.l));
-    fn(p, id, begin, end, scratch.data());
+  for_parts(pairs, parts_for(pairs), call.l, [&](int64_t, int64_t begin, int64_t end, float* scratch) {
+    fn(p, id, begin, end, scratch);
   });
   Tensor last_out = last.defined() ? last.narrow(2, 0, call.n).to(u.scalar_type()) : Tensor();
   return {out.to(u.scalar_type()), last_out, ckpt, ypre};
@@ -201,7 +221,7 @@ std::vector<Tensor> backward(const Tensor& u, const Tensor& delta, const Tensor&
   auto opts = call.u.options();
   const int64_t b = call.b, d = call.d, l = call.l, g = call.g, np = call.np, pairs = b * d;
   const int64_t rows = l + kPadFront + kPadBack;
-  const int n_parts = static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(at::get_num_threads(), pairs)));
+  const int64_t n_parts = parts_for(pairs);
 
   Tensor dout32 = f32(dout);
   Tensor dlast_pad;
@@ -233,14 +253,11 @@ std::vector<Tensor> backward(const Tensor& u, const Tensor& delta, const Tensor&
   p.slab_part_ids = slab_ids.data_ptr<int64_t>();
   const BackwardFn fn = call.isa->backward;
   const int id = call.method;
-  if (pairs > 0) {
-    at::parallel_for(0, n_parts, 1, [&](int64_t part_begin, int64_t part_end) {
-      std::vector<float> scratch(ds_scratch_floats(l));
-      for (int64_t part = part_begin; part < part_end; ++part)
-        fn(p, id, part, pairs * part / n_parts, pairs * (part + 1) / n_parts, scratch.data());
-    });
-  }
-  // Shared slabs, summed in part order so that results do not depend on scheduling.
+  for_parts(pairs, n_parts, l, [&](int64_t part, int64_t begin, int64_t end, float* scratch) {
+    fn(p, id, part, begin, end, scratch);
+  });
+  // Shared slabs, summed in part order: the parts are fixed by the shape and thread count, so
+  // results do not depend on which thread ran which part.
   Tensor dB_slabs = dB.view({b * g, rows, np}), dC_slabs = dC.view({b * g, rows, np});
   const int64_t* ids = slab_ids.data_ptr<int64_t>();
   for (int64_t slot = 0; slot < n_parts * 2; ++slot) {

@@ -112,6 +112,77 @@ def _time(fn: Callable[[], None], repeats: int) -> list[float]:
     return times
 
 
+def _check_row(backend: str, shape: ScanShape, pass_: str, repeats: int, dtype: str) -> None:
+    if pass_ not in PASSES:
+        raise ValueError(f"unknown pass {pass_!r}; valid passes: {', '.join(PASSES)}")
+    if dtype not in DTYPES:
+        raise ValueError(f"unknown dtype {dtype!r}; valid dtypes: {', '.join(DTYPES)}")
+    if backend not in SCAN_BACKENDS + YARDSTICKS:
+        raise ValueError(f"unknown backend {backend!r}; valid backends: {', '.join(SCAN_BACKENDS + YARDSTICKS)}")
+    if repeats < 1:
+        raise ValueError(f"repeats must be at least 1, got {repeats}")
+
+
+class _Inputs:
+    """One set of inputs per pass, shared by the rows of a run (grads are reset per call)."""
+
+    def __init__(self, shape: ScanShape, dtype: torch.dtype, seed: int):
+        self.shape, self.dtype, self.seed = shape, dtype, seed
+        self._cache: dict[str, object] = {}
+
+    def get(self, pass_: str):
+        if pass_ not in self._cache:
+            inputs = make_inputs(self.shape, self.dtype, self.seed)
+            if pass_ == "fwd":
+                self._cache[pass_] = inputs
+            else:
+                leaves = {k: v.clone().requires_grad_() for k, v in inputs.items()}
+                grad_out = torch.randn(self.shape.batch, self.shape.dim, self.shape.length,
+                                       generator=torch.Generator().manual_seed(self.seed + 1)).to(self.dtype)
+                self._cache[pass_] = (leaves, grad_out)
+        return self._cache[pass_]
+
+
+def _prepare(method: str, variant: str, backend: str, pass_: str, inputs: _Inputs) -> tuple[dict, Callable[[], None]]:
+    """The row's identity and a callable running it once."""
+    if backend == "torch.exp":
+        x = -torch.rand(inputs.shape.elements, generator=torch.Generator().manual_seed(inputs.seed))
+        y = torch.empty_like(x)
+        return {"method": "-", "variant": "-", "backend": backend, "pass": "fwd"}, lambda: torch.exp(x, out=y)
+    spec = get_method(method, variant)
+    row = {"method": spec.name, "variant": spec.variant, "backend": backend, "pass": pass_}
+    call = _scan_call(backend, spec.name, spec.variant)
+    if pass_ == "fwd":
+        fwd_inputs = inputs.get("fwd")
+
+        def run() -> None:
+            with torch.no_grad():
+                call(fwd_inputs)
+    else:
+        leaves, grad_out = inputs.get("fwd+bwd")
+
+        def run() -> None:
+            for leaf in leaves.values():
+                leaf.grad = None
+            call(leaves).backward(grad_out)
+    return row, run
+
+
+def _finish(row: dict, times: list[float], shape: ScanShape, dtype: str) -> dict:
+    row.update({
+        "ms_median": statistics.median(times),
+        "ms_min": min(times),
+        "repeats": len(times),
+        "batch": shape.batch,
+        "dim": shape.dim,
+        "length": shape.length,
+        "state": shape.state,
+        "dtype": dtype,
+        "threads": torch.get_num_threads(),
+    })
+    return row
+
+
 def time_scan(
     method: str,
     variant: str,
@@ -131,54 +202,9 @@ def time_scan(
     torch.exp(x, out=y) over b·d·l·n fp32 elements.
     """
     shape = shape if isinstance(shape, ScanShape) else ScanShape(*shape)
-    if pass_ not in PASSES:
-        raise ValueError(f"unknown pass {pass_!r}; valid passes: {', '.join(PASSES)}")
-    if dtype not in DTYPES:
-        raise ValueError(f"unknown dtype {dtype!r}; valid dtypes: {', '.join(DTYPES)}")
-    if backend not in SCAN_BACKENDS + YARDSTICKS:
-        raise ValueError(f"unknown backend {backend!r}; valid backends: {', '.join(SCAN_BACKENDS + YARDSTICKS)}")
-    if repeats < 1:
-        raise ValueError(f"repeats must be at least 1, got {repeats}")
-
-    if backend == "torch.exp":
-        x = -torch.rand(shape.elements, generator=torch.Generator().manual_seed(seed))
-        y = torch.empty_like(x)
-        times = _time(lambda: torch.exp(x, out=y), repeats)
-        method, variant, pass_ = "-", "-", "fwd"
-    else:
-        spec = get_method(method, variant)
-        method, variant = spec.name, spec.variant
-        call = _scan_call(backend, method, variant)
-        inputs = make_inputs(shape, DTYPES[dtype], seed)
-        if pass_ == "fwd":
-            def run() -> None:
-                with torch.no_grad():
-                    call(inputs)
-        else:
-            leaves = {k: v.clone().requires_grad_() for k, v in inputs.items()}
-            grad_out = torch.randn(shape.batch, shape.dim, shape.length,
-                                   generator=torch.Generator().manual_seed(seed + 1)).to(DTYPES[dtype])
-
-            def run() -> None:
-                for leaf in leaves.values():
-                    leaf.grad = None
-                call(leaves).backward(grad_out)
-        times = _time(run, repeats)
-    return {
-        "method": method,
-        "variant": variant,
-        "backend": backend,
-        "pass": pass_,
-        "ms_median": statistics.median(times),
-        "ms_min": min(times),
-        "repeats": repeats,
-        "batch": shape.batch,
-        "dim": shape.dim,
-        "length": shape.length,
-        "state": shape.state,
-        "dtype": dtype,
-        "threads": torch.get_num_threads(),
-    }
+    _check_row(backend, shape, pass_, repeats, dtype)
+    row, run = _prepare(method, variant, backend, pass_, _Inputs(shape, DTYPES[dtype], seed))
+    return _finish(row, _time(run, repeats), shape, dtype)
 
 
 def _parse_methods(spec: str) -> list[tuple[str, str]]:
@@ -228,34 +254,53 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
 
 
 def _rows(args: argparse.Namespace) -> list[dict]:
+    """All rows. Fast rows (cpu, torch.exp) are timed in rounds, one call of every row per round,
+    so that a burst of load from elsewhere lands on all of them alike; the slow backends
+    (seconds per call) are timed row by row with --ref-repeats."""
     shape = ScanShape(args.batch, args.dim, args.length, args.state)
     methods = _parse_methods(args.methods)
     backends = _parse_list(args.backends, SCAN_BACKENDS + YARDSTICKS, "backend")
     passes = _parse_list(args.passes, PASSES, "pass")
-    rows = []
+    for backend in backends:
+        _check_row(backend, shape, passes[0], args.repeats, args.dtype)
+    _check_row("cpu", shape, passes[0], args.ref_repeats, args.dtype)
+    inputs = _Inputs(shape, DTYPES[args.dtype], seed=0)
 
-    def add(method: str, variant: str, backend: str, pass_: str) -> None:
-        repeats = args.ref_repeats if backend in SLOW_BACKENDS else args.repeats
-        row = time_scan(method, variant, backend, shape, pass_, repeats, args.dtype)
-        rows.append(row)
-        if not args.json:
-            print(f"  {row['backend']:>10} {row['method']:>10}/{row['variant']:<9} {row['pass']:<7} "
-                  f"{row['ms_median']:10.2f} ms", file=sys.stderr, flush=True)
-
+    planned: list[tuple[str, str, str, str]] = []
     if "torch.exp" in backends:
-        add("-", "-", "torch.exp", "fwd")
+        planned.append(("-", "-", "torch.exp", "fwd"))
     if "mamba_ref" in backends:
         if mamba_selective_scan_ref() is None:
             print("discbench bench: mamba_ssm's selective_scan_ref is not importable; its rows are skipped",
                   file=sys.stderr)
         else:
-            for pass_ in passes:
-                add("zoh", "paper", "mamba_ref", pass_)
+            planned += [("zoh", "paper", "mamba_ref", p) for p in passes]
     for backend in (b for b in backends if b in SCAN_BACKENDS):
-        for method, variant in methods:
-            for pass_ in passes:
-                add(method, variant, backend, pass_)
-    return rows
+        planned += [(m, v, backend, p) for m, v in methods for p in passes]
+
+    def report(row: dict) -> None:
+        if not args.json:
+            print(f"  {row['backend']:>10} {row['method']:>10}/{row['variant']:<9} {row['pass']:<7} "
+                  f"{row['ms_median']:10.2f} ms", file=sys.stderr, flush=True)
+
+    rows: list[dict | None] = [None] * len(planned)
+    fast = [(i, *_prepare(m, v, b, p, inputs)) for i, (m, v, b, p) in enumerate(planned) if b not in SLOW_BACKENDS]
+    for _, _, run in fast:
+        run()  # warm-up
+    times: dict[int, list[float]] = {i: [] for i, _, _ in fast}
+    for _ in range(args.repeats):
+        for i, _, run in fast:
+            start = time.perf_counter()
+            run()
+            times[i].append((time.perf_counter() - start) * 1e3)
+    for i, row, _ in fast:
+        rows[i] = _finish(row, times[i], shape, args.dtype)
+        report(rows[i])
+    for i, (m, v, b, p) in enumerate(planned):
+        if rows[i] is None:
+            rows[i] = time_scan(m, v, b, shape, p, args.ref_repeats, args.dtype)
+            report(rows[i])
+    return [r for r in rows if r is not None]
 
 
 def _add_speedups(rows: list[dict]) -> None:

@@ -126,7 +126,10 @@ class TrainConfig(Strict):
     def _known_auto_augment(cls, value: str | None) -> str | None:
         if value is None or value == "none":
             return value
-        if not value.startswith(("rand", "augmix", "original", "v0", "3a", "trivialaugment")):
+        # timm's create_transform dispatches on these prefixes (timm.data.auto_augment)
+        if not (value.startswith(("rand-", "augmix-")) or value in ("rand", "augmix", "original",
+                                                                     "originalr", "v0", "v0r", "3a",
+                                                                     "trivialaugment")):
             raise ValueError(f"auto_augment {value!r} is not a timm policy (e.g. 'rand-m9-mstd0.5-inc1', "
                              f"'augmix-m5-w4-d2', 'original', 'v0', '3a', 'trivialaugment') or 'none'")
         return value

@@ -13,7 +13,9 @@ and worker count).
 
 Divergence: a non-finite training loss (mean over workers) at step S of epoch E stops the trial
 with status "diverged" and diverged_at "epoch E, step S" (both 1-based); the epoch is not logged
-and no checkpoint is written for it.
+and no checkpoint is written for it. A forward pass that raises ValueError/RuntimeError while the
+weights or the batch hold non-finite values (discbench's scan refuses a non-finite Δ) counts as a
+non-finite loss at that step.
 """
 
 from __future__ import annotations
@@ -211,6 +213,18 @@ def _evaluate(model: torch.nn.Module, loader: DataLoader, device: torch.device, 
     return loss_sum / count, 100.0 * correct1 / count, 100.0 * correct5 / count
 
 
+def _is_non_finite_failure(exc: Exception, model: torch.nn.Module, images: torch.Tensor) -> bool:
+    """Whether a forward pass failed because values overflowed, i.e. the run diverged.
+
+    Layers that validate their inputs raise instead of returning NaN: discbench's scan rejects
+    a non-finite Δ with a ValueError saying "non-finite" (huge but finite weights overflow
+    inside the block). Non-finite weights or inputs count too; anything else is a real error.
+    """
+    if "non-finite" in str(exc) or not torch.isfinite(images).all():
+        return True
+    return any(not torch.isfinite(p).all() for p in model.parameters())
+
+
 def _atomic_save(state: dict, path: Path) -> None:
     tmp = path.with_name(path.name + ".tmp")
     torch.save(state, tmp)
@@ -330,9 +344,15 @@ def train_loop(cfg: TrialConfig, workdir: Path, on_epoch: EpochCallback | None =
                     targets = labels
                     if mixup is not None:
                         images, targets = mixup(images, labels)
-                    with _autocast(device, recipe.amp):
-                        loss = criterion(train_model(images), targets)
-                    (loss_value,) = workers.reduce([loss.item()], device)
+                    try:
+                        with _autocast(device, recipe.amp):
+                            loss = criterion(train_model(images), targets)
+                        local_loss = loss.item()
+                    except (ValueError, RuntimeError) as exc:
+                        if not _is_non_finite_failure(exc, model, images):
+                            raise
+                        local_loss = math.nan
+                    (loss_value,) = workers.reduce([local_loss], device)
                     loss_value /= workers.world_size
                     if not math.isfinite(loss_value):
                         diverged_at = f"epoch {epoch + 1}, step {step}"

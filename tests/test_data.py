@@ -1,0 +1,265 @@
+"""Datasets: every loader on a tiny real dataset built in tmp_path, one training step on each,
+and the errors for missing or malformed datasets."""
+
+from __future__ import annotations
+
+import pickle
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from discbench.config import DataConfig, TrainConfig, TrialConfig
+from discbench.data import DatasetError, SyntheticImages, build_datasets, load_splits
+from discbench.train import fit
+
+RNG = np.random.default_rng(0)
+
+
+def _write_image(path: Path, size: int = 12) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pixels = RNG.integers(0, 256, (size, size + 2, 3), dtype=np.uint8)  # not square on purpose
+    Image.fromarray(pixels).save(path)
+
+
+def _write_cifar_batch(path: Path, n: int, label_key: bytes, classes: int) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    batch = {b"data": RNG.integers(0, 256, (n, 3072), dtype=np.uint8),
+             label_key: [i % classes for i in range(n)], b"batch_label": b"tiny"}
+    with open(path, "wb") as f:
+        pickle.dump(batch, f)
+
+
+def make_cifar10(root: Path, per_batch: int = 4) -> Path:
+    folder = root / "cifar-10-batches-py"
+    for i in range(1, 6):
+        _write_cifar_batch(folder / f"data_batch_{i}", per_batch, b"labels", 10)
+    _write_cifar_batch(folder / "test_batch", 6, b"labels", 10)
+    return root
+
+
+def make_cifar100(root: Path) -> Path:
+    folder = root / "cifar-100-python"
+    _write_cifar_batch(folder / "train", 12, b"fine_labels", 100)
+    _write_cifar_batch(folder / "test", 6, b"fine_labels", 100)
+    with open(folder / "meta", "wb") as f:
+        pickle.dump({b"fine_label_names": [f"c{i}".encode() for i in range(100)]}, f)
+    return root
+
+
+def make_image_folder(root: Path, classes=("cat", "dog"), train_per_class=4, val_per_class=2,
+                      suffix=".png") -> Path:
+    for c in classes:
+        for i in range(train_per_class):
+            _write_image(root / "train" / c / f"{c}_{i}{suffix}")
+        for i in range(val_per_class):
+            _write_image(root / "val" / c / f"{c}_val_{i}{suffix}")
+    return root
+
+
+def make_tiny_imagenet(root: Path, wnids=("n01443537", "n01629819", "n01641577")) -> Path:
+    folder = root / "tiny-imagenet-200"
+    folder.mkdir(parents=True)
+    (folder / "wnids.txt").write_text("\n".join(wnids) + "\n")
+    for w in wnids:
+        for i in range(3):
+            _write_image(folder / "train" / w / "images" / f"{w}_{i}.JPEG")
+    lines = []
+    for i in range(6):
+        name = f"val_{i}.JPEG"
+        _write_image(folder / "val" / "images" / name)
+        lines.append(f"{name}\t{wnids[i % len(wnids)]}\t0\t0\t10\t10")
+    (folder / "val" / "val_annotations.txt").write_text("\n".join(lines) + "\n")
+    return root
+
+
+def data_config(dataset: str, root: Path | None = None, **extra) -> DataConfig:
+    return DataConfig(dataset=dataset, root=str(root) if root else None, image_size=8, **extra)
+
+
+# ---------------------------------------------------------------------------- the loaders
+
+def test_digits_split_is_fixed_and_rgb():
+    splits = load_splits(data_config("digits"))
+    assert (len(splits.train), len(splits.val), splits.num_classes) == (1437, 360, 10)
+    image, label = splits.train[0]
+    assert image.mode == "RGB" and image.size == (8, 8) and 0 <= label < 10
+    pixels = np.asarray(image)
+    assert (pixels[..., 0] == pixels[..., 1]).all() and (pixels[..., 0] == pixels[..., 2]).all()
+    assert [splits.val[i][1] for i in range(20)] == [load_splits(data_config("digits")).val[i][1]
+                                                     for i in range(20)]
+    train, _, _ = build_datasets(DataConfig(dataset="digits", image_size=16), TrainConfig().resolved())
+    tensor, _ = train[0]
+    assert tensor.shape == (3, 16, 16)
+
+
+def test_synthetic_images_are_deterministic_and_class_conditional():
+    splits = load_splits(data_config("synthetic", num_classes=5, train_limit=20, val_limit=10))
+    assert (len(splits.train), len(splits.val), splits.num_classes) == (20, 10, 5)
+    first, label = splits.train[3]
+    again, _ = load_splits(data_config("synthetic", num_classes=5, train_limit=20)).train[3]
+    assert label == 3 and np.array_equal(np.asarray(first), np.asarray(again))
+    big = SyntheticImages(size=10, num_classes=5, image_size=64, split=0)
+    same_class = [np.asarray(big[i][0], dtype=float) for i in (0, 5)]
+    other_class = np.asarray(big[1][0], dtype=float)
+    # two images of one class are closer than images of different classes
+    assert np.abs(same_class[0] - same_class[1]).mean() < np.abs(same_class[0] - other_class).mean()
+
+
+def test_cifar_pickles(tmp_path):
+    ten = load_splits(data_config("cifar10", make_cifar10(tmp_path / "c10")))
+    assert (len(ten.train), len(ten.val), ten.num_classes) == (20, 6, 10)
+    image, label = ten.train[1]
+    assert image.size == (32, 32) and image.mode == "RGB" and label == 1
+    # the folder itself may be given as the root, too
+    direct = load_splits(data_config("cifar10", tmp_path / "c10" / "cifar-10-batches-py"))
+    assert len(direct.train) == 20
+    hundred = load_splits(data_config("cifar100", make_cifar100(tmp_path / "c100")))
+    assert (len(hundred.train), len(hundred.val), hundred.num_classes) == (12, 6, 100)
+
+
+def test_cifar_pixels_are_read_as_channel_planes(tmp_path):
+    folder = make_cifar10(tmp_path) / "cifar-10-batches-py"
+    red = np.zeros((1, 3072), np.uint8)
+    red[0, :1024] = 255  # first plane is red
+    with open(folder / "test_batch", "wb") as f:
+        pickle.dump({b"data": red, b"labels": [0]}, f)
+    image, _ = load_splits(data_config("cifar10", tmp_path)).val[0]
+    assert np.asarray(image)[5, 7].tolist() == [255, 0, 0]
+
+
+@pytest.mark.parametrize("dataset", ["imagefolder", "imagenet"])
+def test_image_folder_trees(tmp_path, dataset):
+    splits = load_splits(data_config(dataset, make_image_folder(tmp_path)))
+    assert (len(splits.train), len(splits.val), splits.num_classes) == (8, 4, 2)
+    assert splits.classes == ("cat", "dog")
+    assert [splits.val[i][1] for i in range(4)] == [0, 0, 1, 1]
+
+
+def test_imagenette_inside_its_archive_folder(tmp_path):
+    make_image_folder(tmp_path / "imagenette2-320", classes=("n01440764", "n02102040"), suffix=".JPEG")
+    splits = load_splits(data_config("imagenette", tmp_path))
+    assert (len(splits.train), splits.num_classes) == (8, 2)
+
+
+def test_tiny_imagenet_uses_val_annotations(tmp_path):
+    splits = load_splits(data_config("tiny_imagenet", make_tiny_imagenet(tmp_path)))
+    assert (len(splits.train), len(splits.val), splits.num_classes) == (9, 6, 3)
+    assert [splits.val[i][1] for i in range(6)] == [0, 1, 2, 0, 1, 2]
+
+
+def test_limits_take_a_fixed_subset_of_all_classes(tmp_path):
+    make_image_folder(tmp_path, classes=("a", "b", "c", "d"), train_per_class=10)
+    splits = load_splits(data_config("imagefolder", tmp_path, train_limit=12, val_limit=3))
+    labels = [splits.train[i][1] for i in range(12)]
+    assert len(splits.train) == 12 and len(splits.val) == 3 and len(set(labels)) > 1
+    again = load_splits(data_config("imagefolder", tmp_path, train_limit=12))
+    assert labels == [again.train[i][1] for i in range(12)]
+
+
+BUILDERS = {
+    "cifar10": make_cifar10,
+    "cifar100": make_cifar100,
+    "imagefolder": make_image_folder,
+    "imagenet": make_image_folder,
+    "imagenette": make_image_folder,
+    "tiny_imagenet": make_tiny_imagenet,
+    "synthetic": None,
+}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("dataset", sorted(BUILDERS))
+def test_one_training_epoch_on_each_dataset(tmp_path, dataset):
+    build = BUILDERS[dataset]
+    root = build(tmp_path / "data") if build else None
+    cfg = TrialConfig(
+        data={"dataset": dataset, "root": str(root) if root else None, "image_size": 8, "batch_size": 4,
+              "train_limit": 8 if dataset == "synthetic" else None,
+              "val_limit": 4 if dataset == "synthetic" else None},
+        model={"name": "vim_micro", "patch_size": 4},
+        train={"preset": "deit", "epochs": 1, "warmup_epochs": 0, "device": "cpu"},
+        measure={"throughput": False})
+    log = []
+    result = fit(cfg, tmp_path / "trial", on_epoch=log.append)
+    assert result["status"] == "ok" and len(log) == 1 and np.isfinite(log[0]["train_loss"])
+
+
+# ------------------------------------------------------------------------------ the errors
+
+def test_missing_root_says_where_to_get_the_dataset(tmp_path):
+    with pytest.raises(DatasetError, match=r"needs data.root.*cifar-10-python.tar.gz"):
+        load_splits(data_config("cifar10"))
+    with pytest.raises(DatasetError, match=r"does not exist.*tiny-imagenet-200.zip"):
+        load_splits(data_config("tiny_imagenet", tmp_path / "nowhere"))
+
+
+def test_cifar_missing_batch_and_malformed_pickles(tmp_path):
+    folder = make_cifar10(tmp_path) / "cifar-10-batches-py"
+    (folder / "data_batch_3").unlink()
+    with pytest.raises(DatasetError, match=r"expected data_batch_3 in .*found .*data_batch_1"):
+        load_splits(data_config("cifar10", tmp_path))
+    (folder / "data_batch_3").write_bytes(b"not a pickle")
+    with pytest.raises(DatasetError, match=r"data_batch_3 is not a readable python pickle"):
+        load_splits(data_config("cifar10", tmp_path))
+    with open(folder / "data_batch_3", "wb") as f:
+        pickle.dump({b"pixels": []}, f)
+    with pytest.raises(DatasetError, match=r"should be a dict with keys b'data' and b'labels'"):
+        load_splits(data_config("cifar10", tmp_path))
+    with open(folder / "data_batch_3", "wb") as f:
+        pickle.dump({b"data": np.zeros((2, 100), np.uint8), b"labels": [0, 1]}, f)
+    with pytest.raises(DatasetError, match=r"shape \(n, 3072\).*\(2, 100\)"):
+        load_splits(data_config("cifar10", tmp_path))
+
+
+def test_image_folder_errors_name_the_folder(tmp_path):
+    with pytest.raises(DatasetError, match=r"expected the folder .*train"):
+        load_splits(data_config("imagefolder", tmp_path))
+    make_image_folder(tmp_path / "flat")
+    for image in (tmp_path / "flat" / "val" / "cat").iterdir():
+        image.rename(tmp_path / "flat" / "val" / image.name)
+    for folder in (tmp_path / "flat" / "val").iterdir():
+        if folder.is_dir():
+            for image in folder.iterdir():
+                image.rename(tmp_path / "flat" / "val" / image.name)
+            folder.rmdir()
+    with pytest.raises(DatasetError, match=r"no class folders \(4 loose image files: sort them into"):
+        load_splits(data_config("imagenet", tmp_path / "flat"))
+    make_image_folder(tmp_path / "extra")
+    _write_image(tmp_path / "extra" / "val" / "bird" / "b.png")
+    with pytest.raises(DatasetError, match=r"class folders that .*train lacks: bird"):
+        load_splits(data_config("imagefolder", tmp_path / "extra"))
+    make_image_folder(tmp_path / "empty")
+    (tmp_path / "empty" / "train" / "fish").mkdir()
+    with pytest.raises(DatasetError, match=r"fish .* hold no image files"):
+        load_splits(data_config("imagefolder", tmp_path / "empty"))
+
+
+def test_tiny_imagenet_errors(tmp_path):
+    root = make_tiny_imagenet(tmp_path / "a")
+    (root / "tiny-imagenet-200" / "val" / "val_annotations.txt").unlink()
+    with pytest.raises(DatasetError, match=r"expected .*val_annotations.txt"):
+        load_splits(data_config("tiny_imagenet", root))
+    root = make_tiny_imagenet(tmp_path / "b")
+    annotations = root / "tiny-imagenet-200" / "val" / "val_annotations.txt"
+    annotations.write_text(annotations.read_text() + "val_0.JPEG\tn99999999\t0\t0\t1\t1\n")
+    with pytest.raises(DatasetError, match=r"line 7 names class 'n99999999'"):
+        load_splits(data_config("tiny_imagenet", root))
+    annotations.write_text("val_9.JPEG\tn01443537\t0\t0\t1\t1\n")
+    with pytest.raises(DatasetError, match=r"val_9.JPEG, which does not exist"):
+        load_splits(data_config("tiny_imagenet", root))
+
+
+def test_too_few_images_for_one_batch_is_an_error_before_training(tmp_path):
+    cfg = TrialConfig(data={"dataset": "imagefolder", "root": str(make_image_folder(tmp_path / "d")),
+                            "image_size": 8, "batch_size": 16},
+                      model={"name": "vim_micro", "patch_size": 4}, train={"epochs": 1})
+    with pytest.raises(DatasetError, match=r"8 training images per worker is fewer than data.batch_size 16"):
+        fit(cfg, tmp_path / "trial")
+
+
+def test_num_classes_only_for_synthetic():
+    with pytest.raises(ValueError, match="num_classes is only for dataset 'synthetic'"):
+        DataConfig(dataset="digits", num_classes=3)
