@@ -2,9 +2,11 @@
 // Shared by the torch binding (scan_cpu.cpp) and the per-ISA kernel builds (kernel_*.cpp).
 //
 // Layouts (row-major; NP = state padded to a multiple of 16, R = len + kPadFront + kPadBack):
-//   u, delta, z, out, ypre, dout, du, ddelta, dz    (batch, dim, len)
+//   u, delta, z, out, ypre, dout, du, ddelta, dz    (batch, dim, len) in the caller's token order;
+//                                                   with `reverse` the scan runs last token first
 //   A                                               (dim, NP)
-//   Bt, Ct, dB, dC                                  (batch, groups, R, NP), token k at row k + kPadFront,
+//   Bt, Ct, dB, dC                                  (batch, groups, R, NP), scan position k at row
+//                                                   k + kPadFront (already reversed for `reverse`),
 //                                                   pad rows zero (stencils read past both ends)
 //   D, delta_bias                                   (dim)
 //   last_state, dlast, dA_part                      (batch, dim, NP)
@@ -26,7 +28,7 @@ constexpr int64_t kStateAlign = 16;
 struct DsScanParams {
   int64_t batch, dim, len, state_pad, groups, chan_per_group, n_ckpt;
   const float *u, *delta, *A, *Bt, *Ct, *D, *z, *delta_bias;  // D, z, delta_bias may be null
-  bool softplus;
+  bool softplus, reverse;
   float *out, *last_state, *ckpt, *ypre;  // last_state, ckpt, ypre may be null
   const float *dout, *dlast;              // dlast may be null
   float *du, *ddelta, *dA_part, *dB, *dC, *dD_part, *dz, *ddb_part, *slab_parts;

@@ -32,6 +32,25 @@ static inline void ds_add_row_sums(const float* rows, int64_t count, float* out)
   }
 }
 
+// Token-indexed inputs and outputs of a pair (u, delta, z, out, ypre, dout, du, ddelta, dz) are
+// in the caller's token order; with p.reverse the scan runs from the last token to the first, so
+// scan position k is token L − 1 − k. These read / write scan positions k .. k + n − 1.
+static inline vf ds_load_tok(const DsScanParams& p, const float* base, int64_t k, int64_t n) {
+  if (!p.reverse) return ds_load_n(base + k, n);
+  const int64_t first = p.len - k - n;  // the block's lowest token
+  if (n == kW) return ds_reverse(ds_load(base + first));
+  float t[kW] = {};
+  for (int64_t i = 0; i < n; ++i) t[i] = base[p.len - 1 - k - i];
+  return ds_load(t);
+}
+static inline void ds_store_tok(const DsScanParams& p, float* base, int64_t k, vf v, int64_t n) {
+  if (!p.reverse) return ds_store_n(base + k, v, n);
+  if (n == kW) return ds_store(base + p.len - k - n, ds_reverse(v));
+  float t[kW];
+  ds_store(t, v);
+  for (int64_t i = 0; i < n; ++i) base[p.len - 1 - k - i] = t[i];
+}
+
 // Per-pair scratch: Δ after bias and softplus, and u zero-padded so that stencil reads past
 // either end need no bounds checks.
 struct PairScratch {
@@ -69,8 +88,8 @@ static void ds_prepare_pair(const DsScanParams& p, int64_t pair, const PairScrat
   for (int64_t k = L; k < L + kPadBack; ++k) ps.ub[k] = 0.0f;
   for (int64_t k = 0; k < L; k += kW) {
     const int64_t n = ds_min(kW, L - k);
-    ds_store_n(ps.ub + k, ds_load_n(u + k, n), n);
-    const vf x = ds_load_n(delta + k, n) + bias;
+    ds_store_n(ps.ub + k, ds_load_tok(p, u, k, n), n);
+    const vf x = ds_load_tok(p, delta, k, n) + bias;
     ds_store_n(ps.dt + k, p.softplus ? ds_softplus(x) : x, n);
   }
 }
@@ -123,8 +142,8 @@ static void ds_forward_pair(const DsScanParams& p, int64_t pair, const PairScrat
   for (int64_t k = 0; k < L; k += kW) {
     const int64_t n = ds_min(kW, L - k);
     const vf yk = ds_load_n(y + k, n) + D * ds_load_n(ub + k, n);
-    if (ypre) ds_store_n(ypre + k, yk, n);
-    ds_store_n(out + k, zg ? yk * ds_silu(ds_load_n(zg + k, n)) : yk, n);
+    if (ypre) ds_store_tok(p, ypre, k, yk, n);
+    ds_store_tok(p, out, k, zg ? yk * ds_silu(ds_load_tok(p, zg, k, n)) : yk, n);
   }
 }
 
@@ -147,8 +166,8 @@ static void ds_backward_pair(const DsScanParams& p, int64_t pair, const PairScra
   const float* zg = p.z ? p.z + pair * L : nullptr;
   for (int64_t k = 0; k < L; k += kW) {
     const int64_t n = ds_min(kW, L - k);
-    const vf d = ds_load_n(dout + k, n);
-    ds_store_n(dy + k, zg ? d * ds_silu(ds_load_n(zg + k, n)) : d, n);
+    const vf d = ds_load_tok(p, dout, k, n);
+    ds_store_n(dy + k, zg ? d * ds_silu(ds_load_tok(p, zg, k, n)) : d, n);
     ds_store_n(dtg + k, ds_fill<vf>(0.0f), n);
   }
   for (int64_t k = -kPadFront; k < L + kPadBack; ++k) dub[k] = 0.0f;
@@ -244,13 +263,13 @@ static void ds_backward_pair(const DsScanParams& p, int64_t pair, const PairScra
     const int64_t n = ds_min(kW, L - k);
     const vf dyk = ds_load_n(dy + k, n);  // zero past the end, so the sums below are exact
     dD += dyk * ds_load_n(ub + k, n);
-    ds_store_n(du + k, ds_load_n(dub + k, n) + dyk * D, n);
+    ds_store_tok(p, du, k, ds_load_n(dub + k, n) + dyk * D, n);
     vf draw = ds_load_n(dtg + k, n);
-    if (p.softplus) draw *= ds_softplus_grad(ds_load_n(delta + k, n) + bias);
-    ds_store_n(ddelta + k, draw, n);
+    if (p.softplus) draw *= ds_softplus_grad(ds_load_tok(p, delta, k, n) + bias);
+    ds_store_tok(p, ddelta, k, draw, n);
     ddb += draw;
     if (dz)
-      ds_store_n(dz + k, ds_load_n(dout + k, n) * ds_load_n(ypre + k, n) * ds_silu_grad(ds_load_n(zg + k, n)), n);
+      ds_store_tok(p, dz, k, ds_load_tok(p, dout, k, n) * ds_load_tok(p, ypre, k, n) * ds_silu_grad(ds_load_tok(p, zg, k, n)), n);
   }
   p.dD_part[pair] = ds_hsum(dD);
   p.ddb_part[pair] = ds_hsum(ddb);

@@ -16,6 +16,7 @@ DS_FN vf ds_load(const float* p) { return *p; }
 DS_FN void ds_store(float* p, vf v) { *p = v; }
 DS_FN float ds_hsum(vf v) { return v; }
 DS_FN vi ds_to_int(vf v) { return (int)v; }
+DS_FN vf ds_reverse(vf v) { return v; }
 DS_FN vf ds_bits_to_float(vi v) { return __builtin_bit_cast(float, v); }
 #else
 typedef float vf __attribute__((vector_size(DS_VEC_WIDTH * 4)));
@@ -37,6 +38,13 @@ DS_FN float ds_hsum(vf v) {
   return s4[0] + s4[1];
 }
 DS_FN vi ds_to_int(vf v) { return __builtin_convertvector(v, vi); }
+DS_FN vf ds_reverse(vf v) {  // lane i <- lane kW − 1 − i
+#if DS_VEC_WIDTH == 16
+  return __builtin_shufflevector(v, v, 15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0);
+#else
+  return __builtin_shufflevector(v, v, 7, 6, 5, 4, 3, 2, 1, 0);
+#endif
+}
 DS_FN vf ds_bits_to_float(vi v) { return reinterpret_cast<vf>(v); }
 #endif
 

@@ -110,16 +110,19 @@ std::optional<Tensor> f32_opt(const OptTensor& t) {
   return t ? std::optional<Tensor>(f32(*t)) : std::nullopt;
 }
 
-// (b, g, n, l) -> (b, g, kPadFront + l + kPadBack, NP), zero padded: each token's n contiguous.
-Tensor pack_tokens(const Tensor& B, int64_t state_pad) {
+// (b, g, n, l) -> (b, g, kPadFront + l + kPadBack, NP), zero padded: each token's n contiguous,
+// in scan order (last token first when `reverse`).
+Tensor pack_tokens(const Tensor& B, int64_t state_pad, bool reverse) {
   const int64_t b = B.size(0), g = B.size(1), n = B.size(2), l = B.size(3);
   Tensor out = torch::zeros({b, g, l + kPadFront + kPadBack, state_pad}, B.options().dtype(torch::kFloat32));
-  out.narrow(2, kPadFront, l).narrow(3, 0, n).copy_(B.transpose(2, 3));
+  Tensor tokens = B.transpose(2, 3);
+  out.narrow(2, kPadFront, l).narrow(3, 0, n).copy_(reverse ? tokens.flip(2) : tokens);
   return out;
 }
 
-Tensor unpack_tokens(const Tensor& packed, int64_t n, int64_t l) {
-  return packed.narrow(2, kPadFront, l).narrow(3, 0, n).transpose(2, 3);
+Tensor unpack_tokens(const Tensor& packed, int64_t n, int64_t l, bool reverse) {
+  Tensor tokens = packed.narrow(2, kPadFront, l).narrow(3, 0, n);
+  return (reverse ? tokens.flip(2) : tokens).transpose(2, 3);
 }
 
 // The validated call: shapes, devices, dtypes, fp32 copies and the kernel layouts.
@@ -128,11 +131,13 @@ struct Call {
   Tensor u, delta, A, Bt, Ct;
   OptTensor D, z, delta_bias;
   int method;
+  bool reverse;
   const Isa* isa;
 
   Call(const Tensor& u_, const Tensor& delta_, const Tensor& A_, const Tensor& B_, const Tensor& C_,
        const OptTensor& D_, const OptTensor& z_, const OptTensor& bias_, const std::string& key,
-       const std::string& isa_name) {
+       bool reverse_, const std::string& isa_name)
+      : reverse(reverse_) {
     TORCH_CHECK(u_.dim() == 3, "discbench CPU scan: u must be (b, d, l), got shape ", u_.sizes());
     b = u_.size(0), d = u_.size(1), l = u_.size(2);
     TORCH_CHECK(A_.dim() == 2 && A_.size(0) == d, "discbench CPU scan: A must be (d=", d,
@@ -158,8 +163,8 @@ struct Call {
     // Padded state lanes get a = −1 (finite weights) and B = C = 0, so they stay 0 throughout.
     A = torch::full({d, np}, -1.0f, u.options());
     A.narrow(1, 0, n).copy_(A_);
-    Bt = pack_tokens(B_, np);
-    Ct = pack_tokens(C_, np);
+    Bt = pack_tokens(B_, np, reverse);
+    Ct = pack_tokens(C_, np, reverse);
     D = f32_opt(D_);
     z = f32_opt(z_);
     delta_bias = f32_opt(bias_);
@@ -175,17 +180,21 @@ struct Call {
     p.Bt = Bt.data_ptr<float>(), p.Ct = Ct.data_ptr<float>();
     p.D = ptr_or_null(D), p.z = ptr_or_null(z), p.delta_bias = ptr_or_null(delta_bias);
     p.softplus = softplus;
+    p.reverse = reverse;
     return p;
   }
 };
 
 // Returns [out (u's dtype), last_state (b, d, n) or empty, ckpt or empty, y before the gate or
-// empty]; ckpt and y are what `backward` needs (only when `for_backward`).
+// empty]; ckpt and y are what `backward` needs (only when `for_backward`). With `reverse` the
+// scan runs from the last token to the first (the flipped scan of a bidirectional block) while
+// inputs and output stay in token order: flip(scan(flip(inputs))) without the copies.
 std::vector<Tensor> forward(const Tensor& u, const Tensor& delta, const Tensor& A, const Tensor& B,
                             const Tensor& C, const OptTensor& D, const OptTensor& z,
                             const OptTensor& delta_bias, bool softplus, const std::string& method,
-                            bool return_last_state, bool for_backward, const std::string& isa) {
-  Call call(u, delta, A, B, C, D, z, delta_bias, method, isa);
+                            bool reverse, bool return_last_state, bool for_backward,
+                            const std::string& isa) {
+  Call call(u, delta, A, B, C, D, z, delta_bias, method, reverse, isa);
   auto opts = call.u.options();
   Tensor out = torch::empty({call.b, call.d, call.l}, opts);
   Tensor last = return_last_state ? torch::zeros({call.b, call.d, call.np}, opts) : Tensor();
@@ -211,9 +220,9 @@ std::vector<Tensor> forward(const Tensor& u, const Tensor& delta, const Tensor& 
 std::vector<Tensor> backward(const Tensor& u, const Tensor& delta, const Tensor& A, const Tensor& B,
                              const Tensor& C, const OptTensor& D, const OptTensor& z,
                              const OptTensor& delta_bias, bool softplus, const std::string& method,
-                             const Tensor& ckpt, const OptTensor& ypre, const Tensor& dout,
-                             const OptTensor& dlast, const std::string& isa) {
-  Call call(u, delta, A, B, C, D, z, delta_bias, method, isa);
+                             bool reverse, const Tensor& ckpt, const OptTensor& ypre,
+                             const Tensor& dout, const OptTensor& dlast, const std::string& isa) {
+  Call call(u, delta, A, B, C, D, z, delta_bias, method, reverse, isa);
   check_tensor("dout", dout, {call.b, call.d, call.l});
   TORCH_CHECK(ckpt.sizes() == c10::IntArrayRef({call.b, call.d, call.n_ckpt(), call.np}),
               "discbench CPU scan: checkpoints do not match the inputs");
@@ -269,8 +278,8 @@ std::vector<Tensor> backward(const Tensor& u, const Tensor& delta, const Tensor&
   return {like(du, u),
           like(ddelta, delta),
           like(dA_part.sum(0).narrow(1, 0, call.n), A),
-          like(unpack_tokens(dB, call.n, l), B).contiguous(),
-          like(unpack_tokens(dC, call.n, l), C).contiguous(),
+          like(unpack_tokens(dB, call.n, l, reverse), B).contiguous(),
+          like(unpack_tokens(dC, call.n, l, reverse), C).contiguous(),
           D ? like(dD_part.sum(0), *D) : Tensor(),
           z ? like(dz, *z) : Tensor(),
           delta_bias ? like(ddb_part.sum(0), *delta_bias) : Tensor()};

@@ -179,7 +179,7 @@ PRESETS: dict[str, dict[str, Any]] = {
 
 class MeasureConfig(Strict):
     throughput: bool = True  # inference images/s after training (first batch size, trained size)
-    batch_sizes: list[Annotated[int, Field(gt=0)]] = Field(default_factory=lambda: [64])
+    batch_sizes: list[Annotated[int, Field(gt=0)]] = Field(default_factory=lambda: [64], min_length=1)
     resolutions: list[Annotated[int, Field(gt=0)]] = Field(default_factory=list)
     warmup: int = Field(2, ge=0)  # untimed forward passes before timing
     repeats: int = Field(5, gt=0)  # timed forward passes

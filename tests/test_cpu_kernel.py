@@ -184,7 +184,7 @@ def test_float64_is_refused_with_a_clear_error():
     with pytest.raises(ValueError, match="backend 'cpu' takes float32, bfloat16, got float64"):
         selective_scan(*args, backend="cpu")
     with pytest.raises(RuntimeError, match="u must be float32 or bfloat16, got Double"):
-        cpu.extension().forward(*args, None, None, None, False, "zoh/canonical", False, False, "auto")
+        cpu.extension().forward(*args, None, None, None, False, "zoh/canonical", False, False, False, "auto")
 
 
 def test_direct_kernel_calls_check_shapes_devices_methods_and_isas():
@@ -193,7 +193,7 @@ def test_direct_kernel_calls_check_shapes_devices_methods_and_isas():
     base = [t[k] for k in ("u", "delta", "A", "B", "C")]
 
     def call(*args, method="zoh/canonical", isa="auto"):
-        return ext.forward(*args, None, None, None, False, method, False, False, isa)
+        return ext.forward(*args, None, None, None, False, method, False, False, False, isa)
 
     with pytest.raises(RuntimeError, match=r"delta must have shape \[2, 6, 5\]"):
         call(base[0], base[1][:, :, :4], *base[2:])
@@ -299,3 +299,38 @@ def test_a_compile_error_is_summarised_and_auto_falls_back_once_with_the_reason(
     torch.testing.assert_close(out, selective_scan(*args, backend="torch"))
     with pytest.raises(RuntimeError, match="backend 'cpu' is not available: compiling"):
         selective_scan(*args, backend="cpu")
+
+
+def _flip_tokens(inputs):
+    out = dict(inputs)
+    for key in ("u", "delta", "z", "B", "C"):
+        if out[key] is not None:
+            out[key] = out[key].flip(-1)
+    return out
+
+
+@pytest.mark.parametrize("method", ["rk4/canonical", "polynomial/canonical", "highorder/paper", "zoh/paper"])
+@pytest.mark.parametrize("l", [37, 48])
+def test_reversed_scan_equals_the_scan_of_flipped_tokens(method, l):
+    inputs = make_inputs(l=l, g=2)
+    leaves = {k: (v.detach().clone().requires_grad_() if v is not None else None) for k, v in inputs.items()}
+    out, last = cpu.selective_scan_reversed(
+        leaves["u"], leaves["delta"], leaves["A"], leaves["B"], leaves["C"], D=leaves["D"], z=leaves["z"],
+        delta_bias=leaves["delta_bias"], delta_softplus=True, return_last_state=True, method=method,
+    )
+    gen = torch.Generator().manual_seed(3)
+    gout, glast = torch.randn(out.shape, generator=gen), torch.randn(last.shape, generator=gen)
+    ((out * gout).sum() + (last * glast).sum()).backward()
+    got = {"out": out.detach(), "last": last.detach(), **{"d" + k: v.grad for k, v in leaves.items()}}
+
+    flipped = {k: (v.double().requires_grad_() if v is not None else None) for k, v in _flip_tokens(inputs).items()}
+    ref_out, ref_last = selective_scan(
+        flipped["u"], flipped["delta"], flipped["A"], flipped["B"], flipped["C"], D=flipped["D"], z=flipped["z"],
+        delta_bias=flipped["delta_bias"], delta_softplus=True, return_last_state=True, method=method,
+        backend="reference",
+    )
+    ((ref_out * gout.double().flip(-1)).sum() + (ref_last * glast.double()).sum()).backward()
+    want = {"out": ref_out.detach().flip(-1), "last": ref_last.detach()}
+    for key, v in flipped.items():
+        want["d" + key] = v.grad.flip(-1) if key in ("u", "delta", "z", "B", "C") else v.grad
+    assert_matches(got, want)

@@ -175,11 +175,13 @@ BUILDERS = {
 def test_one_training_epoch_on_each_dataset(tmp_path, dataset):
     build = BUILDERS[dataset]
     root = build(tmp_path / "data") if build else None
+    # imagefolder at 40 px takes the random-resized-crop branch (inputs > 32 px), the rest at 8 px
+    image_size, patch_size = (40, 8) if dataset == "imagefolder" else (8, 4)
     cfg = TrialConfig(
-        data={"dataset": dataset, "root": str(root) if root else None, "image_size": 8, "batch_size": 4,
+        data={"dataset": dataset, "root": str(root) if root else None, "image_size": image_size, "batch_size": 4,
               "train_limit": 8 if dataset == "synthetic" else None,
               "val_limit": 4 if dataset == "synthetic" else None},
-        model={"name": "vim_micro", "patch_size": 4},
+        model={"name": "vim_micro", "patch_size": patch_size},
         train={"preset": "deit", "epochs": 1, "warmup_epochs": 0, "device": "cpu"},
         measure={"throughput": False})
     log = []

@@ -124,8 +124,8 @@ def test_every_method_trains_both_directions(key):
 def test_bidirectional_strategies_own_their_parameters(bidirectional, owned):
     model = micro(bidirectional=bidirectional)
     mixer = model.layers[0].mixer
-    backward = {n.split(".")[0] for n, _ in mixer.named_parameters() if n.split(".")[0].endswith("_b")
-                or n.startswith("A_b_log")}
+    modules = {n.split(".")[0] for n, _ in mixer.named_parameters()}
+    backward = {m for m in modules if m.endswith("_b") or m == "A_b_log"}
     assert backward == owned
     F.cross_entropy(model(images()), torch.tensor([1, 2])).backward()
     for n, p in mixer.named_parameters():
@@ -139,8 +139,9 @@ def _mirror_backward_from_forward(mixer) -> None:
             mixer.conv1d_b.load_state_dict(mixer.conv1d.state_dict())
         mixer.x_proj_b.load_state_dict(mixer.x_proj.state_dict())
         mixer.dt_proj_b.load_state_dict(mixer.dt_proj.state_dict())
-        mixer.A_b_log.copy_(mixer.A_log * (1 + 0.3 * torch.rand_like(mixer.A_log)))
-        mixer.A_log.copy_(mixer.A_b_log)
+        # Poles spread off the S4D grid, so that a mix-up of A and A_b would show.
+        mixer.A_log.copy_(mixer.A_log * (1 + 0.3 * torch.rand_like(mixer.A_log)))
+        mixer.A_b_log.copy_(mixer.A_log)
         mixer.D_b.copy_(mixer.D)
 
 

@@ -19,18 +19,25 @@ Tensor = torch.Tensor
 def recurrence_doubling(transition: Tensor, drive: Tensor) -> Tensor:
     """All states along dim 2 by doubling; (b, d, l, n) -> (b, d, l, n)."""
     length = drive.shape[2]
+    # Only an unstable Ā (canonical rk4 beyond its bound) can overflow a span product.
+    may_overflow = bool((transition.abs() > 1).any())
     a, x = transition, drive
     step = 1
     while step < length:
         # Element k absorbs the prefix ending at k - step; the first `step` have none.
-        a_prev, x_prev = a[:, :, :-step], x[:, :, :-step]
-        a_span = a[:, :, step:]
-        # An unstable Ā (canonical rk4 beyond its bound) can overflow the span product to inf
-        # over a stretch of zero drive; the loop's Ā·0 is 0 there, so use 0 instead of inf·0 = nan.
-        overflowed = (x_prev == 0) & ~torch.isfinite(a_span)
-        a_used = torch.where(overflowed, torch.zeros_like(a_span), a_span)
-        x = torch.cat([x[:, :, :step], a_used * x_prev + x[:, :, step:]], dim=2)
-        a = torch.cat([a[:, :, :step], a_span * a_prev], dim=2)
+        a_span, a_prev, x_prev = a[:, :, step:], a[:, :, :-step], x[:, :, :-step]
+        if may_overflow:
+            # Over a stretch of zero drive the product can reach inf; the loop's Ā·0 is 0
+            # there, so use 0 instead of inf·0 = nan.
+            overflowed = (x_prev == 0) & ~torch.isfinite(a_span)
+            a_span = torch.where(overflowed, torch.zeros_like(a_span), a_span)
+        x_next = x.clone()
+        x_next[:, :, step:] += a_span * x_prev
+        if 2 * step < length:  # the last round's products are never read
+            a_next = a.clone()
+            a_next[:, :, step:] *= a_prev
+            a = a_next
+        x = x_next
         step *= 2
     return x
 

@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from ..methods import Method
+from ..phi import shared_phi
 
 Tensor = torch.Tensor
 
@@ -43,8 +44,9 @@ def discretize(
     transition = method.transition(z)
     v = B.permute(0, 1, 3, 2) * u.unsqueeze(-1)  # (b, d, l, n)
     drive = torch.zeros_like(z)
-    for tap in method.taps:
-        drive = drive + tap.weight(z, a, dt) * shift_tokens(v, tap.offset)
+    with shared_phi():
+        for tap in method.taps:
+            drive = drive + tap.weight(z, a, dt) * shift_tokens(v, tap.offset)
     return transition, drive * dt
 
 

@@ -1,0 +1,48 @@
+"""One trial trained by 2 data-parallel CPU workers under Ray Train (gloo)."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from discbench.config import TrialConfig
+from discbench.train import CHECKPOINT_NAME
+
+EPOCH_KEYS = {"epoch", "train_loss", "val_loss", "top1", "top5", "lr", "images_per_s", "epoch_time_s",
+              "peak_mem_mb"}
+
+
+@pytest.fixture(scope="module")
+def local_ray():
+    ray = pytest.importorskip("ray")
+    started = not ray.is_initialized()
+    if started:
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield ray
+    if started:
+        ray.shutdown()
+
+
+@pytest.mark.slow
+def test_two_cpu_workers_train_one_trial_and_resume_from_its_checkpoint(tmp_path, local_ray):
+    from discbench.distributed import fit_distributed
+
+    cfg = TrialConfig(
+        data={"dataset": "digits", "image_size": 8, "train_limit": 128, "val_limit": 64, "batch_size": 16},
+        model={"name": "vim_micro", "patch_size": 4},
+        train={"preset": "digits", "epochs": 2},
+        measure={"throughput": True, "batch_sizes": [8], "repeats": 1})
+    log, starts = [], []
+    result = fit_distributed(cfg, tmp_path, workers=2, on_epoch=log.append, on_start=starts.append)
+    assert starts == [0] and [r["epoch"] for r in log] == [1, 2]
+    assert all(set(r) == EPOCH_KEYS and math.isfinite(r["train_loss"]) for r in log)
+    assert result["status"] == "ok" and result["epochs_done"] == 2
+    assert result["top1"] == log[-1]["top1"] and result["infer_images_per_s"] > 0
+    # 2 workers × 16 images per step: 128 images make 4 steps of 32 per epoch
+    assert result["train_images_per_s"] > 0 and (tmp_path / CHECKPOINT_NAME).is_file()
+
+    # Both workers load the finished checkpoint; nothing is left to train.
+    again_log, again_starts = [], []
+    again = fit_distributed(cfg, tmp_path, workers=2, on_epoch=again_log.append, on_start=again_starts.append)
+    assert again_starts == [2] and again_log == [] and again["top1"] == result["top1"]
