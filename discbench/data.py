@@ -254,7 +254,7 @@ def _images_in(folder: Path) -> list[Path]:
     return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
 
 
-def _class_folders(split_dir: Path, dataset: str, split: str) -> list[Path]:
+def _class_folders(split_dir: Path, dataset: str) -> list[Path]:
     if not split_dir.is_dir():
         raise DatasetError(f"dataset {dataset!r}: expected the folder {split_dir} with one sub-folder "
                            f"of images per class; found {_listing(split_dir.parent)} in "
@@ -274,8 +274,8 @@ def _class_folders(split_dir: Path, dataset: str, split: str) -> list[Path]:
 
 def _image_folder_tree(data: DataConfig, subfolders: Sequence[str] = ()) -> Splits:
     root = _locate(_need_root(data), subfolders, "train")
-    train_folders = _class_folders(root / "train", data.dataset, "train")
-    val_folders = _class_folders(root / "val", data.dataset, "val")
+    train_folders = _class_folders(root / "train", data.dataset)
+    val_folders = _class_folders(root / "val", data.dataset)
     classes = tuple(f.name for f in train_folders)
     val_classes = tuple(f.name for f in val_folders)
     if set(val_classes) - set(classes):

@@ -15,6 +15,17 @@ from discbench.config import DataConfig, TrainConfig, TrialConfig
 from discbench.data import DatasetError, SyntheticImages, build_datasets, load_splits
 from discbench.train import fit
 
+
+@pytest.fixture(autouse=True)
+def one_torch_thread():
+    """These models are tiny: a second thread gains nothing, and when the other core is busy
+    (another test process, another job) OpenMP loops that wait for it run ~20× slower."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 RNG = np.random.default_rng(0)
 
 

@@ -21,6 +21,17 @@ RESULT_KEYS = {"status", "top1", "top5", "train_loss", "epochs_done", "train_tim
 DETERMINISTIC_KEYS = ("epoch", "train_loss", "val_loss", "top1", "top5", "lr")
 
 
+@pytest.fixture(autouse=True)
+def one_torch_thread():
+    """These models are tiny: a second thread gains nothing, and when the other core is busy
+    (another test process, another job) OpenMP loops that wait for it run ~20× slower."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+
 def tiny_trial(**overrides) -> TrialConfig:
     """vim_micro on 8×8 digits (4 tokens), 128 training images: seconds per epoch."""
     spec = {

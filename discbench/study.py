@@ -1,0 +1,615 @@
+"""Study files: the YAML schema, its expansion into trials, `-o key=value` overrides and the
+`discbench validate` command.
+
+A study file (see studies/*.yaml):
+
+    name: digits                     # results go to results/<name>/
+    description: what it reproduces
+    kind: train                      # train | numerics | kernels | resolution
+    methods: [zoh, foh, zoh/paper]   # "method" (canonical) or "method/variant", or "all"
+    data: {dataset: digits, image_size: 16, batch_size: 64}     # TrialConfig.data
+    model: {name: vim_micro, patch_size: 4, kwargs: {}}          # family+size as a timm name; kwargs override
+    train: {preset: digits, epochs: 8}                           # preset + overrides (TrainConfig)
+    measure: {throughput: true, batch_sizes: [64]}               # after training
+    seed: 0
+    grid: {seed: [0, 1], train.lr: [1e-3, 3e-3]}   # axes over any trial config key (dotted)
+    trials: [{method: foh/paper, train.epochs: 2}] # explicit extra trials
+    resources: {cpus: 1, gpus: 0, workers: 1}      # per trial; workers > 1: data parallel
+    retries: 1                                     # re-runs of a trial that raised
+    max_concurrent: 2
+    numerics: {...} | kernels: {...}               # parameters of those kinds
+
+The trials are methods × grid (the cartesian product, in file order) followed by the explicit
+trials. A grid axis whose values are mappings merges each mapping into the key (so one axis can
+set several keys together, e.g. `model.kwargs: [{cls_token: none, pool: max}, {cls_token: head}]`).
+Every trial is validated with `TrialConfig` once, here; errors name the file, the field path as
+written in the study, the bad value and the allowed values.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import functools
+import hashlib
+import itertools
+import json
+import re
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from .config import TrialConfig
+from .methods import METHOD_NAMES, METHODS, VARIANTS
+
+KINDS = ("train", "numerics", "kernels", "resolution")
+# Trial config keys a study sets at its top level (the rest are study settings).
+TRIAL_SECTIONS = ("data", "model", "train", "measure", "seed")
+# Datasets that live in the user's files and so need data.root.
+GENERATED_DATASETS = ("digits", "synthetic")
+TRIAL_ID_MAX = 96
+STUDY_NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
+
+
+class StudyError(ValueError):
+    """A study file that cannot run; `problems` lists every problem found, one per line."""
+
+    def __init__(self, problems: list[str]):
+        self.problems = problems
+        super().__init__("\n".join(problems))
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Resources(_Strict):
+    """What one trial asks the Ray cluster for. workers > 1: that many data-parallel Ray Train
+    workers, each with `cpus` CPUs and `gpus` GPUs."""
+
+    cpus: float = Field(1.0, gt=0)
+    gpus: float = Field(0.0, ge=0)
+    workers: int = Field(1, ge=1)
+
+
+class NumericsParams(_Strict):
+    """Convergence on h' = a h + v(t) (discbench.numerics) at these step counts."""
+
+    steps: list[Annotated[int, Field(gt=0)]] = Field(default_factory=lambda: [40, 80, 160, 320, 640],
+                                                     min_length=2)
+    pole: float = Field(-2.0, lt=0)  # a
+    horizon: float = Field(3.0, gt=0)  # T
+    backend: Literal["reference", "torch", "cpu"] = "reference"
+
+
+class KernelsParams(_Strict):
+    """Scan timings (discbench.bench.time_scan) per backend × length × pass."""
+
+    backends: list[Literal["cpu", "torch", "reference", "triton", "mamba_ref"]] = Field(
+        default_factory=lambda: ["cpu", "torch"], min_length=1)
+    lengths: list[Annotated[int, Field(gt=0)]] = Field(default_factory=lambda: [197], min_length=1)
+    batch: int = Field(8, gt=0)
+    dim: int = Field(384, gt=0)
+    state: int = Field(16, gt=0)
+    passes: list[Literal["fwd", "fwd+bwd"]] = Field(default_factory=lambda: ["fwd", "fwd+bwd"], min_length=1)
+    repeats: int = Field(5, gt=0)
+    dtype: Literal["float32", "bfloat16"] = "float32"
+
+
+KIND_PARAMS: dict[str, type[BaseModel]] = {"numerics": NumericsParams, "kernels": KernelsParams}
+
+
+class StudySpec(_Strict):
+    """The study file's top level (trial sections stay mappings here; TrialConfig checks them)."""
+
+    name: str = Field(pattern=STUDY_NAME)
+    description: str = Field(min_length=1)
+    kind: Literal[KINDS] = "train"  # type: ignore[valid-type]
+    methods: list[str] | Literal["all"] = Field(min_length=1)
+    data: dict[str, Any] = Field(default_factory=dict)
+    model: dict[str, Any] = Field(default_factory=dict)
+    train: dict[str, Any] = Field(default_factory=dict)
+    measure: dict[str, Any] = Field(default_factory=dict)
+    seed: int = 0
+    grid: dict[str, list[Any]] = Field(default_factory=dict)
+    trials: list[dict[str, Any]] = Field(default_factory=list)
+    resources: Resources = Field(default_factory=Resources)
+    retries: int = Field(1, ge=0)
+    max_concurrent: int | None = Field(None, gt=0)
+    numerics: NumericsParams | None = None
+    kernels: KernelsParams | None = None
+
+
+@dataclass(frozen=True)
+class Trial:
+    """One trial: its id, what kind of work it is, its validated config and resources."""
+
+    trial_id: str
+    kind: str
+    config: TrialConfig
+    params: dict[str, Any]  # the kind's parameters (numerics/kernels), {} for train/resolution
+    resources: Resources
+    origin: str  # where in the study file it comes from, for messages
+
+    @property
+    def method_key(self) -> str:
+        return self.config.method_key
+
+    def resolved(self) -> dict[str, Any]:
+        """The full resolved config as stored with the results: the trial config with the
+        training recipe filled in from its preset, the kind and the kind's parameters."""
+        values = self.config.model_dump(mode="json")
+        values["train"] = self.config.train.resolved().model_dump(mode="json")
+        values["kind"] = self.kind
+        if self.params:
+            values[self.kind] = self.params
+        return values
+
+
+@dataclass
+class Study:
+    """A validated study file and its trials."""
+
+    path: Path
+    source: str  # the file's text
+    spec: StudySpec
+    trials: list[Trial]
+    overrides: list[str] = field(default_factory=list)
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+
+# ----------------------------------------------------------------------------- overrides
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """'train.epochs=1' -> ('train.epochs', 1); the value is parsed as YAML (so 1e-3, [0, 1],
+    true, null and {a: 1} work; quote a string that would parse as something else)."""
+    key, sep, raw = text.partition("=")
+    key = key.strip()
+    if not sep or not key or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z0-9_]+)*", key):
+        raise StudyError([f"override {text!r}: expected key=value with a dotted key, e.g. "
+                          f"train.epochs=1 or data.root=/data/imagenet"])
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError as exc:
+        raise StudyError([f"override {text!r}: the value is not valid YAML ({exc})"]) from None
+    return key, value
+
+
+def _set_dotted(target: dict, key: str, value: Any) -> None:
+    parts = key.split(".")
+    for part in parts[:-1]:
+        if not isinstance(target.get(part), dict):
+            target[part] = {}
+        target = target[part]
+    target[parts[-1]] = value
+
+
+def _deep_merge(base: dict, extra: dict) -> dict:
+    out = copy.deepcopy(base)
+    for key, value in extra.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _deep_merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def _nest(flat: dict[str, Any]) -> dict[str, Any]:
+    """{'train.epochs': 1, 'model': {'name': x}} -> nested dict (dotted keys expanded)."""
+    out: dict[str, Any] = {}
+    for key, value in flat.items():
+        nested: dict[str, Any] = {}
+        _set_dotted(nested, key, copy.deepcopy(value))
+        out = _deep_merge(out, nested)
+    return out
+
+
+def _apply_overrides(raw: dict, overrides: list[tuple[str, Any]], notes: list[str]) -> dict:
+    """Overrides replace values of the study. A trial config key (data.*, model.*, train.*,
+    measure.*, seed) is set for every trial: it also replaces a grid axis over that key and
+    the value in explicit trials."""
+    raw = copy.deepcopy(raw)
+    for key, value in overrides:
+        head = key.split(".")[0]
+        if head in TRIAL_SECTIONS:
+            if not isinstance(raw.get(head), dict) and head != "seed":
+                raw[head] = {}
+            if head == "seed":
+                raw["seed"] = value
+            else:
+                _set_dotted(raw, key, value)
+            grid = raw.get("grid")
+            if isinstance(grid, dict):
+                for axis in [a for a in grid if a == key or a.startswith(key + ".") or key.startswith(a + ".")]:
+                    if axis == key or axis.startswith(key + "."):
+                        notes.append(f"override {key}: replaces grid axis {axis}")
+                        del grid[axis]
+            for trial in raw.get("trials") or []:
+                if isinstance(trial, dict):
+                    for tkey in [t for t in trial if t == key or t.startswith(key + ".")]:
+                        del trial[tkey]
+                    if isinstance(trial.get(head), dict) and "." in key:
+                        _set_dotted(trial, key, value)
+        else:
+            _set_dotted(raw, key, value)
+    return raw
+
+
+# ----------------------------------------------------------------------------- errors
+
+def _describe(value: Any) -> str:
+    text = json.dumps(value, default=str) if not isinstance(value, str) else repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def _model_at(model: type[BaseModel], loc: tuple) -> type[BaseModel] | None:
+    """The pydantic model class that holds the field at loc[-1] (None if not a model)."""
+    current: Any = model
+    for part in loc[:-1]:
+        if not (isinstance(current, type) and issubclass(current, BaseModel)):
+            return None
+        info = current.model_fields.get(str(part))
+        if info is None:
+            return None
+        current = info.annotation
+        if not (isinstance(current, type) and issubclass(current, BaseModel)):
+            args = [a for a in getattr(current, "__args__", ()) if isinstance(a, type) and issubclass(a, BaseModel)]
+            current = args[0] if args else None
+    return current if isinstance(current, type) and issubclass(current, BaseModel) else None
+
+
+def _error_text(error: dict, model: type[BaseModel]) -> str:
+    """'<problem>; got <value>; allowed: <values>' for one pydantic error."""
+    kind, ctx, loc = error["type"], error.get("ctx") or {}, error["loc"]
+    got = f"got {_describe(error.get('input'))}"
+    if kind == "extra_forbidden":
+        holder = _model_at(model, loc)
+        valid = ", ".join(holder.model_fields) if holder else "see the documentation"
+        return f"unknown key; valid keys here: {valid}"
+    if kind == "missing":
+        return "required but missing"
+    if kind == "literal_error":
+        return f"{got}; allowed: {ctx.get('expected')}"
+    if kind in ("greater_than", "greater_than_equal", "less_than", "less_than_equal"):
+        sign = {"greater_than": ">", "greater_than_equal": "≥", "less_than": "<", "less_than_equal": "≤"}[kind]
+        bound = next(iter(ctx.values()))
+        return f"{got}; must be {sign} {bound}"
+    if kind == "value_error":
+        return f"{str(ctx.get('error', error['msg']))}"
+    if kind == "too_short":
+        return f"{got}; needs at least {ctx.get('min_length')} item(s)"
+    if kind == "string_pattern_mismatch":
+        return f"{got}; must match {ctx.get('pattern')} (letters, digits, _ . -)"
+    expected = error["msg"].replace("Input should be ", "expected ")
+    return f"{got}; {expected}"
+
+
+def _loc_path(loc: tuple) -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (("." if out else "") + str(part))
+    return out
+
+
+# ----------------------------------------------------------------------------- loading
+
+def _read_yaml(path: Path) -> tuple[str, dict]:
+    if not path.is_file():
+        raise StudyError([f"{path}: no such study file (studies live in studies/*.yaml)"])
+    text = path.read_text()
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise StudyError([f"{path}: not valid YAML{where}: {problem}"]) from None
+    if not isinstance(raw, dict):
+        raise StudyError([f"{path}: a study file is a YAML mapping (name:, description:, methods:, …); "
+                          f"got {type(raw).__name__}"])
+    return text, raw
+
+
+def _method_keys(path: Path, methods: list[str] | str, where: str) -> tuple[list[str], list[str]]:
+    """Method keys 'name/variant' from the study's list, and the problems found."""
+    if methods == "all":
+        return list(METHODS), []
+    keys, problems = [], []
+    for i, spec in enumerate(methods):
+        name, _, variant = str(spec).partition("/")
+        variant = variant or "canonical"
+        if name not in METHOD_NAMES or variant not in VARIANTS:
+            problems.append(f"{path}: {where}[{i}]: unknown method {_describe(spec)}; allowed: "
+                            f"{', '.join(METHOD_NAMES)}, each optionally /{' or /'.join(VARIANTS)} "
+                            f"(e.g. zoh/paper), or `all`")
+            continue
+        keys.append(f"{name}/{variant}")
+    seen = [k for i, k in enumerate(keys) if k in keys[:i]]
+    if seen:
+        problems.append(f"{path}: {where}: {', '.join(sorted(set(seen)))} listed twice")
+    return keys, problems
+
+
+def _slug(value: Any) -> str:
+    if isinstance(value, dict):
+        return "+".join(f"{k}-{_slug(v)}" for k, v in value.items())
+    if isinstance(value, (list, tuple)):
+        return "-".join(_slug(v) for v in value)
+    text = re.sub(r"[^A-Za-z0-9.+-]+", "_", str(value)).strip("_")
+    return text or "x"
+
+
+def _trial_id(method_key: str, settings: list[tuple[str, Any]]) -> str:
+    parts = [method_key.replace("/", "-")] + [f"{key.split('.')[-1]}={_slug(v)}" for key, v in settings]
+    text = "__".join(parts)
+    if len(text) > TRIAL_ID_MAX:
+        digest = hashlib.sha1(text.encode()).hexdigest()[:8]
+        text = text[:TRIAL_ID_MAX - 9] + "_" + digest
+    return text
+
+
+def _origin_path(loc: tuple, origins: dict[str, str]) -> str:
+    """The study-file path of the value at trial-config `loc`: the longest dotted prefix of
+    loc that a grid axis, explicit trial or override set, else the base section."""
+    dotted = [str(p) for p in loc]
+    for n in range(len(dotted), 0, -1):
+        prefix = ".".join(dotted[:n])
+        if prefix in origins:
+            rest = _loc_path(tuple(loc[n:]))
+            source = origins[prefix]
+            return source + (("." + rest if not rest.startswith("[") else rest) if rest else "")
+    return _loc_path(loc)
+
+
+def _flat_origins(prefix: str, value: Any, source: str, out: dict[str, str]) -> None:
+    out[prefix] = source
+    if isinstance(value, dict):
+        for key, sub in value.items():
+            _flat_origins(f"{prefix}.{key}", sub, f"{source}.{key}", out)
+
+
+def _check_model(cfg: TrialConfig) -> str | None:
+    """Build the trial's model on the meta device (no memory, no weights): catches an unknown
+    model name, unknown or bad model.kwargs, a patch size that does not divide the image."""
+    return _check_model_cached(json.dumps(cfg.model.model_dump(mode="json"), sort_keys=True),
+                               cfg.data.image_size, cfg.method, cfg.variant)
+
+
+@functools.lru_cache(maxsize=256)
+def _check_model_cached(model_json: str, image_size: int, method: str, variant: str) -> str | None:
+    import timm
+    import torch
+
+    from .models import VIM_MODEL_NAMES
+    from .scan import BACKENDS
+
+    model = json.loads(model_json)
+    name = model["name"]
+    if not timm.is_model(name):
+        return (f"model.name: unknown model {name!r}; allowed: {', '.join(VIM_MODEL_NAMES)} or a timm "
+                f"model (e.g. deit_tiny_patch16_224)")
+    if model["scan_backend"] not in ("auto", *BACKENDS):
+        return (f"model.scan_backend: got {model['scan_backend']!r}; allowed: auto, {', '.join(BACKENDS)}")
+    kwargs = dict(model["kwargs"], num_classes=10, img_size=image_size)
+    if model["patch_size"] is not None:
+        kwargs["patch_size"] = model["patch_size"]
+    if name in VIM_MODEL_NAMES:
+        kwargs.update(discretization=method, variant=variant, scan_backend=model["scan_backend"])
+    # One block is enough to check every argument; a full-depth Vim-B would cost ~0.4 GB.
+    shallow = {**kwargs, "depth": 1} if "depth" not in kwargs else kwargs
+    try:
+        try:
+            timm.create_model(name, pretrained=False, **shallow)
+        except TypeError:
+            timm.create_model(name, pretrained=False, **kwargs)  # a model without `depth`
+    except (TypeError, ValueError, AssertionError, RuntimeError) as exc:
+        return f"model: {name} with {_describe(model['kwargs'])} cannot be built: {exc}"
+    return None
+
+
+def _expand(path: Path, spec: StudySpec, raw: dict, override_keys: set[str]) -> tuple[list[Trial], list[str]]:
+    problems: list[str] = []
+    method_keys, method_problems = _method_keys(path, spec.methods, "methods")
+    problems += method_problems
+    base = {key: copy.deepcopy(raw[key]) for key in TRIAL_SECTIONS if key in raw}
+    base_origins: dict[str, str] = {}
+    for key, value in base.items():
+        _flat_origins(key, value, f"-o {key}" if key in override_keys else key, base_origins)
+    for key in override_keys:
+        if key.split(".")[0] in TRIAL_SECTIONS:
+            base_origins[key] = f"-o {key}"
+
+    for axis, values in spec.grid.items():
+        if axis.split(".")[0] in ("method", "variant", "methods"):
+            problems.append(f"{path}: grid.{axis}: methods are not a grid axis; list them under `methods:`")
+        elif axis.split(".")[0] not in TRIAL_SECTIONS:
+            problems.append(f"{path}: grid.{axis}: not a trial config key; a grid axis is a dotted key "
+                            f"under {', '.join(TRIAL_SECTIONS)} (e.g. train.epochs, seed, model.name)")
+        if not values:
+            problems.append(f"{path}: grid.{axis}: empty list of values; give at least one value "
+                            f"(or remove the axis)")
+        repeated = [v for i, v in enumerate(values) if v in values[:i]]
+        if repeated:
+            problems.append(f"{path}: grid.{axis}: value {_describe(repeated[0])} appears twice")
+    if problems:
+        return [], problems
+
+    candidates: list[tuple[str, str, dict, dict[str, str], list[tuple[str, Any]]]] = []
+    axes = list(spec.grid.items())
+    for m_index, key in enumerate(method_keys):
+        for combo in itertools.product(*[[(axis, i, v) for i, v in enumerate(values)] for axis, values in axes]):
+            values, origins, settings = copy.deepcopy(base), dict(base_origins), []
+            for axis, i, value in combo:
+                nested = _nest({axis: value})
+                values = _deep_merge(values, nested)
+                _flat_origins(axis, value, f"grid.{axis}[{i}]", origins)
+                if len(spec.grid[axis]) > 1:
+                    settings.append((axis, value))
+            origin = f"methods[{m_index}]" + "".join(f" × grid.{a}[{i}]" for a, i, _ in combo)
+            candidates.append((key, origin, values, origins, settings))
+    for t_index, extra in enumerate(spec.trials):
+        extra = dict(extra)
+        explicit_id = extra.pop("id", None)
+        method_spec = extra.pop("method", None)
+        where = f"trials[{t_index}]"
+        if method_spec is None:
+            problems.append(f"{path}: {where}.method: required in an explicit trial (e.g. method: foh/paper)")
+            continue
+        keys, bad = _method_keys(path, [method_spec], f"{where}.method")
+        if bad:
+            problems += [p.replace(f"{where}.method[0]", f"{where}.method") for p in bad]
+            continue
+        unknown = [k for k in extra if k.split(".")[0] not in TRIAL_SECTIONS]
+        if unknown:
+            problems.append(f"{path}: {where}.{unknown[0]}: unknown key; an explicit trial sets method, "
+                            f"id and trial config keys under {', '.join(TRIAL_SECTIONS)}")
+            continue
+        nested = _nest(extra)
+        values, origins = _deep_merge(base, nested), dict(base_origins)
+        for k, v in nested.items():
+            _flat_origins(k, v, f"{where}.{k}", origins)
+        settings = [(k, v) for k, v in sorted(extra.items())]
+        if explicit_id is not None:
+            settings = [("id", explicit_id)]
+        candidates.append((keys[0], where, values, origins, settings))
+
+    trials: list[Trial] = []
+    params_model = KIND_PARAMS.get(spec.kind)
+    params = {}
+    if params_model is not None:
+        section = getattr(spec, spec.kind) or params_model()
+        params = section.model_dump(mode="json")
+    seen: dict[str, str] = {}
+    used_ids: dict[str, str] = {}
+    for key, origin, values, origins, settings in candidates:
+        name, variant = key.split("/")
+        try:
+            cfg = TrialConfig.model_validate({**values, "method": name, "variant": variant})
+        except ValidationError as exc:
+            for error in exc.errors():
+                where = _origin_path(error["loc"], origins)
+                problems.append(f"{path}: {where}: {_error_text(error, TrialConfig)} (trial {origin})")
+            continue
+        if cfg.data.dataset not in GENERATED_DATASETS and cfg.data.root is None:
+            problems.append(f"{path}: data.root: dataset {cfg.data.dataset!r} needs data.root, the folder "
+                            f"that holds it (or pass --data-root / -o data.root=PATH)")
+            continue
+        if spec.kind in ("train", "resolution"):
+            model_problem = _check_model(cfg)
+            if model_problem:
+                problems.append(f"{path}: {model_problem} (trial {origin})")
+                continue
+        trial_id = _trial_id(key, [(k, v) for k, v in settings])
+        trial = Trial(trial_id, spec.kind, cfg, params, spec.resources, origin)
+        fingerprint = json.dumps(trial.resolved(), sort_keys=True)
+        if fingerprint in seen:
+            problems.append(f"{path}: {origin}: duplicate trial: same configuration as {seen[fingerprint]} "
+                            f"({key}); remove one of them")
+            continue
+        seen[fingerprint] = origin
+        if trial_id in used_ids:
+            digest = hashlib.sha1(fingerprint.encode()).hexdigest()[:6]
+            trial = Trial(f"{trial_id}__{digest}", spec.kind, cfg, params, spec.resources, origin)
+        used_ids[trial.trial_id] = origin
+        trials.append(trial)
+    return trials, problems
+
+
+def load_study(path: str | Path, overrides: list[str] | tuple[str, ...] = (),
+               data_root: str | None = None) -> Study:
+    """Read, override and validate a study file and expand it into trials.
+
+    Raises StudyError listing every problem (file, field path, bad value, allowed values).
+    """
+    path = Path(path)
+    text, raw = _read_yaml(path)
+    parsed = [parse_override(o) for o in overrides]
+    if data_root is not None:
+        parsed.append(("data.root", str(data_root)))
+    notes: list[str] = []
+    raw = _apply_overrides(raw, parsed, notes)
+    try:
+        spec = StudySpec.model_validate(raw)
+    except ValidationError as exc:
+        override_keys = {k for k, _ in parsed}
+        problems = []
+        for error in exc.errors():
+            where = _loc_path(error["loc"])
+            if error["type"] == "extra_forbidden" and len(error["loc"]) == 1:
+                problems.append(f"{path}: {where}: unknown key; valid keys: {', '.join(StudySpec.model_fields)}")
+                continue
+            if error["loc"] and error["loc"][0] == "methods" and error["type"].startswith("literal"):
+                continue  # the list alternative's error says it better
+            prefix = "-o " if where in override_keys else ""
+            problems.append(f"{path}: {prefix}{where}: {_error_text(error, StudySpec)}")
+        raise StudyError(problems) from None
+    if spec.kind not in KIND_PARAMS and (spec.numerics is not None or spec.kernels is not None):
+        section = "numerics" if spec.numerics is not None else "kernels"
+        raise StudyError([f"{path}: {section}: only for kind {section!r}; this study's kind is {spec.kind!r}"])
+    trials, problems = _expand(path, spec, raw, {k for k, _ in parsed})
+    if not problems and not trials:
+        problems.append(f"{path}: methods × grid gives no trials")
+    if problems:
+        raise StudyError(problems)
+    return Study(path, text, spec, trials, [f"{k}={_describe(v)}" for k, v in parsed])
+
+
+# ----------------------------------------------------------------------------- table
+
+def trial_table(study: Study) -> list[str]:
+    """One line per trial: id, method, model, dataset, image size, epochs, seed, resources."""
+    header = ["trial", "method", "model", "data", "px", "epochs", "seed", "cpus", "gpus", "workers"]
+    rows = []
+    for t in study.trials:
+        recipe = t.config.train.resolved()
+        epochs = str(recipe.epochs) if t.kind == "train" else "-"
+        rows.append([t.trial_id, t.method_key, t.config.model.name if t.kind in ("train", "resolution") else "-",
+                     t.config.data.dataset if t.kind == "train" else "-", str(t.config.data.image_size)
+                     if t.kind == "train" else "-", epochs, str(t.config.seed), f"{t.resources.cpus:g}",
+                     f"{t.resources.gpus:g}", str(t.resources.workers)])
+    widths = [max(len(r[i]) for r in [header] + rows) for i in range(len(header))]
+    return ["  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in [header] + rows]
+
+
+# ----------------------------------------------------------------------------- command
+
+def configure_parser(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("studies", nargs="+", metavar="STUDY", help="study files (studies/*.yaml)")
+    add_override_arguments(parser)
+    parser.add_argument("--list", action="store_true", help="also print each study's trials")
+
+
+def add_override_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("-o", "--override", action="append", default=[], metavar="KEY=VALUE",
+                        help="set a study value, e.g. -o train.epochs=1 -o data.root=/data/imagenet "
+                             "(values are YAML; trial keys apply to every trial and replace grid axes)")
+    parser.add_argument("--data-root", default=None, metavar="PATH",
+                        help="where the dataset lives (same as -o data.root=PATH)")
+
+
+def run_command(args: argparse.Namespace) -> int:
+    status = 0
+    for name in args.studies:
+        try:
+            study = load_study(name, args.override, args.data_root)
+        except StudyError as exc:
+            print("\n".join(exc.problems), file=sys.stderr)
+            status = 1
+            continue
+        kinds = f"{study.spec.kind}, " if study.spec.kind != "train" else ""
+        print(f"{name}: ok — study {study.name!r} ({kinds}{len(study.trials)} trials)")
+        if args.list:
+            print("\n".join("  " + line for line in trial_table(study)))
+    return status
+
+
+__all__ = ["KINDS", "Study", "StudySpec", "Trial", "Resources", "StudyError", "load_study",
+           "parse_override", "trial_table", "configure_parser", "run_command", "add_override_arguments",
+           "NumericsParams", "KernelsParams"]
