@@ -278,3 +278,10 @@ def list_studies(results_root: Path) -> list[Path]:
         raise ResultsError(f"results folder {root} does not exist; run a study first "
                            f"(`discbench run studies/digits.yaml`)")
     return sorted(p for p in root.iterdir() if (p / STUDY_FILE).exists())
+
+
+def reset_measurements(trial_path: Path) -> None:
+    """Drop a trial's measurements (a resumed trial measures again from the start)."""
+    path = Path(trial_path) / "measurements.jsonl"
+    if path.exists():
+        path.unlink()

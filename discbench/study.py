@@ -89,7 +89,7 @@ class NumericsParams(_Strict):
 class KernelsParams(_Strict):
     """Scan timings (discbench.bench.time_scan) per backend × length × pass."""
 
-    backends: list[Literal["cpu", "torch", "reference", "triton", "mamba_ref"]] = Field(
+    backends: list[Literal["cpu", "torch", "reference", "mamba_ref"]] = Field(
         default_factory=lambda: ["cpu", "torch"], min_length=1)
     lengths: list[Annotated[int, Field(gt=0)]] = Field(default_factory=lambda: [197], min_length=1)
     batch: int = Field(8, gt=0)

@@ -36,6 +36,7 @@ from torch.utils.data import DataLoader, Dataset, Subset
 from .config import PRESETS, TrainConfig, TrialConfig
 from .data import DatasetError, build_datasets
 from .measure import PeakMemory, inference_throughput
+from .scan import NonFiniteInputError
 
 __all__ = ["PRESETS", "fit", "train_loop", "Workers", "CheckpointMismatch", "CHECKPOINT_NAME",
            "order_seed", "build_model", "effective_lr"]
@@ -217,10 +218,10 @@ def _is_non_finite_failure(exc: Exception, model: torch.nn.Module, images: torch
     """Whether a forward pass failed because values overflowed, i.e. the run diverged.
 
     Layers that validate their inputs raise instead of returning NaN: discbench's scan rejects
-    a non-finite Δ with a ValueError saying "non-finite" (huge but finite weights overflow
-    inside the block). Non-finite weights or inputs count too; anything else is a real error.
+    a non-finite Δ with NonFiniteInputError (huge but finite weights overflow inside the
+    block). Non-finite weights or inputs count too; anything else is a real error.
     """
-    if "non-finite" in str(exc) or not torch.isfinite(images).all():
+    if isinstance(exc, NonFiniteInputError) or not torch.isfinite(images).all():
         return True
     return any(not torch.isfinite(p).all() for p in model.parameters())
 

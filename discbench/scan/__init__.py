@@ -23,6 +23,10 @@ from ..methods import get_method
 Tensor = torch.Tensor
 
 
+class NonFiniteInputError(ValueError):
+    """Δ holds nan or inf: in a training run this means the model has diverged."""
+
+
 @dataclass(frozen=True)
 class Backend:
     """A scan implementation: `module:function` loaded on first use, and where it runs."""
@@ -161,7 +165,7 @@ def validate(u, delta, A, B, C, D, z, delta_bias) -> tuple[Tensor, Tensor]:
         if not t.is_floating_point():
             raise TypeError(f"{name} must be a floating-point tensor, got {t.dtype}")
     if delta.numel() and not bool(torch.isfinite(delta).all()):
-        raise ValueError("delta has non-finite values (nan or inf); Δ must be finite")
+        raise NonFiniteInputError("delta has non-finite values (nan or inf); Δ must be finite")
     return B, C
 
 
@@ -195,4 +199,4 @@ def selective_scan(
     return fn(u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_last_state, spec)
 
 
-__all__ = ["selective_scan", "BACKENDS", "Backend", "resolve_backend", "validate"]
+__all__ = ["selective_scan", "BACKENDS", "Backend", "NonFiniteInputError", "resolve_backend", "validate"]
