@@ -519,8 +519,11 @@ def _run(study: Study, study_path: Path, args: argparse.Namespace) -> int:
         return 0
 
     _quiet_ray_environment()
+    import ray as ray_module
+
+    # A Ray instance this process already had (e.g. a caller's) stays up after the run.
+    started_ray = not ray_module.is_initialized()
     ray = _init_ray(args.address, args.num_cpus)
-    started_ray = True
     try:
         _check_cluster(study, ray)
         cpus = ray.cluster_resources().get("CPU", 1)

@@ -55,6 +55,20 @@ TRIAL_ID_MAX = 96
 STUDY_NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
 
 
+class _Loader(yaml.SafeLoader):
+    """YAML 1.1 reads 1e-3 (no dot) as a string; studies mean the number."""
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
+    list("-+0123456789"))
+
+
+def _yaml(text: str) -> Any:
+    return yaml.load(text, Loader=_Loader)
+
+
 class StudyError(ValueError):
     """A study file that cannot run; `problems` lists every problem found, one per line."""
 
@@ -176,7 +190,7 @@ def parse_override(text: str) -> tuple[str, Any]:
         raise StudyError([f"override {text!r}: expected key=value with a dotted key, e.g. "
                           f"train.epochs=1 or data.root=/data/imagenet"])
     try:
-        value = yaml.safe_load(raw) if raw.strip() else ""
+        value = _yaml(raw) if raw.strip() else ""
     except yaml.YAMLError as exc:
         raise StudyError([f"override {text!r}: the value is not valid YAML ({exc})"]) from None
     return key, value
@@ -305,7 +319,7 @@ def _read_yaml(path: Path) -> tuple[str, dict]:
         raise StudyError([f"{path}: no such study file (studies live in studies/*.yaml)"])
     text = path.read_text()
     try:
-        raw = yaml.safe_load(text)
+        raw = _yaml(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
@@ -337,6 +351,11 @@ def _method_keys(path: Path, methods: list[str] | str, where: str) -> tuple[list
     return keys, problems
 
 
+def _is_bundle_axis(values: list[Any]) -> bool:
+    """A named axis: every value sets several config keys at once ({model.name: …, train.preset: …})."""
+    return bool(values) and all(isinstance(v, dict) and v for v in values)
+
+
 def _slug(value: Any) -> str:
     if isinstance(value, dict):
         return "+".join(f"{k}-{_slug(v)}" for k, v in value.items())
@@ -347,7 +366,11 @@ def _slug(value: Any) -> str:
 
 
 def _trial_id(method_key: str, settings: list[tuple[str, Any]]) -> str:
-    parts = [method_key.replace("/", "-")] + [f"{key.split('.')[-1]}={_slug(v)}" for key, v in settings]
+    parts = [method_key.replace("/", "-")]
+    for key, value in settings:
+        if isinstance(value, dict) and key.split(".")[0] not in TRIAL_SECTIONS:  # named axis
+            value = "+".join(_slug(v) for v in value.values())
+        parts.append(f"{key.split('.')[-1]}={_slug(value)}")
     text = "__".join(parts)
     if len(text) > TRIAL_ID_MAX:
         digest = hashlib.sha1(text.encode()).hexdigest()[:8]
@@ -410,7 +433,8 @@ def _check_model_cached(model_json: str, image_size: int, method: str, variant: 
         except TypeError:
             timm.create_model(name, pretrained=False, **kwargs)  # a model without `depth`
     except (TypeError, ValueError, AssertionError, RuntimeError) as exc:
-        return f"model: {name} with {_describe(model['kwargs'])} cannot be built: {exc}"
+        where = "model.kwargs" if model["kwargs"] else "model"
+        return f"{where}: {name} with {_describe(model['kwargs'])} cannot be built: {exc}"
     return None
 
 
@@ -429,9 +453,16 @@ def _expand(path: Path, spec: StudySpec, raw: dict, override_keys: set[str]) -> 
     for axis, values in spec.grid.items():
         if axis.split(".")[0] in ("method", "variant", "methods"):
             problems.append(f"{path}: grid.{axis}: methods are not a grid axis; list them under `methods:`")
-        elif axis.split(".")[0] not in TRIAL_SECTIONS:
+        elif axis.split(".")[0] not in TRIAL_SECTIONS and not _is_bundle_axis(values):
             problems.append(f"{path}: grid.{axis}: not a trial config key; a grid axis is a dotted key "
-                            f"under {', '.join(TRIAL_SECTIONS)} (e.g. train.epochs, seed, model.name)")
+                            f"under {', '.join(TRIAL_SECTIONS)} (e.g. train.epochs, seed, model.name), "
+                            f"or a named axis whose values are mappings of such keys")
+        elif axis.split(".")[0] not in TRIAL_SECTIONS:
+            for i, value in enumerate(values):
+                bad = [k for k in value if str(k).split(".")[0] not in TRIAL_SECTIONS]
+                if bad:
+                    problems.append(f"{path}: grid.{axis}[{i}].{bad[0]}: not a trial config key (a key under "
+                                    f"{', '.join(TRIAL_SECTIONS)})")
         if not values:
             problems.append(f"{path}: grid.{axis}: empty list of values; give at least one value "
                             f"(or remove the axis)")
@@ -447,9 +478,11 @@ def _expand(path: Path, spec: StudySpec, raw: dict, override_keys: set[str]) -> 
         for combo in itertools.product(*[[(axis, i, v) for i, v in enumerate(values)] for axis, values in axes]):
             values, origins, settings = copy.deepcopy(base), dict(base_origins), []
             for axis, i, value in combo:
-                nested = _nest({axis: value})
+                bundle = axis.split(".")[0] not in TRIAL_SECTIONS
+                nested = _nest(value if bundle else {axis: value})
                 values = _deep_merge(values, nested)
-                _flat_origins(axis, value, f"grid.{axis}[{i}]", origins)
+                for set_key, sub in (value.items() if bundle else [(axis, value)]):
+                    _flat_origins(set_key, sub, f"grid.{axis}[{i}]" + (f".{set_key}" if bundle else ""), origins)
                 if len(spec.grid[axis]) > 1:
                     settings.append((axis, value))
             origin = f"methods[{m_index}]" + "".join(f" × grid.{a}[{i}]" for a, i, _ in combo)
@@ -504,7 +537,9 @@ def _expand(path: Path, spec: StudySpec, raw: dict, override_keys: set[str]) -> 
         if spec.kind in ("train", "resolution"):
             model_problem = _check_model(cfg)
             if model_problem:
-                problems.append(f"{path}: {model_problem} (trial {origin})")
+                where, _, problem = model_problem.partition(": ")
+                where = _origin_path(tuple(where.split(".")), origins)
+                problems.append(f"{path}: {where}: {problem} (trial {origin})")
                 continue
         trial_id = _trial_id(key, [(k, v) for k, v in settings])
         trial = Trial(trial_id, spec.kind, cfg, params, spec.resources, origin)

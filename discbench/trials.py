@@ -142,11 +142,12 @@ def run_trial(spec: dict[str, Any], events: Events | None = None) -> dict[str, A
 
         try:
             outcome = KIND_RUNNERS[spec["kind"]](cfg, spec, folder, Events(started, events.epoch, events.measured))
-        except BaseException as exc:
+        except Exception as exc:  # recorded, then raised again so that Ray retries the trial
             row.update(status="failed", error=f"{type(exc).__name__}: {exc}",
                        traceback=traceback.format_exc(), finished_at=results.now())
             results.write_trial(folder, row)
             raise
+        # KeyboardInterrupt/SystemExit leave status "running": an interrupted trial resumes
         row.update(outcome)
         row["finished_at"] = results.now()
         results.write_trial(folder, row)

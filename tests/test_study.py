@@ -1,0 +1,157 @@
+"""Study files: the malformed corpus, overrides, grid expansion, the shipped studies."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from discbench.cli import main
+from discbench.study import StudyError, load_study, parse_override
+
+ROOT = Path(__file__).resolve().parents[1]
+BAD = sorted((ROOT / "tests" / "bad_studies").glob("*.yaml"))
+STUDIES = sorted((ROOT / "studies").glob("*.yaml"))
+
+
+def expected_message(path: Path) -> str:
+    first = path.read_text().splitlines()[0]
+    assert first.startswith("# expect: "), f"{path} must start with '# expect: <message>'"
+    return first[len("# expect: "):]
+
+
+def test_the_malformed_corpus_is_large_enough():
+    assert len(BAD) >= 20
+
+
+@pytest.mark.parametrize("path", BAD, ids=[p.stem for p in BAD])
+def test_each_malformed_study_is_rejected_with_its_message(path):
+    with pytest.raises(StudyError) as caught:
+        load_study(path)
+    text = str(caught.value)
+    assert expected_message(path) in text
+    # every line names the file
+    assert all(line.startswith(str(path)) for line in caught.value.problems), text
+
+
+def test_validate_exits_non_zero_and_names_every_bad_file(capsys):
+    chosen = [p for p in BAD if p.stem in ("negative_epochs", "unknown_method", "nested_key_typo")]
+    assert main(["validate", *map(str, chosen)]) == 1
+    err = capsys.readouterr().err
+    for path in chosen:
+        assert expected_message(path) in err
+
+
+@pytest.mark.parametrize("path", STUDIES, ids=[p.stem for p in STUDIES])
+def test_every_shipped_study_validates(path):
+    study = load_study(path)
+    assert study.trials and study.spec.description
+    ids = [t.trial_id for t in study.trials]
+    assert len(set(ids)) == len(ids)
+
+
+def test_validate_accepts_the_shipped_studies(capsys):
+    assert main(["validate", *map(str, STUDIES[:3]), "--list"]) == 0
+    out = capsys.readouterr().out
+    assert out.count(": ok — study") == 3 and "trial" in out
+
+
+def test_digits_is_the_seven_methods_on_vim_micro():
+    study = load_study(ROOT / "studies" / "digits.yaml")
+    keys = [t.method_key for t in study.trials]
+    assert keys == ["zoh/canonical", "foh/canonical", "bilinear/canonical", "polynomial/canonical",
+                    "highorder/canonical", "rk4/canonical", "zoh/paper"]
+    assert {t.config.model.name for t in study.trials} == {"vim_micro"}
+    assert {t.config.data.dataset for t in study.trials} == {"digits"}
+
+
+def write(tmp_path: Path, text: str, name: str = "s.yaml") -> Path:
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+MINI = """
+name: mini
+description: grid test
+methods: [zoh, foh/paper]
+data: {dataset: digits, image_size: 8, batch_size: 16}
+model: {name: vim_micro, patch_size: 4}
+train: {preset: digits, epochs: 2}
+"""
+
+
+def test_grid_is_methods_times_axes_then_explicit_trials(tmp_path):
+    path = write(tmp_path, MINI + """
+grid:
+  seed: [0, 1]
+  train.lr: [0.001, 0.003]
+trials:
+  - {method: rk4, train.epochs: 1}
+""")
+    study = load_study(path)
+    assert len(study.trials) == 2 * 2 * 2 + 1
+    first = study.trials[0]
+    assert first.trial_id == "zoh-canonical__seed=0__lr=0.001"
+    assert (first.config.seed, first.config.train.lr) == (0, 0.001)
+    assert [t.trial_id for t in study.trials[:4]] == [
+        "zoh-canonical__seed=0__lr=0.001", "zoh-canonical__seed=0__lr=0.003",
+        "zoh-canonical__seed=1__lr=0.001", "zoh-canonical__seed=1__lr=0.003"]
+    assert study.trials[4].method_key == "foh/paper"
+    last = study.trials[-1]
+    assert last.method_key == "rk4/canonical" and last.config.train.epochs == 1 and last.config.seed == 0
+    # the resolved config fills the recipe from the preset
+    resolved = first.resolved()
+    assert resolved["train"]["opt"] == "adamw" and resolved["kind"] == "train"
+
+
+def test_mapping_axes_merge_into_their_key_and_named_axes_set_several_keys(tmp_path):
+    path = write(tmp_path, MINI + """
+grid:
+  model.kwargs: [{cls_token: none, pool: max}, {cls_token: head}]
+  size:
+    - {model.name: vim_micro, data.batch_size: 16}
+    - {model.name: vim_nano, data.batch_size: 32}
+""")
+    study = load_study(path)
+    assert len(study.trials) == 2 * 2 * 2
+    kwargs = [t.config.model.kwargs for t in study.trials[:4]]
+    assert kwargs[0] == {"cls_token": "none", "pool": "max"} and kwargs[2] == {"cls_token": "head"}
+    assert [(t.config.model.name, t.config.data.batch_size) for t in study.trials[:2]] == [
+        ("vim_micro", 16), ("vim_nano", 32)]
+
+
+def test_errors_inside_a_grid_point_at_the_grid_value(tmp_path):
+    path = write(tmp_path, MINI + "grid:\n  size:\n    - {data.image_size: 8}\n    - {data.image_size: 0}\n")
+    with pytest.raises(StudyError) as caught:
+        load_study(path)
+    assert "grid.size[1].data.image_size: got 0; must be > 0" in str(caught.value)
+
+
+def test_overrides_set_values_replace_grid_axes_and_are_named_in_errors(tmp_path):
+    path = write(tmp_path, MINI + "grid: {train.epochs: [1, 2]}\n")
+    study = load_study(path, ["train.epochs=3", "data.root=/somewhere", "retries=4"])
+    assert len(study.trials) == 2  # the override fixed the epochs axis
+    assert {t.config.train.epochs for t in study.trials} == {3}
+    assert study.trials[0].config.data.root == "/somewhere" and study.spec.retries == 4
+    with pytest.raises(StudyError) as caught:
+        load_study(path, ["train.epochs=-1"])
+    assert "-o train.epochs: got -1; must be > 0" in str(caught.value)
+    # --data-root is the same as -o data.root
+    assert load_study(path, data_root="/d").trials[0].config.data.root == "/d"
+
+
+def test_override_values_are_yaml():
+    assert parse_override("train.lr=1e-3") == ("train.lr", 1e-3)
+    assert parse_override("grid.seed=[0, 1]") == ("grid.seed", [0, 1])
+    assert parse_override("model.kwargs={pool: max}") == ("model.kwargs", {"pool": "max"})
+    assert parse_override("data.root=/data/imagenet") == ("data.root", "/data/imagenet")
+    with pytest.raises(StudyError, match="expected key=value"):
+        parse_override("train.epochs")
+
+
+def test_overriding_the_study_with_a_bad_method_names_the_override(tmp_path):
+    path = write(tmp_path, MINI)
+    with pytest.raises(StudyError) as caught:
+        load_study(path, ["methods=[zoh, euler]"])
+    assert "methods[1]: unknown method 'euler'" in str(caught.value)
