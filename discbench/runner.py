@@ -223,7 +223,6 @@ def _quiet_ray_environment() -> None:
         "TUNE_DISABLE_SIGINT_HANDLER": "1",
         "RAY_AIR_NEW_OUTPUT": "0",
         "RAY_DISABLE_DOCKER_CPU_WARNING": "1",
-        "RAY_TRAIN_V2_ENABLED": "0",
         "RAY_enable_metrics_collection": "0",
     }.items():
         os.environ.setdefault(key, value)
@@ -241,7 +240,8 @@ def _init_ray(address: str | None, num_cpus: int | None) -> Any:
     if address:
         ray.init(address=address, **kwargs)
     else:
-        ray.init(num_cpus=num_cpus or os.cpu_count(), _node_ip_address="127.0.0.1", **kwargs)
+        # "local": always a new instance on this machine, never a cluster found on it by chance
+        ray.init(address="local", num_cpus=num_cpus or os.cpu_count(), _node_ip_address="127.0.0.1", **kwargs)
     return ray
 
 
