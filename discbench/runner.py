@@ -264,8 +264,11 @@ def _check_cluster(study: Study, ray: Any) -> None:
 def _trial_resources(config: dict) -> dict[str, float]:
     r = config["trial"]["resources"]
     if r["workers"] > 1:
-        # The Ray Train workers ask for their own CPUs/GPUs; this trial only waits for them.
-        return {"cpu": 0.01}
+        # The Ray Train workers ask the cluster for their own CPUs/GPUs (Ray Train's placement
+        # group, not this trial's); the trial itself only waits for them, so it holds nothing
+        # (anything it held would be missing when the workers ask for all CPUs). Ray wants a
+        # non-empty request: one byte of memory.
+        return {"cpu": 0, "memory": 1}
     return {"cpu": r["cpus"], "gpu": r["gpus"]}
 
 

@@ -162,7 +162,7 @@ def accuracy_figure(view: StudyView, out_dir: Path) -> FigureFile | None:
     caption = (f"Top-1 accuracy (%) per method and model: filled marker = mean over seeds that finished, bar = "
                f"95% t-interval of the mean (none with one seed), open markers = single seeds; dashed line = "
                f"the {view.baseline_key} mean (when the panel has one baseline); trials not in a mean are counted "
-               f"in italics above their row (2 diverged, 1 failed); an empty row: no trial of that model. "
+               f"in italics above their row (such as '1 diverged'); an empty row: no trial of that model. "
                f"{view.provenance()}.")
     return _save(fig, out_dir, "fig_accuracy", "Accuracy per method", caption)
 
@@ -311,7 +311,7 @@ def convergence_figure(view: StudyView, out_dir: Path) -> FigureFile | None:
 
 def resolution_figure(view: StudyView, out_dir: Path) -> FigureFile | None:
     frame = resolution_frame(view)
-    if frame.empty:
+    if frame.empty or frame["resolution"].nunique() < 2:  # a scaling plot needs two resolutions
         return None
     panels = [(name, label) for name, label in (("infer_images_per_s", "inference images/s"),
                                                 ("train_images_per_s", "training images/s"),
