@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from . import results
-from .study import Study, StudyError, add_override_arguments, load_study, trial_table
+from .study import DEFAULT_STUDY, Study, StudyError, add_override_arguments, load_study, trial_table
 from .trials import FINISHED, comparable, config_differences
 
 LOCK_FILE = ".lock"
@@ -111,7 +111,7 @@ def trial_states(study: Study, study_path: Path) -> dict[str, str]:
         states[trial.trial_id] = row.get("status") or "pending"
     if conflicts:
         raise RunError(f"{study_path} holds trials run with another configuration:\n" + "\n".join(conflicts)
-                       + f"\nrun with --restart to delete them and start over, or pick another --results-dir")
+                       + "\nrun with --restart to delete them and start over, or pick another --results-dir")
     return states
 
 
@@ -192,7 +192,7 @@ class Progress:
             total = self.epochs.get(trial_id, 1)
             if current > first:
                 per_epoch = (now - start) / (current - first)
-                estimates.append(max(0.0, per_epoch * (total - current) - 0.0))
+                estimates.append(max(0.0, per_epoch * (total - current)))
         mean = sum(self.durations) / len(self.durations) if self.durations else None
         if mean is None and not estimates:
             return None
@@ -289,45 +289,44 @@ def _trainable(config: dict) -> None:
     tune.report({"event": "finished", "status": row["status"]})
 
 
-class _TuneProgress:
-    """A Ray Tune callback that feeds Progress and consolidates after each finished trial."""
+def _progress_callback(progress: Progress, study_path: Path) -> Any:
+    """A Ray Tune callback that feeds Progress and consolidates after each finished trial
+    (defined here because importing ray.tune at module level would slow every command)."""
+    from ray import tune
 
-    def __new__(cls, progress: Progress, study_path: Path):
-        from ray import tune
+    class Callback(tune.Callback):
+        def _id(self, trial) -> str:
+            return trial.config["trial"]["trial_id"]
 
-        class Callback(tune.Callback):
-            def _id(self, trial) -> str:
-                return trial.config["trial"]["trial_id"]
+        def on_trial_start(self, iteration, trials, trial, **info):
+            progress.started(self._id(trial))
 
-            def on_trial_start(self, iteration, trials, trial, **info):
-                progress.started(self._id(trial))
+        def on_trial_result(self, iteration, trials, trial, result, **info):
+            event = result.get("event")
+            if event == "start":
+                progress.resumed(self._id(trial), int(result["epochs_done"]))
+            elif event == "epoch":
+                progress.epoch(self._id(trial), int(result["epoch"]))
 
-            def on_trial_result(self, iteration, trials, trial, result, **info):
-                event = result.get("event")
-                if event == "start":
-                    progress.resumed(self._id(trial), int(result["epochs_done"]))
-                elif event == "epoch":
-                    progress.epoch(self._id(trial), int(result["epoch"]))
+        def on_trial_complete(self, iteration, trials, trial, **info):
+            row = results.read_trial(study_path / results.TRIALS_DIR / self._id(trial)) or {}
+            progress.finished(self._id(trial), row)
+            results.consolidate(study_path)
 
-            def on_trial_complete(self, iteration, trials, trial, **info):
-                row = results.read_trial(study_path / results.TRIALS_DIR / self._id(trial)) or {}
-                progress.finished(self._id(trial), row)
-                results.consolidate(study_path)
+        def on_trial_recover(self, iteration, trials, trial, **info):
+            row = results.read_trial(study_path / results.TRIALS_DIR / self._id(trial)) or {}
+            progress.retrying(self._id(trial), row.get("error") or "an error")
 
-            def on_trial_recover(self, iteration, trials, trial, **info):
-                row = results.read_trial(study_path / results.TRIALS_DIR / self._id(trial)) or {}
-                progress.retrying(self._id(trial), row.get("error") or "an error")
+        def on_trial_error(self, iteration, trials, trial, **info):
+            row = results.read_trial(study_path / results.TRIALS_DIR / self._id(trial)) or {}
+            progress.failed_trial(self._id(trial), row.get("error") or "error (see Ray's log)")
+            results.consolidate(study_path)
 
-            def on_trial_error(self, iteration, trials, trial, **info):
-                row = results.read_trial(study_path / results.TRIALS_DIR / self._id(trial)) or {}
-                progress.failed_trial(self._id(trial), row.get("error") or "error (see Ray's log)")
-                results.consolidate(study_path)
+        def on_step_end(self, iteration, trials, **info):
+            if time.monotonic() - progress.last_status >= STATUS_EVERY_S:
+                progress.status()
 
-            def on_step_end(self, iteration, trials, **info):
-                if time.monotonic() - progress.last_status >= STATUS_EVERY_S:
-                    progress.status()
-
-        return Callback()
+    return Callback()
 
 
 def _trial_name(trial) -> str:
@@ -349,7 +348,7 @@ def _tune(study: Study, specs: list[dict], study_path: Path, progress: Progress,
     experiment = ray_dir / TUNE_NAME
     plan_file = ray_dir / TUNE_PLAN
     trainable = tune.with_resources(_trainable, _trial_resources)
-    callbacks = [_TuneProgress(progress, study_path)]
+    callbacks = [_progress_callback(progress, study_path)]
     run_config = tune.RunConfig(
         name=TUNE_NAME, storage_path=str(ray_dir), verbose=0, callbacks=callbacks,
         failure_config=tune.FailureConfig(max_failures=study.spec.retries),
@@ -377,7 +376,9 @@ def _tune(study: Study, specs: list[dict], study_path: Path, progress: Progress,
 # ----------------------------------------------------------------------------- command
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("study", metavar="STUDY", help="a study file, e.g. studies/digits.yaml")
+    parser.add_argument("study", metavar="STUDY", nargs="?", default=DEFAULT_STUDY,
+                        help="a study file (e.g. studies/imagenet_tiny.yaml) or a shipped study's name; "
+                             f"default: {DEFAULT_STUDY}, which runs anywhere in minutes")
     add_override_arguments(parser)
     parser.add_argument("--results-dir", type=Path, default=Path("results"),
                         help="where results go: <results-dir>/<study>/ (default: ./results)")
@@ -420,9 +421,15 @@ def _dry_run(study: Study, study_path: Path, max_concurrent: int | None, num_cpu
     estimate = estimate_seconds(study.spec.kind, todo)
     parallel = _concurrency(study, max_concurrent, num_cpus or os.cpu_count() or 1)
     print("measured: " + "\n          ".join(estimate.how))
+    if any(t.resources.gpus > 0 for t in todo):
+        import torch
+
+        if not torch.cuda.is_available():
+            print("note: the study asks for GPUs and this machine has none: the timings above are its "
+                  "CPU's; run --dry-run on the GPU machine for a GPU estimate")
     print(f"estimate: {_duration(estimate.seconds)} of trial time; with {parallel} trial(s) at once "
-          f"on {num_cpus or os.cpu_count()} CPUs about {_duration(estimate.seconds / parallel)} "
-          f"(plus Ray start-up, a few seconds)")
+          f"on {num_cpus or os.cpu_count()} CPUs about {_duration(estimate.seconds / parallel)}, plus Ray's "
+          f"start-up and a worker start per trial (seconds each, not measured)")
     return 0
 
 
@@ -512,6 +519,8 @@ def _run(study: Study, study_path: Path, args: argparse.Namespace) -> int:
     todo = [t for t in study.trials if states[t.trial_id] not in FINISHED]
     resumed = [t for t in todo if states[t.trial_id] in ("running", "failed")]
     print(f"study {study.name!r}: {len(study.trials)} trials -> {study_path}")
+    for note in study.notes:
+        print(f"  note: {note}")
     if done:
         print(f"  {len(done)} already finished (not re-run)")
     if resumed:
@@ -538,11 +547,12 @@ def _run(study: Study, study_path: Path, args: argparse.Namespace) -> int:
         try:
             _tune(study, specs, study_path, progress, args.max_concurrent or study.spec.max_concurrent)
         except KeyboardInterrupt:
-            ray.shutdown()
-            started_ray = False
+            if started_ray:  # stop the trials before gathering what they wrote
+                ray.shutdown()
+                started_ray = False
             results.consolidate(study_path)
-            print(f"\ninterrupted; run the same command again to resume "
-                  f"(finished trials are kept, the others continue from their checkpoints)", flush=True)
+            print("\ninterrupted; run the same command again to resume "
+                  "(finished trials are kept, the others continue from their checkpoints)", flush=True)
             return INTERRUPTED_EXIT
         final = results.consolidate(study_path)
     finally:

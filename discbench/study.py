@@ -20,8 +20,12 @@ A study file (see studies/*.yaml):
     numerics: {...} | kernels: {...}               # parameters of those kinds
 
 The trials are methods × grid (the cartesian product, in file order) followed by the explicit
-trials. A grid axis whose values are mappings merges each mapping into the key (so one axis can
-set several keys together, e.g. `model.kwargs: [{cls_token: none, pool: max}, {cls_token: head}]`).
+trials. A grid axis over a key whose values are mappings merges each mapping into the key
+(`model.kwargs: [{cls_token: none, pool: max}, {cls_token: head}]`); a named axis that is not a
+config key sets several keys together (`size: [{model.name: vim_small_patch16_224,
+train.preset: vim_small}, …]`). Overrides of trial keys (`-o train.epochs=1`) win over all of
+these. Trial ids are readable: the method key plus the axes that vary (`foh-canonical__seed=1`),
+or an explicit trial's `id`.
 Every trial is validated with `TrialConfig` once, here; errors name the file, the field path as
 written in the study, the bad value and the allowed values.
 """
@@ -173,6 +177,7 @@ class Study:
     spec: StudySpec
     trials: list[Trial]
     overrides: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # what the overrides changed beyond values
 
     @property
     def name(self) -> str:
@@ -227,30 +232,19 @@ def _nest(flat: dict[str, Any]) -> dict[str, Any]:
 
 def _apply_overrides(raw: dict, overrides: list[tuple[str, Any]], notes: list[str]) -> dict:
     """Overrides replace values of the study. A trial config key (data.*, model.*, train.*,
-    measure.*, seed) is set for every trial: it also replaces a grid axis over that key and
-    the value in explicit trials."""
+    measure.*, seed) is set for every trial later, in _expand (over grid values and explicit
+    trials); here it only removes a grid axis over that very key."""
     raw = copy.deepcopy(raw)
     for key, value in overrides:
         head = key.split(".")[0]
         if head in TRIAL_SECTIONS:
-            if not isinstance(raw.get(head), dict) and head != "seed":
-                raw[head] = {}
-            if head == "seed":
-                raw["seed"] = value
-            else:
-                _set_dotted(raw, key, value)
+            # set for every trial when the study expands (see _expand); an axis over exactly
+            # this key would only repeat one trial, so it goes
             grid = raw.get("grid")
             if isinstance(grid, dict):
-                for axis in [a for a in grid if a == key or a.startswith(key + ".") or key.startswith(a + ".")]:
-                    if axis == key or axis.startswith(key + "."):
-                        notes.append(f"override {key}: replaces grid axis {axis}")
-                        del grid[axis]
-            for trial in raw.get("trials") or []:
-                if isinstance(trial, dict):
-                    for tkey in [t for t in trial if t == key or t.startswith(key + ".")]:
-                        del trial[tkey]
-                    if isinstance(trial.get(head), dict) and "." in key:
-                        _set_dotted(trial, key, value)
+                for axis in [a for a in grid if a == key or a.startswith(key + ".")]:
+                    notes.append(f"override {key}: replaces grid axis {axis}")
+                    del grid[axis]
         else:
             _set_dotted(raw, key, value)
     return raw
@@ -314,9 +308,29 @@ def _loc_path(loc: tuple) -> str:
 
 # ----------------------------------------------------------------------------- loading
 
+# The studies shipped with discbench (the repository's studies/ folder).
+SHIPPED_STUDIES = Path(__file__).resolve().parents[1] / "studies"
+DEFAULT_STUDY = "digits"
+
+
+def find_study(name: str | Path) -> Path:
+    """A study file from a path, or from a bare name: ./studies/<name>.yaml, then the shipped
+    studies/<name>.yaml (so `discbench run digits` works from any folder)."""
+    path = Path(name)
+    if path.is_file() or path.suffix or len(path.parts) > 1:
+        return path
+    for folder in (Path("studies"), SHIPPED_STUDIES):
+        candidate = folder / f"{name}.yaml"
+        if candidate.is_file():
+            return candidate
+    return path
+
+
 def _read_yaml(path: Path) -> tuple[str, dict]:
     if not path.is_file():
-        raise StudyError([f"{path}: no such study file (studies live in studies/*.yaml)"])
+        shipped = sorted(p.stem for p in SHIPPED_STUDIES.glob("*.yaml"))
+        names = f"; shipped studies: {', '.join(shipped)}" if shipped else ""
+        raise StudyError([f"{path}: no such study file (give a path to a .yaml file or a study name{names})"])
     text = path.read_text()
     try:
         raw = _yaml(text)
@@ -408,7 +422,6 @@ def _check_model(cfg: TrialConfig) -> str | None:
 @functools.lru_cache(maxsize=256)
 def _check_model_cached(model_json: str, image_size: int, method: str, variant: str) -> str | None:
     import timm
-    import torch
 
     from .models import VIM_MODEL_NAMES
     from .scan import BACKENDS
@@ -438,17 +451,20 @@ def _check_model_cached(model_json: str, image_size: int, method: str, variant: 
     return None
 
 
-def _expand(path: Path, spec: StudySpec, raw: dict, override_keys: set[str]) -> tuple[list[Trial], list[str]]:
+def _expand(path: Path, spec: StudySpec, raw: dict, overrides: list[tuple[str, Any]]) -> tuple[list[Trial], list[str]]:
     problems: list[str] = []
     method_keys, method_problems = _method_keys(path, spec.methods, "methods")
     problems += method_problems
     base = {key: copy.deepcopy(raw[key]) for key in TRIAL_SECTIONS if key in raw}
     base_origins: dict[str, str] = {}
     for key, value in base.items():
-        _flat_origins(key, value, f"-o {key}" if key in override_keys else key, base_origins)
-    for key in override_keys:
-        if key.split(".")[0] in TRIAL_SECTIONS:
-            base_origins[key] = f"-o {key}"
+        _flat_origins(key, value, key, base_origins)
+    # Overrides of trial keys win over the base, grid axes and explicit trials alike.
+    trial_overrides = [(k, v) for k, v in overrides if k.split(".")[0] in TRIAL_SECTIONS]
+    forced = _nest(dict(trial_overrides))
+    forced_origins: dict[str, str] = {}
+    for key, value in trial_overrides:
+        _flat_origins(key, value, f"-o {key}", forced_origins)
 
     for axis, values in spec.grid.items():
         if axis.split(".")[0] in ("method", "variant", "methods"):
@@ -486,7 +502,7 @@ def _expand(path: Path, spec: StudySpec, raw: dict, override_keys: set[str]) -> 
                 if len(spec.grid[axis]) > 1:
                     settings.append((axis, value))
             origin = f"methods[{m_index}]" + "".join(f" × grid.{a}[{i}]" for a, i, _ in combo)
-            candidates.append((key, origin, values, origins, settings))
+            candidates.append((key, origin, _deep_merge(values, forced), {**origins, **forced_origins}, settings))
     for t_index, extra in enumerate(spec.trials):
         extra = dict(extra)
         explicit_id = extra.pop("id", None)
@@ -511,7 +527,7 @@ def _expand(path: Path, spec: StudySpec, raw: dict, override_keys: set[str]) -> 
         settings = [(k, v) for k, v in sorted(extra.items())]
         if explicit_id is not None:
             settings = [("id", explicit_id)]
-        candidates.append((keys[0], where, values, origins, settings))
+        candidates.append((keys[0], where, _deep_merge(values, forced), {**origins, **forced_origins}, settings))
 
     trials: list[Trial] = []
     params_model = KIND_PARAMS.get(spec.kind)
@@ -541,7 +557,8 @@ def _expand(path: Path, spec: StudySpec, raw: dict, override_keys: set[str]) -> 
                 where = _origin_path(tuple(where.split(".")), origins)
                 problems.append(f"{path}: {where}: {problem} (trial {origin})")
                 continue
-        trial_id = _trial_id(key, [(k, v) for k, v in settings])
+        explicit = [v for k, v in settings if k == "id"]
+        trial_id = _slug(explicit[0]) if explicit else _trial_id(key, settings)
         trial = Trial(trial_id, spec.kind, cfg, params, spec.resources, origin)
         fingerprint = json.dumps(trial.resolved(), sort_keys=True)
         if fingerprint in seen:
@@ -563,7 +580,7 @@ def load_study(path: str | Path, overrides: list[str] | tuple[str, ...] = (),
 
     Raises StudyError listing every problem (file, field path, bad value, allowed values).
     """
-    path = Path(path)
+    path = find_study(path)
     text, raw = _read_yaml(path)
     parsed = [parse_override(o) for o in overrides]
     if data_root is not None:
@@ -588,12 +605,12 @@ def load_study(path: str | Path, overrides: list[str] | tuple[str, ...] = (),
     if spec.kind not in KIND_PARAMS and (spec.numerics is not None or spec.kernels is not None):
         section = "numerics" if spec.numerics is not None else "kernels"
         raise StudyError([f"{path}: {section}: only for kind {section!r}; this study's kind is {spec.kind!r}"])
-    trials, problems = _expand(path, spec, raw, {k for k, _ in parsed})
+    trials, problems = _expand(path, spec, raw, parsed)
     if not problems and not trials:
         problems.append(f"{path}: methods × grid gives no trials")
     if problems:
         raise StudyError(problems)
-    return Study(path, text, spec, trials, [f"{k}={_describe(v)}" for k, v in parsed])
+    return Study(path, text, spec, trials, [f"{k}={_describe(v)}" for k, v in parsed], notes)
 
 
 # ----------------------------------------------------------------------------- table
@@ -616,7 +633,8 @@ def trial_table(study: Study) -> list[str]:
 # ----------------------------------------------------------------------------- command
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("studies", nargs="+", metavar="STUDY", help="study files (studies/*.yaml)")
+    parser.add_argument("studies", nargs="+", metavar="STUDY",
+                        help="study files (studies/*.yaml) or names of shipped studies (digits, …)")
     add_override_arguments(parser)
     parser.add_argument("--list", action="store_true", help="also print each study's trials")
 
@@ -640,11 +658,13 @@ def run_command(args: argparse.Namespace) -> int:
             continue
         kinds = f"{study.spec.kind}, " if study.spec.kind != "train" else ""
         print(f"{name}: ok — study {study.name!r} ({kinds}{len(study.trials)} trials)")
+        for note in study.notes:
+            print(f"  note: {note}")
         if args.list:
             print("\n".join("  " + line for line in trial_table(study)))
     return status
 
 
-__all__ = ["KINDS", "Study", "StudySpec", "Trial", "Resources", "StudyError", "load_study",
+__all__ = ["KINDS", "find_study", "DEFAULT_STUDY", "Study", "StudySpec", "Trial", "Resources", "StudyError", "load_study",
            "parse_override", "trial_table", "configure_parser", "run_command", "add_override_arguments",
            "NumericsParams", "KernelsParams"]

@@ -398,15 +398,19 @@ def _estimate_train(trials: list) -> Estimate:
             num_classes = 1000 if cfg.data.dataset == "imagenet" else 100
         batch = min(cfg.data.batch_size, ESTIMATE_MAX_BATCH)
         torch.manual_seed(0)
+        threads = torch.get_num_threads()
+        torch.set_num_threads(max(1, int(members[0].resources.cpus)))  # as the trial will run
         model = build_model(cfg, num_classes, recipe.model_copy(update={"drop_path": 0.0}))
         train = training_throughput(model, batch, cfg.data.image_size, num_classes, warmup=1, repeats=2)
         infer = inference_throughput(model, batch, cfg.data.image_size, warmup=1, repeats=2)
+        used_threads = torch.get_num_threads()
+        torch.set_num_threads(threads)
         if train["status"] != "ok" or infer["status"] != "ok":
             how.append(f"{cfg.model.name} {cfg.method_key}: out of memory at batch {batch} on this machine")
             continue
         how.append(f"{cfg.model.name} {cfg.method_key} {cfg.data.image_size}px: {train['images_per_s']:.0f} "
                    f"train / {infer['images_per_s']:.0f} eval images/s (batch {batch}, "
-                   f"{torch.get_num_threads()} threads, CPU)")
+                   f"{used_threads} thread(s) as resources.cpus gives, CPU)")
         for t in members:
             n_train, n_val, _ = _split_sizes(t.config.data)
             epochs = t.config.train.resolved().epochs

@@ -144,14 +144,23 @@ def test_a_failing_trial_is_retried_and_recorded_while_the_other_finishes(tmp_pa
                         extra="trials:\n  - {method: rk4, id: too_big, data.batch_size: 512}\n")
     assert main(["run", str(study), "--results-dir", str(tmp_path / "results")]) == 1
     captured = capsys.readouterr()
-    assert "FAILED    rk4-canonical__id=too_big" in captured.out and "retrying" in captured.out
+    assert "FAILED    too_big" in captured.out and "retrying" in captured.out
     assert "run the same command again to retry them" in captured.err
     trials = results.load_study(tmp_path / "results" / "failing").trials.set_index("trial_id")
-    failed = trials.loc["rk4-canonical__id=too_big"]
+    failed = trials.loc["too_big"]
     assert failed["status"] == "failed" and failed["attempts"] == 2
     assert "fewer than data.batch_size 512" in failed["error"]
     assert failed["traceback"].startswith("Traceback") and "train.py" in failed["traceback"]
-    assert (trials.drop(index="rk4-canonical__id=too_big")["status"] == "ok").all()
+    assert (trials.drop(index="too_big")["status"] == "ok").all()
+
+
+@pytest.mark.slow
+def test_a_trial_with_two_data_parallel_workers_runs_under_tune(tmp_path, local_ray):
+    study = micro_study(tmp_path, name="parallel", concurrent=1,
+                        extra="resources: {cpus: 1, gpus: 0, workers: 2}\n")
+    assert main(["run", str(study), "--results-dir", str(tmp_path / "results"), "-o", "methods=[zoh]"]) == 0
+    trials = results.load_study(tmp_path / "results" / "parallel").trials
+    assert list(trials["status"]) == ["ok"] and json.loads(trials["resources"][0])["workers"] == 2
 
 
 def test_dry_run_prints_the_trials_and_a_measured_estimate(tmp_path, capsys):
@@ -187,13 +196,20 @@ def _kill_tree(process: subprocess.Popen, sig: int) -> list[psutil.Process]:
 
 
 def _reap(processes: list[psutil.Process]) -> None:
-    """End processes a killed run had started that outlived it (Ray's agents), by pid."""
+    """End processes a killed run had started that outlived it, by pid: Ray's dashboard and
+    runtime-env agents lose their raylet, ignore SIGTERM and would stay forever."""
     for proc in processes:
         try:
             proc.terminate()
         except psutil.NoSuchProcess:
             continue
-    psutil.wait_procs(processes, timeout=10)
+    _, alive = psutil.wait_procs(processes, timeout=5)
+    for proc in alive:
+        try:
+            proc.kill()
+        except psutil.NoSuchProcess:
+            continue
+    psutil.wait_procs(alive, timeout=5)
 
 
 def _status(study_path: Path, trial_id: str) -> str | None:
@@ -271,6 +287,14 @@ def test_ctrl_c_stops_cleanly_and_says_how_to_resume(tmp_path):
     assert run.returncode == 130, output
     assert "interrupted; run the same command again to resume" in output
     assert (out_dir / "interrupted" / "trials.parquet").exists()
+    # no trial had finished: the same command restores Ray Tune's experiment and finishes it
+    again = subprocess.run(_cli("run", str(study), "--results-dir", str(out_dir), "--num-cpus", "2"),
+                           capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert "restoring Ray Tune's experiment" in again.stdout
+    assert "resumed   zoh-canonical from its checkpoint after epoch" in again.stdout
+    final = results.load_study(out_dir / "interrupted")
+    assert (final.trials["status"] == "ok").all() and len(final.epochs) == 2 * 20
 
 
 def _free_port() -> int:

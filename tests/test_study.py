@@ -155,3 +155,24 @@ def test_overriding_the_study_with_a_bad_method_names_the_override(tmp_path):
     with pytest.raises(StudyError) as caught:
         load_study(path, ["methods=[zoh, euler]"])
     assert "methods[1]: unknown method 'euler'" in str(caught.value)
+
+
+def test_a_trial_key_override_wins_over_named_axes_and_explicit_trials(tmp_path):
+    study = load_study(ROOT / "studies" / "imagenet_sizes.yaml", ["model.name=vim_micro", "data.root=/x"])
+    assert {t.config.model.name for t in study.trials} == {"vim_micro"}
+    assert {t.config.train.preset for t in study.trials} == {"vim_tiny", "vim_small", "deit"}
+    explicit = load_study(write(tmp_path, MINI + "trials: [{method: rk4, train.epochs: 1}]\n"), ["train.epochs=3"])
+    assert {t.config.train.epochs for t in explicit.trials} == {3}
+    # overriding the DeiT trial's model into Vim's makes it a duplicate, and that is said
+    with pytest.raises(StudyError, match="trials\\[0\\]: duplicate trial"):
+        load_study(ROOT / "studies" / "resolution.yaml", ["model.name=vim_micro"])
+    seeds = load_study(ROOT / "studies" / "cifar100.yaml", ["seed=7"])
+    assert {t.config.seed for t in seeds.trials} == {7} and len(seeds.trials) == 7
+    assert seeds.notes == ["override seed: replaces grid axis seed"]
+
+
+def test_a_shipped_study_is_found_by_name_from_any_folder(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert load_study("digits").path == ROOT / "studies" / "digits.yaml"
+    with pytest.raises(StudyError, match="no such study file .* shipped studies: .*digits"):
+        load_study("digit")
