@@ -12,6 +12,8 @@ Mixup/CutMix off).
 
 from __future__ import annotations
 
+import json
+
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -212,3 +214,13 @@ class TrialConfig(Strict):
     @property
     def method_key(self) -> str:
         return f"{self.method}/{self.variant}"
+
+
+def config_differences(old: Any, new: Any, prefix: str = "") -> list[str]:
+    """'train.epochs: 1 → 2' for every leaf that differs between two config dicts."""
+    if isinstance(old, dict) and isinstance(new, dict):
+        out = []
+        for key in sorted(set(old) | set(new)):
+            out += config_differences(old.get(key), new.get(key), f"{prefix}.{key}" if prefix else key)
+        return out
+    return [] if old == new else [f"{prefix}: {json.dumps(old)} → {json.dumps(new)}"]

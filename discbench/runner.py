@@ -32,7 +32,8 @@ from typing import Any
 
 from . import results
 from .study import DEFAULT_STUDY, Study, StudyError, add_override_arguments, load_study, trial_table
-from .trials import FINISHED, comparable, config_differences
+from .config import config_differences
+from .trials import FINISHED, comparable
 
 LOCK_FILE = ".lock"
 RAY_DIR = "ray"

@@ -33,7 +33,7 @@ import torch
 import torch.distributed as dist
 from torch.utils.data import DataLoader, Dataset, Subset
 
-from .config import PRESETS, TrainConfig, TrialConfig
+from .config import PRESETS, TrainConfig, TrialConfig, config_differences
 from .data import DatasetError, build_datasets
 from .measure import PeakMemory, inference_throughput
 from .scan import NonFiniteInputError
@@ -144,15 +144,6 @@ def _resume_fingerprint(cfg: TrialConfig) -> dict[str, Any]:
     fields = cfg.model_dump(mode="json", exclude={"measure": True, "data": {"root", "workers"}})
     fields["train"] = cfg.train.resolved().model_dump(mode="json", exclude={"preset"})
     return fields
-
-
-def _differences(old: Any, new: Any, prefix: str = "") -> list[str]:
-    if isinstance(old, dict) and isinstance(new, dict):
-        out = []
-        for key in sorted(set(old) | set(new)):
-            out += _differences(old.get(key), new.get(key), f"{prefix}.{key}" if prefix else key)
-        return out
-    return [] if old == new else [f"{prefix}: checkpoint {old!r}, config {new!r}"]
 
 
 def _train_sampler(dataset: Dataset, recipe: TrainConfig, workers: Workers):
@@ -308,7 +299,7 @@ def train_loop(cfg: TrialConfig, workdir: Path, on_epoch: EpochCallback | None =
         fingerprint = _resume_fingerprint(cfg)
         if checkpoint_path.exists():
             state = torch.load(checkpoint_path, map_location=device, weights_only=False)
-            differences = _differences(state["fingerprint"], fingerprint)
+            differences = config_differences(state["fingerprint"], fingerprint)  # checkpoint → config
             if differences:
                 raise CheckpointMismatch(
                     f"{checkpoint_path} was written for a different trial configuration "

@@ -65,16 +65,6 @@ def comparable(config: dict[str, Any]) -> dict[str, Any]:
     return config
 
 
-def config_differences(old: Any, new: Any, prefix: str = "") -> list[str]:
-    """'train.epochs: 1 → 2' for every leaf that differs."""
-    if isinstance(old, dict) and isinstance(new, dict):
-        out = []
-        for key in sorted(set(old) | set(new)):
-            out += config_differences(old.get(key), new.get(key), f"{prefix}.{key}" if prefix else key)
-        return out
-    return [] if old == new else [f"{prefix}: {json.dumps(old)} → {json.dumps(new)}"]
-
-
 def _lock_trial(folder: Path) -> int:
     """Hold folder/.running (fcntl) while this process works in the folder. After a crash of
     the runner an earlier attempt may still be alive for a moment; wait for it."""

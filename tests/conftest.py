@@ -8,6 +8,7 @@ import sys
 import types
 
 import pytest
+import torch
 
 
 def _import_selective_scan_ref():
@@ -37,3 +38,31 @@ def _import_selective_scan_ref():
 def selective_scan_ref():
     """mamba_ssm's reference selective scan (skips the test when mamba-ssm is not installed)."""
     return _import_selective_scan_ref()
+
+
+@pytest.fixture
+def one_torch_thread():
+    """These models are tiny: a second thread gains nothing, and when the other core is busy
+    (another test process, another job) OpenMP loops that wait for it run ~20× slower."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def local_ray():
+    """A Ray instance of this process, on loopback, for one test module.
+
+    address="local": never attach to another Ray cluster running on this machine."""
+    ray = pytest.importorskip("ray")
+    from discbench.runner import _quiet_ray_environment
+
+    _quiet_ray_environment()
+    started = not ray.is_initialized()
+    if started:
+        ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False,
+                 _node_ip_address="127.0.0.1")
+    yield ray
+    if started:
+        ray.shutdown()

@@ -8,7 +8,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
 from discbench.config import DataConfig, TrainConfig, TrialConfig
@@ -16,14 +15,7 @@ from discbench.data import DatasetError, SyntheticImages, build_datasets, load_s
 from discbench.train import fit
 
 
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    """These models are tiny: a second thread gains nothing, and when the other core is busy
-    (another test process, another job) OpenMP loops that wait for it run ~20× slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 RNG = np.random.default_rng(0)

@@ -13,19 +13,6 @@ EPOCH_KEYS = {"epoch", "train_loss", "val_loss", "top1", "top5", "lr", "images_p
               "peak_mem_mb"}
 
 
-@pytest.fixture(scope="module")
-def local_ray():
-    ray = pytest.importorskip("ray")
-    started = not ray.is_initialized()
-    if started:
-        # address="local": never attach to another Ray cluster running on this machine.
-        ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False,
-                 _node_ip_address="127.0.0.1")
-    yield ray
-    if started:
-        ray.shutdown()
-
-
 @pytest.mark.slow
 def test_two_cpu_workers_train_one_trial_and_resume_from_its_checkpoint(tmp_path, local_ray):
     from discbench.distributed import fit_distributed

@@ -47,21 +47,6 @@ def micro_study(folder: Path, name: str = "micro", epochs: int = 1, concurrent: 
 
 
 @pytest.fixture(scope="module")
-def local_ray():
-    ray = pytest.importorskip("ray")
-    from discbench.runner import _quiet_ray_environment
-
-    _quiet_ray_environment()
-    started = not ray.is_initialized()
-    if started:
-        ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False,
-                 _node_ip_address="127.0.0.1")
-    yield ray
-    if started:
-        ray.shutdown()
-
-
-@pytest.fixture(scope="module")
 def finished_micro(tmp_path_factory, local_ray):
     """The micro study run once to the end (in this process, on the shared Ray)."""
     folder = tmp_path_factory.mktemp("micro")

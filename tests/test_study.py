@@ -56,11 +56,13 @@ def test_validate_accepts_the_shipped_studies(capsys):
     assert out.count(": ok — study") == 3 and "trial" in out
 
 
-def test_digits_is_the_seven_methods_on_vim_micro():
+def test_digits_is_the_seven_methods_on_vim_micro_with_three_seeds():
     study = load_study(ROOT / "studies" / "digits.yaml")
-    keys = [t.method_key for t in study.trials]
+    keys = list(dict.fromkeys(t.method_key for t in study.trials))
     assert keys == ["zoh/canonical", "foh/canonical", "bilinear/canonical", "polynomial/canonical",
                     "highorder/canonical", "rk4/canonical", "zoh/paper"]
+    assert sorted((t.method_key, t.config.seed) for t in study.trials) == sorted(
+        (key, seed) for key in keys for seed in (0, 1, 2))
     assert {t.config.model.name for t in study.trials} == {"vim_micro"}
     assert {t.config.data.dataset for t in study.trials} == {"digits"}
 

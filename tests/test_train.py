@@ -21,14 +21,7 @@ RESULT_KEYS = {"status", "top1", "top5", "train_loss", "epochs_done", "train_tim
 DETERMINISTIC_KEYS = ("epoch", "train_loss", "val_loss", "top1", "top5", "lr")
 
 
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    """These models are tiny: a second thread gains nothing, and when the other core is busy
-    (another test process, another job) OpenMP loops that wait for it run ~20× slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 
@@ -125,7 +118,7 @@ def test_fit_logs_every_epoch_checkpoints_and_resumes(tmp_path):
 
 def test_checkpoint_of_another_configuration_is_refused(tmp_path):
     fit(tiny_trial(train={"epochs": 1}), tmp_path)
-    with pytest.raises(CheckpointMismatch, match=r"train\.lr: checkpoint 0\.003, config 0\.01"):
+    with pytest.raises(CheckpointMismatch, match=r"train\.lr: 0\.003 → 0\.01"):
         fit(tiny_trial(train={"epochs": 1, "lr": 0.01}), tmp_path)
     # Where the data lives and what is measured afterwards may change between runs.
     fit(tiny_trial(train={"epochs": 1}, measure={"throughput": False, "repeats": 1}), tmp_path)
