@@ -2,11 +2,15 @@
 
 Rows: every requested method × variant on each requested backend, plus two yardsticks —
 mamba_ssm's `selective_scan_ref` (backend "mamba_ref", Mamba's ZOH, when importable) and a bare
-`torch.exp(out=)` over b·d·l·n fp32 elements (backend "torch.exp", the machine's exponential
+`torch.exp(out=)` over b·d·l·n fp32 elements (backend "torch.exp", the device's exponential
 throughput). Inputs are shaped like one direction of one Vim block: D, the silu gate z,
 delta_bias and softplus all on; A = −(1..n) per channel as Mamba initialises it.
+
+On CUDA, when mamba_ssm's compiled kernel is there, `zoh/paper` through backend "mamba" is timed
+as the anchor of every run, and each row states its time relative to it (`vs_mamba`).
 Times are wall-clock milliseconds per call (median and minimum over repeats, after one warm-up
-call); they are only comparable within one run, on one machine, under one load.
+call; on CUDA the device is synchronised around each call); they are only comparable within one
+run, on one machine, under one load.
 """
 
 from __future__ import annotations
@@ -24,12 +28,22 @@ from typing import Callable
 import torch
 
 from .methods import METHOD_NAMES, METHODS, get_method
+from .scan import BACKENDS
 
 PASSES = ("fwd", "fwd+bwd")
-SCAN_BACKENDS = ("cpu", "torch", "reference")  # backends of discbench.selective_scan
+DEVICES = ("cpu", "cuda")
+SCAN_BACKENDS = ("cpu", "triton", "mamba", "torch", "reference")  # backends of discbench.selective_scan
 YARDSTICKS = ("mamba_ref", "torch.exp")
-DEFAULT_BACKENDS = ("cpu", "torch", "reference", "mamba_ref", "torch.exp")
+ALL_BACKENDS = SCAN_BACKENDS + YARDSTICKS
+# Triton runs CPU tensors only through its (slow) interpreter, so it is no CPU default.
+DEFAULT_BACKENDS = {
+    "cpu": ("cpu", "torch", "reference", "mamba_ref", "torch.exp"),
+    "cuda": ("triton", "mamba", "torch", "reference", "torch.exp"),
+}
 SLOW_BACKENDS = ("torch", "reference", "mamba_ref")  # timed with --ref-repeats
+# Backends that compute one method only: mamba_ssm's kernel and reference know Mamba's ZOH.
+ONLY_METHOD = {"mamba": ("zoh", "paper"), "mamba_ref": ("zoh", "paper")}
+ANCHOR_BACKEND = "mamba"  # on CUDA, every row's time is also stated relative to this one's
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 VIM_TINY = (8, 384, 197, 16)  # (batch, channels, tokens, state) of one Vim-Tiny scan at batch 8
 
@@ -47,10 +61,12 @@ class ScanShape:
         return self.batch * self.dim * self.length * self.state
 
 
-def make_inputs(shape: ScanShape, dtype: torch.dtype = torch.float32, seed: int = 0) -> dict[str, torch.Tensor]:
+def make_inputs(shape: ScanShape, dtype: torch.dtype = torch.float32, seed: int = 0,
+                device: str = "cpu") -> dict[str, torch.Tensor]:
     """Vim-like scan inputs: u, delta, z (b, d, l); A (d, n) = −(1..n); B, C (b, n, l); D, delta_bias (d,).
 
     delta_bias is the inverse softplus of steps log-uniform in [0.001, 0.1] (Mamba's dt init).
+    Drawn on the CPU and then moved, so a seed gives the same inputs on every device.
     """
     b, d, l, n = shape.batch, shape.dim, shape.length, shape.state
     gen = torch.Generator().manual_seed(seed)
@@ -65,26 +81,30 @@ def make_inputs(shape: ScanShape, dtype: torch.dtype = torch.float32, seed: int 
         "z": torch.randn(b, d, l, generator=gen),
         "delta_bias": steps + torch.log(-torch.expm1(-steps)),
     }
-    return {k: v.to(dtype) for k, v in inputs.items()}
+    return {k: v.to(device=device, dtype=dtype) for k, v in inputs.items()}
 
 
 def mamba_selective_scan_ref() -> Callable | None:
     """mamba_ssm's selective_scan_ref, or None when mamba_ssm is not importable here.
 
     mamba_ssm imports its CUDA extension at module level; on a CPU-only install an empty
-    stand-in module lets the pure-PyTorch reference import.
+    stand-in module lets the pure-PyTorch reference import. The stand-in is removed right after,
+    so that the "mamba" backend's check for the real extension still sees it absent.
     """
+    stand_in = None
     try:
-        if "selective_scan_cuda" not in sys.modules:
-            try:
-                import selective_scan_cuda  # noqa: F401
-            except ImportError:
-                import types
+        try:
+            import selective_scan_cuda  # noqa: F401
+        except ImportError:
+            import types
 
-                sys.modules["selective_scan_cuda"] = types.ModuleType("selective_scan_cuda")
+            stand_in = sys.modules["selective_scan_cuda"] = types.ModuleType("selective_scan_cuda")
         from mamba_ssm.ops.selective_scan_interface import selective_scan_ref
     except Exception:  # mamba_ssm absent or broken: the row is skipped and the run says so
         return None
+    finally:
+        if stand_in is not None and sys.modules.get("selective_scan_cuda") is stand_in:
+            del sys.modules["selective_scan_cuda"]
     return selective_scan_ref
 
 
@@ -102,43 +122,87 @@ def _scan_call(backend: str, method: str, variant: str) -> Callable:
     )
 
 
-def _time(fn: Callable[[], None], repeats: int) -> list[float]:
-    fn()  # warm-up: builds/loads kernels, fills allocator caches
-    times = []
-    for _ in range(repeats):
+def _time_rounds(runs: list[Callable[[], None]], repeats: int, device: str) -> list[list[float]]:
+    """Milliseconds of `repeats` calls of each of `runs`, after one warm-up call of each.
+
+    Calls go in rounds, one call of every run per round, so that a burst of load from elsewhere
+    lands on all of them alike. CUDA kernels launch asynchronously: the device is synchronised
+    before each call (nothing earlier is still running) and after it (its kernels are done).
+    """
+    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
+
+    def timed(run: Callable[[], None]) -> float:
+        sync()
         start = time.perf_counter()
-        fn()
-        times.append((time.perf_counter() - start) * 1e3)
+        run()
+        sync()
+        return (time.perf_counter() - start) * 1e3
+
+    for run in runs:
+        timed(run)  # warm-up: builds/loads kernels, fills allocator caches
+    times: list[list[float]] = [[] for _ in runs]
+    for _ in range(repeats):
+        for run, row_times in zip(runs, times):
+            row_times.append(timed(run))
     return times
 
 
-def _check_row(backend: str, shape: ScanShape, pass_: str, repeats: int, dtype: str) -> None:
+def default_device() -> str:
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def _check_row(backend: str, pass_: str, repeats: int, dtype: str, device: str) -> None:
     if pass_ not in PASSES:
         raise ValueError(f"unknown pass {pass_!r}; valid passes: {', '.join(PASSES)}")
     if dtype not in DTYPES:
         raise ValueError(f"unknown dtype {dtype!r}; valid dtypes: {', '.join(DTYPES)}")
-    if backend not in SCAN_BACKENDS + YARDSTICKS:
-        raise ValueError(f"unknown backend {backend!r}; valid backends: {', '.join(SCAN_BACKENDS + YARDSTICKS)}")
+    if backend not in ALL_BACKENDS:
+        raise ValueError(f"unknown backend {backend!r}; valid backends: {', '.join(ALL_BACKENDS)}")
     if repeats < 1:
         raise ValueError(f"repeats must be at least 1, got {repeats}")
+    if device not in DEVICES:
+        raise ValueError(f"unknown device {device!r}; valid devices: {', '.join(DEVICES)}")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise ValueError("device 'cuda' was asked for but torch sees no CUDA GPU "
+                         "(torch.cuda.is_available() is False); use device 'cpu'")
+
+
+def backend_problem(backend: str, device: str) -> str | None:
+    """Why `backend` cannot be timed on `device` here, or None when it can."""
+    if backend == "torch.exp":
+        return None
+    if backend == "mamba_ref":
+        return None if mamba_selective_scan_ref() is not None else "mamba_ssm's selective_scan_ref is not importable"
+    spec = BACKENDS[backend]
+    if device not in spec.devices:
+        return f"it runs on {' or '.join(spec.devices)} tensors only"
+    if backend == "triton" and device == "cpu":
+        # The backend's own check passes whenever a GPU is visible, but CPU tensors need the
+        # interpreter even then.
+        import triton
+
+        if not triton.knobs.runtime.interpret:
+            return "Triton runs CPU tensors only through its interpreter; set TRITON_INTERPRET=1 (slow)"
+    return spec.unavailable_reason()
 
 
 class _Inputs:
     """One set of inputs per pass, shared by the rows of a run (grads are reset per call)."""
 
-    def __init__(self, shape: ScanShape, dtype: torch.dtype, seed: int):
-        self.shape, self.dtype, self.seed = shape, dtype, seed
+    def __init__(self, shape: ScanShape, dtype: torch.dtype, seed: int, device: str = "cpu"):
+        self.shape, self.dtype, self.seed, self.device = shape, dtype, seed, device
         self._cache: dict[str, object] = {}
 
     def get(self, pass_: str):
         if pass_ not in self._cache:
-            inputs = make_inputs(self.shape, self.dtype, self.seed)
+            inputs = make_inputs(self.shape, self.dtype, self.seed, self.device)
             if pass_ == "fwd":
                 self._cache[pass_] = inputs
             else:
                 leaves = {k: v.clone().requires_grad_() for k, v in inputs.items()}
                 grad_out = torch.randn(self.shape.batch, self.shape.dim, self.shape.length,
-                                       generator=torch.Generator().manual_seed(self.seed + 1)).to(self.dtype)
+                                       generator=torch.Generator().manual_seed(self.seed + 1))
+                grad_out = grad_out.to(device=self.device, dtype=self.dtype)
                 self._cache[pass_] = (leaves, grad_out)
         return self._cache[pass_]
 
@@ -146,7 +210,7 @@ class _Inputs:
 def _prepare(method: str, variant: str, backend: str, pass_: str, inputs: _Inputs) -> tuple[dict, Callable[[], None]]:
     """The row's identity and a callable running it once."""
     if backend == "torch.exp":
-        x = -torch.rand(inputs.shape.elements, generator=torch.Generator().manual_seed(inputs.seed))
+        x = -torch.rand(inputs.shape.elements, generator=torch.Generator().manual_seed(inputs.seed)).to(inputs.device)
         y = torch.empty_like(x)
         return {"method": "-", "variant": "-", "backend": backend, "pass": "fwd"}, lambda: torch.exp(x, out=y)
     spec = get_method(method, variant)
@@ -168,7 +232,7 @@ def _prepare(method: str, variant: str, backend: str, pass_: str, inputs: _Input
     return row, run
 
 
-def _finish(row: dict, times: list[float], shape: ScanShape, dtype: str) -> dict:
+def _finish(row: dict, times: list[float], shape: ScanShape, dtype: str, device: str) -> dict:
     row.update({
         "ms_median": statistics.median(times),
         "ms_min": min(times),
@@ -178,6 +242,7 @@ def _finish(row: dict, times: list[float], shape: ScanShape, dtype: str) -> dict
         "length": shape.length,
         "state": shape.state,
         "dtype": dtype,
+        "device": device,
         "threads": torch.get_num_threads(),
     })
     return row
@@ -192,19 +257,20 @@ def time_scan(
     repeats: int,
     dtype: str = "float32",
     seed: int = 0,
+    device: str = "cpu",
 ) -> dict:
-    """Time one row: `backend` ("cpu", "torch", "reference", "mamba_ref" or "torch.exp") running
-    `method`/`variant` on `shape` (batch, dim, length, state), pass "fwd" (no autograd) or
-    "fwd+bwd" (all inputs require grad, backward of a random output gradient).
+    """Time one row: `backend` (one of ALL_BACKENDS) running `method`/`variant` on `shape`
+    (batch, dim, length, state) on `device`, pass "fwd" (no autograd) or "fwd+bwd" (all inputs
+    require grad, backward of a random output gradient).
 
     Returns {method, variant, backend, pass, ms_median, ms_min, repeats, batch, dim, length,
-    state, dtype, threads}. "torch.exp" ignores method, variant and pass: it times
+    state, dtype, device, threads}. "torch.exp" ignores method, variant and pass: it times
     torch.exp(x, out=y) over b·d·l·n fp32 elements.
     """
     shape = shape if isinstance(shape, ScanShape) else ScanShape(*shape)
-    _check_row(backend, shape, pass_, repeats, dtype)
-    row, run = _prepare(method, variant, backend, pass_, _Inputs(shape, DTYPES[dtype], seed))
-    return _finish(row, _time(run, repeats), shape, dtype)
+    _check_row(backend, pass_, repeats, dtype, device)
+    row, run = _prepare(method, variant, backend, pass_, _Inputs(shape, DTYPES[dtype], seed, device))
+    return _finish(row, _time_rounds([run], repeats, device)[0], shape, dtype, device)
 
 
 def _parse_methods(spec: str) -> list[tuple[str, str]]:
@@ -242,10 +308,15 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     scan.add_argument("--state", type=int, default=n, help=f"state size n (default {n})")
     scan.add_argument("--methods", default="all",
                       help="'all' or comma-separated methods, each 'name' (both variants) or 'name/variant'")
-    scan.add_argument("--backends", default=",".join(DEFAULT_BACKENDS),
-                      help=f"comma-separated, from {', '.join(SCAN_BACKENDS + YARDSTICKS)} (default all)")
+    scan.add_argument("--device", choices=DEVICES, default=None,
+                      help="where the inputs live (default: cuda when torch sees a GPU, else cpu)")
+    scan.add_argument("--backends", default=None,
+                      help=f"comma-separated, from {', '.join(ALL_BACKENDS)} (default on cpu: "
+                           f"{','.join(DEFAULT_BACKENDS['cpu'])}; on cuda: {','.join(DEFAULT_BACKENDS['cuda'])}; "
+                           f"a default backend that cannot run here is skipped, a requested one is an error)")
     scan.add_argument("--passes", default=",".join(PASSES), help="fwd, fwd+bwd or both (default both)")
-    scan.add_argument("--repeats", type=int, default=10, help="timed calls per row of cpu and torch.exp (default 10)")
+    scan.add_argument("--repeats", type=int, default=10,
+                      help="timed calls per row of the fast backends cpu, triton, mamba, torch.exp (default 10)")
     scan.add_argument("--ref-repeats", type=int, default=1,
                       help="timed calls per row of the slow backends torch, reference, mamba_ref (default 1)")
     scan.add_argument("--dtype", choices=tuple(DTYPES), default="float32", help="input dtype (default float32)")
@@ -253,54 +324,64 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     scan.add_argument("--json", action="store_true", help="print one JSON record per row instead of a table")
 
 
+def _usable_backends(requested: str | None, device: str) -> list[str]:
+    """The backends to time on `device`: the requested ones (an error when one cannot run here)
+    or the device's defaults (skipped with a note when one cannot), plus on CUDA the anchor."""
+    backends = list(DEFAULT_BACKENDS[device]) if requested is None else _parse_list(requested, ALL_BACKENDS, "backend")
+    usable = []
+    for backend in backends:
+        why = backend_problem(backend, device)
+        if why is None:
+            usable.append(backend)
+        elif requested is not None:
+            raise ValueError(f"backend {backend!r} cannot run on {device} here: {why}")
+        else:
+            print(f"discbench bench: backend {backend!r} skipped on {device}: {why}", file=sys.stderr)
+    if device == "cuda" and ANCHOR_BACKEND not in usable:
+        why = backend_problem(ANCHOR_BACKEND, device)
+        if why is None:
+            usable.append(ANCHOR_BACKEND)
+        else:
+            print(f"discbench bench: no mamba_ssm anchor (vs_mamba stays empty): {why}", file=sys.stderr)
+    return usable
+
+
 def _rows(args: argparse.Namespace) -> list[dict]:
-    """All rows. Fast rows (cpu, torch.exp) are timed in rounds, one call of every row per round,
-    so that a burst of load from elsewhere lands on all of them alike; the slow backends
-    (seconds per call) are timed row by row with --ref-repeats."""
+    """All rows. Fast rows are timed together in rounds (see _time_rounds); the slow backends
+    (seconds per call at Vim shapes on a CPU) row by row with --ref-repeats."""
+    device = args.device
     shape = ScanShape(args.batch, args.dim, args.length, args.state)
     methods = _parse_methods(args.methods)
-    backends = _parse_list(args.backends, SCAN_BACKENDS + YARDSTICKS, "backend")
     passes = _parse_list(args.passes, PASSES, "pass")
-    for backend in backends:
-        _check_row(backend, shape, passes[0], args.repeats, args.dtype)
-    _check_row("cpu", shape, passes[0], args.ref_repeats, args.dtype)
-    inputs = _Inputs(shape, DTYPES[args.dtype], seed=0)
+    for repeats in (args.repeats, args.ref_repeats):
+        _check_row("torch.exp", passes[0], repeats, args.dtype, device)
+    backends = _usable_backends(args.backends, device)
 
     planned: list[tuple[str, str, str, str]] = []
-    if "torch.exp" in backends:
-        planned.append(("-", "-", "torch.exp", "fwd"))
-    if "mamba_ref" in backends:
-        if mamba_selective_scan_ref() is None:
-            print("discbench bench: mamba_ssm's selective_scan_ref is not importable; its rows are skipped",
-                  file=sys.stderr)
+    for backend in backends:
+        if backend == "torch.exp":
+            planned.append(("-", "-", backend, "fwd"))
         else:
-            planned += [("zoh", "paper", "mamba_ref", p) for p in passes]
-    for backend in (b for b in backends if b in SCAN_BACKENDS):
-        planned += [(m, v, backend, p) for m, v in methods for p in passes]
+            chosen = [ONLY_METHOD[backend]] if backend in ONLY_METHOD else methods
+            planned += [(m, v, backend, p) for m, v in chosen for p in passes]
+    inputs = _Inputs(shape, DTYPES[args.dtype], seed=0, device=device)
+    prepared = [_prepare(m, v, b, p, inputs) for m, v, b, p in planned]
 
-    def report(row: dict) -> None:
+    def finish(i: int, times: list[float]) -> None:
+        rows[i] = _finish(prepared[i][0], times, shape, args.dtype, device)
         if not args.json:
-            print(f"  {row['backend']:>10} {row['method']:>10}/{row['variant']:<9} {row['pass']:<7} "
-                  f"{row['ms_median']:10.2f} ms", file=sys.stderr, flush=True)
+            r = rows[i]
+            print(f"  {r['backend']:>10} {r['method']:>10}/{r['variant']:<9} {r['pass']:<7} "
+                  f"{r['ms_median']:10.3f} ms", file=sys.stderr, flush=True)
 
-    rows: list[dict | None] = [None] * len(planned)
-    fast = [(i, *_prepare(m, v, b, p, inputs)) for i, (m, v, b, p) in enumerate(planned) if b not in SLOW_BACKENDS]
-    for _, _, run in fast:
-        run()  # warm-up
-    times: dict[int, list[float]] = {i: [] for i, _, _ in fast}
-    for _ in range(args.repeats):
-        for i, _, run in fast:
-            start = time.perf_counter()
-            run()
-            times[i].append((time.perf_counter() - start) * 1e3)
-    for i, row, _ in fast:
-        rows[i] = _finish(row, times[i], shape, args.dtype)
-        report(rows[i])
-    for i, (m, v, b, p) in enumerate(planned):
-        if rows[i] is None:
-            rows[i] = time_scan(m, v, b, shape, p, args.ref_repeats, args.dtype)
-            report(rows[i])
-    return [r for r in rows if r is not None]
+    rows: list[dict] = [{} for _ in planned]
+    fast = [i for i, (_, _, b, _) in enumerate(planned) if b not in SLOW_BACKENDS]
+    slow = [i for i, (_, _, b, _) in enumerate(planned) if b in SLOW_BACKENDS]
+    for i, times in zip(fast, _time_rounds([prepared[i][1] for i in fast], args.repeats, device)):
+        finish(i, times)
+    for i in slow:
+        finish(i, _time_rounds([prepared[i][1]], args.ref_repeats, device)[0])
+    return rows
 
 
 def _add_speedups(rows: list[dict]) -> None:
@@ -320,11 +401,21 @@ def _add_speedups(rows: list[dict]) -> None:
             r["speedup_vs_ref"], r["ref"] = None, None
 
 
+def add_vs_mamba(rows: list[dict]) -> None:
+    """vs_mamba = (row time) / (mamba_ssm's CUDA kernel on zoh/paper, same pass): below 1 is
+    faster than the anchor. None when the run has no anchor row for the pass (always on CPU)."""
+    anchor = {r["pass"]: r["ms_median"] for r in rows if r["backend"] == ANCHOR_BACKEND}
+    for r in rows:
+        r["vs_mamba"] = r["ms_median"] / anchor[r["pass"]] if r["pass"] in anchor else None
+
+
 def summary(rows: list[dict], backend: str = "cpu") -> list[str]:
-    """The issue's three target ratios for `backend`, each from this run's rows."""
+    """The issue's target ratios for `backend`, each from this run's rows; and per pass, when the
+    run has the mamba_ssm anchor, every method's time on `backend` relative to it."""
     lines = []
     mine = {(r["method"], r["variant"], r["pass"]): r["ms_median"] for r in rows if r["backend"] == backend}
     mamba = {r["pass"]: r["ms_median"] for r in rows if r["backend"] == "mamba_ref"}
+    anchor = {r["pass"]: r["ms_median"] for r in rows if r["backend"] == ANCHOR_BACKEND}
     exp_ms = next((r["ms_median"] for r in rows if r["backend"] == "torch.exp"), None)
     fb = {(m, v): ms for (m, v, p), ms in mine.items() if p == "fwd+bwd"}
     if fb and "fwd+bwd" in mamba:
@@ -345,35 +436,44 @@ def summary(rows: list[dict], backend: str = "cpu") -> list[str]:
     if fb and ("zoh", "paper") in fb:
         (m, v), worst = max(fb.items(), key=lambda kv: kv[1])
         lines.append(f"worst fwd+bwd of any method / zoh/paper (Mamba's) fwd+bwd: {worst / fb[('zoh', 'paper')]:.2f} ({m}/{v})")
+    for pass_ in PASSES:
+        ratios = [f"{m}/{v} {ms / anchor[pass_]:.2f}" for (m, v, p), ms in mine.items()
+                  if p == pass_ and pass_ in anchor]
+        if ratios:
+            lines.append(f"{pass_} {backend} / mamba_ssm kernel zoh/paper ({anchor[pass_]:.3f} ms): {', '.join(ratios)}")
     return lines
 
 
 def run_command(args: argparse.Namespace) -> int:
     if args.threads is not None:
         torch.set_num_threads(args.threads)
+    if args.device is None:
+        args.device = default_device()
     try:
         rows = _rows(args)
     except ValueError as exc:
         print(f"discbench bench: {exc}", file=sys.stderr)
         return 2
     _add_speedups(rows)
+    add_vs_mamba(rows)
     if args.json:
         for r in rows:
             print(json.dumps(r))
         return 0
-    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
-    first = rows[0] if rows else None
-    if first is None:
+    if not rows:
         print("no rows")
         return 0
-    print(f"selective scan, b={first['batch']} d={first['dim']} l={first['length']} n={first['state']} "
-          f"{first['dtype']}, {first['threads']} threads, load average {load:.2f} at the end")
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    first = rows[0]
+    print(f"selective scan on {args.device}, b={first['batch']} d={first['dim']} l={first['length']} "
+          f"n={first['state']} {first['dtype']}, {first['threads']} threads, load average {load:.2f} at the end")
     print(f"{'backend':>10} {'method':>10} {'variant':<9} {'pass':<7} {'ms_median':>10} {'ms_min':>10} "
-          f"{'speedup_vs_ref':>15}")
+          f"{'speedup_vs_ref':>15} {'vs_mamba':>8}")
     for r in rows:
         speed = "" if r["speedup_vs_ref"] is None else f"{r['speedup_vs_ref']:.1f}x ({r['ref']})"
-        print(f"{r['backend']:>10} {r['method']:>10} {r['variant']:<9} {r['pass']:<7} {r['ms_median']:10.2f} "
-              f"{r['ms_min']:10.2f} {speed:>15}")
-    for line in summary(rows):
+        vs_mamba = "" if r["vs_mamba"] is None else f"{r['vs_mamba']:.2f}"
+        print(f"{r['backend']:>10} {r['method']:>10} {r['variant']:<9} {r['pass']:<7} {r['ms_median']:10.3f} "
+              f"{r['ms_min']:10.3f} {speed:>15} {vs_mamba:>8}")
+    for line in summary(rows, backend="cpu" if args.device == "cpu" else "triton"):
         print(line)
     return 0

@@ -8,18 +8,23 @@ from __future__ import annotations
 import json
 
 import pytest
+import torch
 
-from discbench.bench import mamba_selective_scan_ref, summary, time_scan
+from discbench.bench import add_vs_mamba, mamba_selective_scan_ref, summary, time_scan
 from discbench.cli import main
+from discbench.scan import BACKENDS
+from discbench.scan import triton as triton_backend
 
 TINY = ["--batch", "2", "--dim", "4", "--length", "9", "--state", "3", "--repeats", "2"]
-FIELDS = {"method", "variant", "backend", "pass", "ms_median", "ms_min", "speedup_vs_ref"}
+FIELDS = {"method", "variant", "backend", "pass", "ms_median", "ms_min", "speedup_vs_ref", "device", "vs_mamba"}
 
 
 def test_bench_scan_json_has_one_record_per_row_with_the_fields(capsys):
-    assert main(["bench", "scan", *TINY, "--methods", "zoh,rk4/canonical", "--json"]) == 0
+    assert main(["bench", "scan", *TINY, "--device", "cpu", "--methods", "zoh,rk4/canonical", "--json"]) == 0
     records = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert all(FIELDS <= set(r) for r in records)
+    assert all(r["device"] == "cpu" and r["vs_mamba"] is None for r in records)
+    assert not any(r["backend"] in ("triton", "mamba") for r in records)  # no CPU defaults
     rows = {(r["backend"], r["method"], r["variant"], r["pass"]) for r in records}
     for backend in ("cpu", "torch", "reference"):
         for key in ("zoh/canonical", "zoh/paper", "rk4/canonical"):
@@ -33,7 +38,8 @@ def test_bench_scan_json_has_one_record_per_row_with_the_fields(capsys):
 
 
 def test_bench_scan_table_prints_the_target_ratios(capsys):
-    assert main(["bench", "scan", *TINY, "--methods", "zoh,foh/canonical", "--backends", "cpu,torch.exp,mamba_ref",
+    backends = "cpu,torch.exp" + (",mamba_ref" if mamba_selective_scan_ref() is not None else "")
+    assert main(["bench", "scan", *TINY, "--device", "cpu", "--methods", "zoh,foh/canonical", "--backends", backends,
                  "--passes", "fwd,fwd+bwd", "--dtype", "bfloat16"]) == 0
     out = capsys.readouterr().out
     assert "zoh/canonical fwd / torch.exp" in out
@@ -43,9 +49,9 @@ def test_bench_scan_table_prints_the_target_ratios(capsys):
 
 
 def test_bench_scan_rejects_unknown_choices(capsys):
-    assert main(["bench", "scan", *TINY, "--backends", "gpu"]) == 2
-    assert "unknown backend 'gpu'; valid: cpu, torch" in capsys.readouterr().err
-    assert main(["bench", "scan", *TINY, "--methods", "euler"]) == 2
+    assert main(["bench", "scan", *TINY, "--device", "cpu", "--backends", "gpu"]) == 2
+    assert "unknown backend 'gpu'; valid: cpu, triton, mamba, torch" in capsys.readouterr().err
+    assert main(["bench", "scan", *TINY, "--device", "cpu", "--methods", "euler"]) == 2
     assert "unknown method 'euler'" in capsys.readouterr().err
 
 
@@ -69,3 +75,81 @@ def test_summary_states_the_three_ratios_from_given_rows():
     assert "min 500x (rk4/canonical" in lines
     assert "zoh/canonical fwd / torch.exp over b*d*l*n: 0.50" in lines
     assert "worst canonical fwd+bwd / zoh/canonical fwd+bwd: 1.40 (rk4" in lines
+
+
+def test_bench_scan_device_option(capsys):
+    with pytest.raises(SystemExit):
+        main(["bench", "scan", *TINY, "--device", "tpu"])
+    assert "invalid choice: 'tpu'" in capsys.readouterr().err
+    if not torch.cuda.is_available():
+        assert main(["bench", "scan", *TINY, "--device", "cuda"]) == 2
+        assert "device 'cuda' was asked for but torch sees no CUDA GPU" in capsys.readouterr().err
+
+
+def test_bench_scan_rejects_a_requested_backend_that_cannot_run_on_the_device(capsys, monkeypatch):
+    assert main(["bench", "scan", *TINY, "--device", "cpu", "--backends", "mamba"]) == 2
+    assert "backend 'mamba' cannot run on cpu here: it runs on cuda tensors only" in capsys.readouterr().err
+    monkeypatch.setenv("TRITON_INTERPRET", "0")
+    assert main(["bench", "scan", *TINY, "--device", "cpu", "--backends", "triton"]) == 2
+    assert "backend 'triton' cannot run on cpu here" in capsys.readouterr().err
+
+
+def test_bench_scan_times_triton_on_cpu_through_the_interpreter(capsys, monkeypatch):
+    monkeypatch.setenv("TRITON_INTERPRET", "1")
+    triton_backend.match_interpreter_setting()
+    try:
+        assert main(["bench", "scan", *TINY, "--device", "cpu", "--backends", "triton", "--methods", "foh/paper",
+                     "--repeats", "1", "--json"]) == 0
+    finally:
+        monkeypatch.undo()
+        triton_backend.match_interpreter_setting()
+    records = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert {(r["backend"], r["method"], r["variant"], r["pass"]) for r in records} == {
+        ("triton", "foh", "paper", "fwd"), ("triton", "foh", "paper", "fwd+bwd")}
+
+
+def _row(backend, method, variant, pass_, ms):
+    return {"backend": backend, "method": method, "variant": variant, "pass": pass_, "ms_median": ms}
+
+
+def test_vs_mamba_and_its_summary_from_given_rows():
+    rows = [
+        _row("mamba", "zoh", "paper", "fwd", 2.0),
+        _row("mamba", "zoh", "paper", "fwd+bwd", 5.0),
+        _row("triton", "zoh", "paper", "fwd", 1.0),
+        _row("triton", "zoh", "paper", "fwd+bwd", 6.0),
+        _row("triton", "rk4", "canonical", "fwd", 3.0),
+        _row("triton", "rk4", "canonical", "fwd+bwd", 10.0),
+        _row("torch.exp", "-", "-", "fwd", 0.5),
+    ]
+    add_vs_mamba(rows)
+    assert [r["vs_mamba"] for r in rows] == [1.0, 1.0, 0.5, 1.2, 1.5, 2.0, 0.25]
+    lines = summary(rows, backend="triton")
+    assert "fwd triton / mamba_ssm kernel zoh/paper (2.000 ms): zoh/paper 0.50, rk4/canonical 1.50" in lines
+    assert "fwd+bwd triton / mamba_ssm kernel zoh/paper (5.000 ms): zoh/paper 1.20, rk4/canonical 2.00" in lines
+
+
+def test_vs_mamba_is_empty_without_the_anchor():
+    rows = [_row("cpu", "zoh", "paper", "fwd", 1.0), _row("mamba", "zoh", "paper", "fwd+bwd", 5.0)]
+    add_vs_mamba(rows)
+    assert rows[0]["vs_mamba"] is None and rows[1]["vs_mamba"] == 1.0
+    assert not any("mamba_ssm kernel" in line for line in summary(rows, backend="cpu"))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_bench_scan_on_cuda_states_every_row_against_the_mamba_kernel(capsys):
+    why = BACKENDS["mamba"].unavailable_reason()
+    if why is not None:
+        pytest.skip(f"needs mamba_ssm's CUDA kernel (discbench's cuda extra): {why}")
+    assert main(["bench", "scan", *TINY, "--device", "cuda", "--backends", "triton,torch.exp",
+                 "--methods", "zoh/paper,rk4/canonical", "--json"]) == 0
+    records = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert all(FIELDS <= set(r) and r["device"] == "cuda" and r["vs_mamba"] > 0 for r in records)
+    anchors = {r["pass"]: r["vs_mamba"] for r in records if r["backend"] == "mamba"}
+    assert anchors == {"fwd": 1.0, "fwd+bwd": 1.0}
+    assert {(r["method"], r["variant"]) for r in records if r["backend"] == "triton"} == {
+        ("zoh", "paper"), ("rk4", "canonical")}
+    assert main(["bench", "scan", *TINY, "--device", "cuda", "--methods", "zoh/paper,rk4/canonical"]) == 0
+    out = capsys.readouterr().out
+    assert "fwd triton / mamba_ssm kernel zoh/paper" in out
+    assert "fwd+bwd triton / mamba_ssm kernel zoh/paper" in out
