@@ -18,7 +18,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from .methods import METHOD_NAMES, VARIANTS, parse_method
+from .methods import check_method_name, check_variant, parse_method
 
 DATASETS = ("digits", "synthetic", "cifar10", "cifar100", "imagefolder", "imagenet",
             "tiny_imagenet", "imagenette")
@@ -200,16 +200,12 @@ class TrialConfig(Strict):
     @classmethod
     def _known_method(cls, value: str) -> str:
         name, _ = parse_method(value)
-        if name not in METHOD_NAMES:
-            raise ValueError(f"unknown method {name!r}; valid methods: {', '.join(METHOD_NAMES)}")
-        return name
+        return check_method_name(name)
 
     @field_validator("variant")
     @classmethod
     def _known_variant(cls, value: str) -> str:
-        if value not in VARIANTS:
-            raise ValueError(f"unknown variant {value!r}; valid variants: {', '.join(VARIANTS)}")
-        return value
+        return check_variant(value)
 
     @property
     def method_key(self) -> str:

@@ -212,11 +212,21 @@ def parse_method(spec: str, variant: str | None = None) -> tuple[str, str]:
 def get_method(method: str, variant: str | None = None) -> Method:
     """Look up a method by name and variant; errors list the valid choices."""
     name, var = parse_method(method, variant)
+    return METHODS[f"{check_method_name(name)}/{check_variant(var)}"]
+
+
+def check_method_name(name: str) -> str:
+    """`name` if it is one of METHOD_NAMES, else an error listing them."""
     if name not in METHOD_NAMES:
         raise ValueError(f"unknown method {name!r}; valid methods: {', '.join(METHOD_NAMES)}")
-    if var not in VARIANTS:
-        raise ValueError(f"unknown variant {var!r}; valid variants: {', '.join(VARIANTS)}")
-    return METHODS[f"{name}/{var}"]
+    return name
+
+
+def check_variant(variant: str) -> str:
+    """`variant` if it is one of VARIANTS, else an error listing them."""
+    if variant not in VARIANTS:
+        raise ValueError(f"unknown variant {variant!r}; valid variants: {', '.join(VARIANTS)}")
+    return variant
 
 
 def all_methods() -> list[Method]:
