@@ -4,10 +4,11 @@
 //   kLo, kHi          the stencil's token offsets span [kLo, kHi] (taps outside S have weight 0)
 //   kExplicitAD       true when a weight depends on a and Δ separately (paper polynomials), not
 //                     only through z = aΔ
-//   weights(z, a, dt, abar, w)                     Ā(z) and w[j - kLo] for j in [kLo, kHi]
-//   grads(z, a, dt, abar, dabar, w, wz, wa, wd)    also dĀ/dz and, per tap, ∂w/∂z (wz) and the
-//                                                  explicit partials ∂w/∂a (wa), ∂w/∂Δ (wd)
-//                                                  (wa, wd only written when kExplicitAD)
+//   weights<kSmall>(z, a, dt, abar, w)                  Ā(z) and w[j - kLo] for j in [kLo, kHi]
+//   grads<kSmall>(z, a, dt, abar, dabar, w, wz, wa, wd) also dĀ/dz and, per tap, ∂w/∂z (wz) and
+//                                                       the explicit partials ∂w/∂a (wa), ∂w/∂Δ
+//                                                       (wd) (wa, wd only written when kExplicitAD)
+// where kSmall promises |z| < 1 in every lane (see DsSmall).
 // Everything is templated on the lane type V (float on a GPU thread or in the scalar build, a
 // GCC vector of floats in the SIMD builds). The includer provides, for its V:
 //   V ds_exp(V), void ds_exp_em1(V x, V& e^x, V& e^x − 1), V ds_abs(V),
@@ -15,40 +16,78 @@
 //   V ds_fill<V>(float), and the macro DS_FN (e.g. `__host__ __device__ __forceinline__`).
 // This header includes nothing, so it can be included inside a namespace.
 
-// φ_1..φ_P at z (P ≤ 4), given em1 = e^z − 1. φ_1 = em1/z is accurate everywhere (em1 keeps
-// its relative accuracy near 0). For P ≥ 2: the series Σ_m z^m/(m+P)! for |z| < 1, then the
-// stable upward recursion φ_p = z φ_{p+1} + 1/p!; elsewhere the closed form
-// φ_{p+1} = (φ_p − 1/p!)/z. Series terms: 10 for P = 2, 9 for P = 3, 4, so that the first
-// omitted term is below 1e-8 of φ_P(z) for |z| < 1; evaluated by Estrin's scheme (depth 4
+// The per-token regime: a kernel passes kSmall = true when it knows |z| < 1 in every lane (in
+// Mamba Δ|a| is mostly below 1), and the φ-functions and e^z then come from one series with no
+// exponential and no division; kSmall = false handles every z. DsSmall<kSmall> is the tag a
+// kernel dispatches on (this header includes nothing, so not std::bool_constant).
+template <bool B>
+struct DsSmall {
+  static constexpr bool value = B;
+};
+
+constexpr float kInvFact[16] = {1.f, 1.f, 1.f / 2, 1.f / 6, 1.f / 24, 1.f / 120, 1.f / 720,
+                                1.f / 5040, 1.f / 40320, 1.f / 362880, 1.f / 3628800,
+                                1.f / 39916800, 1.f / 479001600, 1.f / 6227020800.f,
+                                1.f / 87178291200.f, 1.f / 1307674368000.f};
+
+// φ_1..φ_P (P ≤ 4) for |z| < 1: the series Σ_m z^m/(m+P)! for φ_P, then the stable downward
+// recursion φ_p = z φ_{p+1} + 1/p!. Series terms: 10 for P ≤ 2, 9 for P = 3, 4, so that the first
+// omitted term is below 1e-7 of φ_P(z) for |z| < 1; evaluated by Estrin's scheme (depth 4
 // instead of a 9-deep Horner chain).
+template <int P, class V>
+DS_FN void ds_phis_series(V z, V* phi /* phi[1..P] */) {
+  const float* c = kInvFact + P;  // c[m] = 1/(m+P)!
+  V z2 = z * z, z4 = z2 * z2, z8 = z4 * z4;
+  V u0 = z * c[1] + c[0], u1 = z * c[3] + c[2], u2 = z * c[5] + c[4], u3 = z * c[7] + c[6];
+  V u4 = P <= 2 ? z * c[9] + c[8] : ds_fill<V>(c[8]);
+  phi[P] = (u0 + u1 * z2) + (u2 + u3 * z2) * z4 + u4 * z8;
+#pragma GCC unroll 4
+  for (int p = P - 1; p >= 1; --p) phi[p] = z * phi[p + 1] + kInvFact[p];
+}
+
+// φ_1..φ_P at any z, given em1 = e^z − 1. φ_1 = em1/z is accurate everywhere (em1 keeps its
+// relative accuracy near 0). For P ≥ 2, per lane: the series where |z| < 1, elsewhere the closed
+// form φ_{p+1} = (φ_p − 1/p!)/z.
 template <int P, class V>
 DS_FN void ds_phis(V z, V em1, V* phi /* phi[1..P] */) {
   if constexpr (P == 1) {
     phi[1] = ds_where(z == 0.0f, ds_fill<V>(1.0f), em1 / z);
   } else {
-    constexpr float inv_fact[16] = {1.f, 1.f, 1.f / 2, 1.f / 6, 1.f / 24, 1.f / 120, 1.f / 720,
-                                    1.f / 5040, 1.f / 40320, 1.f / 362880, 1.f / 3628800,
-                                    1.f / 39916800, 1.f / 479001600, 1.f / 6227020800.f,
-                                    1.f / 87178291200.f, 1.f / 1307674368000.f};
-    const float* c = inv_fact + P;  // c[m] = 1/(m+P)!
     auto small = ds_abs(z) < 1.0f;
-    V zs = ds_where(small, z, ds_fill<V>(0.0f));
-    V zc = ds_where(small, ds_fill<V>(-1.0f), z);  // keeps the unused closed form finite
-    V z2 = zs * zs, z4 = z2 * z2, z8 = z4 * z4;
-    V u0 = zs * c[1] + c[0], u1 = zs * c[3] + c[2], u2 = zs * c[5] + c[4], u3 = zs * c[7] + c[6];
-    V u4 = P == 2 ? zs * c[9] + c[8] : ds_fill<V>(c[8]);
     V series[P + 1];
-    series[P] = (u0 + u1 * z2) + (u2 + u3 * z2) * z4 + u4 * z8;
-#pragma GCC unroll 4
-    for (int p = P - 1; p >= 1; --p) series[p] = zs * series[p + 1] + inv_fact[p];
-    V r = 1.0f / zc;
+    ds_phis_series<P>(ds_where(small, z, ds_fill<V>(0.0f)), series);
+    V r = 1.0f / ds_where(small, ds_fill<V>(-1.0f), z);  // keeps the unused closed form finite
     V closed = em1 * r;
     phi[1] = ds_where(small, series[1], closed);
 #pragma GCC unroll 4
     for (int p = 2; p <= P; ++p) {
-      closed = (closed - inv_fact[p - 1]) * r;
+      closed = (closed - kInvFact[p - 1]) * r;
       phi[p] = ds_where(small, series[p], closed);
     }
+  }
+}
+
+// e^z and φ_1..φ_P. With |z| < 1 known: e^z = 1 + z φ_1 (within an ulp of 1 of the exponential).
+template <bool kSmall, int P, class V>
+DS_FN void ds_exp_phis(V z, V& e, V* phi /* phi[1..P] */) {
+  if constexpr (kSmall) {
+    ds_phis_series<P>(z, phi);
+    e = 1.0f + z * phi[1];
+  } else {
+    V em1;
+    ds_exp_em1(z, e, em1);
+    ds_phis<P>(z, em1, phi);
+  }
+}
+
+template <bool kSmall, class V>
+DS_FN V ds_exp_any(V z) {
+  if constexpr (kSmall) {
+    V phi[2];
+    ds_phis_series<1>(z, phi);
+    return 1.0f + z * phi[1];
+  } else {
+    return ds_exp(z);
   }
 }
 
@@ -57,19 +96,17 @@ DS_FN void ds_phis(V z, V em1, V* phi /* phi[1..P] */) {
 struct ZohCanonical {
   static constexpr int kLo = 0, kHi = 0;
   static constexpr bool kExplicitAD = false;
-  template <class V>
+  template <bool kSmall, class V>
   DS_FN static void weights(V z, V, V, V& abar, V* w) {
-    V e, em1, phi[2];
-    ds_exp_em1(z, e, em1);
-    ds_phis<1>(z, em1, phi);
+    V e, phi[2];
+    ds_exp_phis<kSmall, 1>(z, e, phi);
     abar = e;
     w[0] = phi[1];
   }
-  template <class V>
+  template <bool kSmall, class V>
   DS_FN static void grads(V z, V, V, V& abar, V& dabar, V* w, V* wz, V*, V*) {
-    V e, em1, phi[3];
-    ds_exp_em1(z, e, em1);
-    ds_phis<2>(z, em1, phi);
+    V e, phi[3];
+    ds_exp_phis<kSmall, 2>(z, e, phi);
     abar = e;
     dabar = e;
     w[0] = phi[1];
@@ -80,20 +117,18 @@ struct ZohCanonical {
 struct FohCanonical {
   static constexpr int kLo = -1, kHi = 0;
   static constexpr bool kExplicitAD = false;
-  template <class V>
+  template <bool kSmall, class V>
   DS_FN static void weights(V z, V, V, V& abar, V* w) {
-    V e, em1, phi[3];
-    ds_exp_em1(z, e, em1);
-    ds_phis<2>(z, em1, phi);
+    V e, phi[3];
+    ds_exp_phis<kSmall, 2>(z, e, phi);
     abar = e;
     w[0] = phi[1] - phi[2];
     w[1] = phi[2];
   }
-  template <class V>
+  template <bool kSmall, class V>
   DS_FN static void grads(V z, V, V, V& abar, V& dabar, V* w, V* wz, V*, V*) {
-    V e, em1, phi[4];
-    ds_exp_em1(z, e, em1);
-    ds_phis<3>(z, em1, phi);
+    V e, phi[4];
+    ds_exp_phis<kSmall, 3>(z, e, phi);
     V d1 = phi[1] - phi[2], d2 = phi[2] - 2.0f * phi[3];  // φ_p' = φ_p − p φ_{p+1}
     abar = e;
     dabar = e;
@@ -107,14 +142,14 @@ struct FohCanonical {
 struct BilinearCanonical {
   static constexpr int kLo = -1, kHi = 0;
   static constexpr bool kExplicitAD = false;
-  template <class V>
+  template <bool kSmall, class V>
   DS_FN static void weights(V z, V, V, V& abar, V* w) {
     V r = 1.0f / (1.0f - 0.5f * z);
     abar = (1.0f + 0.5f * z) * r;
     w[0] = 0.5f * r;
     w[1] = 0.5f * r;
   }
-  template <class V>
+  template <bool kSmall, class V>
   DS_FN static void grads(V z, V, V, V& abar, V& dabar, V* w, V* wz, V*, V*) {
     V r = 1.0f / (1.0f - 0.5f * z);
     abar = (1.0f + 0.5f * z) * r;
@@ -127,21 +162,19 @@ struct BilinearCanonical {
 struct PolynomialCanonical {
   static constexpr int kLo = -1, kHi = 1;
   static constexpr bool kExplicitAD = false;
-  template <class V>
+  template <bool kSmall, class V>
   DS_FN static void weights(V z, V, V, V& abar, V* w) {
-    V e, em1, phi[4];
-    ds_exp_em1(z, e, em1);
-    ds_phis<3>(z, em1, phi);
+    V e, phi[4];
+    ds_exp_phis<kSmall, 3>(z, e, phi);
     abar = e;
     w[0] = phi[3] - 1.5f * phi[2] + phi[1];
     w[1] = 2.0f * phi[2] - 2.0f * phi[3];
     w[2] = phi[3] - 0.5f * phi[2];
   }
-  template <class V>
+  template <bool kSmall, class V>
   DS_FN static void grads(V z, V, V, V& abar, V& dabar, V* w, V* wz, V*, V*) {
-    V e, em1, phi[5];
-    ds_exp_em1(z, e, em1);
-    ds_phis<4>(z, em1, phi);
+    V e, phi[5];
+    ds_exp_phis<kSmall, 4>(z, e, phi);
     V d1 = phi[1] - phi[2], d2 = phi[2] - 2.0f * phi[3], d3 = phi[3] - 3.0f * phi[4];
     abar = e;
     dabar = e;
@@ -157,21 +190,19 @@ struct PolynomialCanonical {
 struct HighorderCanonical {
   static constexpr int kLo = -2, kHi = 0;
   static constexpr bool kExplicitAD = false;
-  template <class V>
+  template <bool kSmall, class V>
   DS_FN static void weights(V z, V, V, V& abar, V* w) {
-    V e, em1, phi[4];
-    ds_exp_em1(z, e, em1);
-    ds_phis<3>(z, em1, phi);
+    V e, phi[4];
+    ds_exp_phis<kSmall, 3>(z, e, phi);
     abar = e;
     w[0] = phi[3] - 0.5f * phi[2];
     w[1] = phi[1] - 2.0f * phi[3];
     w[2] = phi[3] + 0.5f * phi[2];
   }
-  template <class V>
+  template <bool kSmall, class V>
   DS_FN static void grads(V z, V, V, V& abar, V& dabar, V* w, V* wz, V*, V*) {
-    V e, em1, phi[5];
-    ds_exp_em1(z, e, em1);
-    ds_phis<4>(z, em1, phi);
+    V e, phi[5];
+    ds_exp_phis<kSmall, 4>(z, e, phi);
     V d1 = phi[1] - phi[2], d2 = phi[2] - 2.0f * phi[3], d3 = phi[3] - 3.0f * phi[4];
     abar = e;
     dabar = e;
@@ -188,7 +219,7 @@ struct HighorderCanonical {
 struct Rk4Canonical {
   static constexpr int kLo = -2, kHi = 1;
   static constexpr bool kExplicitAD = false;
-  template <class V>
+  template <bool kSmall, class V>
   DS_FN static void weights(V z, V, V, V& abar, V* w) {
     abar = 1.0f + z * (1.0f + z * (0.5f + z * (1.0f / 6 + z * (1.0f / 24))));
     V cs = 1.0f + z * (1.0f + z * (0.5f + z * 0.25f));
@@ -197,9 +228,9 @@ struct Rk4Canonical {
     w[1] = (cs + (9.0f / 16) * cm) * (1.0f / 6);
     w[2] = (1.0f + (9.0f / 16) * cm) * (1.0f / 6);
   }
-  template <class V>
+  template <bool kSmall, class V>
   DS_FN static void grads(V z, V a, V dt, V& abar, V& dabar, V* w, V* wz, V*, V*) {
-    weights(z, a, dt, abar, w);
+    weights<kSmall>(z, a, dt, abar, w);
     dabar = 1.0f + z * (1.0f + z * (0.5f + z * (1.0f / 6)));
     V dcs = 1.0f + z * (1.0f + z * 0.75f);
     V dcm = 2.0f + z;
@@ -214,14 +245,14 @@ struct Rk4Canonical {
 struct ZohPaper {  // mamba_ssm's selective_scan_ref: Ā = e^z, B̄ = Δ
   static constexpr int kLo = 0, kHi = 0;
   static constexpr bool kExplicitAD = false;
-  template <class V>
+  template <bool kSmall, class V>
   DS_FN static void weights(V z, V, V, V& abar, V* w) {
-    abar = ds_exp(z);
+    abar = ds_exp_any<kSmall>(z);
     w[0] = ds_fill<V>(1.0f);
   }
-  template <class V>
+  template <bool kSmall, class V>
   DS_FN static void grads(V z, V, V, V& abar, V& dabar, V* w, V* wz, V*, V*) {
-    abar = dabar = ds_exp(z);
+    abar = dabar = ds_exp_any<kSmall>(z);
     w[0] = ds_fill<V>(1.0f);
     wz[0] = ds_fill<V>(0.0f);
   }
@@ -230,13 +261,13 @@ struct ZohPaper {  // mamba_ssm's selective_scan_ref: Ā = e^z, B̄ = Δ
 struct BilinearPaper {  // Tustin Ā, B̄ = Δ/(1 − z/2)
   static constexpr int kLo = 0, kHi = 0;
   static constexpr bool kExplicitAD = false;
-  template <class V>
+  template <bool kSmall, class V>
   DS_FN static void weights(V z, V, V, V& abar, V* w) {
     V r = 1.0f / (1.0f - 0.5f * z);
     abar = (1.0f + 0.5f * z) * r;
     w[0] = r;
   }
-  template <class V>
+  template <bool kSmall, class V>
   DS_FN static void grads(V z, V, V, V& abar, V& dabar, V* w, V* wz, V*, V*) {
     V r = 1.0f / (1.0f - 0.5f * z);
     abar = (1.0f + 0.5f * z) * r;
@@ -249,14 +280,14 @@ struct BilinearPaper {  // Tustin Ā, B̄ = Δ/(1 − z/2)
 struct Rk4Paper {  // B̄ = Δ(1 + z/2 + z²/6 + z³/24)
   static constexpr int kLo = 0, kHi = 0;
   static constexpr bool kExplicitAD = false;
-  template <class V>
+  template <bool kSmall, class V>
   DS_FN static void weights(V z, V, V, V& abar, V* w) {
-    abar = ds_exp(z);
+    abar = ds_exp_any<kSmall>(z);
     w[0] = 1.0f + z * (0.5f + z * (1.0f / 6 + z * (1.0f / 24)));
   }
-  template <class V>
+  template <bool kSmall, class V>
   DS_FN static void grads(V z, V, V, V& abar, V& dabar, V* w, V* wz, V*, V*) {
-    abar = dabar = ds_exp(z);
+    abar = dabar = ds_exp_any<kSmall>(z);
     w[0] = 1.0f + z * (0.5f + z * (1.0f / 6 + z * (1.0f / 24)));
     wz[0] = 0.5f + z * (1.0f / 3 + z * (1.0f / 8));
   }
@@ -268,15 +299,15 @@ struct Rk4Paper {  // B̄ = Δ(1 + z/2 + z²/6 + z³/24)
 struct FohPaper {  // w = Δ/2 + aΔ²/6 + a²Δ³/24 + a³Δ⁴/120
   static constexpr int kLo = 0, kHi = 0;
   static constexpr bool kExplicitAD = true;
-  template <class V>
+  template <bool kSmall, class V>
   DS_FN static void weights(V z, V a, V dt, V& abar, V* w) {
-    abar = ds_exp(z);
+    abar = ds_exp_any<kSmall>(z);
     V c2 = a * (1.0f / 6), c3 = a * a * (1.0f / 24), c4 = a * a * a * (1.0f / 120);
     w[0] = dt * (0.5f + dt * (c2 + dt * (c3 + dt * c4)));
   }
-  template <class V>
+  template <bool kSmall, class V>
   DS_FN static void grads(V z, V a, V dt, V& abar, V& dabar, V* w, V* wz, V* wa, V* wd) {
-    abar = dabar = ds_exp(z);
+    abar = dabar = ds_exp_any<kSmall>(z);
     V c2 = a * (1.0f / 6), c3 = a * a * (1.0f / 24), c4 = a * a * a * (1.0f / 120);
     w[0] = dt * (0.5f + dt * (c2 + dt * (c3 + dt * c4)));
     wz[0] = ds_fill<V>(0.0f);
@@ -289,16 +320,16 @@ struct FohPaper {  // w = Δ/2 + aΔ²/6 + a²Δ³/24 + a³Δ⁴/120
 struct PolynomialPaper {  // w = 1 + (a/2 + 1/4)Δ + (a²/6 + a/12)Δ² + (a³/24 + a²/48)Δ³
   static constexpr int kLo = 0, kHi = 0;
   static constexpr bool kExplicitAD = true;
-  template <class V>
+  template <bool kSmall, class V>
   DS_FN static void weights(V z, V a, V dt, V& abar, V* w) {
-    abar = ds_exp(z);
+    abar = ds_exp_any<kSmall>(z);
     V c1 = 0.5f * a + 0.25f, c2 = a * (a * (1.0f / 6) + 1.0f / 12),
       c3 = a * a * (a * (1.0f / 24) + 1.0f / 48);
     w[0] = 1.0f + dt * (c1 + dt * (c2 + dt * c3));
   }
-  template <class V>
+  template <bool kSmall, class V>
   DS_FN static void grads(V z, V a, V dt, V& abar, V& dabar, V* w, V* wz, V* wa, V* wd) {
-    abar = dabar = ds_exp(z);
+    abar = dabar = ds_exp_any<kSmall>(z);
     V c1 = 0.5f * a + 0.25f, c2 = a * (a * (1.0f / 6) + 1.0f / 12),
       c3 = a * a * (a * (1.0f / 24) + 1.0f / 48);
     w[0] = 1.0f + dt * (c1 + dt * (c2 + dt * c3));
@@ -312,16 +343,16 @@ struct PolynomialPaper {  // w = 1 + (a/2 + 1/4)Δ + (a²/6 + a/12)Δ² + (a³/2
 struct HighorderPaper {  // w = 1 + (a/2 + 1/2)Δ + (a²/6 + a/6 + 1/12)Δ² + (a³/24 + a²/24 + a/48)Δ³
   static constexpr int kLo = 0, kHi = 0;
   static constexpr bool kExplicitAD = true;
-  template <class V>
+  template <bool kSmall, class V>
   DS_FN static void weights(V z, V a, V dt, V& abar, V* w) {
-    abar = ds_exp(z);
+    abar = ds_exp_any<kSmall>(z);
     V c1 = 0.5f * a + 0.5f, c2 = a * (a * (1.0f / 6) + 1.0f / 6) + 1.0f / 12,
       c3 = a * (a * (a * (1.0f / 24) + 1.0f / 24) + 1.0f / 48);
     w[0] = 1.0f + dt * (c1 + dt * (c2 + dt * c3));
   }
-  template <class V>
+  template <bool kSmall, class V>
   DS_FN static void grads(V z, V a, V dt, V& abar, V& dabar, V* w, V* wz, V* wa, V* wd) {
-    abar = dabar = ds_exp(z);
+    abar = dabar = ds_exp_any<kSmall>(z);
     V c1 = 0.5f * a + 0.5f, c2 = a * (a * (1.0f / 6) + 1.0f / 6) + 1.0f / 12,
       c3 = a * (a * (a * (1.0f / 24) + 1.0f / 24) + 1.0f / 48);
     w[0] = 1.0f + dt * (c1 + dt * (c2 + dt * c3));

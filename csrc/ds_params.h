@@ -22,7 +22,7 @@
 constexpr int64_t kPadFront = 4;
 constexpr int64_t kPadBack = 2;
 constexpr int64_t kCkptEvery = 32;  // tokens per checkpoint; a chunk's vectors stay in L1
-constexpr int64_t kChunkSlots = 8;  // per-token vectors of the backward's recompute pass (4 + taps)
+constexpr int64_t kChunkSlots = 7;  // per-token vectors of the backward's recompute pass (3 + taps)
 constexpr int64_t kStateAlign = 16;
 
 struct DsScanParams {
@@ -35,10 +35,15 @@ struct DsScanParams {
   int64_t* slab_part_ids;
 };
 
-// Floats of scratch one part needs (per-token buffers and the chunk's states).
+// Floats of scratch one part needs: kScratchRows per-token rows, each padded to whole vectors
+// (plus the stencil pads), then the chunk's per-token vectors and two row-sum buffers.
 constexpr int64_t kChunkRows = kCkptEvery + 2 * kStateAlign;  // rows of a per-chunk lane buffer
+constexpr int64_t kScratchRows = 7;
+inline int64_t ds_scratch_row(int64_t len) {
+  return (len + kPadFront + kPadBack + kStateAlign - 1) / kStateAlign * kStateAlign + kStateAlign;
+}
 inline int64_t ds_scratch_floats(int64_t len) {
-  return 8 * (len + kPadFront + kPadBack) + (kCkptEvery * kChunkSlots + 2 * kChunkRows) * kStateAlign;
+  return kScratchRows * ds_scratch_row(len) + (kCkptEvery * kChunkSlots + 2 * kChunkRows) * kStateAlign;
 }
 
 // The methods: (kernel id, key the Python side passes, struct in ds_methods.h).

@@ -35,7 +35,7 @@ static inline void ds_add_row_sums(const float* rows, int64_t count, float* out)
 // Token-indexed inputs and outputs of a pair (u, delta, z, out, ypre, dout, du, ddelta, dz) are
 // in the caller's token order; with p.reverse the scan runs from the last token to the first, so
 // scan position k is token L − 1 − k. These read / write scan positions k .. k + n − 1.
-static inline vf ds_load_tok(const DsScanParams& p, const float* base, int64_t k, int64_t n) {
+DS_FN vf ds_load_tok(const DsScanParams& p, const float* base, int64_t k, int64_t n) {
   if (!p.reverse) return ds_load_n(base + k, n);
   const int64_t first = p.len - k - n;  // the block's lowest token
   if (n == kW) return ds_reverse(ds_load(base + first));
@@ -43,7 +43,7 @@ static inline vf ds_load_tok(const DsScanParams& p, const float* base, int64_t k
   for (int64_t i = 0; i < n; ++i) t[i] = base[p.len - 1 - k - i];
   return ds_load(t);
 }
-static inline void ds_store_tok(const DsScanParams& p, float* base, int64_t k, vf v, int64_t n) {
+DS_FN void ds_store_tok(const DsScanParams& p, float* base, int64_t k, vf v, int64_t n) {
   if (!p.reverse) return ds_store_n(base + k, v, n);
   if (n == kW) return ds_store(base + p.len - k - n, ds_reverse(v));
   float t[kW];
@@ -51,13 +51,14 @@ static inline void ds_store_tok(const DsScanParams& p, float* base, int64_t k, v
   for (int64_t i = 0; i < n; ++i) base[p.len - 1 - k - i] = t[i];
 }
 
-// Per-pair scratch: Δ after bias and softplus, and u zero-padded so that stencil reads past
-// either end need no bounds checks.
+// Per-pair scratch, each array padded to whole vectors: Δ after bias and softplus, u zero-padded
+// so that stencil reads past either end need no bounds checks, and the per-token sums.
 struct PairScratch {
   float* dt;   // [len]
   float* ub;   // [len] with kPadFront before and kPadBack after, zero
   float* y;    // [len]
-  float* dy;   // [len]
+  float* dy;   // [len]        dL/dy before the gate
+  float* sg;   // [len]        σ(z), the gate's sigmoid
   float* dtg;  // [len]        dL/dΔ (after the activation)
   float* dub;  // [len] padded dL/du through the drive
   float* chunk;          // [kCkptEvery * kChunkSlots * kW] the recompute pass's per-token vectors
@@ -65,15 +66,16 @@ struct PairScratch {
 };
 
 static PairScratch ds_scratch(const DsScanParams& p, float* s) {
-  const int64_t padded = p.len + kPadFront + kPadBack;
+  const int64_t stride = ds_scratch_row(p.len);
   PairScratch ps;
   ps.dt = s;
-  ps.ub = s + padded + kPadFront;
-  ps.y = s + 2 * padded;
-  ps.dy = s + 3 * padded;
-  ps.dtg = s + 4 * padded;
-  ps.dub = s + 5 * padded + kPadFront;
-  ps.chunk = s + 6 * padded;
+  ps.ub = s + stride + kPadFront;
+  ps.y = s + 2 * stride;
+  ps.dy = s + 3 * stride;
+  ps.sg = s + 4 * stride;
+  ps.dtg = s + 5 * stride;
+  ps.dub = s + 6 * stride + kPadFront;
+  ps.chunk = s + kScratchRows * stride;
   ps.rows1 = ps.chunk + kCkptEvery * kChunkSlots * kStateAlign;
   ps.rows2 = ps.rows1 + kChunkRows * kStateAlign;
   return ps;
@@ -90,7 +92,7 @@ static void ds_prepare_pair(const DsScanParams& p, int64_t pair, const PairScrat
     const int64_t n = ds_min(kW, L - k);
     ds_store_n(ps.ub + k, ds_load_tok(p, u, k, n), n);
     const vf x = ds_load_tok(p, delta, k, n) + bias;
-    ds_store_n(ps.dt + k, p.softplus ? ds_softplus(x) : x, n);
+    ds_store(ps.dt + k, p.softplus ? ds_softplus(x) : x);
   }
 }
 
@@ -100,16 +102,18 @@ static void ds_forward_pair(const DsScanParams& p, int64_t pair, const PairScrat
   const int64_t L = p.len, NP = p.state_pad, di = pair % p.dim;
   const int64_t slab = pair / p.chan_per_group;
   const int64_t rows = L + kPadFront + kPadBack;
-  const float* Bs = p.Bt + (slab * rows + kPadFront) * NP;
-  const float* Cs = p.Ct + (slab * rows + kPadFront) * NP;
+  const float* __restrict Bs = p.Bt + (slab * rows + kPadFront) * NP;
+  const float* __restrict Cs = p.Ct + (slab * rows + kPadFront) * NP;
   ds_prepare_pair(p, pair, ps);
-  const float* dt = ps.dt;
-  const float* ub = ps.ub;
-  float* y = ps.y;
-  for (int64_t k = 0; k < L; ++k) y[k] = 0.0f;
+  const float* __restrict dt = ps.dt;
+  const float* __restrict ub = ps.ub;
+  float* __restrict y = ps.y;
+  float* __restrict rows1 = ps.rows1;
+  for (int64_t k = 0; k < L; k += kW) ds_store(y + k, ds_fill<vf>(0.0f));
 
   for (int64_t c = 0; c < NP; c += kW) {
     const vf a = ds_load(p.A + di * NP + c);
+    const float amax = ds_hmax(ds_abs(a));  // every lane has |z| < 1 when |Δ| amax < 1
     vf h = ds_fill<vf>(0.0f);
     vf v[kTaps];  // v[j − kLo] = v_{k+j}
 #pragma GCC unroll 4
@@ -118,19 +122,24 @@ static void ds_forward_pair(const DsScanParams& p, int64_t pair, const PairScrat
       if (p.ckpt) ds_store(p.ckpt + ((pair * p.n_ckpt + t) * NP + c), h);
       const int64_t t1 = ds_min(t0 + kCkptEvery, L);
       for (int64_t k = t0; k < t1; ++k) {
-        const vf dtv = ds_fill<vf>(dt[k]);
-        vf abar, w[kTaps];
-        M::weights(a * dt[k], a, dtv, abar, w);
-        vf x = w[0] * v[0];
+        auto step = [&](auto small) {
+          vf abar, w[kTaps];
+          M::template weights<decltype(small)::value>(a * dt[k], a, ds_fill<vf>(dt[k]), abar, w);
+          vf x = w[0] * v[0];
 #pragma GCC unroll 4
-        for (int j = 1; j < kTaps; ++j) x += w[j] * v[j];
-        h = abar * h + dt[k] * x;
-        ds_store(ps.rows1 + (k - t0) * kW, ds_load(Cs + k * NP + c) * h);
+          for (int j = 1; j < kTaps; ++j) x += w[j] * v[j];
+          h = abar * h + dt[k] * x;
+        };
+        if (__builtin_fabsf(dt[k]) * amax < 1.0f)
+          step(DsSmall<true>{});
+        else
+          step(DsSmall<false>{});
+        ds_store(rows1 + (k - t0) * kW, ds_load(Cs + k * NP + c) * h);
 #pragma GCC unroll 4
         for (int j = 0; j + 1 < kTaps; ++j) v[j] = v[j + 1];
         v[kTaps - 1] = ds_load(Bs + (k + 1 + kHi) * NP + c) * ub[k + 1 + kHi];
       }
-      ds_add_row_sums(ps.rows1, t1 - t0, y + t0);
+      ds_add_row_sums(rows1, t1 - t0, y + t0);
     }
     if (p.last_state) ds_store(p.last_state + pair * NP + c, h);
   }
@@ -141,7 +150,7 @@ static void ds_forward_pair(const DsScanParams& p, int64_t pair, const PairScrat
   float* ypre = p.ypre ? p.ypre + pair * L : nullptr;
   for (int64_t k = 0; k < L; k += kW) {
     const int64_t n = ds_min(kW, L - k);
-    const vf yk = ds_load_n(y + k, n) + D * ds_load_n(ub + k, n);
+    const vf yk = ds_load(y + k) + D * ds_load(ub + k);
     if (ypre) ds_store_tok(p, ypre, k, yk, n);
     ds_store_tok(p, out, k, zg ? yk * ds_silu(ds_load_tok(p, zg, k, n)) : yk, n);
   }
@@ -154,28 +163,42 @@ static void ds_backward_pair(const DsScanParams& p, int64_t pair, const PairScra
   const int64_t L = p.len, NP = p.state_pad, di = pair % p.dim;
   const int64_t slab = pair / p.chan_per_group;
   const int64_t rows = L + kPadFront + kPadBack;
-  const float* Bs = p.Bt + (slab * rows + kPadFront) * NP;
-  const float* Cs = p.Ct + (slab * rows + kPadFront) * NP;
+  const float* __restrict Bs = p.Bt + (slab * rows + kPadFront) * NP;
+  const float* __restrict Cs = p.Ct + (slab * rows + kPadFront) * NP;
   ds_prepare_pair(p, pair, ps);
-  const float* dt = ps.dt;
-  const float* ub = ps.ub;
-  float* dy = ps.dy;
-  float* dtg = ps.dtg;
-  float* dub = ps.dub;
+  const float* __restrict dt = ps.dt;
+  const float* __restrict ub = ps.ub;
+  float* __restrict dy = ps.dy;
+  float* __restrict sg = ps.sg;
+  float* __restrict dtg = ps.dtg;
+  float* __restrict dub = ps.dub;
+  float* __restrict chunk = ps.chunk;
+  float* __restrict rows1 = ps.rows1;
+  float* __restrict rows2 = ps.rows2;
   const float* dout = p.dout + pair * L;
   const float* zg = p.z ? p.z + pair * L : nullptr;
   for (int64_t k = 0; k < L; k += kW) {
     const int64_t n = ds_min(kW, L - k);
-    const vf d = ds_load_tok(p, dout, k, n);
-    ds_store_n(dy + k, zg ? d * ds_silu(ds_load_tok(p, zg, k, n)) : d, n);
-    ds_store_n(dtg + k, ds_fill<vf>(0.0f), n);
+    const vf d = ds_load_tok(p, dout, k, n);  // zero past the end, so dy is too
+    if (zg) {
+      const vf zk = ds_load_tok(p, zg, k, n);
+      const vf s = ds_sigmoid(zk);
+      ds_store(sg + k, s);
+      ds_store(dy + k, d * (zk * s));
+    } else {
+      ds_store(dy + k, d);
+    }
+    ds_store(dtg + k, ds_fill<vf>(0.0f));
   }
   for (int64_t k = -kPadFront; k < L + kPadBack; ++k) dub[k] = 0.0f;
 
   for (int64_t c = 0; c < NP; c += kW) {
     const vf a = ds_load(p.A + di * NP + c);
+    const float amax = ds_hmax(ds_abs(a));
     vf dA_acc = ds_fill<vf>(0.0f);
-    vf carry = p.dlast ? ds_load(p.dlast + pair * NP + c) : ds_fill<vf>(0.0f);  // Ā_{k+1} g_{k+1}
+    // The adjoint g_k = C_k dy_k + Ā_{k+1} g_{k+1}: one FMA per token on the dependency chain.
+    vf g = p.dlast ? ds_load(p.dlast + pair * NP + c) : ds_fill<vf>(0.0f);
+    vf abar_next = ds_fill<vf>(1.0f);
     vf dv[kTaps];  // dv[j − kLo] = dL/dv_{k+j} so far
 #pragma GCC unroll 4
     for (int j = 0; j < kTaps; ++j) dv[j] = ds_fill<vf>(0.0f);
@@ -189,7 +212,10 @@ static void ds_backward_pair(const DsScanParams& p, int64_t pair, const PairScra
       for (int64_t k = t0; k < t1; ++k) {
         const vf dtv = ds_fill<vf>(dt[k]);
         vf abar, dabar, w[kTaps], wz[kTaps], wa[kTaps], wd[kTaps];
-        M::grads(a * dt[k], a, dtv, abar, dabar, w, wz, wa, wd);
+        if (__builtin_fabsf(dt[k]) * amax < 1.0f)
+          M::template grads<true>(a * dt[k], a, dtv, abar, dabar, w, wz, wa, wd);
+        else
+          M::template grads<false>(a * dt[k], a, dtv, abar, dabar, w, wz, wa, wd);
         vf S = w[0] * v[0], Sz = wz[0] * v[0];
 #pragma GCC unroll 4
         for (int j = 1; j < kTaps; ++j) {
@@ -210,36 +236,36 @@ static void ds_backward_pair(const DsScanParams& p, int64_t pair, const PairScra
         }
         h = abar * h + dt[k] * S;
         ds_store(dCs + k * NP + c, ds_load(dCs + k * NP + c) + dy[k] * h);
-        float* slot = ps.chunk + (k - t0) * kChunkSlots * kW;
-        ds_store(slot + kW, abar);
-        ds_store(slot + 2 * kW, dt[k] * q1);
-        ds_store(slot + 3 * kW, S + dt[k] * q2 + a * hd);
+        float* slot = chunk + (k - t0) * kChunkSlots * kW;
+        ds_store(slot, abar);
+        ds_store(slot + kW, dt[k] * q1);
+        ds_store(slot + 2 * kW, S + dt[k] * q2 + a * hd);
 #pragma GCC unroll 4
-        for (int j = 0; j < kTaps; ++j) ds_store(slot + (4 + j) * kW, w[j]);
+        for (int j = 0; j < kTaps; ++j) ds_store(slot + (3 + j) * kW, w[j]);
 #pragma GCC unroll 4
         for (int j = 0; j + 1 < kTaps; ++j) v[j] = v[j + 1];
         v[kTaps - 1] = ds_load(Bs + (k + 1 + kHi) * NP + c) * ub[k + 1 + kHi];
       }
       // Reverse pass.
       for (int64_t k = t1 - 1; k >= t0; --k) {
-        const float* slot = ps.chunk + (k - t0) * kChunkSlots * kW;
-        const vf g = ds_load(Cs + k * NP + c) * dy[k] + carry;
-        carry = ds_load(slot + kW) * g;
-        dA_acc += g * ds_load(slot + 2 * kW);
-        ds_store(ps.rows1 + (k - t0) * kW, g * ds_load(slot + 3 * kW));
+        const float* slot = chunk + (k - t0) * kChunkSlots * kW;
+        g = abar_next * g + ds_load(Cs + k * NP + c) * dy[k];
+        abar_next = ds_load(slot);
+        dA_acc += g * ds_load(slot + kW);
+        ds_store(rows1 + (k - t0) * kW, g * ds_load(slot + 2 * kW));
         const vf gdt = g * dt[k];
 #pragma GCC unroll 4
-        for (int j = 0; j < kTaps; ++j) dv[j] += gdt * ds_load(slot + (4 + j) * kW);
+        for (int j = 0; j < kTaps; ++j) dv[j] += gdt * ds_load(slot + (3 + j) * kW);
         // dv_{k+kHi} is complete: no earlier token reaches that far.
         const int64_t m = k + kHi;
         ds_store(dBs + m * NP + c, ds_load(dBs + m * NP + c) + dv[kTaps - 1] * ub[m]);
-        ds_store(ps.rows2 + (m - t0) * kW, dv[kTaps - 1] * ds_load(Bs + m * NP + c));
+        ds_store(rows2 + (m - t0) * kW, dv[kTaps - 1] * ds_load(Bs + m * NP + c));
 #pragma GCC unroll 4
         for (int j = kTaps - 1; j > 0; --j) dv[j] = dv[j - 1];
         dv[0] = ds_fill<vf>(0.0f);
       }
-      ds_add_row_sums(ps.rows1, t1 - t0, dtg + t0);
-      ds_add_row_sums(ps.rows2 + kHi * kW, t1 - t0, dub + t0 + kHi);
+      ds_add_row_sums(rows1, t1 - t0, dtg + t0);
+      ds_add_row_sums(rows2 + kHi * kW, t1 - t0, dub + t0 + kHi);
     }
     // Tokens kLo .. kHi − 1 still hold contributions (dv[j − kLo] is now dv_{j−1}).
 #pragma GCC unroll 4
@@ -261,15 +287,19 @@ static void ds_backward_pair(const DsScanParams& p, int64_t pair, const PairScra
   vf dD = ds_fill<vf>(0.0f), ddb = ds_fill<vf>(0.0f);
   for (int64_t k = 0; k < L; k += kW) {
     const int64_t n = ds_min(kW, L - k);
-    const vf dyk = ds_load_n(dy + k, n);  // zero past the end, so the sums below are exact
-    dD += dyk * ds_load_n(ub + k, n);
-    ds_store_tok(p, du, k, ds_load_n(dub + k, n) + dyk * D, n);
+    const vf dyk = ds_load(dy + k);  // zero past the end, so the sums below are exact
+    dD += dyk * ds_load(ub + k);
+    ds_store_tok(p, du, k, ds_load(dub + k) + dyk * D, n);
     vf draw = ds_load_n(dtg + k, n);
-    if (p.softplus) draw *= ds_softplus_grad(ds_load_tok(p, delta, k, n) + bias);
+    // softplus'(x) = σ(x) = 1 − e^{−softplus(x)}, from the Δ already at hand
+    if (p.softplus) draw *= ds_sigmoid_from_softplus(ds_load_tok(p, delta, k, n) + bias, ds_load(dt + k));
     ds_store_tok(p, ddelta, k, draw, n);
     ddb += draw;
-    if (dz)
-      ds_store_tok(p, dz, k, ds_load_tok(p, dout, k, n) * ds_load_tok(p, ypre, k, n) * ds_silu_grad(ds_load_tok(p, zg, k, n)), n);
+    if (dz) {
+      const vf zk = ds_load_tok(p, zg, k, n), s = ds_load(sg + k);
+      const vf silu_grad = s * (1.0f + zk * (1.0f - s));
+      ds_store_tok(p, dz, k, ds_load_tok(p, dout, k, n) * ds_load_tok(p, ypre, k, n) * silu_grad, n);
+    }
   }
   p.dD_part[pair] = ds_hsum(dD);
   p.ddb_part[pair] = ds_hsum(ddb);

@@ -15,6 +15,7 @@ typedef int vi;
 DS_FN vf ds_load(const float* p) { return *p; }
 DS_FN void ds_store(float* p, vf v) { *p = v; }
 DS_FN float ds_hsum(vf v) { return v; }
+DS_FN float ds_hmax(vf v) { return v; }
 DS_FN vi ds_to_int(vf v) { return (int)v; }
 DS_FN vf ds_reverse(vf v) { return v; }
 DS_FN vf ds_bits_to_float(vi v) { return __builtin_bit_cast(float, v); }
@@ -37,6 +38,20 @@ DS_FN float ds_hsum(vf v) {
   s4 = s4 + __builtin_shufflevector(s4, s4, 2, 3, 0, 1);
   return s4[0] + s4[1];
 }
+DS_FN vf ds_max_nan(vf a, vf b) { return (a > b) | (a != a) ? a : b; }  // nan if either is
+DS_FN float ds_hmax(vf v) {  // max over lanes (a swap-and-max tree); nan if any lane is nan
+#if DS_VEC_WIDTH == 16
+  v = ds_max_nan(v, __builtin_shufflevector(v, v, 8, 9, 10, 11, 12, 13, 14, 15, 0, 1, 2, 3, 4, 5, 6, 7));
+  v = ds_max_nan(v, __builtin_shufflevector(v, v, 4, 5, 6, 7, 0, 1, 2, 3, 12, 13, 14, 15, 8, 9, 10, 11));
+  v = ds_max_nan(v, __builtin_shufflevector(v, v, 2, 3, 0, 1, 6, 7, 4, 5, 10, 11, 8, 9, 14, 15, 12, 13));
+  v = ds_max_nan(v, __builtin_shufflevector(v, v, 1, 0, 3, 2, 5, 4, 7, 6, 9, 8, 11, 10, 13, 12, 15, 14));
+#else
+  v = ds_max_nan(v, __builtin_shufflevector(v, v, 4, 5, 6, 7, 0, 1, 2, 3));
+  v = ds_max_nan(v, __builtin_shufflevector(v, v, 2, 3, 0, 1, 6, 7, 4, 5));
+  v = ds_max_nan(v, __builtin_shufflevector(v, v, 1, 0, 3, 2, 5, 4, 7, 6));
+#endif
+  return v[0];
+}
 DS_FN vi ds_to_int(vf v) { return __builtin_convertvector(v, vi); }
 DS_FN vf ds_reverse(vf v) {  // lane i <- lane kW − 1 − i
 #if DS_VEC_WIDTH == 16
@@ -57,7 +72,6 @@ DS_FN V ds_fill(float c) {
 template <class M>
 DS_FN vf ds_where(M mask, vf a, vf b) { return mask ? a : b; }
 DS_FN vf ds_abs(vf x) { return ds_where(x < 0.0f, -x, x); }
-DS_FN vf ds_max(vf x, float lo) { return ds_where(x < lo, ds_fill<vf>(lo), x); }
 
 // 2^k for integral k in [−150, 128] (exactly; 0 and +inf at the ends), nan for nan.
 DS_FN vf ds_pow2(vf k) {
@@ -181,30 +195,43 @@ DS_FN vf ds_log1p_unit(vf y) {
 
 DS_FN vf ds_sigmoid(vf x) { return 1.0f / (1.0f + ds_exp(-x)); }
 DS_FN vf ds_silu(vf x) { return x * ds_sigmoid(x); }
-DS_FN vf ds_silu_grad(vf x) {
-  vf s = ds_sigmoid(x);
-  return s * (1.0f + x * (1.0f - s));
-}
-// torch's softplus (beta 1, threshold 20) and its derivative as softplus_backward computes it.
+// torch's softplus (beta 1, threshold 20).
 DS_FN vf ds_softplus(vf x) {
   vf pos = ds_where(x > 0.0f, x, ds_fill<vf>(0.0f));
   return ds_where(x > 20.0f, x, pos + ds_log1p_unit(ds_exp(-ds_abs(x))));
 }
-DS_FN vf ds_softplus_grad(vf x) {
-  vf e = ds_exp(x);
-  return ds_where(x > 20.0f, ds_fill<vf>(1.0f), e / (e + 1.0f));
+// softplus'(x) = σ(x) given sp = ds_softplus(x): 1 − e^{−sp} = e^x/(1 + e^x), as −expm1(−sp) so
+// that it keeps its relative accuracy where σ is tiny; exactly 1 above the threshold, as torch.
+DS_FN vf ds_sigmoid_from_softplus(vf x, vf sp) {
+  vf e, em1;
+  ds_exp_em1(-sp, e, em1);
+  return ds_where(x > 20.0f, ds_fill<vf>(1.0f), -em1);
 }
 
-// The first `count` (≤ kW) lanes at p, the rest zero; and the converse store.
+// The first `count` (≤ kW) lanes at p, the rest zero; and the converse store. Masked moves,
+// which touch no memory past the count: a partial vector at the end of a tensor row costs what a
+// full one does (a scalar loop through a stack buffer stalls on store forwarding).
 DS_FN vf ds_load_n(const float* p, int64_t count) {
-  if (count == kW) return ds_load(p);
-  float t[kW] = {};
-  for (int64_t i = 0; i < count; ++i) t[i] = p[i];
-  return ds_load(t);
+#if DS_VEC_WIDTH == 16
+  if (count >= kW) return ds_load(p);
+  return __builtin_ia32_loadups512_mask(p, ds_fill<vf>(0.0f), (unsigned short)((1u << count) - 1));
+#elif DS_VEC_WIDTH == 8
+  if (count >= kW) return ds_load(p);
+  const vi lane = {0, 1, 2, 3, 4, 5, 6, 7};
+  return __builtin_ia32_maskloadps256(reinterpret_cast<const vf*>(p), lane < (int)count);
+#else
+  return count > 0 ? *p : 0.0f;
+#endif
 }
 DS_FN void ds_store_n(float* p, vf v, int64_t count) {
-  if (count == kW) return ds_store(p, v);
-  float t[kW];
-  ds_store(t, v);
-  for (int64_t i = 0; i < count; ++i) p[i] = t[i];
+#if DS_VEC_WIDTH == 16
+  if (count >= kW) return ds_store(p, v);
+  __builtin_ia32_storeups512_mask(p, v, (unsigned short)((1u << count) - 1));
+#elif DS_VEC_WIDTH == 8
+  if (count >= kW) return ds_store(p, v);
+  const vi lane = {0, 1, 2, 3, 4, 5, 6, 7};
+  __builtin_ia32_maskstoreps256(reinterpret_cast<vf*>(p), lane < (int)count, v);
+#else
+  if (count > 0) *p = v;
+#endif
 }

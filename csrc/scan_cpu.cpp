@@ -5,6 +5,7 @@
 #include <torch/extension.h>
 
 #include <atomic>
+#include <cmath>
 #include <cstring>
 #include <optional>
 #include <string>
@@ -85,22 +86,40 @@ void check_tensor(const char* name, const Tensor& t, c10::IntArrayRef shape) {
 }
 
 // Pairs are cut into more parts than threads, handed out dynamically: when another process holds
-// a core, the other threads take over its share instead of the whole call waiting for it.
+// a core, the other threads take over its share instead of the whole call waiting for it. Part
+// sizes shrink geometrically (guided scheduling), so the parts handed out last are small and a
+// thread that runs out of work waits only for a small part at the end; the boundaries depend on
+// nothing but the pair and thread counts, so results stay deterministic.
 // `run(part, begin, end, scratch)` gets the part's contiguous range of pairs.
 constexpr int64_t kPartsPerThread = 8;
+constexpr double kPartShrink = 0.85;  // size of a part relative to the one before it
 
 int64_t parts_for(int64_t pairs) {
   return std::max<int64_t>(1, std::min<int64_t>(pairs, kPartsPerThread * at::get_num_threads()));
 }
 
+// bounds[p] .. bounds[p + 1] are part p's pairs; every part gets at least one.
+std::vector<int64_t> part_bounds(int64_t pairs, int64_t parts) {
+  std::vector<int64_t> bounds(parts + 1);
+  const double total = 1.0 - std::pow(kPartShrink, (double)parts);
+  for (int64_t p = 0; p <= parts; ++p)
+    bounds[p] = std::llround(pairs * (1.0 - std::pow(kPartShrink, (double)p)) / total);
+  bounds[0] = 0;
+  bounds[parts] = pairs;
+  for (int64_t p = 1; p < parts; ++p)
+    bounds[p] = std::min(std::max(bounds[p], bounds[p - 1] + 1), pairs - (parts - p));
+  return bounds;
+}
+
 template <class F>
 void for_parts(int64_t pairs, int64_t parts, int64_t len, const F& run) {
   if (pairs == 0) return;
+  const std::vector<int64_t> bounds = part_bounds(pairs, parts);
   std::atomic<int64_t> next{0};
   at::parallel_for(0, std::min<int64_t>(at::get_num_threads(), parts), 1, [&](int64_t, int64_t) {
     std::vector<float> scratch(ds_scratch_floats(len));
     for (int64_t part = next.fetch_add(1); part < parts; part = next.fetch_add(1))
-      run(part, pairs * part / parts, pairs * (part + 1) / parts, scratch.data());
+      run(part, bounds[part], bounds[part + 1], scratch.data());
   });
 }
 

@@ -11,6 +11,15 @@ as the anchor of every run, and each row states its time relative to it (`vs_mam
 Times are wall-clock milliseconds per call (median and minimum over repeats, after one warm-up
 call; on CUDA the device is synchronised around each call); they are only comparable within one
 run, on one machine, under one load.
+
+The allocator matters on the CPU, above all for mamba_ssm's selective_scan_ref: it indexes one
+token of two (b, d, l, n) tensors per step, so its backward materialises a zero (b, d, l, n)
+gradient per token and tensor (39 MB each at the Vim-Tiny shape), and with glibc's defaults
+every block over 32 MiB is a fresh mmap that page-faults in (measured: 3.8 million faults and
+4.4 s per forward+backward). Raising glibc's mmap and trim thresholds, e.g.
+GLIBC_TUNABLES=glibc.malloc.mmap_threshold=1073741824:glibc.malloc.trim_threshold=1073741824,
+removes the faults (0.65 s). The header and every JSON record state the allocator setting the
+run had, so that ratios against the reference are read with it.
 """
 
 from __future__ import annotations
@@ -145,6 +154,16 @@ def _time_rounds(runs: list[Callable[[], None]], repeats: int, device: str) -> l
         for run, row_times in zip(runs, times):
             row_times.append(timed(run))
     return times
+
+
+MALLOC_ENV = ("GLIBC_TUNABLES", "MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_", "MALLOC_ARENA_MAX", "LD_PRELOAD")
+
+
+def allocator_setting() -> str:
+    """The environment that decides this process's malloc behaviour: "glibc defaults", or the
+    variables that change it (GLIBC_TUNABLES, MALLOC_*_, an LD_PRELOADed allocator)."""
+    set_ = [f"{name}={os.environ[name]}" for name in MALLOC_ENV if os.environ.get(name)]
+    return " ".join(set_) if set_ else "glibc defaults"
 
 
 def default_device() -> str:
@@ -449,6 +468,7 @@ def run_command(args: argparse.Namespace) -> int:
         torch.set_num_threads(args.threads)
     if args.device is None:
         args.device = default_device()
+    allocator = allocator_setting()
     try:
         rows = _rows(args)
     except ValueError as exc:
@@ -456,6 +476,8 @@ def run_command(args: argparse.Namespace) -> int:
         return 2
     _add_speedups(rows)
     add_vs_mamba(rows)
+    for r in rows:
+        r["allocator"] = allocator
     if args.json:
         for r in rows:
             print(json.dumps(r))
@@ -466,7 +488,8 @@ def run_command(args: argparse.Namespace) -> int:
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     first = rows[0]
     print(f"selective scan on {args.device}, b={first['batch']} d={first['dim']} l={first['length']} "
-          f"n={first['state']} {first['dtype']}, {first['threads']} threads, load average {load:.2f} at the end")
+          f"n={first['state']} {first['dtype']}, {first['threads']} threads, load average {load:.2f} at the end; "
+          f"allocator: {allocator}")
     print(f"{'backend':>10} {'method':>10} {'variant':<9} {'pass':<7} {'ms_median':>10} {'ms_min':>10} "
           f"{'speedup_vs_ref':>15} {'vs_mamba':>8}")
     for r in rows:

@@ -10,13 +10,14 @@ import json
 import pytest
 import torch
 
-from discbench.bench import add_vs_mamba, mamba_selective_scan_ref, summary, time_scan
+from discbench.bench import add_vs_mamba, allocator_setting, mamba_selective_scan_ref, summary, time_scan
 from discbench.cli import main
 from discbench.scan import BACKENDS
 from discbench.scan import triton as triton_backend
 
 TINY = ["--batch", "2", "--dim", "4", "--length", "9", "--state", "3", "--repeats", "2"]
-FIELDS = {"method", "variant", "backend", "pass", "ms_median", "ms_min", "speedup_vs_ref", "device", "vs_mamba"}
+FIELDS = {"method", "variant", "backend", "pass", "ms_median", "ms_min", "speedup_vs_ref", "device", "vs_mamba",
+          "allocator"}
 
 
 def test_bench_scan_json_has_one_record_per_row_with_the_fields(capsys):
@@ -153,3 +154,13 @@ def test_bench_scan_on_cuda_states_every_row_against_the_mamba_kernel(capsys):
     out = capsys.readouterr().out
     assert "fwd triton / mamba_ssm kernel zoh/paper" in out
     assert "fwd+bwd triton / mamba_ssm kernel zoh/paper" in out
+
+
+def test_the_allocator_setting_is_read_from_the_environment(monkeypatch):
+    for name in ("GLIBC_TUNABLES", "MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_", "MALLOC_ARENA_MAX", "LD_PRELOAD"):
+        monkeypatch.delenv(name, raising=False)
+    assert allocator_setting() == "glibc defaults"
+    monkeypatch.setenv("GLIBC_TUNABLES", "glibc.malloc.mmap_threshold=1073741824")
+    monkeypatch.setenv("LD_PRELOAD", "/usr/lib/libjemalloc.so.2")
+    assert allocator_setting() == ("GLIBC_TUNABLES=glibc.malloc.mmap_threshold=1073741824 "
+                                   "LD_PRELOAD=/usr/lib/libjemalloc.so.2")

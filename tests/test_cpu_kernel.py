@@ -82,6 +82,32 @@ def test_parity_every_method_forward_and_all_gradients(method):
     assert_matches(got, want)
 
 
+# The kernel evaluates a token's weights by the series alone when |Δ| max|a| < 1 (Mamba's usual
+# case), else by the general path (exponential, series or closed form per lane): each regime on
+# its own, and both mixed along the sequence.
+REGIMES = {
+    "series only (Mamba-like steps, |z| < 0.05)": (-6.0, 3.0),
+    "general only (mostly 1 <= |z| < 2.6)": (1.0, None),
+    "mixed along the sequence": (-1.0, 3.0),
+}
+
+
+@pytest.mark.parametrize("regime", REGIMES)
+@pytest.mark.parametrize("method", METHOD_KEYS)
+def test_parity_in_each_regime_of_the_weights(method, regime):
+    delta_shift, scale_a = REGIMES[regime]
+    inputs = make_inputs(l=45, seed=3)
+    inputs["delta"] = 0.3 * torch.randn(inputs["delta"].shape, generator=torch.Generator().manual_seed(4)) + delta_shift
+    inputs["delta_bias"] = None
+    if scale_a is None:  # softplus(1 ± 0.9) ∈ [0.75, 2.0], |a| ∈ [1, 1.3]: |z| ∈ [0.75, 2.6] mostly ≥ 1
+        inputs["A"] = -1.0 - 0.3 * torch.rand(inputs["A"].shape, generator=torch.Generator().manual_seed(5))
+    else:
+        inputs["A"] = -scale_a * torch.rand(inputs["A"].shape, generator=torch.Generator().manual_seed(5)) - 0.1
+    want = run(inputs, "reference", method)
+    got = run(inputs, "cpu", method, dtype=torch.float32)
+    assert_matches(got, want)
+
+
 @pytest.mark.parametrize("isa", ["avx2", "scalar"])
 @pytest.mark.parametrize("method", ["rk4/canonical", "polynomial/paper", "zoh/canonical"])
 def test_parity_of_the_narrower_instruction_sets(isa, method):
