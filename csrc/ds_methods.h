@@ -4,6 +4,8 @@
 //   kLo, kHi          the stencil's token offsets span [kLo, kHi] (taps outside S have weight 0)
 //   kExplicitAD       true when a weight depends on a and Δ separately (paper polynomials), not
 //                     only through z = aΔ
+//   kWeightsOfZ       false when ∂w/∂z ≡ 0 (the kernels then skip those sums: 0·x is not
+//                     foldable in IEEE arithmetic)
 //   weights<kSmall>(z, a, dt, abar, w)                  Ā(z) and w[j - kLo] for j in [kLo, kHi]
 //   grads<kSmall>(z, a, dt, abar, dabar, w, wz, wa, wd) also dĀ/dz and, per tap, ∂w/∂z (wz) and
 //                                                       the explicit partials ∂w/∂a (wa), ∂w/∂Δ
@@ -96,6 +98,7 @@ DS_FN V ds_exp_any(V z) {
 struct ZohCanonical {
   static constexpr int kLo = 0, kHi = 0;
   static constexpr bool kExplicitAD = false;
+  static constexpr bool kWeightsOfZ = true;
   template <bool kSmall, class V>
   DS_FN static void weights(V z, V, V, V& abar, V* w) {
     V e, phi[2];
@@ -117,6 +120,7 @@ struct ZohCanonical {
 struct FohCanonical {
   static constexpr int kLo = -1, kHi = 0;
   static constexpr bool kExplicitAD = false;
+  static constexpr bool kWeightsOfZ = true;
   template <bool kSmall, class V>
   DS_FN static void weights(V z, V, V, V& abar, V* w) {
     V e, phi[3];
@@ -142,6 +146,7 @@ struct FohCanonical {
 struct BilinearCanonical {
   static constexpr int kLo = -1, kHi = 0;
   static constexpr bool kExplicitAD = false;
+  static constexpr bool kWeightsOfZ = true;
   template <bool kSmall, class V>
   DS_FN static void weights(V z, V, V, V& abar, V* w) {
     V r = 1.0f / (1.0f - 0.5f * z);
@@ -162,6 +167,7 @@ struct BilinearCanonical {
 struct PolynomialCanonical {
   static constexpr int kLo = -1, kHi = 1;
   static constexpr bool kExplicitAD = false;
+  static constexpr bool kWeightsOfZ = true;
   template <bool kSmall, class V>
   DS_FN static void weights(V z, V, V, V& abar, V* w) {
     V e, phi[4];
@@ -190,6 +196,7 @@ struct PolynomialCanonical {
 struct HighorderCanonical {
   static constexpr int kLo = -2, kHi = 0;
   static constexpr bool kExplicitAD = false;
+  static constexpr bool kWeightsOfZ = true;
   template <bool kSmall, class V>
   DS_FN static void weights(V z, V, V, V& abar, V* w) {
     V e, phi[4];
@@ -219,6 +226,7 @@ struct HighorderCanonical {
 struct Rk4Canonical {
   static constexpr int kLo = -2, kHi = 1;
   static constexpr bool kExplicitAD = false;
+  static constexpr bool kWeightsOfZ = true;
   template <bool kSmall, class V>
   DS_FN static void weights(V z, V, V, V& abar, V* w) {
     abar = 1.0f + z * (1.0f + z * (0.5f + z * (1.0f / 6 + z * (1.0f / 24))));
@@ -245,6 +253,7 @@ struct Rk4Canonical {
 struct ZohPaper {  // mamba_ssm's selective_scan_ref: Ā = e^z, B̄ = Δ
   static constexpr int kLo = 0, kHi = 0;
   static constexpr bool kExplicitAD = false;
+  static constexpr bool kWeightsOfZ = false;
   template <bool kSmall, class V>
   DS_FN static void weights(V z, V, V, V& abar, V* w) {
     abar = ds_exp_any<kSmall>(z);
@@ -261,6 +270,7 @@ struct ZohPaper {  // mamba_ssm's selective_scan_ref: Ā = e^z, B̄ = Δ
 struct BilinearPaper {  // Tustin Ā, B̄ = Δ/(1 − z/2)
   static constexpr int kLo = 0, kHi = 0;
   static constexpr bool kExplicitAD = false;
+  static constexpr bool kWeightsOfZ = true;
   template <bool kSmall, class V>
   DS_FN static void weights(V z, V, V, V& abar, V* w) {
     V r = 1.0f / (1.0f - 0.5f * z);
@@ -280,6 +290,7 @@ struct BilinearPaper {  // Tustin Ā, B̄ = Δ/(1 − z/2)
 struct Rk4Paper {  // B̄ = Δ(1 + z/2 + z²/6 + z³/24)
   static constexpr int kLo = 0, kHi = 0;
   static constexpr bool kExplicitAD = false;
+  static constexpr bool kWeightsOfZ = true;
   template <bool kSmall, class V>
   DS_FN static void weights(V z, V, V, V& abar, V* w) {
     abar = ds_exp_any<kSmall>(z);
@@ -299,6 +310,7 @@ struct Rk4Paper {  // B̄ = Δ(1 + z/2 + z²/6 + z³/24)
 struct FohPaper {  // w = Δ/2 + aΔ²/6 + a²Δ³/24 + a³Δ⁴/120
   static constexpr int kLo = 0, kHi = 0;
   static constexpr bool kExplicitAD = true;
+  static constexpr bool kWeightsOfZ = false;
   template <bool kSmall, class V>
   DS_FN static void weights(V z, V a, V dt, V& abar, V* w) {
     abar = ds_exp_any<kSmall>(z);
@@ -320,6 +332,7 @@ struct FohPaper {  // w = Δ/2 + aΔ²/6 + a²Δ³/24 + a³Δ⁴/120
 struct PolynomialPaper {  // w = 1 + (a/2 + 1/4)Δ + (a²/6 + a/12)Δ² + (a³/24 + a²/48)Δ³
   static constexpr int kLo = 0, kHi = 0;
   static constexpr bool kExplicitAD = true;
+  static constexpr bool kWeightsOfZ = false;
   template <bool kSmall, class V>
   DS_FN static void weights(V z, V a, V dt, V& abar, V* w) {
     abar = ds_exp_any<kSmall>(z);
@@ -343,6 +356,7 @@ struct PolynomialPaper {  // w = 1 + (a/2 + 1/4)Δ + (a²/6 + a/12)Δ² + (a³/2
 struct HighorderPaper {  // w = 1 + (a/2 + 1/2)Δ + (a²/6 + a/6 + 1/12)Δ² + (a³/24 + a²/24 + a/48)Δ³
   static constexpr int kLo = 0, kHi = 0;
   static constexpr bool kExplicitAD = true;
+  static constexpr bool kWeightsOfZ = false;
   template <bool kSmall, class V>
   DS_FN static void weights(V z, V a, V dt, V& abar, V* w) {
     abar = ds_exp_any<kSmall>(z);

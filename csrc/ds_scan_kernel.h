@@ -216,14 +216,19 @@ static void ds_backward_pair(const DsScanParams& p, int64_t pair, const PairScra
           M::template grads<true>(a * dt[k], a, dtv, abar, dabar, w, wz, wa, wd);
         else
           M::template grads<false>(a * dt[k], a, dtv, abar, dabar, w, wz, wa, wd);
-        vf S = w[0] * v[0], Sz = wz[0] * v[0];
+        vf S = w[0] * v[0];
 #pragma GCC unroll 4
-        for (int j = 1; j < kTaps; ++j) {
-          S += w[j] * v[j];
-          Sz += wz[j] * v[j];
-        }
+        for (int j = 1; j < kTaps; ++j) S += w[j] * v[j];
         const vf hd = h * dabar;
-        vf q1 = dtv * Sz + hd, q2 = a * Sz;
+        // q1 = Δ S_z + S_a + ĥ and the factor of dΔ_k = Σ_n g_k (S + Δ q2 + a ĥ), term by term
+        vf q1 = hd, ddt_factor = S + a * hd;
+        if constexpr (M::kWeightsOfZ) {
+          vf Sz = wz[0] * v[0];
+#pragma GCC unroll 4
+          for (int j = 1; j < kTaps; ++j) Sz += wz[j] * v[j];
+          q1 += dtv * Sz;
+          ddt_factor += dtv * (a * Sz);
+        }
         if constexpr (M::kExplicitAD) {
           vf Sa = wa[0] * v[0], Sd = wd[0] * v[0];
 #pragma GCC unroll 4
@@ -232,14 +237,14 @@ static void ds_backward_pair(const DsScanParams& p, int64_t pair, const PairScra
             Sd += wd[j] * v[j];
           }
           q1 += Sa;
-          q2 += Sd;
+          ddt_factor += dtv * Sd;
         }
         h = abar * h + dt[k] * S;
         ds_store(dCs + k * NP + c, ds_load(dCs + k * NP + c) + dy[k] * h);
         float* slot = chunk + (k - t0) * kChunkSlots * kW;
         ds_store(slot, abar);
         ds_store(slot + kW, dt[k] * q1);
-        ds_store(slot + 2 * kW, S + dt[k] * q2 + a * hd);
+        ds_store(slot + 2 * kW, ddt_factor);
 #pragma GCC unroll 4
         for (int j = 0; j < kTaps; ++j) ds_store(slot + (3 + j) * kW, w[j]);
 #pragma GCC unroll 4
