@@ -81,6 +81,12 @@ static PairScratch ds_scratch(const DsScanParams& p, float* s) {
   return ps;
 }
 
+// The pair's (batch, group) slab of a packed B or C (see ds_params.h), at scan position 0.
+static inline const float* ds_slab_rows(const DsScanParams& p, const float* packed, int64_t pair) {
+  const int64_t slab = pair / p.chan_per_group;
+  return packed + (slab * (p.len + kPadFront + kPadBack) + kPadFront) * p.state_pad;
+}
+
 static void ds_prepare_pair(const DsScanParams& p, int64_t pair, const PairScratch& ps) {
   const int64_t L = p.len, di = pair % p.dim;
   const float* u = p.u + pair * L;
@@ -100,10 +106,8 @@ template <class M>
 static void ds_forward_pair(const DsScanParams& p, int64_t pair, const PairScratch& ps) {
   constexpr int kLo = M::kLo, kHi = M::kHi, kTaps = kHi - kLo + 1;
   const int64_t L = p.len, NP = p.state_pad, di = pair % p.dim;
-  const int64_t slab = pair / p.chan_per_group;
-  const int64_t rows = L + kPadFront + kPadBack;
-  const float* __restrict Bs = p.Bt + (slab * rows + kPadFront) * NP;
-  const float* __restrict Cs = p.Ct + (slab * rows + kPadFront) * NP;
+  const float* __restrict Bs = ds_slab_rows(p, p.Bt, pair);
+  const float* __restrict Cs = ds_slab_rows(p, p.Ct, pair);
   ds_prepare_pair(p, pair, ps);
   const float* __restrict dt = ps.dt;
   const float* __restrict ub = ps.ub;
@@ -161,10 +165,8 @@ static void ds_backward_pair(const DsScanParams& p, int64_t pair, const PairScra
                              float* dBs, float* dCs /* slab accumulators at token 0 */) {
   constexpr int kLo = M::kLo, kHi = M::kHi, kTaps = kHi - kLo + 1;
   const int64_t L = p.len, NP = p.state_pad, di = pair % p.dim;
-  const int64_t slab = pair / p.chan_per_group;
-  const int64_t rows = L + kPadFront + kPadBack;
-  const float* __restrict Bs = p.Bt + (slab * rows + kPadFront) * NP;
-  const float* __restrict Cs = p.Ct + (slab * rows + kPadFront) * NP;
+  const float* __restrict Bs = ds_slab_rows(p, p.Bt, pair);
+  const float* __restrict Cs = ds_slab_rows(p, p.Ct, pair);
   ds_prepare_pair(p, pair, ps);
   const float* __restrict dt = ps.dt;
   const float* __restrict ub = ps.ub;

@@ -89,7 +89,8 @@ DS_FN vf ds_pow2(vf k) {
 // e^x and e^x − 1 to about 1 ulp each (Cody–Waite reduction x = k ln2 + r, Cephes' degree-6
 // polynomial p(r) − 1 = r + r² q(r)); e^x − 1 = 2^k (p − 1) + (2^k − 1) keeps its relative
 // accuracy near 0. Limits: 0 / −1 below −104, +inf above 88.7; nan propagates.
-DS_FN void ds_exp_em1(vf x, vf& e, vf& em1) {
+// ds_exp_parts gives the pieces: s = 2^k and pm1 = p(r) − 1.
+DS_FN void ds_exp_parts(vf x, vf& s, vf& pm1) {
   vf xc = ds_where(x < -104.0f, ds_fill<vf>(-104.0f), x);
   xc = ds_where(xc > 89.0f, ds_fill<vf>(89.0f), xc);
   // Round to nearest by the 1.5·2^23 trick (|x log2 e| < 2^22 here).
@@ -102,25 +103,21 @@ DS_FN void ds_exp_em1(vf x, vf& e, vf& em1) {
   q = q * r + 4.1665795894e-2f;
   q = q * r + 1.6666665459e-1f;
   q = q * r + 5.0000001201e-1f;
-  vf pm1 = q * (r * r) + r;
-  vf s = ds_pow2(k);
+  pm1 = q * (r * r) + r;
+  s = ds_pow2(k);
+}
+
+DS_FN void ds_exp_em1(vf x, vf& e, vf& em1) {
+  vf s, pm1;
+  ds_exp_parts(x, s, pm1);
   e = (pm1 + 1.0f) * s;
   em1 = pm1 * s + (s - 1.0f);
 }
 
 DS_FN vf ds_exp(vf x) {
-  vf xc = ds_where(x < -104.0f, ds_fill<vf>(-104.0f), x);
-  xc = ds_where(xc > 89.0f, ds_fill<vf>(89.0f), xc);
-  vf k = (xc * 1.44269504088896341f + 12582912.0f) - 12582912.0f;
-  vf r = xc - k * 0.693359375f;
-  r = r - k * -2.12194440e-4f;
-  vf q = ds_fill<vf>(1.9875691500e-4f);
-  q = q * r + 1.3981999507e-3f;
-  q = q * r + 8.3334519073e-3f;
-  q = q * r + 4.1665795894e-2f;
-  q = q * r + 1.6666665459e-1f;
-  q = q * r + 5.0000001201e-1f;
-  return (q * (r * r) + r + 1.0f) * ds_pow2(k);
+  vf s, pm1;
+  ds_exp_parts(x, s, pm1);
+  return (pm1 + 1.0f) * s;
 }
 
 // Row sums of kW consecutive kW-lane rows: lane i of the result is Σ rows[i]. A transposing
