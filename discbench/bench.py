@@ -16,9 +16,9 @@ The allocator matters on the CPU, above all for mamba_ssm's selective_scan_ref: 
 token of two (b, d, l, n) tensors per step, so its backward materialises a zero (b, d, l, n)
 gradient per token and tensor (39 MB each at the Vim-Tiny shape), and with glibc's defaults
 every block over 32 MiB is a fresh mmap that page-faults in (measured: 3.8 million faults and
-4.4 s per forward+backward). Raising glibc's mmap and trim thresholds, e.g.
+4.5 s per forward+backward). Raising glibc's mmap and trim thresholds, e.g.
 GLIBC_TUNABLES=glibc.malloc.mmap_threshold=1073741824:glibc.malloc.trim_threshold=1073741824,
-removes the faults (0.65 s). The header and every JSON record state the allocator setting the
+removes the faults (1.1 s). The header and every JSON record state the allocator setting the
 run had, so that ratios against the reference are read with it.
 """
 
