@@ -10,7 +10,7 @@
 //   grads<kSmall>(z, a, dt, abar, dabar, w, wz, wa, wd) also dĀ/dz and, per tap, ∂w/∂z (wz) and
 //                                                       the explicit partials ∂w/∂a (wa), ∂w/∂Δ
 //                                                       (wd) (wa, wd only written when kExplicitAD)
-// where kSmall promises |z| < 1 in every lane (see DsSmall).
+// where kSmall promises |z| < 1 in every lane (see below).
 // Everything is templated on the lane type V (float on a GPU thread or in the scalar build, a
 // GCC vector of floats in the SIMD builds). The includer provides, for its V:
 //   V ds_exp(V), void ds_exp_em1(V x, V& e^x, V& e^x − 1), V ds_abs(V),
@@ -18,15 +18,9 @@
 //   V ds_fill<V>(float), and the macro DS_FN (e.g. `__host__ __device__ __forceinline__`).
 // This header includes nothing, so it can be included inside a namespace.
 
-// The per-token regime: a kernel passes kSmall = true when it knows |z| < 1 in every lane (in
-// Mamba Δ|a| is mostly below 1), and the φ-functions and e^z then come from one series with no
-// exponential and no division; kSmall = false handles every z. DsSmall<kSmall> is the tag a
-// kernel dispatches on (this header includes nothing, so not std::bool_constant).
-template <bool B>
-struct DsSmall {
-  static constexpr bool value = B;
-};
-
+// kSmall: a kernel passes true when it knows |z| < 1 in every lane (in Mamba Δ|a| is mostly
+// below 1); the φ-functions and e^z then come from one series, with no exponential and no
+// division. false handles every z.
 constexpr float kInvFact[16] = {1.f, 1.f, 1.f / 2, 1.f / 6, 1.f / 24, 1.f / 120, 1.f / 720,
                                 1.f / 5040, 1.f / 40320, 1.f / 362880, 1.f / 3628800,
                                 1.f / 39916800, 1.f / 479001600, 1.f / 6227020800.f,

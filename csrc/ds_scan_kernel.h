@@ -126,18 +126,16 @@ static void ds_forward_pair(const DsScanParams& p, int64_t pair, const PairScrat
       if (p.ckpt) ds_store(p.ckpt + ((pair * p.n_ckpt + t) * NP + c), h);
       const int64_t t1 = ds_min(t0 + kCkptEvery, L);
       for (int64_t k = t0; k < t1; ++k) {
-        auto step = [&](auto small) {
-          vf abar, w[kTaps];
-          M::template weights<decltype(small)::value>(a * dt[k], a, ds_fill<vf>(dt[k]), abar, w);
-          vf x = w[0] * v[0];
-#pragma GCC unroll 4
-          for (int j = 1; j < kTaps; ++j) x += w[j] * v[j];
-          h = abar * h + dt[k] * x;
-        };
+        const vf dtv = ds_fill<vf>(dt[k]);
+        vf abar, w[kTaps];
         if (__builtin_fabsf(dt[k]) * amax < 1.0f)
-          step(DsSmall<true>{});
+          M::template weights<true>(a * dt[k], a, dtv, abar, w);
         else
-          step(DsSmall<false>{});
+          M::template weights<false>(a * dt[k], a, dtv, abar, w);
+        vf x = w[0] * v[0];
+#pragma GCC unroll 4
+        for (int j = 1; j < kTaps; ++j) x += w[j] * v[j];
+        h = abar * h + dt[k] * x;
         ds_store(rows1 + (k - t0) * kW, ds_load(Cs + k * NP + c) * h);
 #pragma GCC unroll 4
         for (int j = 0; j + 1 < kTaps; ++j) v[j] = v[j + 1];
