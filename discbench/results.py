@@ -49,7 +49,7 @@ EPOCH_COLUMNS = [
 ]
 MEASUREMENT_COLUMNS = [
     "trial_id", "kind", "name", "value", "unit", "model", "method_key", "backend", "pass",
-    "batch_size", "resolution", "length", "steps", "dt", "status", "note",
+    "batch_size", "resolution", "length", "steps", "dt", "status", "note", "delta_scale", "layer", "direction",
 ]
 
 

@@ -22,11 +22,13 @@ FORMATS = ("md", "tex", "csv", "html")
 
 @dataclass
 class ReportFiles:
-    """What `build_report` wrote: the folder, every file, and the comparisons it could not make."""
+    """What `build_report` wrote: the folder, every file, the comparisons it could not make,
+    and its findings in words (findings.accuracy_findings)."""
 
     out_dir: Path
     files: list[Path]
     notes: list[str]
+    findings: list[str]
 
 
 def parse_formats(text: str) -> set[str]:
@@ -92,6 +94,7 @@ def build_report(study_path: Path, out_root: Path, formats: set[str] = frozenset
     """Write every table and figure of one study under out_root/<study name>/."""
     from .document import write_html, write_index
     from .figures import build_figures
+    from .findings import accuracy_findings
     from .render import write_table
     from .study_view import build_view
     from .tables import build_tables
@@ -108,11 +111,12 @@ def build_report(study_path: Path, out_root: Path, formats: set[str] = frozenset
         files += write_table(table, out_dir, formats)
     figures = build_figures(view, out_dir)
     files += [p for f in figures for p in (f.png, f.svg)]
+    findings = accuracy_findings(view)
     if "md" in formats:
-        files.append(write_index(view, out_dir, tables, figures, notes, formats))
+        files.append(write_index(view, out_dir, tables, figures, notes, formats, findings))
     if "html" in formats:
-        files.append(write_html(view, out_dir, tables, figures, notes))
-    return ReportFiles(out_dir, files, notes)
+        files.append(write_html(view, out_dir, tables, figures, notes, findings))
+    return ReportFiles(out_dir, files, notes, findings)
 
 
 def run_command(args: argparse.Namespace) -> int:

@@ -50,11 +50,13 @@ def _header(view: StudyView) -> list[tuple[str, str]]:
 
 
 def write_index(view: StudyView, out_dir: Path, tables: list[Table], figures: list[FigureFile],
-                notes: list[str], formats: set[str]) -> Path:
+                notes: list[str], formats: set[str], findings: list[str]) -> Path:
     lines = [f"# discbench report: {view.name}", ""]
     lines += [f"- **{k}**: {v}" for k, v in _header(view)]
-    lines += ["", "Every number below is computed from the results folder by `discbench report`.", "",
-              "## Tables", ""]
+    lines += ["", "Every number below is computed from the results folder by `discbench report`.", ""]
+    if findings:
+        lines += ["## Findings", ""] + [f"- {f}" for f in findings] + [""]
+    lines += ["## Tables", ""]
     for table in tables:
         lines.append(to_markdown(table))
         links = [f"[{ext}]({table.name}.{ext})" for ext in ("md", "tex", "csv") if ext in formats]
@@ -75,14 +77,17 @@ def write_index(view: StudyView, out_dir: Path, tables: list[Table], figures: li
 
 
 def write_html(view: StudyView, out_dir: Path, tables: list[Table], figures: list[FigureFile],
-               notes: list[str]) -> Path:
+               notes: list[str], findings: list[str]) -> Path:
     parts = [
         "<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
         f"<title>discbench report: {html.escape(view.name)}</title><style>{_CSS}</style></head><body>",
         f"<h1>discbench report: {html.escape(view.name)}</h1>", '<ul class="meta">',
     ]
     parts += [f"<li><b>{html.escape(k)}</b>: {html.escape(v)}</li>" for k, v in _header(view)]
-    parts += ["</ul>", "<h2>Tables</h2>"]
+    parts.append("</ul>")
+    if findings:
+        parts += ["<h2>Findings</h2>", "<ul>"] + [f"<li>{html.escape(f)}</li>" for f in findings] + ["</ul>"]
+    parts.append("<h2>Tables</h2>")
     for table in tables:
         parts += [f"<h3>{html.escape(table.title)}</h3>", to_html(table)]
     parts.append("<h2>Figures</h2>")

@@ -8,6 +8,7 @@ read in grayscale.
 from __future__ import annotations
 
 import math
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,9 +23,9 @@ import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 
 from ..methods import METHODS  # noqa: E402
-from .aggregate import accuracy_frame, cost_frame, resolution_frame  # noqa: E402
+from .aggregate import accuracy_frame, cost_frame, lambda_frame, resolution_frame, transfer_frame  # noqa: E402
 from .study_view import StudyView  # noqa: E402
-from .tables import by_condition  # noqa: E402
+from .tables import by_condition, condition_at, row_keys_of, side_factor, side_values  # noqa: E402
 
 DPI = 150
 REFERENCE_OFFSET = 3.0  # convergence figure: how far below the data the stated-order line runs
@@ -42,16 +43,33 @@ class FigureFile:
     svg: Path
 
 
+def _registry_positions() -> tuple[list[str], list[str]]:
+    """Method names and variants in registry order (read at call time: the registry is the
+    one place a method is added)."""
+    return (list(dict.fromkeys(m.name for m in METHODS.values())),
+            list(dict.fromkeys(m.variant for m in METHODS.values())))
+
+
+def _palette(size: int) -> list:
+    """Seaborn's colour-blind palette while it has enough colours, else evenly spaced hues."""
+    return sns.color_palette("colorblind", 10) if size <= 10 else sns.color_palette("husl", size)
+
+
 def method_style(key: str) -> dict:
-    """Colour, marker and line style of a method key, fixed by its registry position."""
-    keys = list(METHODS)
-    index = keys.index(key) if key in keys else len(keys) + abs(hash(key)) % 7
-    palette = sns.color_palette("colorblind", 10)
-    # Every other method gets hollow markers in line plots, so that two methods whose lines
-    # coincide still show both markers.
-    return {"color": palette[index % len(palette)], "marker": _MARKERS[index % len(_MARKERS)],
-            "linestyle": _LINESTYLES[index % len(_LINESTYLES)],
-            "markerfacecolor": "none" if index % 2 else palette[index % len(palette)]}
+    """Colour, marker and line style of a method key, fixed by its registry position: colour and
+    marker by method name, line style by variant, so any number of methods stay apart (colours
+    beyond ten come from evenly spaced hues; a key outside the registry gets a stable position
+    after it). Markers are hollow for every other name and variant, so that two methods whose
+    lines coincide still show both markers."""
+    names, variants = _registry_positions()
+    name, _, variant = key.partition("/")
+    index = names.index(name) if name in names else len(names) + zlib.crc32(name.encode()) % 7
+    v_index = variants.index(variant) if variant in variants else len(variants) + zlib.crc32(variant.encode()) % 3
+    palette = _palette(len(names))
+    color = palette[index % len(palette)]
+    return {"color": color, "marker": _MARKERS[index % len(_MARKERS)],
+            "linestyle": _LINESTYLES[v_index % len(_LINESTYLES)],
+            "markerfacecolor": "none" if (index + v_index) % 2 else color}
 
 
 def _series_style(index: int) -> dict:
@@ -113,36 +131,54 @@ def _status_note(row: pd.Series) -> str:
 
 
 def accuracy_figure(view: StudyView, out_dir: Path) -> FigureFile | None:
+    """Top-1 per method and model. With one varying factor (tables.side_factor) each method row
+    shows one point per factor value, one colour per value; otherwise one row per condition."""
     frame = accuracy_frame(view, "top1")
     if frame.empty or not (frame["n"] > 0).any():
         return None
-    conditions = [c for c in view.conditions if c in set(frame["condition"])]
+    present = set(frame["condition"])
+    values = side_values(view)
+    keys = [k for k in row_keys_of(view) if any(condition_at(view, k, v) in present for v in values)]
+    offsets = [0.0] if len(values) == 1 else list(np.linspace(-0.24, 0.24, len(values)))
+    side = side_factor(view)
     style, context = _theme()
     with style, context:
         fig, axes = plt.subplots(1, len(view.models), sharey=True, squeeze=False,
-                                 figsize=(4.2 * len(view.models) + 1.5, 0.42 * len(conditions) + 1.4))
+                                 figsize=(4.2 * len(view.models) + 1.5,
+                                          (0.42 + 0.2 * (len(values) - 1)) * len(keys) + 1.4))
         ok = view.trials[view.trials["status"] == "ok"]
         for ax, model in zip(axes[0], view.models):
             here = by_condition(frame[frame["model"] == model])
-            for y, condition in enumerate(conditions):
-                if condition not in here:
-                    continue
-                row = here[condition]
-                look = method_style(condition[0])
-                seeds = ok[(ok["model"] == model) & (ok["condition"] == condition)]["top1"].astype(float)
-                ax.plot(seeds, np.full(len(seeds), y) + 0.18, linestyle="none", marker=look["marker"],
-                        markersize=4, markerfacecolor="none", color="0.45", zorder=2)
-                if row["n"] > 0:
-                    err = None
-                    if not math.isnan(row["ci_low"]):
-                        err = [[row["mean"] - row["ci_low"]], [row["ci_high"] - row["mean"]]]
-                    ax.errorbar([row["mean"]], [y], xerr=err, marker=look["marker"], color=look["color"],
-                                ecolor="0.2", markeredgecolor="black", markersize=7, capsize=3,
-                                linestyle="none", zorder=3)
-                status = _status_note(row)
-                if status:
+            for y, key in enumerate(keys):
+                notes = []
+                for j, value in enumerate(values):
+                    condition = condition_at(view, key, value)
+                    if condition not in here:
+                        continue
+                    row = here[condition]
+                    look = method_style(condition[0]) if side is None else _series_style(j)
+                    at = y + offsets[j]
+                    seeds = ok[(ok["model"] == model) & (ok["condition"] == condition)]["top1"].astype(float)
+                    ax.plot(seeds, np.full(len(seeds), at + (0.18 if side is None else 0.0)), linestyle="none",
+                            marker=look["marker"], markersize=4, markerfacecolor="none", color="0.45", zorder=2)
+                    if row["n"] > 0:
+                        err = None
+                        if not math.isnan(row["ci_low"]):
+                            err = [[row["mean"] - row["ci_low"]], [row["ci_high"] - row["mean"]]]
+                        label = None if side is None or ax is not axes[0][0] or y != _first_row(keys, here, view, value) \
+                            else f"{view.factor_label(side)}={value}"
+                        ax.errorbar([row["mean"]], [at], xerr=err, marker=look["marker"], color=look["color"],
+                                    ecolor="0.2" if side is None else look["color"], markeredgecolor="black",
+                                    markersize=7, capsize=3, linestyle="none", zorder=3, label=label)
+                        if row["delta_excludes_zero"]:
+                            right = row["ci_high"] if not math.isnan(row["ci_high"]) else row["mean"]
+                            ax.text(right, at, " *", ha="left", va="center", fontsize=11, fontweight="bold")
+                    status = _status_note(row)
+                    if status:
+                        notes.append(status if side is None else f"{view.factor_label(side)}={value}: {status}")
+                if notes:
                     # In the panel (not the shared tick label): statuses differ between models.
-                    ax.text(0.01, y - 0.3, status, transform=mtransforms.blended_transform_factory(
+                    ax.text(0.01, y - 0.36, "; ".join(notes), transform=mtransforms.blended_transform_factory(
                         ax.transAxes, ax.transData), ha="left", va="center", fontsize=8, style="italic")
             baselines = [row for row in here.values() if row["is_baseline"] and row["n"] > 0]
             if len(baselines) == 1:  # with several (one per factor value) one line would mislead
@@ -150,21 +186,32 @@ def accuracy_figure(view: StudyView, out_dir: Path) -> FigureFile | None:
                            label=f"{view.baseline_key} mean")
             ax.set_title(model)
             ax.set_xlabel("top-1 accuracy (%)")
-            ax.set_yticks(range(len(conditions)))
-            ax.set_yticklabels([_condition_name(view, c) for c in conditions])
-            ax.set_ylim(len(conditions) - 0.5, -0.5)
+            ax.set_yticks(range(len(keys)))
+            ax.set_yticklabels([_condition_name(view, k) if side is None else k[0] for k in keys])
+            ax.set_ylim(len(keys) - 0.5, -0.5)
+            ax.margins(x=0.08)
         handles, labels = axes[0][0].get_legend_handles_labels()
         if handles:  # below the panels: above them it would collide with the title
-            fig.legend(handles, labels, loc="upper center", bbox_to_anchor=(0.5, 0.0), fontsize=8, frameon=False)
+            fig.legend(handles, labels, loc="upper center", bbox_to_anchor=(0.5, 0.0), fontsize=8, frameon=False,
+                       ncol=min(len(handles), 4))
         fig.suptitle(f"{view.name}: top-1 per method (mean, 95% t-CI over seeds; open markers: seeds)",
                      fontsize=10, x=0.02, ha="left")
         fig.tight_layout()
+    by_value = (f" The values of {view.factor_label(side)} side by side in each method's row, one colour and "
+                f"marker each (legend)." if side else "")
     caption = (f"Top-1 accuracy (%) per method and model: filled marker = mean over seeds that finished, bar = "
-               f"95% t-interval of the mean (none with one seed), open markers = single seeds; dashed line = "
+               f"95% t-interval of the mean (none with one seed), open markers = single seeds; * = the difference "
+               f"to {view.baseline_key} (same model and factors) has a 95% interval that excludes 0; dashed line = "
                f"the {view.baseline_key} mean (when the panel has one baseline); trials not in a mean are counted "
-               f"in italics above their row (such as '1 diverged'); an empty row: no trial of that model. "
-               f"{view.provenance()}.")
+               f"in italics above their row (such as '1 diverged'); an empty row: no trial of that model."
+               f"{by_value} {view.provenance()}.")
     return _save(fig, out_dir, "fig_accuracy", "Accuracy per method", caption)
+
+
+def _first_row(keys: list[tuple], here: dict, view: StudyView, value) -> int | None:
+    """The first row that draws a point for `value` (where its legend entry is made)."""
+    return next((y for y, k in enumerate(keys) if condition_at(view, k, value) in here
+                 and here[condition_at(view, k, value)]["n"] > 0), None)
 
 
 def tradeoff_figure(view: StudyView, out_dir: Path) -> FigureFile | None:
@@ -370,7 +417,121 @@ def resolution_figure(view: StudyView, out_dir: Path) -> FigureFile | None:
     return _save(fig, out_dir, "fig_resolution", "Resolution scaling", caption)
 
 
-BUILDERS = (accuracy_figure, tradeoff_figure, training_curves_figure, convergence_figure, resolution_figure)
+# ----------------------------------------------------------------------------- transfer, λ
+
+def _settings(view: StudyView, frame: pd.DataFrame) -> list[tuple]:
+    """(model, factor values) panels that have rows, in the study's order."""
+    combos = list(dict.fromkeys(c[1:] for c in view.conditions))
+    return [(m, v) for m in view.models for v in combos
+            if any(c[1:] == v for c in frame.loc[frame["model"] == m, "condition"])]
+
+
+def _setting_title(view: StudyView, model: str, values: tuple) -> str:
+    extra = ", ".join(f"{view.factor_label(f)}={v}" for f, v in zip(view.factors, values))
+    return model + (f"\n{extra}" if extra else "")
+
+
+def transfer_figure(view: StudyView, out_dir: Path) -> FigureFile | None:
+    """Top-1 against evaluation length L′, one line per method, one panel per model and factor
+    combination; the training length marked."""
+    frame = transfer_frame(view)
+    if frame.empty:
+        return None
+    panels = _settings(view, frame)
+    columns = min(len(panels), 3)
+    rows_n = math.ceil(len(panels) / columns)
+    lengths = sorted(set(frame["length"]))
+    log_x = lengths[-1] / lengths[0] >= 4
+    style, context = _theme()
+    with style, context:
+        fig, axes = plt.subplots(rows_n, columns, squeeze=False, sharey=True,
+                                 figsize=(4.6 * columns + 2.4, 3.8 * rows_n))
+        for ax in axes.flat[len(panels):]:
+            ax.set_visible(False)
+        for ax, (model, values) in zip(axes.flat, panels):
+            here = frame[(frame["model"] == model) & [c[1:] == values for c in frame["condition"]]]
+            for condition in [c for c in view.conditions if c[1:] == values]:
+                curve = here[[c == condition for c in here["condition"]]].sort_values("length")
+                if curve.empty:
+                    continue
+                look = method_style(condition[0])
+                ax.plot(curve["length"], curve["mean"], color=look["color"], marker=look["marker"],
+                        markerfacecolor=look["markerfacecolor"], linestyle=look["linestyle"], linewidth=1.4,
+                        markersize=5.5, label=condition[0])
+                band = curve[curve["ci_low"].notna()]
+                if len(band):
+                    ax.fill_between(band["length"], band["ci_low"], band["ci_high"], color=look["color"],
+                                    alpha=0.12, linewidth=0)
+            for trained in sorted(set(here["train_length"].dropna())):
+                ax.axvline(trained, color="black", linestyle=":", linewidth=1.2)
+                ax.text(trained, 0.02, f" trained at L={int(trained)}", transform=mtransforms.blended_transform_factory(
+                    ax.transData, ax.transAxes), ha="left", va="bottom", fontsize=7.5)
+            if log_x:
+                ax.set_xscale("log", base=2)
+            _label_log_ticks(ax.xaxis, lengths)
+            ax.set_xlabel("evaluation length L′ (tokens)")
+            ax.set_ylabel("top-1 accuracy (%)")
+            ax.set_title(_setting_title(view, model, values), fontsize=9)
+        handles, labels = axes[0][0].get_legend_handles_labels()
+        fig.legend(handles, labels, loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=8, title="method")
+        fig.suptitle(f"{view.name}: top-1 against evaluation length (Δ scaled by L/L′)", fontsize=10)
+        fig.tight_layout()
+    ids = view.results.measurements.loc[view.results.measurements["kind"] == "transfer", "trial_id"]
+    caption = ("Sampling-rate transfer: top-1 (%) of each trained model evaluated at sequence length L′ with its "
+               "step Δ scaled by L/L′ (L: training length, dotted line), one line per method (mean over seeds; "
+               f"band: 95% t-interval of the mean, none with one seed); x axis {'log₂' if log_x else 'linear'}. "
+               f"{view.provenance(ids)}.")
+    return _save(fig, out_dir, "fig_transfer", "Accuracy against evaluation length", caption)
+
+
+def lambda_figure(view: StudyView, out_dir: Path) -> FigureFile | None:
+    """Learned λ against layer, one line per method, one panel per model × factor combination
+    (rows) and scan direction (columns)."""
+    frame = lambda_frame(view)
+    if frame.empty:
+        return None
+    panels = _settings(view, frame)
+    directions = sorted(set(frame["direction"]), key=lambda d: (d != "forward", d))
+    style, context = _theme()
+    with style, context:
+        fig, axes = plt.subplots(len(panels), len(directions), squeeze=False, sharey=True,
+                                 figsize=(4.6 * len(directions) + 2.4, 3.4 * len(panels)))
+        for r, (model, values) in enumerate(panels):
+            for c, direction in enumerate(directions):
+                ax = axes[r][c]
+                here = frame[(frame["model"] == model) & (frame["direction"] == direction)
+                             & [cond[1:] == values for cond in frame["condition"]]]
+                for condition in [k for k in view.conditions if k[1:] == values]:
+                    curve = here[[k == condition for k in here["condition"]]].sort_values("layer")
+                    if curve.empty:
+                        continue
+                    look = method_style(condition[0])
+                    ax.errorbar(curve["layer"], curve["mean"], yerr=curve["std"].fillna(0.0), color=look["color"],
+                                marker=look["marker"], markerfacecolor=look["markerfacecolor"],
+                                linestyle=look["linestyle"], linewidth=1.3, markersize=5, capsize=2,
+                                label=condition[0])
+                    spread = curve[curve["spread"].notna()]
+                    if len(spread):
+                        ax.fill_between(spread["layer"], spread["mean"] - spread["spread"],
+                                        spread["mean"] + spread["spread"], color=look["color"], alpha=0.10,
+                                        linewidth=0)
+                ax.set_xlabel("layer")
+                ax.set_ylabel("learned λ")
+                ax.set_title(f"{_setting_title(view, model, values)}: {direction}".replace("\n", ", "), fontsize=9)
+                ax.xaxis.get_major_locator().set_params(integer=True)
+        handles, labels = axes[0][0].get_legend_handles_labels()
+        fig.legend(handles, labels, loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=8, title="method")
+        fig.suptitle(f"{view.name}: learned λ per layer", fontsize=10)
+        fig.tight_layout()
+    ids = view.results.measurements.loc[view.results.measurements["kind"] == "lambda", "trial_id"]
+    caption = ("Learned λ per layer (dimensionless), one panel per scan direction: line = mean over seeds of each "
+               "trial's per-layer mean λ, bar = sd of those means over seeds, band = ± the within-layer sd of λ "
+               f"averaged over seeds. {view.provenance(ids)}.")
+    return _save(fig, out_dir, "fig_lambda", "Learned λ per layer", caption)
+
+
+BUILDERS = (accuracy_figure, tradeoff_figure, training_curves_figure, transfer_figure, lambda_figure,
+            convergence_figure, resolution_figure)
 
 
 def build_figures(view: StudyView, out_dir: Path) -> list[FigureFile]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -110,13 +111,21 @@ def build_view(results: StudyResults) -> StudyView:
     return StudyView(results, trials, factors, models, conditions, _labels=_short_labels(factors))
 
 
+_DIVERGED_AT = re.compile(r"^\s*epoch\s+(\d+)\s*,\s*step\s+(\d+)\s*$")
+
+
 def parse_divergence(value: Any) -> dict[str, Any]:
     """The trial's `diverged_at` as {'epoch': …, 'step': …} (keys present when known).
 
-    Accepts a dict (or its JSON text) with epoch/step keys, or a bare number (the step)."""
+    Reads what training writes, the text "epoch E, step S" (train.py, both 1-based); also a
+    dict (or its JSON text) with epoch/step keys, or a bare number (the step). Anything else
+    is kept as {'where': text}."""
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return {}
     if isinstance(value, str):
+        written = _DIVERGED_AT.match(value)
+        if written:
+            return {"epoch": int(written.group(1)), "step": int(written.group(2))}
         try:
             value = json.loads(value)
         except json.JSONDecodeError:

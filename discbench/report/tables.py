@@ -16,7 +16,7 @@ import pandas as pd
 
 from ..methods import METHODS
 from . import published, stats
-from .aggregate import COST_COLUMNS, accuracy_frame, cost_frame, resolution_frame
+from .aggregate import COST_COLUMNS, accuracy_frame, cost_frame, lambda_frame, resolution_frame, transfer_frame
 from .study_view import StudyView, divergence_text
 
 DASH = "—"
@@ -97,77 +97,216 @@ def _baseline_sentence(view: StudyView) -> str:
 
 # ----------------------------------------------------------------------------- accuracy
 
+EXCLUDES_ZERO_MARK = "*"
+DELTA_NOTE = (f"{EXCLUDES_ZERO_MARK} after a Δ: its 95% interval excludes 0. MDE: the minimum detectable "
+              f"effect, the smallest true difference this many seeds would detect with "
+              f"{stats.MDE_POWER:.0%} power in a two-sided t-test at α = {stats.MDE_ALPHA:g}, from the "
+              f"measured spread (paired seeds: sd of the paired differences; otherwise the pooled sd); "
+              f"one seed on a side gives no interval and no MDE.")
+
+
+def side_factor(view: StudyView) -> str | None:
+    """The factor shown side by side (a column group per value) when the study varies exactly
+    one factor besides method, model and seed; None otherwise."""
+    return view.factors[0] if len(view.factors) == 1 else None
+
+
+def side_values(view: StudyView) -> list:
+    """The side factor's values in the order the study's conditions have them ([None] without)."""
+    if side_factor(view) is None:
+        return [None]
+    return list(dict.fromkeys(c[1] for c in view.conditions))
+
+
+def _group_prefix(view: StudyView, model: str, value) -> str:
+    """'' / 'model: ' / 'conv=causal: ' / 'model, conv=causal: ' before a column group's names."""
+    parts = [model] if len(view.models) > 1 else []
+    if value is not None:
+        parts.append(f"{view.factor_label(side_factor(view))}={value}")
+    return ", ".join(parts) + ": " if parts else ""
+
+
+def row_keys_of(view: StudyView) -> list[tuple]:
+    """Table rows: (method_key,) per method with a side factor, else every condition."""
+    if side_factor(view) is None:
+        return list(view.conditions)
+    return [(k,) for k in dict.fromkeys(c[0] for c in view.conditions)]
+
+
+def condition_at(view: StudyView, row_key: tuple, value) -> tuple:
+    return row_key if value is None else (row_key[0], value)
+
+
+def _row_label_columns(view: StudyView, row_keys: list[tuple]) -> pd.DataFrame:
+    """The method column, and a column per factor that the row keys carry (full conditions)."""
+    display = pd.DataFrame({"method": [k[0] for k in row_keys]})
+    carried = view.factors if row_keys and len(row_keys[0]) > 1 else []
+    for i, factor in enumerate(carried):
+        display[view.factor_label(factor)] = [str(k[i + 1]) for k in row_keys]
+    return display
+
+
+def delta_text(row: pd.Series, view: StudyView) -> str:
+    """'+3.00* [+0.52, +5.48] (paired t)': Δ to the baseline, marked when its interval excludes 0."""
+    if row["is_baseline"]:
+        return "baseline"
+    if math.isnan(row["delta"]):
+        return DASH if view.baseline_of(row["condition"]) else "no baseline"
+    mark = EXCLUDES_ZERO_MARK if row["delta_excludes_zero"] else ""
+    if row["delta_how"] == "n=1":
+        return f"{_num(row['delta'], signed=True)} (n=1, no CI)"
+    return (f"{_num(row['delta'], signed=True)}{mark} [{_num(row['delta_low'], signed=True)}, "
+            f"{_num(row['delta_high'], signed=True)}] ({row['delta_how']})")
+
+
+def mde_text(row: pd.Series) -> str:
+    if row["is_baseline"]:
+        return "baseline"
+    if math.isnan(row["delta"]):
+        return DASH
+    return "n<2, none" if math.isnan(row["delta_mde"]) else _num(row["delta_mde"])
+
+
 def accuracy_table(view: StudyView) -> Table:
+    """Method rows; a column group per model (and per value of the one varying factor, side by
+    side): top-1 and top-5 mean ± sd, Δ top-1 to the baseline with its interval and MDE."""
     metrics = [m for m in ("top1", "top5") if m in view.trials and view.trials[m].notna().any()]
     frames = {m: accuracy_frame(view, m) for m in metrics or ["top1"]}
-    conditions = view.conditions
-    display = pd.DataFrame({"method": [c[0] for c in conditions]})
-    for i, factor in enumerate(view.factors):
-        display[view.factor_label(factor)] = [str(c[i + 1]) for c in conditions]
+    row_keys = row_keys_of(view)
+    display = _row_label_columns(view, row_keys)
     bold: set[tuple[int, str]] = set()
     for model in view.models:
-        for metric, frame in frames.items():
-            name = {"top1": "top-1 (%)", "top5": "top-5 (%)"}[metric]
-            here = by_condition(frame[frame["model"] == model])
-            cells, deltas = [], []
-            for condition in conditions:
-                if condition not in here:
-                    cells.append(DASH)
-                    deltas.append(DASH)
-                    continue
-                row = here[condition]
-                cell = _mean_std(row["mean"], row["std"], int(row["n"]))
-                if row["diverged"]:
-                    cell = row["diverged_text"] if row["n"] == 0 else f"{cell}; {row['diverged_text']}"
-                elif row["n"] == 0:
-                    cell = "failed" if row["failed"] else "no result"
-                cells.append(cell)
-                deltas.append(_delta_cell(row, view))
-            column = _prefix(view, model, name)
-            display[column] = cells
-            means = [here[c]["mean"] if c in here else math.nan for c in conditions]
-            if np.isfinite(means).any():
-                best = float(np.nanmax(means))
-                bold |= {(i, column) for i, m in enumerate(means) if m == best}
-            if metric == "top1" and view.has_baseline:
-                display[_prefix(view, model, f"Δ top-1 vs {view.baseline_key} [95% CI]")] = deltas
+        for value in side_values(view):
+            prefix = _group_prefix(view, model, value)
+            conditions = [condition_at(view, k, value) for k in row_keys]
+            for metric, frame in frames.items():
+                name = {"top1": "top-1 (%)", "top5": "top-5 (%)"}[metric]
+                here = by_condition(frame[frame["model"] == model])
+                cells, deltas, mdes = [], [], []
+                for condition in conditions:
+                    if condition not in here:
+                        cells.append(DASH)
+                        deltas.append(DASH)
+                        mdes.append(DASH)
+                        continue
+                    row = here[condition]
+                    cell = _mean_std(row["mean"], row["std"], int(row["n"]))
+                    if row["diverged"]:
+                        cell = row["diverged_text"] if row["n"] == 0 else f"{cell}; {row['diverged_text']}"
+                    elif row["n"] == 0:
+                        cell = "failed" if row["failed"] else "no result"
+                    cells.append(cell)
+                    deltas.append(delta_text(row, view))
+                    mdes.append(mde_text(row))
+                column = prefix + name
+                display[column] = cells
+                means = [here[c]["mean"] if c in here else math.nan for c in conditions]
+                if np.isfinite(means).any():
+                    best = float(np.nanmax(means))
+                    bold |= {(i, column) for i, m in enumerate(means) if m == best}
+                if metric == "top1" and view.has_baseline:
+                    display[prefix + f"Δ top-1 vs {view.baseline_key} [95% CI]"] = deltas
+                    display[prefix + "MDE (points)"] = mdes
     data = _accuracy_data(view, frames)
     excluded = int((view.trials["status"] == "diverged").sum())
+    side = side_factor(view)
     caption = (
         f"Accuracy on {_dataset(view)} (validation, %): mean ± sample standard deviation over seeds, "
-        f"n = seeds that finished. Δ is the difference to {view.baseline_key} with the same model"
+        f"n = seeds that finished."
+        + (f" The values of {view.factor_label(side)} side by side, one column group each." if side else "")
+        + f" Δ is the difference to {view.baseline_key} with the same model"
         f"{' and factors' if view.factors else ''}, with a 95% confidence interval: a paired t-interval "
         f"over seeds when both ran the same seeds, a percentile bootstrap ({stats.BOOTSTRAP_RESAMPLES:,} "
-        f"resamples, seed {stats.BOOTSTRAP_SEED}) otherwise; n=1 gives no interval. Best mean per column "
-        f"in bold; — : no trial of that combination.{_baseline_sentence(view)}"
+        f"resamples, seed {stats.BOOTSTRAP_SEED}) otherwise; n=1 gives no interval. "
+        + (DELTA_NOTE + " " if view.has_baseline else "")
+        + f"Best mean per column in bold; — : no trial of that combination.{_baseline_sentence(view)}"
         + (f" {excluded} diverged trial(s) are shown as diverged and excluded from the means." if excluded else "")
         + f" Measured on {view.provenance()}.")
     return Table("accuracy", "Accuracy", caption, display, data, bold)
 
 
-def _delta_cell(row: pd.Series, view: StudyView) -> str:
-    if row["is_baseline"]:
-        return "baseline"
-    if math.isnan(row["delta"]):
-        return DASH if view.baseline_of(row["condition"]) else "no baseline"
-    if row["delta_how"] == "n=1":
-        return f"{_num(row['delta'], signed=True)} (n=1, no CI)"
-    return (f"{_num(row['delta'], signed=True)} [{_num(row['delta_low'], signed=True)}, "
-            f"{_num(row['delta_high'], signed=True)}] ({row['delta_how']})")
+_DATA_COLUMNS = ("mean", "std", "n", "ci_low", "ci_high", "delta", "delta_low", "delta_high", "delta_how",
+                 "delta_mde", "delta_excludes_zero")
 
 
 def _accuracy_data(view: StudyView, frames: dict[str, pd.DataFrame]) -> pd.DataFrame:
     keys = ["model", "method_key", *view.factors]
     merged = None
     for metric, frame in frames.items():
-        part = frame[keys + ["mean", "std", "n", "ci_low", "ci_high", "delta", "delta_low",
-                             "delta_high", "delta_how"]].rename(
-            columns={c: f"{metric}_{c}" for c in ("mean", "std", "n", "ci_low", "ci_high", "delta",
-                                                   "delta_low", "delta_high", "delta_how")})
+        part = frame[keys + list(_DATA_COLUMNS)].rename(columns={c: f"{metric}_{c}" for c in _DATA_COLUMNS})
         merged = part if merged is None else merged.merge(part, on=keys)
     first = next(iter(frames.values()))
     merged = merged.merge(first[keys + ["diverged", "failed"]], on=keys)
     return merged.rename(columns={f: view.factor_label(f) for f in view.factors})
+
+
+# ----------------------------------------------------------------------------- transfer
+
+def transfer_table(view: StudyView) -> Table | None:
+    """Top-1 against evaluation length L′ (sampling-rate transfer): method rows (factor columns
+    as in the accuracy table); per model and L′ the mean ± sd, Δ to the baseline and its MDE."""
+    frame = transfer_frame(view)
+    if frame.empty:
+        return None
+    conditions = [c for c in view.conditions if c in set(frame["condition"])]
+    display = _row_label_columns(view, conditions)
+    for model in view.models:
+        in_model = frame[frame["model"] == model]
+        trained = sorted(set(in_model["train_length"].dropna()))
+        for length in sorted(set(in_model["length"])):
+            here = by_condition(in_model[in_model["length"] == length])
+            tag = " (training)" if trained == [length] else ""
+            prefix = (f"{model}: " if len(view.models) > 1 else "") + f"L′={length}{tag}: "
+            display[prefix + "top-1 (%)"] = [
+                _mean_std(here[c]["mean"], here[c]["std"], int(here[c]["n"])) if c in here else DASH
+                for c in conditions]
+            if view.has_baseline:
+                display[prefix + f"Δ vs {view.baseline_key} [95% CI]"] = [
+                    delta_text(here[c], view) if c in here else DASH for c in conditions]
+                display[prefix + "MDE"] = [mde_text(here[c]) if c in here else DASH for c in conditions]
+    data = frame.drop(columns=["condition"]).rename(columns={f: view.factor_label(f) for f in view.factors})
+    trained = sorted({int(v) for v in frame["train_length"].dropna()})
+    ids = view.results.measurements.loc[view.results.measurements["kind"] == "transfer", "trial_id"]
+    caption = (
+        f"Sampling-rate transfer: top-1 (%) of each trained model evaluated at sequence length L′ "
+        f"(training length L = {', '.join(map(str, trained)) or 'unknown'}; the step Δ scaled by L/L′), "
+        f"mean ± sample std over seeds. Δ: the difference to {view.baseline_key} at the same L′, model"
+        f"{' and factors' if view.factors else ''}, with a 95% interval as in the accuracy table. "
+        + (DELTA_NOTE if view.has_baseline else "")
+        + f"{_baseline_sentence(view)} Measured on {view.provenance(ids)}.")
+    return Table("transfer", "Accuracy against evaluation length", caption, display, data)
+
+
+# ----------------------------------------------------------------------------- learned λ
+
+def lambda_table(view: StudyView) -> Table | None:
+    """Learned λ per layer and direction: mean ± sd over seeds of each trial's per-layer mean,
+    and the within-layer spread."""
+    frame = lambda_frame(view)
+    if frame.empty:
+        return None
+    directions = sorted(set(frame["direction"]), key=lambda d: (d != "forward", d))
+    order = {c: i for i, c in enumerate(view.conditions)}
+    frame = frame.assign(_c=frame["condition"].map(order), _d=frame["direction"].map(directions.index),
+                         _m=frame["model"].map(view.models.index))
+    frame = frame.sort_values(["_m", "_c", "_d", "layer"]).drop(columns=["_c", "_d", "_m"])
+    display = pd.DataFrame({"model": frame["model"]}) if len(view.models) > 1 else pd.DataFrame(index=frame.index)
+    display["method"] = frame["method_key"]
+    for factor in view.factors:
+        display[view.factor_label(factor)] = frame[factor].astype(str)
+    display["direction"] = frame["direction"]
+    display["layer"] = frame["layer"].astype(int).astype(str)
+    display["λ: mean ± sd over seeds"] = [_mean_std(m, s, int(n), 3)
+                                          for m, s, n in zip(frame["mean"], frame["std"], frame["n"])]
+    display["within-layer sd of λ"] = [_num(v, 3) for v in frame["spread"]]
+    ids = view.results.measurements.loc[view.results.measurements["kind"] == "lambda", "trial_id"]
+    caption = ("Learned λ per layer and scan direction (dimensionless): the mean over seeds of each trial's "
+               "per-layer mean λ ± the sample sd of those means over seeds (n = seeds), and the within-layer "
+               "sd of λ (over the layer's channels, as each trial recorded it), averaged over seeds. "
+               f"Measured on {view.provenance(ids)}.")
+    data = frame.drop(columns=["condition"]).rename(columns={f: view.factor_label(f) for f in view.factors})
+    return Table("lambda", "Learned λ per layer", caption, display.reset_index(drop=True),
+                 data.reset_index(drop=True))
 
 
 # ----------------------------------------------------------------------------- cost
@@ -279,12 +418,16 @@ def numerics_table(view: StudyView) -> Table | None:
     rows = []
     for key in keys:
         spec = METHODS.get(key)
-        measured_order = order.loc[order["method_key"] == key, "value"].astype(float)
+        mine = order[order["method_key"] == key]
+        measured_order = pd.to_numeric(mine["value"], errors="coerce")
         measured_bound = bound.loc[bound["method_key"] == key, "value"].astype(float)
+        # A trial records NaN with a note when no order could be fitted (trials._run_numerics).
+        why = [str(n) for n in mine["note"].dropna() if str(n)] if measured_order.isna().all() else []
         rows.append({
             "method_key": key,
             "stated_order": spec.order if spec else math.nan,
-            "measured_order": measured_order.mean() if len(measured_order) else math.nan,
+            "measured_order": measured_order.mean() if measured_order.notna().any() else math.nan,
+            "order_note": why[0] if why else "",
             "stated_stability_bound": spec.stability_bound if spec else math.nan,
             "measured_stability_bound": measured_bound.mean() if len(measured_bound) else math.nan,
         })
@@ -292,7 +435,8 @@ def numerics_table(view: StudyView) -> Table | None:
     display = pd.DataFrame({
         "method": data["method_key"],
         "stated order (METHODS.md)": [_int(v) if not math.isnan(v) else DASH for v in data["stated_order"]],
-        "measured order": [_num(v, 2) for v in data["measured_order"]],
+        "measured order": [f"no fit ({note})" if note else _num(v, 2)
+                           for v, note in zip(data["measured_order"], data["order_note"])],
         "stated stability bound": [_bound(v) for v in data["stated_stability_bound"]],
         "measured stability bound": [_bound(v) for v in data["measured_stability_bound"]],
     })
@@ -300,7 +444,8 @@ def numerics_table(view: StudyView) -> Table | None:
     caption = ("Numerics on h' = a h + v(t): global convergence order fitted to the error at t = T "
                "against the step size (order 0: does not converge), and the stability bound, the most "
                "negative z = aΔ with |Ā(z)| ≤ 1 on all of [z, 0] (A-stable: for every z ≤ 0), each "
-               "beside the value ../shared/METHODS.md states (the method registry). "
+               "beside the value docs/METHODS.md states (the method registry); 'no fit': the trial recorded "
+               "no order, with its reason. "
                f"Measured on {view.provenance(ids)}.")
     return Table("numerics", "Numerics: order and stability", caption, display, data)
 
@@ -592,8 +737,8 @@ def build_tables(view: StudyView) -> tuple[list[Table], list[str]]:
     published_table, why = published_accuracy_table(view)
     if why:
         notes.append(why)
-    for builder in (cost_table, scan_time_table, numerics_table, ablation_bidirectional_table,
-                    ablation_classification_table):
+    for builder in (transfer_table, lambda_table, cost_table, scan_time_table, numerics_table,
+                    ablation_bidirectional_table, ablation_classification_table):
         table = builder(view)
         if table is not None:
             tables.append(table)
