@@ -38,9 +38,9 @@ STATED = {"zoh/paper": 1, "foh/canonical": 2, "rk4/canonical": 4}
 
 
 def _row(study: str, method: str, variant: str, seed: int, status: str, *, model="vim_micro",
-         dataset="digits", image_size=32, kwargs=None, **values) -> dict:
+         dataset="digits", image_size=32, kwargs=None, data=None, **values) -> dict:
     config = {"method": method, "variant": variant, "seed": seed,
-              "data": {"dataset": dataset, "image_size": image_size},
+              "data": {"dataset": dataset, "image_size": image_size, **(data or {})},
               "model": {"name": model, "kwargs": kwargs or {}}, "train": {"preset": "digits"}}
     return {"study": study, "trial_id": f"{model}-{method}-{variant}-{'-'.join(map(str, (kwargs or {}).values()))}-s{seed}",
             "method": method, "variant": variant, "method_key": f"{method}/{variant}", "seed": seed,
@@ -92,7 +92,7 @@ def digits_study(tmp_path_factory) -> Path:
                        top1=None if diverged else seeds[seed], top5=None if diverged else seeds[seed] + 20,
                        train_images_per_s=TRAIN_IPS[key], infer_images_per_s=2 * TRAIN_IPS[key],
                        peak_mem_mb=500.0 + seed, epochs_done=3 if not diverged else 2,
-                       diverged_at={"epoch": 2, "step": 57} if diverged else None)
+                       diverged_at="epoch 2, step 57" if diverged else None)  # as train._summary writes it
             path = results.trial_dir(study, row["trial_id"])
             results.write_trial(path, row)
             for epoch in range(1, 4 if not diverged else 3):
@@ -178,8 +178,17 @@ def test_accuracy_table_numbers(digits_view):
     assert shown.loc["rk4/canonical", "top-1 (%)"] == "73.00 ± 2.83 (n=2); diverged (epoch 2, step 57)"
     assert shown.loc["bilinear/canonical", "top-1 (%)"] == "failed"
     delta_column = "Δ top-1 vs zoh/paper [95% CI]"
-    assert shown.loc["foh/canonical", delta_column] == f"+3.00 [+{3 - half:.2f}, +{3 + half:.2f}] (paired t)"
+    # foh's interval [0.52, 5.48] excludes 0: marked; rk4's bootstrap interval contains 0: not marked.
+    assert shown.loc["foh/canonical", delta_column] == f"+3.00* [+{3 - half:.2f}, +{3 + half:.2f}] (paired t)"
+    assert shown.loc["rk4/canonical", delta_column].startswith("+1.00 [")
     assert shown.loc["zoh/paper", delta_column] == "baseline"
+    assert bool(foh.top1_delta_excludes_zero) and not bool(rk4.top1_delta_excludes_zero)
+    # MDE: paired, sd of the differences 1, n 3; rk4 against zoh unpaired, pooled sd √(16/3), n 2 and 3.
+    assert foh.top1_delta_mde == pytest.approx(stats.minimum_detectable_effect(1.0, 3))
+    assert rk4.top1_delta_mde == pytest.approx(stats.minimum_detectable_effect(math.sqrt(16 / 3), 2, 3))
+    assert shown.loc["foh/canonical", "MDE (points)"] == f"{foh.top1_delta_mde:.2f}"
+    assert shown.loc["bilinear/canonical", "MDE (points)"] == "—"
+    assert "* after a Δ: its 95% interval excludes 0" in table.caption and "80% power" in table.caption
     best_row = list(shown.index).index("foh/canonical")
     assert (best_row, "top-1 (%)") in table.bold and len([c for c in table.bold if c[1] == "top-1 (%)"]) == 1
     assert "excluded from the means" in table.caption and "cpu:test:2 cores" in table.caption
@@ -376,3 +385,310 @@ def test_a_numerics_only_study_reports_what_it_has(tmp_path):
     assert {"numerics.md", "fig_convergence.png", "index.md"} <= names
     assert "accuracy.md" not in names and "fig_accuracy.png" not in names
     assert any("no trial of this study recorded a top-1" in note for note in report.notes)
+
+
+# ----------------------------------------------------------------------------- minimum detectable effect
+
+
+def _power_by_integration(effect: float, se: float, dof: int, alpha: float = 0.05) -> float:
+    """Two-sided t-test power without scipy's noncentral t: T′ = (Z + λ)/√(V/dof), V ~ χ²(dof),
+    so P(|T′| > c) = E_V[Φ(λ − c√(V/dof)) + Φ(−λ − c√(V/dof))], integrated over V."""
+    from scipy import integrate
+    from scipy import stats as st
+
+    c, shift = st.t.ppf(1 - alpha / 2, dof), effect / se
+    integrand = lambda v: (st.norm.cdf(shift - c * math.sqrt(v / dof)) + st.norm.cdf(-shift - c * math.sqrt(v / dof))) \
+        * st.chi2.pdf(v, dof)
+    return integrate.quad(integrand, 0, np.inf, limit=200)[0]
+
+
+@pytest.mark.parametrize("sd, n, n_other", [(1.0, 2, None), (1.0, 3, None), (2.5, 5, None), (0.7, 10, None),
+                                            (1.0, 2, 3), (3.0, 4, 6)])
+def test_mde_is_where_the_exact_power_is_80_percent(sd, n, n_other):
+    mde = stats.minimum_detectable_effect(sd, n, n_other)
+    dof = n - 1 if n_other is None else n + n_other - 2
+    se = sd / math.sqrt(n) if n_other is None else sd * math.sqrt(1 / n + 1 / n_other)
+    assert _power_by_integration(mde, se, dof) == pytest.approx(0.8, abs=1e-6)
+    assert _power_by_integration(0.9 * mde, se, dof) < 0.8  # and it is the smallest such difference
+    # Few seeds need more than the normal approximation (z_0.975 + z_0.8)·se.
+    assert mde > 2.8016 * se
+
+
+def test_mde_exact_values():
+    # One-sample/paired t, n = 10, α = 0.05 two-sided, 80% power: effect size d = 0.996 (G*Power: 0.9959).
+    assert stats.minimum_detectable_effect(1.0, 10) == pytest.approx(0.99600, abs=5e-5)
+    # The MDE scales with the sd.
+    assert stats.minimum_detectable_effect(3.0, 10) == pytest.approx(3 * stats.minimum_detectable_effect(1.0, 10))
+
+
+def test_mde_tends_to_the_normal_approximation_for_many_seeds():
+    z = 1.959963984540054 + 0.8416212335729143  # z_{0.975} + z_{0.80}
+    n = 4000
+    assert stats.minimum_detectable_effect(2.0, n) == pytest.approx(z * 2.0 / math.sqrt(n), rel=2e-3)
+    assert stats.minimum_detectable_effect(2.0, n, n) == pytest.approx(z * 2.0 * math.sqrt(2 / n), rel=2e-3)
+
+
+def test_mde_matches_a_simulation_of_the_t_test():
+    from scipy import stats as st
+
+    rng = np.random.default_rng(1)
+    trials = 40_000
+    # Paired: n = 5 differences with sd 2 and true mean = MDE.
+    mde = stats.minimum_detectable_effect(2.0, 5)
+    d = rng.normal(mde, 2.0, size=(trials, 5))
+    t = d.mean(axis=1) / (d.std(axis=1, ddof=1) / math.sqrt(5))
+    assert np.mean(np.abs(t) > st.t.ppf(0.975, 4)) == pytest.approx(0.8, abs=0.012)
+    # Unpaired: groups of 4 and 6 with sd 1.5 and means MDE apart, pooled t-test.
+    mde = stats.minimum_detectable_effect(1.5, 4, 6)
+    a, b = rng.normal(mde, 1.5, size=(trials, 4)), rng.normal(0.0, 1.5, size=(trials, 6))
+    pooled = np.sqrt((3 * a.var(axis=1, ddof=1) + 5 * b.var(axis=1, ddof=1)) / 8)
+    t = (a.mean(axis=1) - b.mean(axis=1)) / (pooled * math.sqrt(1 / 4 + 1 / 6))
+    assert np.mean(np.abs(t) > st.t.ppf(0.975, 8)) == pytest.approx(0.8, abs=0.012)
+
+
+def test_mde_with_fewer_than_two_values_is_none():
+    assert math.isnan(stats.minimum_detectable_effect(1.0, 1))
+    assert math.isnan(stats.minimum_detectable_effect(1.0, 1, 5))
+    assert math.isnan(stats.minimum_detectable_effect(math.nan, 4))
+    assert stats.minimum_detectable_effect(0.0, 4) == 0.0
+    one = stats.difference_to_baseline({0: 3.0}, {0: 1.0})
+    assert one.how == "n=1" and math.isnan(one.mde) and not one.excludes_zero
+    lone = stats.difference_to_baseline({0: 3.0}, {1: 1.0, 2: 2.0})
+    assert lone.how == "n=1" and math.isnan(lone.mde)
+
+
+def test_mde_paired_uses_the_differences_and_unpaired_the_pooled_sd():
+    base = {0: 70.0, 1: 75.0, 2: 80.0, 3: 72.0}
+    cand = {s: v + 1.0 + 0.1 * s for s, v in base.items()}  # shares each seed's noise
+    paired = stats.difference_to_baseline(cand, base)
+    diffs = [cand[s] - base[s] for s in base]
+    assert paired.how == "paired t"
+    assert paired.mde == pytest.approx(stats.minimum_detectable_effect(float(np.std(diffs, ddof=1)), 4))
+    shifted = {s + 10: v for s, v in cand.items()}  # other seeds: the same numbers, unpaired
+    unpaired = stats.difference_to_baseline(shifted, base)
+    assert unpaired.how == "bootstrap"
+    assert unpaired.mde == pytest.approx(stats.minimum_detectable_effect(
+        stats.pooled_std(list(cand.values()), list(base.values())), 4, 4))
+    assert paired.mde < 0.1 * unpaired.mde  # pairing removes the seed-to-seed spread
+    assert stats.pooled_std([1.0, 3.0], [2.0, 4.0, 6.0]) == pytest.approx(math.sqrt((2 + 8) / 3))
+
+
+@pytest.mark.parametrize("low, high, marked", [(0.5, 1.0, True), (-2.0, -0.1, True), (-1.0, 0.5, False),
+                                               (0.0, 1.0, False), (math.nan, math.nan, False)])
+def test_a_difference_is_marked_only_when_its_interval_excludes_zero(low, high, marked):
+    assert stats.Difference(0.7, low, high, "paired t", 3).excludes_zero is marked
+
+
+def test_findings_state_what_differs_and_the_mde(digits_report, digits_view):
+    data = accuracy_table(digits_view).data.set_index("method_key")
+    (sentence,) = digits_report.findings
+    assert sentence.startswith("vim_micro: 1 of 2 methods differ from zoh/paper in top-1")
+    assert "foh/canonical +3.00 [+0.52, +5.48]" in sentence
+    rk4_mde = data.loc["rk4/canonical", "top1_delta_mde"]
+    assert f"no other method differs from zoh/paper by more than {rk4_mde:.2f} points at 80% power" in sentence
+    index = (digits_report.out_dir / "index.md").read_text()
+    assert "## Findings" in index and sentence in index
+    assert "<h2>Findings</h2>" in (digits_report.out_dir / "report.html").read_text()
+
+
+# ----------------------------------------------------------------------------- divergence as written
+
+
+def test_diverged_at_is_read_as_training_writes_it():
+    from discbench.report.study_view import divergence_text, parse_divergence
+
+    assert parse_divergence("epoch 3, step 120") == {"epoch": 3, "step": 120}
+    assert divergence_text("epoch 3, step 120") == "diverged (epoch 3, step 120)"
+    assert parse_divergence({"epoch": 2.0, "step": 7}) == {"epoch": 2, "step": 7}
+    assert parse_divergence('{"epoch": 1, "step": 4}') == {"epoch": 1, "step": 4}
+    assert parse_divergence(None) == {} and parse_divergence("somewhere") == {"where": "somewhere"}
+
+
+# ----------------------------------------------------------------------------- transfer, side by side, λ
+
+SEQ_MODEL = "seq_micro"
+TRAIN_LENGTH = 128
+EVAL_LENGTHS = (64, 128, 256)
+CONV_BASE = {"causal": 80.0, "none": 70.0}
+LENGTH_DROP = {64: -10.0, 128: 0.0, 256: -20.0}
+# Per-seed noise: foh − zoh = 2.5, 2.0, 3.0 (mean 2.5, sd 0.5); trapezoid − zoh = −1, −2, 0 (mean −1, sd 1).
+SEQ_NOISE = {"zoh/paper": (0.0, 1.0, 2.0), "foh/paper": (2.5, 3.0, 5.0), "trapezoid/paper": (-1.0, -1.0, 2.0)}
+
+
+def _seq_top1(key: str, conv: str, seed: int, length: int) -> float:
+    return CONV_BASE[conv] + SEQ_NOISE[key][seed] + LENGTH_DROP[length]
+
+
+@pytest.fixture(scope="module")
+def transfer_study(tmp_path_factory) -> Path:
+    """A 1-D model with conv causal/none; zoh/paper, foh/paper and trapezoid/paper (a method
+    this registry may not know yet) over 3 seeds, except trapezoid with conv=none (seed 0 only);
+    transfer rows at L′ = 64, 128 (the training length), 256; learned λ for trapezoid."""
+    study = tmp_path_factory.mktemp("results") / "transfer"
+    results.write_study_meta(study, "transfer", "name: transfer\n")
+    for key in SEQ_NOISE:
+        method, variant = key.split("/")
+        for conv in CONV_BASE:
+            for seed in (0, 1, 2):
+                if key == "trapezoid/paper" and conv == "none" and seed > 0:
+                    continue
+                row = _row("transfer", method, variant, seed, "ok", model=SEQ_MODEL, dataset="mnist1d",
+                           kwargs={"conv": conv}, data={"seq_length": TRAIN_LENGTH},
+                           top1=_seq_top1(key, conv, seed, TRAIN_LENGTH))
+                path = results.trial_dir(study, row["trial_id"])
+                results.write_trial(path, row)
+                results.append_measurements(path, [
+                    {"kind": "transfer", "name": "top1", "value": _seq_top1(key, conv, seed, length), "unit": "%",
+                     "length": length, "delta_scale": TRAIN_LENGTH / length, "method_key": key,
+                     "model": SEQ_MODEL, "status": "ok"} for length in EVAL_LENGTHS])
+                if method == "trapezoid":
+                    results.append_measurements(path, [
+                        {"kind": "lambda", "name": name, "unit": "1", "layer": layer, "direction": direction,
+                         "method_key": key, "model": SEQ_MODEL,
+                         "value": (0.5 + 0.1 * layer + 0.01 * seed + (0.2 if direction == "backward" else 0.0))
+                         if name == "mean" else 0.05 * (layer + 1)}
+                        for layer in (0, 1) for direction in ("forward", "backward") for name in ("mean", "std")])
+    results.consolidate(study)
+    return study
+
+
+@pytest.fixture(scope="module")
+def transfer_view(transfer_study):
+    return build_view(results.load_study(transfer_study))
+
+
+@pytest.fixture(scope="module")
+def transfer_report(transfer_study, tmp_path_factory):
+    return build_report(transfer_study, tmp_path_factory.mktemp("reports"))
+
+
+def test_one_varying_factor_is_shown_side_by_side(transfer_view):
+    assert transfer_view.factors == ["config.model.kwargs.conv"]
+    table = accuracy_table(transfer_view)
+    shown = table.display.set_index("method")
+    assert list(shown.index) == ["zoh/paper", "foh/paper", "trapezoid/paper"]  # one row per method
+    assert "conv" not in shown.columns
+    half = T_975[2] * 0.5 / math.sqrt(3)
+    assert shown.loc["zoh/paper", "conv=causal: top-1 (%)"] == "81.00 ± 1.00 (n=3)"
+    assert shown.loc["zoh/paper", "conv=none: top-1 (%)"] == "71.00 ± 1.00 (n=3)"
+    for conv in CONV_BASE:  # the same seed differences under both conv values
+        assert shown.loc["foh/paper", f"conv={conv}: Δ top-1 vs zoh/paper [95% CI]"] == \
+            f"+2.50* [+{2.5 - half:.2f}, +{2.5 + half:.2f}] (paired t)"
+        assert shown.loc["foh/paper", f"conv={conv}: MDE (points)"] == \
+            f"{stats.minimum_detectable_effect(0.5, 3):.2f}"
+    trap = shown.loc["trapezoid/paper"]
+    assert trap["conv=causal: Δ top-1 vs zoh/paper [95% CI]"].startswith("−1.00 [")  # contains 0: no mark
+    assert trap["conv=causal: MDE (points)"] == f"{stats.minimum_detectable_effect(1.0, 3):.2f}"
+    assert trap["conv=none: top-1 (%)"] == "69.00 (n=1)"
+    # One seed against zoh's three: unpaired, 69 − mean(70, 71, 72) = −2, and no interval.
+    assert trap["conv=none: Δ top-1 vs zoh/paper [95% CI]"] == "−2.00 (n=1, no CI)"
+    assert trap["conv=none: MDE (points)"] == "n<2, none"
+    assert "side by side" in table.caption
+    data = table.data.set_index(["method_key", "conv"])
+    assert data.loc[("foh/paper", "none"), "top1_delta_mde"] == pytest.approx(stats.minimum_detectable_effect(0.5, 3))
+
+
+def test_transfer_table_per_evaluation_length(transfer_view):
+    from discbench.report.tables import transfer_table
+
+    table = transfer_table(transfer_view)
+    data = table.data.set_index(["method_key", "conv", "length"])
+    assert data.loc[("zoh/paper", "causal", 256), "mean"] == pytest.approx(61.0)
+    assert data.loc[("zoh/paper", "causal", 256), "train_length"] == TRAIN_LENGTH
+    assert data.loc[("zoh/paper", "causal", 64), "delta_scale"] == pytest.approx(2.0)
+    foh = data.loc[("foh/paper", "none", 64)]
+    assert foh["delta"] == pytest.approx(2.5) and bool(foh["delta_excludes_zero"])
+    assert foh["delta_mde"] == pytest.approx(stats.minimum_detectable_effect(0.5, 3))
+    shown = table.display.set_index(["method", "conv"])
+    assert shown.loc[("zoh/paper", "none"), "L′=256: top-1 (%)"] == "51.00 ± 1.00 (n=3)"
+    assert shown.loc[("foh/paper", "causal"), "L′=128 (training): Δ vs zoh/paper [95% CI]"].startswith("+2.50*")
+    assert shown.loc[("trapezoid/paper", "none"), "L′=64: MDE"] == "n<2, none"
+    assert "training length L = 128" in table.caption
+
+
+def test_lambda_table_per_layer_and_direction(transfer_view):
+    from discbench.report.tables import lambda_table
+
+    table = lambda_table(transfer_view)
+    data = table.data.set_index(["method_key", "conv", "direction", "layer"])
+    layer1 = data.loc[("trapezoid/paper", "causal", "forward", 1)]
+    assert layer1["mean"] == pytest.approx(0.61) and layer1["std"] == pytest.approx(0.01) and layer1["n"] == 3
+    assert layer1["spread"] == pytest.approx(0.10)
+    assert data.loc[("trapezoid/paper", "none", "backward", 0), "mean"] == pytest.approx(0.7)
+    assert set(data.index.get_level_values("method_key")) == {"trapezoid/paper"}
+    shown = table.display
+    first = shown.iloc[0]
+    assert (first["direction"], first["layer"]) == ("forward", "0")  # forward before backward, layers in order
+    row = shown[(shown["conv"] == "causal") & (shown["direction"] == "forward") & (shown["layer"] == "1")].iloc[0]
+    assert row["λ: mean ± sd over seeds"] == "0.610 ± 0.010 (n=3)" and row["within-layer sd of λ"] == "0.100"
+
+
+def test_transfer_report_files_and_findings(transfer_report):
+    out = transfer_report.out_dir
+    for name in ("accuracy", "transfer", "lambda"):
+        for ext in ("md", "tex", "csv"):
+            assert (out / f"{name}.{ext}").stat().st_size > 0, f"{name}.{ext}"
+    assert "L′=128 (training)" in (out / "transfer.md").read_text()
+    assert r"$\pm$" in (out / "lambda.tex").read_text()
+    for stem in ("fig_accuracy", "fig_transfer", "fig_lambda"):
+        with Image.open(out / f"{stem}.png") as image:
+            assert image.size[0] > 300 and image.size[1] > 200
+        assert ET.parse(out / f"{stem}.svg").getroot().tag.endswith("svg")
+    page = (out / "report.html").read_text()
+    assert 'id="transfer"' in page and 'id="lambda"' in page
+    findings = transfer_report.findings
+    causal = next(f for f in findings if f.startswith(f"{SEQ_MODEL}, conv=causal:"))
+    assert "1 of 2 methods differ from zoh/paper in top-1" in causal and "foh/paper +2.50" in causal
+    trap_mde = stats.minimum_detectable_effect(1.0, 3)
+    assert f"no other method differs from zoh/paper by more than {trap_mde:.2f} points" in causal
+    none = next(f for f in findings if f.startswith(f"{SEQ_MODEL}, conv=none:"))
+    assert "trapezoid/paper: fewer than 2 seeds on a side, no interval or MDE" in none
+    assert any(f.startswith(f"{SEQ_MODEL}, conv=none, evaluated at L′=256:") for f in findings)
+
+
+def test_no_transfer_or_lambda_without_their_rows(digits_report, digits_view):
+    from discbench.report.tables import lambda_table, transfer_table
+
+    assert transfer_table(digits_view) is None and lambda_table(digits_view) is None
+    assert not (digits_report.out_dir / "fig_transfer.png").exists()
+    assert not (digits_report.out_dir / "fig_lambda.png").exists()
+
+
+# ----------------------------------------------------------------------------- registry-driven styles
+
+
+def test_method_styles_stay_apart_for_any_number_of_methods(monkeypatch):
+    import dataclasses
+
+    from discbench import methods
+    from discbench.report.figures import method_style
+
+    template = methods.METHODS["zoh/paper"]
+    for i in range(30):
+        for variant in ("canonical", "paper"):
+            monkeypatch.setitem(methods.METHODS, f"extra{i}/{variant}",
+                                dataclasses.replace(template, name=f"extra{i}", variant=variant))
+    keys = list(methods.METHODS)
+    looks = {k: method_style(k) for k in keys}
+    signature = {k: (tuple(v["color"]), v["marker"], str(v["linestyle"]), str(v["markerfacecolor"]))
+                 for k, v in looks.items()}
+    assert len(set(signature.values())) == len(keys)
+    assert len({tuple(v["color"]) for v in looks.values()}) == len({k.split("/")[0] for k in keys})
+    assert method_style("unregistered/paper") == method_style("unregistered/paper")  # stable, no hash()
+
+
+def test_numerics_table_shows_why_no_order_was_fitted(tmp_path):
+    study = tmp_path / "numerics_nofit"
+    results.write_study_meta(study, "numerics_nofit", "")
+    row = _row("numerics_nofit", "zoh", "paper", 0, "ok")
+    path = results.trial_dir(study, row["trial_id"])
+    results.write_trial(path, row)
+    results.append_measurements(path, [
+        {"kind": "order", "name": "measured_order", "value": None, "method_key": "zoh/paper",
+         "note": "need ≥ 2 errors above the rounding floor to fit an order, got 1"},
+        {"kind": "stability", "name": "bound", "value": -math.inf, "method_key": "zoh/paper"}])
+    results.consolidate(study)
+    table = numerics_table(build_view(results.load_study(study)))
+    shown = table.display.set_index("method")
+    assert shown.loc["zoh/paper", "measured order"].startswith("no fit (need ≥ 2 errors")
+    assert "docs/METHODS.md" in table.caption and "../shared" not in table.caption

@@ -423,7 +423,17 @@ def _settings(view: StudyView, frame: pd.DataFrame) -> list[tuple]:
     """(model, factor values) panels that have rows, in the study's order."""
     combos = list(dict.fromkeys(c[1:] for c in view.conditions))
     return [(m, v) for m in view.models for v in combos
-            if any(c[1:] == v for c in frame.loc[frame["model"] == m, "condition"])]
+            if _has_factors(frame[frame["model"] == m], v).any()]
+
+
+def _has_factors(frame: pd.DataFrame, values: tuple) -> np.ndarray:
+    """Rows whose condition has these factor values (conditions are tuples: pandas cannot
+    compare a column of them with one)."""
+    return np.array([c[1:] == values for c in frame["condition"]], dtype=bool)
+
+
+def _is_condition(frame: pd.DataFrame, condition: tuple) -> np.ndarray:
+    return np.array([c == condition for c in frame["condition"]], dtype=bool)
 
 
 def _setting_title(view: StudyView, model: str, values: tuple) -> str:
@@ -449,9 +459,9 @@ def transfer_figure(view: StudyView, out_dir: Path) -> FigureFile | None:
         for ax in axes.flat[len(panels):]:
             ax.set_visible(False)
         for ax, (model, values) in zip(axes.flat, panels):
-            here = frame[(frame["model"] == model) & [c[1:] == values for c in frame["condition"]]]
+            here = frame[(frame["model"] == model).to_numpy() & _has_factors(frame, values)]
             for condition in [c for c in view.conditions if c[1:] == values]:
-                curve = here[[c == condition for c in here["condition"]]].sort_values("length")
+                curve = here[_is_condition(here, condition)].sort_values("length")
                 if curve.empty:
                     continue
                 look = method_style(condition[0])
@@ -499,10 +509,10 @@ def lambda_figure(view: StudyView, out_dir: Path) -> FigureFile | None:
         for r, (model, values) in enumerate(panels):
             for c, direction in enumerate(directions):
                 ax = axes[r][c]
-                here = frame[(frame["model"] == model) & (frame["direction"] == direction)
-                             & [cond[1:] == values for cond in frame["condition"]]]
+                here = frame[((frame["model"] == model) & (frame["direction"] == direction)).to_numpy()
+                             & _has_factors(frame, values)]
                 for condition in [k for k in view.conditions if k[1:] == values]:
-                    curve = here[[k == condition for k in here["condition"]]].sort_values("layer")
+                    curve = here[_is_condition(here, condition)].sort_values("layer")
                     if curve.empty:
                         continue
                     look = method_style(condition[0])
