@@ -482,7 +482,7 @@ def test_a_difference_is_marked_only_when_its_interval_excludes_zero(low, high, 
 def test_findings_state_what_differs_and_the_mde(digits_report, digits_view):
     data = accuracy_table(digits_view).data.set_index("method_key")
     (sentence,) = digits_report.findings
-    assert sentence.startswith("vim_micro: 1 of 2 methods differ from zoh/paper in top-1")
+    assert sentence.startswith("vim_micro: 1 of 2 methods differs from zoh/paper in top-1")
     assert "foh/canonical +3.00 [+0.52, +5.48]" in sentence
     rk4_mde = data.loc["rk4/canonical", "top1_delta_mde"]
     assert f"no other method differs from zoh/paper by more than {rk4_mde:.2f} points at 80% power" in sentence
@@ -638,12 +638,15 @@ def test_transfer_report_files_and_findings(transfer_report):
     assert 'id="transfer"' in page and 'id="lambda"' in page
     findings = transfer_report.findings
     causal = next(f for f in findings if f.startswith(f"{SEQ_MODEL}, conv=causal:"))
-    assert "1 of 2 methods differ from zoh/paper in top-1" in causal and "foh/paper +2.50" in causal
+    assert "1 of 2 methods differs from zoh/paper in top-1" in causal and "foh/paper +2.50" in causal
     trap_mde = stats.minimum_detectable_effect(1.0, 3)
-    assert f"no other method differs from zoh/paper by more than {trap_mde:.2f} points" in causal
+    assert f"no other method differs from zoh/paper by more than {trap_mde:.2f} points at 80% power " \
+           f"(trapezoid/paper's MDE)" in causal
     none = next(f for f in findings if f.startswith(f"{SEQ_MODEL}, conv=none:"))
     assert "trapezoid/paper: fewer than 2 seeds on a side, no interval or MDE" in none
     assert any(f.startswith(f"{SEQ_MODEL}, conv=none, evaluated at L′=256:") for f in findings)
+    assert not any("evaluated at L′=128" in f for f in findings)  # the training length: stated above
+    assert r"+2.50\*" in (out / "accuracy.md").read_text()  # the mark is literal in Markdown
 
 
 def test_no_transfer_or_lambda_without_their_rows(digits_report, digits_view):

@@ -10,7 +10,7 @@ from pathlib import Path
 from ..results import now
 from . import published
 from .figures import FigureFile
-from .render import to_html, to_markdown
+from .render import md_text, to_html, to_markdown
 from .study_view import StudyView
 from .tables import Table
 
@@ -65,7 +65,7 @@ def write_index(view: StudyView, out_dir: Path, tables: list[Table], figures: li
     lines += ["## Figures", ""]
     for figure in figures:
         lines += [f"### {figure.title}", "", f"![{figure.title}]({figure.png.name})", "",
-                  f"*{figure.caption}*", "",
+                  f"*{md_text(figure.caption)}*", "",
                   f"Files: [PNG]({figure.png.name}) · [SVG]({figure.svg.name})", ""]
     if notes:
         lines += ["## Not in this report", ""] + [f"- {n}" for n in notes] + [""]

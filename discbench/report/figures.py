@@ -58,15 +58,20 @@ def _palette(size: int) -> list:
 def method_style(key: str) -> dict:
     """Colour, marker and line style of a method key, fixed by its registry position: colour and
     marker by method name, line style by variant, so any number of methods stay apart (colours
-    beyond ten come from evenly spaced hues; a key outside the registry gets a stable position
-    after it). Markers are hollow for every other name and variant, so that two methods whose
+    beyond ten come from evenly spaced hues; a key outside the registry gets a stable colour
+    from a darker palette). Markers are hollow for every other name and variant, so that two methods whose
     lines coincide still show both markers."""
     names, variants = _registry_positions()
     name, _, variant = key.partition("/")
-    index = names.index(name) if name in names else len(names) + zlib.crc32(name.encode()) % 7
     v_index = variants.index(variant) if variant in variants else len(variants) + zlib.crc32(variant.encode()) % 3
-    palette = _palette(len(names))
-    color = palette[index % len(palette)]
+    if name in names:
+        index = names.index(name)
+        color = _palette(len(names))[index]
+    else:
+        # Outside the registry (results from another discbench): a darker palette, so it
+        # never takes a registered method's colour.
+        index = len(names) + zlib.crc32(name.encode()) % 10
+        color = sns.color_palette("dark", 10)[index % 10]
     return {"color": color, "marker": _MARKERS[index % len(_MARKERS)],
             "linestyle": _LINESTYLES[v_index % len(_LINESTYLES)],
             "markerfacecolor": "none" if (index + v_index) % 2 else color}

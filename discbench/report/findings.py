@@ -42,7 +42,8 @@ def comparison_sentence(view: StudyView, setting: str, rows: pd.DataFrame, what:
     if len(resolved):
         listed = ", ".join(f"{r.method_key} {_signed(r.delta)} [{_signed(r.delta_low)}, {_signed(r.delta_high)}]"
                            for r in resolved.itertuples())
-        parts.append(f"{len(resolved)} of {len(compared)} methods differ from {base} in {what} "
+        verb = "differs" if len(resolved) == 1 else "differ"
+        parts.append(f"{len(resolved)} of {len(compared)} methods {verb} from {base} in {what} "
                      f"(95% interval excludes 0): {listed}")
     else:
         parts.append(f"no {what} difference to {base} excludes 0 ({len(compared)} methods compared)")
@@ -50,9 +51,11 @@ def comparison_sentence(view: StudyView, setting: str, rows: pd.DataFrame, what:
     if len(with_mde):
         largest = with_mde.loc[with_mde["delta_mde"].idxmax()]
         others = "no other method" if len(resolved) else "no method"
+        which = (f"{largest['method_key']}'s MDE" if len(with_mde) == 1 else
+                 f"the largest MDE, {largest['method_key']}; median MDE "
+                 f"{_points(float(np.median(with_mde['delta_mde'])))} over {len(with_mde)} methods")
         parts.append(f"{others} differs from {base} by more than {_points(largest['delta_mde'])} points at "
-                     f"{stats.MDE_POWER:.0%} power (the largest MDE, {largest['method_key']}; median MDE "
-                     f"{_points(float(np.median(with_mde['delta_mde'])))} over {len(with_mde)} methods)")
+                     f"{stats.MDE_POWER:.0%} power ({which})")
     without = rest[rest["delta_mde"].isna()]
     if len(without):
         parts.append(f"{', '.join(without['method_key'])}: fewer than 2 seeds on a side, no interval or MDE")
@@ -61,7 +64,8 @@ def comparison_sentence(view: StudyView, setting: str, rows: pd.DataFrame, what:
 
 def accuracy_findings(view: StudyView) -> list[str]:
     """One sentence per model and factor combination on top-1 at the training setting, then
-    one per model, factor combination and evaluation length for sampling-rate transfer."""
+    one per model, factor combination and evaluation length L′ other than the training length
+    for sampling-rate transfer."""
     if not view.has_baseline:
         return [f"The baseline {view.baseline_key} is absent from this study: no method is compared to it."]
     sentences = []
@@ -70,7 +74,9 @@ def accuracy_findings(view: StudyView) -> list[str]:
         sentences += _per_setting(view, frame, "")
     transfer = transfer_frame(view)
     if not transfer.empty:
-        for length, at_length in transfer.groupby("length", sort=True):
+        # At the training length the transfer rows restate the accuracy above.
+        away = transfer[transfer["length"] != transfer["train_length"]]
+        for length, at_length in away.groupby("length", sort=True):
             sentences += _per_setting(view, at_length, f", evaluated at L′={int(length)}")
     return sentences
 

@@ -23,13 +23,18 @@ def latex_escape(text: str) -> str:
     return "".join(_LATEX_ESCAPES.get(ch, ch) for ch in str(text))
 
 
+def md_text(text: str) -> str:
+    """Literal text in Markdown: a '*' (the mark of a difference that excludes 0) is not emphasis."""
+    return str(text).replace("*", r"\*")
+
+
 def _md_cell(text: str) -> str:
-    return str(text).replace("|", r"\|").replace("\n", " ")
+    return md_text(text).replace("|", r"\|").replace("\n", " ")
 
 
 def to_markdown(table: Table, heading: bool = True) -> str:
     columns = list(table.display.columns)
-    lines = [f"### {table.title}", "", f"*{table.caption}*", ""] if heading else []
+    lines = [f"### {table.title}", "", f"*{md_text(table.caption)}*", ""] if heading else []
     lines.append("| " + " | ".join(_md_cell(c) for c in columns) + " |")
     lines.append("|" + "|".join("---" for _ in columns) + "|")
     for i, row in enumerate(table.display.itertuples(index=False)):
