@@ -582,7 +582,7 @@ def test_one_varying_factor_is_shown_side_by_side(transfer_view):
     assert trap["conv=none: top-1 (%)"] == "69.00 (n=1)"
     # One seed against zoh's three: unpaired, 69 − mean(70, 71, 72) = −2, and no interval.
     assert trap["conv=none: Δ top-1 vs zoh/paper [95% CI]"] == "−2.00 (n=1, no CI)"
-    assert trap["conv=none: MDE (points)"] == "n<2, none"
+    assert trap["conv=none: MDE (points)"] == "none (n<2)"
     assert "side by side" in table.caption
     data = table.data.set_index(["method_key", "conv"])
     assert data.loc[("foh/paper", "none"), "top1_delta_mde"] == pytest.approx(stats.minimum_detectable_effect(0.5, 3))
@@ -602,7 +602,7 @@ def test_transfer_table_per_evaluation_length(transfer_view):
     shown = table.display.set_index(["method", "conv"])
     assert shown.loc[("zoh/paper", "none"), "L′=256: top-1 (%)"] == "51.00 ± 1.00 (n=3)"
     assert shown.loc[("foh/paper", "causal"), "L′=128 (training): Δ vs zoh/paper [95% CI]"].startswith("+2.50*")
-    assert shown.loc[("trapezoid/paper", "none"), "L′=64: MDE"] == "n<2, none"
+    assert shown.loc[("trapezoid/paper", "none"), "L′=64: MDE"] == "none (n<2)"
     assert "training length L = 128" in table.caption
 
 
@@ -629,6 +629,8 @@ def test_transfer_report_files_and_findings(transfer_report):
         for ext in ("md", "tex", "csv"):
             assert (out / f"{name}.{ext}").stat().st_size > 0, f"{name}.{ext}"
     assert "L′=128 (training)" in (out / "transfer.md").read_text()
+    for name in ("accuracy", "transfer", "lambda"):
+        assert (out / f"{name}.tex").read_text().isascii(), f"{name}.tex: every symbol escaped for LaTeX"
     assert r"$\pm$" in (out / "lambda.tex").read_text()
     for stem in ("fig_accuracy", "fig_transfer", "fig_lambda"):
         with Image.open(out / f"{stem}.png") as image:
@@ -695,3 +697,21 @@ def test_numerics_table_shows_why_no_order_was_fitted(tmp_path):
     shown = table.display.set_index("method")
     assert shown.loc["zoh/paper", "measured order"].startswith("no fit (need ≥ 2 errors")
     assert "docs/METHODS.md" in table.caption and "../shared" not in table.caption
+
+
+def test_training_length_from_the_transfer_rows_when_the_config_has_none(tmp_path):
+    from discbench.report.aggregate import transfer_frame
+
+    study = tmp_path / "transfer_bare"
+    results.write_study_meta(study, "transfer_bare", "")
+    row = _row("transfer_bare", "zoh", "paper", 0, "ok", model=SEQ_MODEL, top1=50.0)
+    path = results.trial_dir(study, row["trial_id"])
+    results.write_trial(path, row)
+    results.append_measurements(path, [
+        {"kind": "transfer", "name": "top1", "value": 40.0 + length / 32, "unit": "%", "length": length,
+         "delta_scale": 100 / length, "method_key": "zoh/paper", "model": SEQ_MODEL, "status": "ok"}
+        for length in (50, 100, 200)])
+    results.consolidate(study)
+    frame = transfer_frame(build_view(results.load_study(study))).set_index("length")
+    assert (frame["train_length"] == 100).all() and frame.loc[200, "mean"] == pytest.approx(46.25)
+    assert frame.loc[200, "n"] == 1 and math.isnan(frame.loc[200, "std"])

@@ -151,7 +151,7 @@ def lambda_frame(view: StudyView) -> pd.DataFrame:
     m["model"] = [trials.at[t, "model"] for t in m["trial_id"]]
     m["seed"] = [trials.at[t, "seed"] for t in m["trial_id"]]
     m["layer"] = pd.to_numeric(m["layer"], errors="coerce").astype("Int64")
-    m["direction"] = m["direction"].fillna("forward").astype(str)
+    m["direction"] = m["direction"].fillna("unspecified").astype(str)
     rows = []
     for model in view.models:
         in_model = m[m["model"] == model]

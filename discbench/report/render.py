@@ -16,6 +16,7 @@ _LATEX_ESCAPES = {
     "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}",
     "±": r"$\pm$", "Δ": r"$\Delta$", "×": r"$\times$", "−": r"$-$", "∞": r"$\infty$",
     "≤": r"$\leq$", "÷": r"$\div$", "—": "---", "Ā": r"$\bar{A}$",
+    "≥": r"$\geq$", "′": r"$'$", "λ": r"$\lambda$", "α": r"$\alpha$",
 }
 
 

@@ -164,7 +164,7 @@ def mde_text(row: pd.Series) -> str:
         return "baseline"
     if math.isnan(row["delta"]):
         return DASH
-    return "n<2, none" if math.isnan(row["delta_mde"]) else _num(row["delta_mde"])
+    return "none (n<2)" if math.isnan(row["delta_mde"]) else _num(row["delta_mde"])
 
 
 def accuracy_table(view: StudyView) -> Table:
