@@ -385,6 +385,20 @@ def test_a_numerics_only_study_reports_what_it_has(tmp_path):
     assert {"numerics.md", "fig_convergence.png", "index.md"} <= names
     assert "accuracy.md" not in names and "fig_accuracy.png" not in names
     assert any("no trial of this study recorded a top-1" in note for note in report.notes)
+    assert report.findings == []  # nothing to compare: no sentence about accuracy
+
+
+def test_findings_without_the_baseline_say_so(tmp_path):
+    study = tmp_path / "nobase"
+    results.write_study_meta(study, "nobase", "")
+    for seed, value in enumerate((60.0, 62.0)):
+        row = _row("nobase", "foh", "canonical", seed, "ok", top1=value)
+        results.write_trial(results.trial_dir(study, row["trial_id"]), row)
+    results.consolidate(study)
+    from discbench.report.findings import accuracy_findings
+
+    assert accuracy_findings(build_view(results.load_study(study))) == [
+        "The baseline zoh/paper is absent from this study: no method is compared to it."]
 
 
 # ----------------------------------------------------------------------------- minimum detectable effect

@@ -66,13 +66,14 @@ def accuracy_findings(view: StudyView) -> list[str]:
     """One sentence per model and factor combination on top-1 at the training setting, then
     one per model, factor combination and evaluation length L′ other than the training length
     for sampling-rate transfer."""
+    frame = accuracy_frame(view, "top1")
+    has_accuracy = not frame.empty and bool((frame["n"] > 0).any())
+    transfer = transfer_frame(view)
+    if not has_accuracy and transfer.empty:
+        return []
     if not view.has_baseline:
         return [f"The baseline {view.baseline_key} is absent from this study: no method is compared to it."]
-    sentences = []
-    frame = accuracy_frame(view, "top1") if "top1" in view.trials else pd.DataFrame()
-    if not frame.empty and (frame["n"] > 0).any():
-        sentences += _per_setting(view, frame, "")
-    transfer = transfer_frame(view)
+    sentences = _per_setting(view, frame, "") if has_accuracy else []
     if not transfer.empty:
         # At the training length the transfer rows restate the accuracy above.
         away = transfer[transfer["length"] != transfer["train_length"]]
