@@ -652,6 +652,7 @@ def test_transfer_report_files_and_findings(transfer_report):
         assert ET.parse(out / f"{stem}.svg").getroot().tag.endswith("svg")
     page = (out / "report.html").read_text()
     assert 'id="transfer"' in page and 'id="lambda"' in page
+    assert "The values of conv side by side in each method's row" in (out / "index.md").read_text()
     findings = transfer_report.findings
     causal = next(f for f in findings if f.startswith(f"{SEQ_MODEL}, conv=causal:"))
     assert "1 of 2 methods differs from zoh/paper in top-1" in causal and "foh/paper +2.50" in causal

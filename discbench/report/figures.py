@@ -18,6 +18,7 @@ matplotlib.use("Agg")  # files only; never a window
 import matplotlib.pyplot as plt  # noqa: E402
 import matplotlib.ticker as mticker  # noqa: E402
 import matplotlib.transforms as mtransforms  # noqa: E402
+from matplotlib.lines import Line2D  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
@@ -170,11 +171,9 @@ def accuracy_figure(view: StudyView, out_dir: Path) -> FigureFile | None:
                         err = None
                         if not math.isnan(row["ci_low"]):
                             err = [[row["mean"] - row["ci_low"]], [row["ci_high"] - row["mean"]]]
-                        label = None if side is None or ax is not axes[0][0] or y != _first_row(keys, here, view, value) \
-                            else f"{view.factor_label(side)}={value}"
                         ax.errorbar([row["mean"]], [at], xerr=err, marker=look["marker"], color=look["color"],
                                     ecolor="0.2" if side is None else look["color"], markeredgecolor="black",
-                                    markersize=7, capsize=3, linestyle="none", zorder=3, label=label)
+                                    markersize=7, capsize=3, linestyle="none", zorder=3)
                         if row["delta_excludes_zero"]:
                             right = row["ci_high"] if not math.isnan(row["ci_high"]) else row["mean"]
                             ax.text(right, at, " *", ha="left", va="center", fontsize=11, fontweight="bold")
@@ -196,6 +195,10 @@ def accuracy_figure(view: StudyView, out_dir: Path) -> FigureFile | None:
             ax.set_ylim(len(keys) - 0.5, -0.5)
             ax.margins(x=0.08)
         handles, labels = axes[0][0].get_legend_handles_labels()
+        if side is not None:  # one entry per factor value, whichever panels show it
+            handles += [Line2D([], [], linestyle="none", marker=_series_style(j)["marker"], markersize=7,
+                               color=_series_style(j)["color"], markeredgecolor="black") for j in range(len(values))]
+            labels += [f"{view.factor_label(side)}={value}" for value in values]
         if handles:  # below the panels: above them it would collide with the title
             fig.legend(handles, labels, loc="upper center", bbox_to_anchor=(0.5, 0.0), fontsize=8, frameon=False,
                        ncol=min(len(handles), 4))
@@ -211,12 +214,6 @@ def accuracy_figure(view: StudyView, out_dir: Path) -> FigureFile | None:
                f"in italics above their row (such as '1 diverged'); an empty row: no trial of that model."
                f"{by_value} {view.provenance()}.")
     return _save(fig, out_dir, "fig_accuracy", "Accuracy per method", caption)
-
-
-def _first_row(keys: list[tuple], here: dict, view: StudyView, value) -> int | None:
-    """The first row that draws a point for `value` (where its legend entry is made)."""
-    return next((y for y, k in enumerate(keys) if condition_at(view, k, value) in here
-                 and here[condition_at(view, k, value)]["n"] > 0), None)
 
 
 def tradeoff_figure(view: StudyView, out_dir: Path) -> FigureFile | None:
