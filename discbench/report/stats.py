@@ -17,7 +17,7 @@ from scipy import stats as _scipy_stats
 DEFAULT_LEVEL = 0.95
 BOOTSTRAP_RESAMPLES = 10_000
 BOOTSTRAP_SEED = 0
-MDE_ALPHA = 0.05  # two-sided significance level of the test the MDE is for
+MDE_ALPHA = 1.0 - DEFAULT_LEVEL  # two-sided level of the test the MDE is for (matches the intervals)
 MDE_POWER = 0.80
 
 
@@ -168,6 +168,9 @@ def minimum_detectable_effect(sd: float, n: int, n_other: int | None = None,
     for δ exactly (root of `t_test_power`, scipy.stats.nct). For large dof it tends to the
     normal approximation δ ≈ (z_{1−α/2} + z_{power})·se (= 2.80·se at α = 0.05, power 0.8);
     for few seeds it is larger (few dof: wide t quantiles). Units: those of sd.
+
+    Unpaired differences get a bootstrap interval in the report; their MDE is that of the
+    pooled two-sample t-test, the interval's parametric counterpart.
 
     Returns nan with fewer than 2 values (paired: n < 2; unpaired: either group < 2) or a
     non-finite sd; 0 when sd is 0 (every difference would be detected).
