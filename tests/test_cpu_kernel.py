@@ -190,21 +190,27 @@ def test_non_contiguous_inputs():
     assert_matches(run(nc, "cpu", "rk4/canonical", dtype=torch.float32), want)
 
 
+@pytest.mark.parametrize("method", ["polynomial/canonical", "trapezoid/paper"])
 @pytest.mark.parametrize("b,l", [(0, 7), (2, 0)])
-def test_empty_batch_or_sequence(b, l):
+def test_empty_batch_or_sequence(b, l, method):
     inputs = make_inputs(b=b, l=l)
-    got = run(inputs, "cpu", "polynomial/canonical", dtype=torch.float32)
-    want = run(inputs, "reference", "polynomial/canonical")
+    got = run(inputs, "cpu", method, dtype=torch.float32)
+    want = run(inputs, "reference", method)
     assert got["out"].shape == (b, 6, l) and got["last"].shape == (b, 6, 5)
     assert_matches(got, want)
 
 
-def test_bfloat16_inputs_compute_in_fp32_and_return_bfloat16():
+@pytest.mark.parametrize("method", ["foh/canonical", "trapezoid/paper"])
+def test_bfloat16_inputs_compute_in_fp32_and_return_bfloat16(method):
     inputs = {k: (v.to(torch.bfloat16) if v is not None else None) for k, v in make_inputs(l=21).items()}
-    got = run(inputs, "cpu", "foh/canonical", dtype=torch.bfloat16)
-    want = run(inputs, "reference", "foh/canonical", dtype=torch.float64)  # same bf16 values, fp64 math
+    got = run(inputs, "cpu", method, dtype=torch.bfloat16)
+    want = run(inputs, "reference", method, dtype=torch.float64)  # same bf16 values, fp64 math
     assert got["out"].dtype == torch.bfloat16 and got["du"].dtype == torch.bfloat16
-    for key in ("out", "last", "du", "dA", "dB"):
+    keys = ("out", "last", "du", "dA", "dB") + (("dlam",) if "dlam" in want else ())
+    assert ("dlam" in got) == ("dlam" in want) == (method == "trapezoid/paper")
+    if "dlam" in got:
+        assert got["dlam"].dtype == torch.bfloat16
+    for key in keys:
         scale = want[key].abs().max().item()
         # bf16 keeps 8 bits: the result is the fp32 result rounded once (relative 2^-8).
         torch.testing.assert_close(got[key].double(), want[key], rtol=1e-2, atol=1e-2 * scale)
