@@ -1,4 +1,4 @@
-// The six discretization methods x two variants of shared/METHODS.md, once, for compiled kernels.
+// The seven discretization methods x two variants of docs/METHODS.md, once, for compiled kernels.
 //
 // A method is a struct with
 //   kLo, kHi          the stencil's token offsets span [kLo, kHi] (taps outside S have weight 0)
@@ -6,10 +6,14 @@
 //                     only through z = aΔ
 //   kWeightsOfZ       false when ∂w/∂z ≡ 0 (the kernels then skip those sums: 0·x is not
 //                     foldable in IEEE arithmetic)
-//   weights<kSmall>(z, a, dt, abar, w)                  Ā(z) and w[j - kLo] for j in [kLo, kHi]
-//   grads<kSmall>(z, a, dt, abar, dabar, w, wz, wa, wd) also dĀ/dz and, per tap, ∂w/∂z (wz) and
-//                                                       the explicit partials ∂w/∂a (wa), ∂w/∂Δ
-//                                                       (wd) (wa, wd only written when kExplicitAD)
+//   kTakesLam         true when the weights read the token's λ (trapezoid/paper); the others
+//                     ignore the lam argument
+//   weights<kSmall>(z, a, dt, lam, abar, w)       Ā(z) and w[j - kLo] for j in [kLo, kHi]
+//   grads<kSmall>(z, a, dt, lam, abar, dabar, w, wz, wa, wd, wl)
+//                                                 also dĀ/dz and, per tap, ∂w/∂z (wz), the
+//                                                 explicit partials ∂w/∂a (wa), ∂w/∂Δ (wd) (only
+//                                                 written when kExplicitAD) and ∂w/∂λ (wl, only
+//                                                 written when kTakesLam)
 // where kSmall promises |z| < 1 in every lane (see below).
 // Everything is templated on the lane type V (float on a GPU thread or in the scalar build, a
 // GCC vector of floats in the SIMD builds). The includer provides, for its V:
@@ -93,15 +97,16 @@ struct ZohCanonical {
   static constexpr int kLo = 0, kHi = 0;
   static constexpr bool kExplicitAD = false;
   static constexpr bool kWeightsOfZ = true;
+  static constexpr bool kTakesLam = false;
   template <bool kSmall, class V>
-  DS_FN static void weights(V z, V, V, V& abar, V* w) {
+  DS_FN static void weights(V z, V, V, V, V& abar, V* w) {
     V e, phi[2];
     ds_exp_phis<kSmall, 1>(z, e, phi);
     abar = e;
     w[0] = phi[1];
   }
   template <bool kSmall, class V>
-  DS_FN static void grads(V z, V, V, V& abar, V& dabar, V* w, V* wz, V*, V*) {
+  DS_FN static void grads(V z, V, V, V, V& abar, V& dabar, V* w, V* wz, V*, V*, V*) {
     V e, phi[3];
     ds_exp_phis<kSmall, 2>(z, e, phi);
     abar = e;
@@ -115,8 +120,9 @@ struct FohCanonical {
   static constexpr int kLo = -1, kHi = 0;
   static constexpr bool kExplicitAD = false;
   static constexpr bool kWeightsOfZ = true;
+  static constexpr bool kTakesLam = false;
   template <bool kSmall, class V>
-  DS_FN static void weights(V z, V, V, V& abar, V* w) {
+  DS_FN static void weights(V z, V, V, V, V& abar, V* w) {
     V e, phi[3];
     ds_exp_phis<kSmall, 2>(z, e, phi);
     abar = e;
@@ -124,7 +130,7 @@ struct FohCanonical {
     w[1] = phi[2];
   }
   template <bool kSmall, class V>
-  DS_FN static void grads(V z, V, V, V& abar, V& dabar, V* w, V* wz, V*, V*) {
+  DS_FN static void grads(V z, V, V, V, V& abar, V& dabar, V* w, V* wz, V*, V*, V*) {
     V e, phi[4];
     ds_exp_phis<kSmall, 3>(z, e, phi);
     V d1 = phi[1] - phi[2], d2 = phi[2] - 2.0f * phi[3];  // φ_p' = φ_p − p φ_{p+1}
@@ -141,15 +147,16 @@ struct BilinearCanonical {
   static constexpr int kLo = -1, kHi = 0;
   static constexpr bool kExplicitAD = false;
   static constexpr bool kWeightsOfZ = true;
+  static constexpr bool kTakesLam = false;
   template <bool kSmall, class V>
-  DS_FN static void weights(V z, V, V, V& abar, V* w) {
+  DS_FN static void weights(V z, V, V, V, V& abar, V* w) {
     V r = 1.0f / (1.0f - 0.5f * z);
     abar = (1.0f + 0.5f * z) * r;
     w[0] = 0.5f * r;
     w[1] = 0.5f * r;
   }
   template <bool kSmall, class V>
-  DS_FN static void grads(V z, V, V, V& abar, V& dabar, V* w, V* wz, V*, V*) {
+  DS_FN static void grads(V z, V, V, V, V& abar, V& dabar, V* w, V* wz, V*, V*, V*) {
     V r = 1.0f / (1.0f - 0.5f * z);
     abar = (1.0f + 0.5f * z) * r;
     dabar = r * r;
@@ -162,8 +169,9 @@ struct PolynomialCanonical {
   static constexpr int kLo = -1, kHi = 1;
   static constexpr bool kExplicitAD = false;
   static constexpr bool kWeightsOfZ = true;
+  static constexpr bool kTakesLam = false;
   template <bool kSmall, class V>
-  DS_FN static void weights(V z, V, V, V& abar, V* w) {
+  DS_FN static void weights(V z, V, V, V, V& abar, V* w) {
     V e, phi[4];
     ds_exp_phis<kSmall, 3>(z, e, phi);
     abar = e;
@@ -172,7 +180,7 @@ struct PolynomialCanonical {
     w[2] = phi[3] - 0.5f * phi[2];
   }
   template <bool kSmall, class V>
-  DS_FN static void grads(V z, V, V, V& abar, V& dabar, V* w, V* wz, V*, V*) {
+  DS_FN static void grads(V z, V, V, V, V& abar, V& dabar, V* w, V* wz, V*, V*, V*) {
     V e, phi[5];
     ds_exp_phis<kSmall, 4>(z, e, phi);
     V d1 = phi[1] - phi[2], d2 = phi[2] - 2.0f * phi[3], d3 = phi[3] - 3.0f * phi[4];
@@ -191,8 +199,9 @@ struct HighorderCanonical {
   static constexpr int kLo = -2, kHi = 0;
   static constexpr bool kExplicitAD = false;
   static constexpr bool kWeightsOfZ = true;
+  static constexpr bool kTakesLam = false;
   template <bool kSmall, class V>
-  DS_FN static void weights(V z, V, V, V& abar, V* w) {
+  DS_FN static void weights(V z, V, V, V, V& abar, V* w) {
     V e, phi[4];
     ds_exp_phis<kSmall, 3>(z, e, phi);
     abar = e;
@@ -201,7 +210,7 @@ struct HighorderCanonical {
     w[2] = phi[3] + 0.5f * phi[2];
   }
   template <bool kSmall, class V>
-  DS_FN static void grads(V z, V, V, V& abar, V& dabar, V* w, V* wz, V*, V*) {
+  DS_FN static void grads(V z, V, V, V, V& abar, V& dabar, V* w, V* wz, V*, V*, V*) {
     V e, phi[5];
     ds_exp_phis<kSmall, 4>(z, e, phi);
     V d1 = phi[1] - phi[2], d2 = phi[2] - 2.0f * phi[3], d3 = phi[3] - 3.0f * phi[4];
@@ -221,8 +230,9 @@ struct Rk4Canonical {
   static constexpr int kLo = -2, kHi = 1;
   static constexpr bool kExplicitAD = false;
   static constexpr bool kWeightsOfZ = true;
+  static constexpr bool kTakesLam = false;
   template <bool kSmall, class V>
-  DS_FN static void weights(V z, V, V, V& abar, V* w) {
+  DS_FN static void weights(V z, V, V, V, V& abar, V* w) {
     abar = 1.0f + z * (1.0f + z * (0.5f + z * (1.0f / 6 + z * (1.0f / 24))));
     V cs = 1.0f + z * (1.0f + z * (0.5f + z * 0.25f));
     V cm = 4.0f + z * (2.0f + z * 0.5f);
@@ -231,8 +241,8 @@ struct Rk4Canonical {
     w[2] = (1.0f + (9.0f / 16) * cm) * (1.0f / 6);
   }
   template <bool kSmall, class V>
-  DS_FN static void grads(V z, V a, V dt, V& abar, V& dabar, V* w, V* wz, V*, V*) {
-    weights<kSmall>(z, a, dt, abar, w);
+  DS_FN static void grads(V z, V a, V dt, V lam, V& abar, V& dabar, V* w, V* wz, V*, V*, V*) {
+    weights<kSmall>(z, a, dt, lam, abar, w);
     dabar = 1.0f + z * (1.0f + z * (0.5f + z * (1.0f / 6)));
     V dcs = 1.0f + z * (1.0f + z * 0.75f);
     V dcm = 2.0f + z;
@@ -242,19 +252,41 @@ struct Rk4Canonical {
   }
 };
 
-// ---------------------------------------------------------------- paper variants (one tap)
+// Mamba-3's exponential-trapezoidal rule: Ā = e^z, w_{−1} = (1 − λ) e^z, w_0 = λ.
+struct TrapezoidCanonical {  // λ = ½
+  static constexpr int kLo = -1, kHi = 0;
+  static constexpr bool kExplicitAD = false;
+  static constexpr bool kWeightsOfZ = true;
+  static constexpr bool kTakesLam = false;
+  template <bool kSmall, class V>
+  DS_FN static void weights(V z, V, V, V, V& abar, V* w) {
+    abar = ds_exp_any<kSmall>(z);
+    w[0] = 0.5f * abar;
+    w[1] = ds_fill<V>(0.5f);
+  }
+  template <bool kSmall, class V>
+  DS_FN static void grads(V z, V, V, V, V& abar, V& dabar, V* w, V* wz, V*, V*, V*) {
+    abar = dabar = ds_exp_any<kSmall>(z);
+    w[0] = wz[0] = 0.5f * abar;
+    w[1] = ds_fill<V>(0.5f);
+    wz[1] = ds_fill<V>(0.0f);
+  }
+};
+
+// ---------------------------------------------------------------- paper variants
 
 struct ZohPaper {  // mamba_ssm's selective_scan_ref: Ā = e^z, B̄ = Δ
   static constexpr int kLo = 0, kHi = 0;
   static constexpr bool kExplicitAD = false;
   static constexpr bool kWeightsOfZ = false;
+  static constexpr bool kTakesLam = false;
   template <bool kSmall, class V>
-  DS_FN static void weights(V z, V, V, V& abar, V* w) {
+  DS_FN static void weights(V z, V, V, V, V& abar, V* w) {
     abar = ds_exp_any<kSmall>(z);
     w[0] = ds_fill<V>(1.0f);
   }
   template <bool kSmall, class V>
-  DS_FN static void grads(V z, V, V, V& abar, V& dabar, V* w, V* wz, V*, V*) {
+  DS_FN static void grads(V z, V, V, V, V& abar, V& dabar, V* w, V* wz, V*, V*, V*) {
     abar = dabar = ds_exp_any<kSmall>(z);
     w[0] = ds_fill<V>(1.0f);
     wz[0] = ds_fill<V>(0.0f);
@@ -265,14 +297,15 @@ struct BilinearPaper {  // Tustin Ā, B̄ = Δ/(1 − z/2)
   static constexpr int kLo = 0, kHi = 0;
   static constexpr bool kExplicitAD = false;
   static constexpr bool kWeightsOfZ = true;
+  static constexpr bool kTakesLam = false;
   template <bool kSmall, class V>
-  DS_FN static void weights(V z, V, V, V& abar, V* w) {
+  DS_FN static void weights(V z, V, V, V, V& abar, V* w) {
     V r = 1.0f / (1.0f - 0.5f * z);
     abar = (1.0f + 0.5f * z) * r;
     w[0] = r;
   }
   template <bool kSmall, class V>
-  DS_FN static void grads(V z, V, V, V& abar, V& dabar, V* w, V* wz, V*, V*) {
+  DS_FN static void grads(V z, V, V, V, V& abar, V& dabar, V* w, V* wz, V*, V*, V*) {
     V r = 1.0f / (1.0f - 0.5f * z);
     abar = (1.0f + 0.5f * z) * r;
     dabar = r * r;
@@ -285,13 +318,14 @@ struct Rk4Paper {  // B̄ = Δ(1 + z/2 + z²/6 + z³/24)
   static constexpr int kLo = 0, kHi = 0;
   static constexpr bool kExplicitAD = false;
   static constexpr bool kWeightsOfZ = true;
+  static constexpr bool kTakesLam = false;
   template <bool kSmall, class V>
-  DS_FN static void weights(V z, V, V, V& abar, V* w) {
+  DS_FN static void weights(V z, V, V, V, V& abar, V* w) {
     abar = ds_exp_any<kSmall>(z);
     w[0] = 1.0f + z * (0.5f + z * (1.0f / 6 + z * (1.0f / 24)));
   }
   template <bool kSmall, class V>
-  DS_FN static void grads(V z, V, V, V& abar, V& dabar, V* w, V* wz, V*, V*) {
+  DS_FN static void grads(V z, V, V, V, V& abar, V& dabar, V* w, V* wz, V*, V*, V*) {
     abar = dabar = ds_exp_any<kSmall>(z);
     w[0] = 1.0f + z * (0.5f + z * (1.0f / 6 + z * (1.0f / 24)));
     wz[0] = 0.5f + z * (1.0f / 3 + z * (1.0f / 8));
@@ -305,14 +339,15 @@ struct FohPaper {  // w = Δ/2 + aΔ²/6 + a²Δ³/24 + a³Δ⁴/120
   static constexpr int kLo = 0, kHi = 0;
   static constexpr bool kExplicitAD = true;
   static constexpr bool kWeightsOfZ = false;
+  static constexpr bool kTakesLam = false;
   template <bool kSmall, class V>
-  DS_FN static void weights(V z, V a, V dt, V& abar, V* w) {
+  DS_FN static void weights(V z, V a, V dt, V, V& abar, V* w) {
     abar = ds_exp_any<kSmall>(z);
     V c2 = a * (1.0f / 6), c3 = a * a * (1.0f / 24), c4 = a * a * a * (1.0f / 120);
     w[0] = dt * (0.5f + dt * (c2 + dt * (c3 + dt * c4)));
   }
   template <bool kSmall, class V>
-  DS_FN static void grads(V z, V a, V dt, V& abar, V& dabar, V* w, V* wz, V* wa, V* wd) {
+  DS_FN static void grads(V z, V a, V dt, V, V& abar, V& dabar, V* w, V* wz, V* wa, V* wd, V*) {
     abar = dabar = ds_exp_any<kSmall>(z);
     V c2 = a * (1.0f / 6), c3 = a * a * (1.0f / 24), c4 = a * a * a * (1.0f / 120);
     w[0] = dt * (0.5f + dt * (c2 + dt * (c3 + dt * c4)));
@@ -327,15 +362,16 @@ struct PolynomialPaper {  // w = 1 + (a/2 + 1/4)Δ + (a²/6 + a/12)Δ² + (a³/2
   static constexpr int kLo = 0, kHi = 0;
   static constexpr bool kExplicitAD = true;
   static constexpr bool kWeightsOfZ = false;
+  static constexpr bool kTakesLam = false;
   template <bool kSmall, class V>
-  DS_FN static void weights(V z, V a, V dt, V& abar, V* w) {
+  DS_FN static void weights(V z, V a, V dt, V, V& abar, V* w) {
     abar = ds_exp_any<kSmall>(z);
     V c1 = 0.5f * a + 0.25f, c2 = a * (a * (1.0f / 6) + 1.0f / 12),
       c3 = a * a * (a * (1.0f / 24) + 1.0f / 48);
     w[0] = 1.0f + dt * (c1 + dt * (c2 + dt * c3));
   }
   template <bool kSmall, class V>
-  DS_FN static void grads(V z, V a, V dt, V& abar, V& dabar, V* w, V* wz, V* wa, V* wd) {
+  DS_FN static void grads(V z, V a, V dt, V, V& abar, V& dabar, V* w, V* wz, V* wa, V* wd, V*) {
     abar = dabar = ds_exp_any<kSmall>(z);
     V c1 = 0.5f * a + 0.25f, c2 = a * (a * (1.0f / 6) + 1.0f / 12),
       c3 = a * a * (a * (1.0f / 24) + 1.0f / 48);
@@ -351,15 +387,16 @@ struct HighorderPaper {  // w = 1 + (a/2 + 1/2)Δ + (a²/6 + a/6 + 1/12)Δ² + (
   static constexpr int kLo = 0, kHi = 0;
   static constexpr bool kExplicitAD = true;
   static constexpr bool kWeightsOfZ = false;
+  static constexpr bool kTakesLam = false;
   template <bool kSmall, class V>
-  DS_FN static void weights(V z, V a, V dt, V& abar, V* w) {
+  DS_FN static void weights(V z, V a, V dt, V, V& abar, V* w) {
     abar = ds_exp_any<kSmall>(z);
     V c1 = 0.5f * a + 0.5f, c2 = a * (a * (1.0f / 6) + 1.0f / 6) + 1.0f / 12,
       c3 = a * (a * (a * (1.0f / 24) + 1.0f / 24) + 1.0f / 48);
     w[0] = 1.0f + dt * (c1 + dt * (c2 + dt * c3));
   }
   template <bool kSmall, class V>
-  DS_FN static void grads(V z, V a, V dt, V& abar, V& dabar, V* w, V* wz, V* wa, V* wd) {
+  DS_FN static void grads(V z, V a, V dt, V, V& abar, V& dabar, V* w, V* wz, V* wa, V* wd, V*) {
     abar = dabar = ds_exp_any<kSmall>(z);
     V c1 = 0.5f * a + 0.5f, c2 = a * (a * (1.0f / 6) + 1.0f / 6) + 1.0f / 12,
       c3 = a * (a * (a * (1.0f / 24) + 1.0f / 24) + 1.0f / 48);
@@ -368,5 +405,27 @@ struct HighorderPaper {  // w = 1 + (a/2 + 1/2)Δ + (a²/6 + a/6 + 1/12)Δ² + (
     wd[0] = c1 + dt * (2.0f * c2 + dt * (3.0f * c3));
     V dc2 = a * (1.0f / 3) + 1.0f / 6, dc3 = a * (a * (1.0f / 8) + 1.0f / 12) + 1.0f / 48;
     wa[0] = dt * (0.5f + dt * (dc2 + dt * dc3));
+  }
+};
+
+struct TrapezoidPaper {  // the caller's per-token λ (Mamba-3: sigmoid of a learned projection)
+  static constexpr int kLo = -1, kHi = 0;
+  static constexpr bool kExplicitAD = false;
+  static constexpr bool kWeightsOfZ = true;
+  static constexpr bool kTakesLam = true;
+  template <bool kSmall, class V>
+  DS_FN static void weights(V z, V, V, V lam, V& abar, V* w) {
+    abar = ds_exp_any<kSmall>(z);
+    w[0] = (1.0f - lam) * abar;
+    w[1] = lam;
+  }
+  template <bool kSmall, class V>
+  DS_FN static void grads(V z, V, V, V lam, V& abar, V& dabar, V* w, V* wz, V*, V*, V* wl) {
+    abar = dabar = ds_exp_any<kSmall>(z);
+    w[0] = wz[0] = (1.0f - lam) * abar;
+    w[1] = lam;
+    wz[1] = ds_fill<V>(0.0f);
+    wl[0] = -abar;
+    wl[1] = ds_fill<V>(1.0f);
   }
 };

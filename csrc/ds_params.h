@@ -2,8 +2,11 @@
 // Shared by the torch binding (scan_cpu.cpp) and the per-ISA kernel builds (kernel_*.cpp).
 //
 // Layouts (row-major; NP = state padded to a multiple of 16, R = len + kPadFront + kPadBack):
-//   u, delta, z, out, ypre, dout, du, ddelta, dz    (batch, dim, len) in the caller's token order;
-//                                                   with `reverse` the scan runs last token first
+//   u, delta, z, out, ypre, dout, du, ddelta, dz,   (batch, dim, len) in the caller's token order;
+//   dlam                                            with `reverse` the scan runs last token first
+//   lam                                             (batch, dim, len) with tokens contiguous and
+//                                                   any batch/dim strides (lam_stride_b,
+//                                                   lam_stride_d; 0 for a λ shared by channels)
 //   A                                               (dim, NP)
 //   Bt, Ct, dB, dC                                  (batch, groups, R, NP), scan position k at row
 //                                                   k + kPadFront (already reversed for `reverse`),
@@ -22,38 +25,44 @@
 constexpr int64_t kPadFront = 4;
 constexpr int64_t kPadBack = 2;
 constexpr int64_t kCkptEvery = 32;  // tokens per checkpoint; a chunk's vectors stay in L1
-constexpr int64_t kChunkSlots = 7;  // per-token vectors of the backward's recompute pass (3 + taps)
+constexpr int64_t kChunkSlots = 7;  // per-token vectors of the backward's recompute pass (3 + taps [+ 1 with λ])
 constexpr int64_t kStateAlign = 16;
 
 struct DsScanParams {
   int64_t batch, dim, len, state_pad, groups, chan_per_group, n_ckpt;
   const float *u, *delta, *A, *Bt, *Ct, *D, *z, *delta_bias;  // D, z, delta_bias may be null
+  const float* lam;  // null unless the method takes λ
+  int64_t lam_stride_b, lam_stride_d;
   bool softplus, reverse;
   float *out, *last_state, *ckpt, *ypre;  // last_state, ckpt, ypre may be null
   const float *dout, *dlast;              // dlast may be null
   float *du, *ddelta, *dA_part, *dB, *dC, *dD_part, *dz, *ddb_part, *slab_parts;
+  float* dlam;  // null unless the method takes λ
   int64_t* slab_part_ids;
 };
 
 // Floats of scratch one part needs: kScratchRows per-token rows, each padded to whole vectors
-// (plus the stencil pads), then the chunk's per-token vectors and two row-sum buffers.
+// (plus the stencil pads), then the chunk's per-token vectors and three row-sum buffers.
 constexpr int64_t kChunkRows = kCkptEvery + 2 * kStateAlign;  // rows of a per-chunk lane buffer
-constexpr int64_t kScratchRows = 7;
+constexpr int64_t kScratchRows = 9;
 inline int64_t ds_scratch_row(int64_t len) {
   return (len + kPadFront + kPadBack + kStateAlign - 1) / kStateAlign * kStateAlign + kStateAlign;
 }
 inline int64_t ds_scratch_floats(int64_t len) {
-  return kScratchRows * ds_scratch_row(len) + (kCkptEvery * kChunkSlots + 2 * kChunkRows) * kStateAlign;
+  return kScratchRows * ds_scratch_row(len) + (kCkptEvery * kChunkSlots + 3 * kChunkRows) * kStateAlign;
 }
 
-// The methods: (kernel id, key the Python side passes, struct in ds_methods.h).
-#define DS_METHOD_LIST(X)                                                                   \
-  X(0, "zoh/canonical", ZohCanonical) X(1, "foh/canonical", FohCanonical)                   \
-  X(2, "bilinear/canonical", BilinearCanonical) X(3, "polynomial/canonical", PolynomialCanonical) \
-  X(4, "highorder/canonical", HighorderCanonical) X(5, "rk4/canonical", Rk4Canonical)       \
-  X(6, "zoh/paper", ZohPaper) X(7, "foh/paper", FohPaper) X(8, "bilinear/paper", BilinearPaper) \
-  X(9, "polynomial/paper", PolynomialPaper) X(10, "highorder/paper", HighorderPaper)        \
-  X(11, "rk4/paper", Rk4Paper)
+// The methods: (kernel id, key the Python side passes, struct in ds_methods.h, whether it takes
+// a per-token λ; the kernels assert that this flag is the struct's kTakesLam).
+#define DS_METHOD_LIST(X)                                                                         \
+  X(0, "zoh/canonical", ZohCanonical, false) X(1, "foh/canonical", FohCanonical, false)           \
+  X(2, "bilinear/canonical", BilinearCanonical, false)                                            \
+  X(3, "polynomial/canonical", PolynomialCanonical, false)                                        \
+  X(4, "highorder/canonical", HighorderCanonical, false) X(5, "rk4/canonical", Rk4Canonical, false) \
+  X(6, "zoh/paper", ZohPaper, false) X(7, "foh/paper", FohPaper, false)                           \
+  X(8, "bilinear/paper", BilinearPaper, false) X(9, "polynomial/paper", PolynomialPaper, false)   \
+  X(10, "highorder/paper", HighorderPaper, false) X(11, "rk4/paper", Rk4Paper, false)             \
+  X(12, "trapezoid/canonical", TrapezoidCanonical, false) X(13, "trapezoid/paper", TrapezoidPaper, true)
 
 #define DS_DECLARE_KERNELS(ns)                                                                  \
   namespace ns {                                                                                \

@@ -4,7 +4,7 @@
 // (outer) and tokens (inner), so the state h, the stencil's drive samples v_{k+j} and the
 // adjoints stay in registers; nothing of size (b, d, l, n) is ever stored.
 //
-// Forward per token k and state block:  z = aΔ_k;  Ā, w_j = method(z);
+// Forward per token k and state block:  z = aΔ_k;  Ā, w_j = method(z) (and λ_k if it takes one);
 //   h = Ā h + Δ_k Σ_j w_j v_{k+j};   y_k += Σ_n C_k h        (v_m = B_m u_m, zero outside [0, L))
 // and h is checkpointed every kCkptEvery tokens when a backward will follow.
 //
@@ -15,7 +15,8 @@
 //   Ā_k,  q1 = Δ (Δ S_z + S_a + ĥ),  q2 = S + Δ (a S_z + S_Δ) + a ĥ,  w_j
 // (and dC_k += dy_k h_k, which needs no adjoint either), so that the reverse pass is only
 //   g_k = C_k dy_k + Ā_{k+1} g_{k+1}  (adjoint of h_k),
-//   dA += g_k q1,   dΔ_k = Σ_n g_k q2,   dv_{k+j} += g_k Δ_k w_j.
+//   dA += g_k q1,   dΔ_k = Σ_n g_k q2,   dv_{k+j} += g_k Δ_k w_j
+// (and for a method with a per-token λ, dλ_k = Σ_n g_k Δ_k S_λ, S_λ = Σ_j ∂w_j/∂λ v_{k+j}).
 // dv_m is complete once token m − kHi is done; it is then turned into dB_m += dv_m u_m and
 // du_m += Σ_n dv_m B_m. Per-token lane sums over n are batched through ds_row_sums.
 //
@@ -61,8 +62,10 @@ struct PairScratch {
   float* sg;   // [len]        σ(z), the gate's sigmoid
   float* dtg;  // [len]        dL/dΔ (after the activation)
   float* dub;  // [len] padded dL/du through the drive
-  float* chunk;          // [kCkptEvery * kChunkSlots * kW] the recompute pass's per-token vectors
-  float* rows1, *rows2;  // [kChunkRows * kW] per-token lane vectors awaiting ds_row_sums
+  float* lam;  // [len]        λ (methods that take one)
+  float* dlg;  // [len]        dL/dλ
+  float* chunk;                 // [kCkptEvery * kChunkSlots * kW] the recompute pass's per-token vectors
+  float* rows1, *rows2, *rows3;  // [kChunkRows * kW] per-token lane vectors awaiting ds_row_sums
 };
 
 static PairScratch ds_scratch(const DsScanParams& p, float* s) {
@@ -75,9 +78,12 @@ static PairScratch ds_scratch(const DsScanParams& p, float* s) {
   ps.sg = s + 4 * stride;
   ps.dtg = s + 5 * stride;
   ps.dub = s + 6 * stride + kPadFront;
+  ps.lam = s + 7 * stride;
+  ps.dlg = s + 8 * stride;
   ps.chunk = s + kScratchRows * stride;
   ps.rows1 = ps.chunk + kCkptEvery * kChunkSlots * kStateAlign;
   ps.rows2 = ps.rows1 + kChunkRows * kStateAlign;
+  ps.rows3 = ps.rows2 + kChunkRows * kStateAlign;
   return ps;
 }
 
@@ -87,10 +93,16 @@ static inline const float* ds_slab_rows(const DsScanParams& p, const float* pack
   return packed + (slab * (p.len + kPadFront + kPadBack) + kPadFront) * p.state_pad;
 }
 
+// The pair's λ row (tokens contiguous; a λ shared by the channels has lam_stride_d = 0).
+static inline const float* ds_lam_row(const DsScanParams& p, int64_t pair) {
+  return p.lam + (pair / p.dim) * p.lam_stride_b + (pair % p.dim) * p.lam_stride_d;
+}
+
 static void ds_prepare_pair(const DsScanParams& p, int64_t pair, const PairScratch& ps) {
   const int64_t L = p.len, di = pair % p.dim;
   const float* u = p.u + pair * L;
   const float* delta = p.delta + pair * L;
+  const float* lam = p.lam ? ds_lam_row(p, pair) : nullptr;
   const float bias = p.delta_bias ? p.delta_bias[di] : 0.0f;
   for (int64_t k = -kPadFront; k < 0; ++k) ps.ub[k] = 0.0f;
   for (int64_t k = L; k < L + kPadBack; ++k) ps.ub[k] = 0.0f;
@@ -99,6 +111,7 @@ static void ds_prepare_pair(const DsScanParams& p, int64_t pair, const PairScrat
     ds_store_n(ps.ub + k, ds_load_tok(p, u, k, n), n);
     const vf x = ds_load_tok(p, delta, k, n) + bias;
     ds_store(ps.dt + k, p.softplus ? ds_softplus(x) : x);
+    if (lam) ds_store(ps.lam + k, ds_load_tok(p, lam, k, n));
   }
 }
 
@@ -127,11 +140,12 @@ static void ds_forward_pair(const DsScanParams& p, int64_t pair, const PairScrat
       const int64_t t1 = ds_min(t0 + kCkptEvery, L);
       for (int64_t k = t0; k < t1; ++k) {
         const vf dtv = ds_fill<vf>(dt[k]);
+        const vf lamv = ds_fill<vf>(M::kTakesLam ? ps.lam[k] : 0.0f);
         vf abar, w[kTaps];
         if (__builtin_fabsf(dt[k]) * amax < 1.0f)
-          M::template weights<true>(a * dt[k], a, dtv, abar, w);
+          M::template weights<true>(a * dt[k], a, dtv, lamv, abar, w);
         else
-          M::template weights<false>(a * dt[k], a, dtv, abar, w);
+          M::template weights<false>(a * dt[k], a, dtv, lamv, abar, w);
         vf x = w[0] * v[0];
 #pragma GCC unroll 4
         for (int j = 1; j < kTaps; ++j) x += w[j] * v[j];
@@ -162,6 +176,8 @@ template <class M>
 static void ds_backward_pair(const DsScanParams& p, int64_t pair, const PairScratch& ps,
                              float* dBs, float* dCs /* slab accumulators at token 0 */) {
   constexpr int kLo = M::kLo, kHi = M::kHi, kTaps = kHi - kLo + 1;
+  constexpr int kLamSlot = 3 + kTaps;  // the chunk slot of Δ S_λ
+  static_assert(kLamSlot + (M::kTakesLam ? 1 : 0) <= kChunkSlots, "too few chunk slots");
   const int64_t L = p.len, NP = p.state_pad, di = pair % p.dim;
   const float* __restrict Bs = ds_slab_rows(p, p.Bt, pair);
   const float* __restrict Cs = ds_slab_rows(p, p.Ct, pair);
@@ -175,6 +191,8 @@ static void ds_backward_pair(const DsScanParams& p, int64_t pair, const PairScra
   float* __restrict chunk = ps.chunk;
   float* __restrict rows1 = ps.rows1;
   float* __restrict rows2 = ps.rows2;
+  float* __restrict rows3 = ps.rows3;
+  float* __restrict dlg = ps.dlg;
   const float* dout = p.dout + pair * L;
   const float* zg = p.z ? p.z + pair * L : nullptr;
   for (int64_t k = 0; k < L; k += kW) {
@@ -189,6 +207,7 @@ static void ds_backward_pair(const DsScanParams& p, int64_t pair, const PairScra
       ds_store(dy + k, d);
     }
     ds_store(dtg + k, ds_fill<vf>(0.0f));
+    if constexpr (M::kTakesLam) ds_store(dlg + k, ds_fill<vf>(0.0f));
   }
   for (int64_t k = -kPadFront; k < L + kPadBack; ++k) dub[k] = 0.0f;
 
@@ -211,11 +230,12 @@ static void ds_backward_pair(const DsScanParams& p, int64_t pair, const PairScra
       for (int j = kLo; j <= kHi; ++j) v[j - kLo] = ds_load(Bs + (t0 + j) * NP + c) * ub[t0 + j];
       for (int64_t k = t0; k < t1; ++k) {
         const vf dtv = ds_fill<vf>(dt[k]);
-        vf abar, dabar, w[kTaps], wz[kTaps], wa[kTaps], wd[kTaps];
+        const vf lamv = ds_fill<vf>(M::kTakesLam ? ps.lam[k] : 0.0f);
+        vf abar, dabar, w[kTaps], wz[kTaps], wa[kTaps], wd[kTaps], wl[kTaps];
         if (__builtin_fabsf(dt[k]) * amax < 1.0f)
-          M::template grads<true>(a * dt[k], a, dtv, abar, dabar, w, wz, wa, wd);
+          M::template grads<true>(a * dt[k], a, dtv, lamv, abar, dabar, w, wz, wa, wd, wl);
         else
-          M::template grads<false>(a * dt[k], a, dtv, abar, dabar, w, wz, wa, wd);
+          M::template grads<false>(a * dt[k], a, dtv, lamv, abar, dabar, w, wz, wa, wd, wl);
         vf S = w[0] * v[0];
 #pragma GCC unroll 4
         for (int j = 1; j < kTaps; ++j) S += w[j] * v[j];
@@ -247,6 +267,12 @@ static void ds_backward_pair(const DsScanParams& p, int64_t pair, const PairScra
         ds_store(slot + 2 * kW, ddt_factor);
 #pragma GCC unroll 4
         for (int j = 0; j < kTaps; ++j) ds_store(slot + (3 + j) * kW, w[j]);
+        if constexpr (M::kTakesLam) {
+          vf Sl = wl[0] * v[0];
+#pragma GCC unroll 4
+          for (int j = 1; j < kTaps; ++j) Sl += wl[j] * v[j];
+          ds_store(slot + kLamSlot * kW, dt[k] * Sl);
+        }
 #pragma GCC unroll 4
         for (int j = 0; j + 1 < kTaps; ++j) v[j] = v[j + 1];
         v[kTaps - 1] = ds_load(Bs + (k + 1 + kHi) * NP + c) * ub[k + 1 + kHi];
@@ -258,6 +284,7 @@ static void ds_backward_pair(const DsScanParams& p, int64_t pair, const PairScra
         abar_next = ds_load(slot);
         dA_acc += g * ds_load(slot + kW);
         ds_store(rows1 + (k - t0) * kW, g * ds_load(slot + 2 * kW));
+        if constexpr (M::kTakesLam) ds_store(rows3 + (k - t0) * kW, g * ds_load(slot + kLamSlot * kW));
         const vf gdt = g * dt[k];
 #pragma GCC unroll 4
         for (int j = 0; j < kTaps; ++j) dv[j] += gdt * ds_load(slot + (3 + j) * kW);
@@ -270,6 +297,7 @@ static void ds_backward_pair(const DsScanParams& p, int64_t pair, const PairScra
         dv[0] = ds_fill<vf>(0.0f);
       }
       ds_add_row_sums(rows1, t1 - t0, dtg + t0);
+      if constexpr (M::kTakesLam) ds_add_row_sums(rows3, t1 - t0, dlg + t0);
       ds_add_row_sums(rows2 + kHi * kW, t1 - t0, dub + t0 + kHi);
     }
     // Tokens kLo .. kHi − 1 still hold contributions (dv[j − kLo] is now dv_{j−1}).
@@ -289,6 +317,7 @@ static void ds_backward_pair(const DsScanParams& p, int64_t pair, const PairScra
   float* du = p.du + pair * L;
   float* ddelta = p.ddelta + pair * L;
   float* dz = p.dz ? p.dz + pair * L : nullptr;
+  float* dlam = M::kTakesLam ? p.dlam + pair * L : nullptr;
   vf dD = ds_fill<vf>(0.0f), ddb = ds_fill<vf>(0.0f);
   for (int64_t k = 0; k < L; k += kW) {
     const int64_t n = ds_min(kW, L - k);
@@ -300,6 +329,7 @@ static void ds_backward_pair(const DsScanParams& p, int64_t pair, const PairScra
     if (p.softplus) draw *= ds_sigmoid_from_softplus(ds_load_tok(p, delta, k, n) + bias, ds_load(dt + k));
     ds_store_tok(p, ddelta, k, draw, n);
     ddb += draw;
+    if constexpr (M::kTakesLam) ds_store_tok(p, dlam, k, ds_load_n(dlg + k, n), n);
     if (dz) {
       const vf zk = ds_load_tok(p, zg, k, n), s = ds_load(sg + k);
       const vf silu_grad = s * (1.0f + zk * (1.0f - s));
@@ -348,8 +378,9 @@ static void ds_backward_part(const DsScanParams& p, int64_t part, int64_t begin,
 
 void forward_part(const DsScanParams& p, int method, int64_t begin, int64_t end, float* scratch) {
   switch (method) {
-#define DS_CASE(id, key, T) \
-  case id:                  \
+#define DS_CASE(id, key, T, takes_lam)                                  \
+  case id:                                                              \
+    static_assert(T::kTakesLam == takes_lam, "DS_METHOD_LIST: λ flag"); \
     return ds_forward_part<T>(p, begin, end, scratch);
     DS_METHOD_LIST(DS_CASE)
 #undef DS_CASE
@@ -359,8 +390,8 @@ void forward_part(const DsScanParams& p, int method, int64_t begin, int64_t end,
 void backward_part(const DsScanParams& p, int method, int64_t part, int64_t begin, int64_t end,
                    float* scratch) {
   switch (method) {
-#define DS_CASE(id, key, T) \
-  case id:                  \
+#define DS_CASE(id, key, T, takes_lam) \
+  case id:                             \
     return ds_backward_part<T>(p, part, begin, end, scratch);
     DS_METHOD_LIST(DS_CASE)
 #undef DS_CASE

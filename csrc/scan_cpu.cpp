@@ -65,15 +65,23 @@ const Isa& pick_isa(const std::string& requested) {
 }
 
 int method_id(const std::string& key) {
-#define DS_MATCH(id, name, T) \
+#define DS_MATCH(id, name, T, takes_lam) \
   if (key == name) return id;
   DS_METHOD_LIST(DS_MATCH)
 #undef DS_MATCH
   std::string valid;
-#define DS_NAME(id, name, T) valid += std::string(id ? ", " : "") + name;
+#define DS_NAME(id, name, T, takes_lam) valid += std::string(id ? ", " : "") + name;
   DS_METHOD_LIST(DS_NAME)
 #undef DS_NAME
   TORCH_CHECK(false, "discbench CPU scan: unknown method '", key, "'; valid: ", valid);
+}
+
+bool method_takes_lam(int id) {
+#define DS_LAM(mid, name, T, takes_lam) \
+  if (id == mid) return takes_lam;
+  DS_METHOD_LIST(DS_LAM)
+#undef DS_LAM
+  return false;
 }
 
 void check_tensor(const char* name, const Tensor& t, c10::IntArrayRef shape) {
@@ -144,18 +152,25 @@ Tensor unpack_tokens(const Tensor& packed, int64_t n, int64_t l, bool reverse) {
   return (reverse ? tokens.flip(2) : tokens).transpose(2, 3);
 }
 
+// λ in fp32 with its tokens contiguous; the batch and channel strides are kept as they are, so
+// a λ shared by the channels (an expanded view, stride 0 along d) is read without a copy.
+Tensor lam_rows(const Tensor& lam) {
+  Tensor out = lam.to(torch::kFloat32);
+  return out.size(2) > 1 && out.stride(2) != 1 ? out.contiguous() : out;
+}
+
 // The validated call: shapes, devices, dtypes, fp32 copies and the kernel layouts.
 struct Call {
   int64_t b, d, l, n, g, np;
   Tensor u, delta, A, Bt, Ct;
-  OptTensor D, z, delta_bias;
+  OptTensor D, z, delta_bias, lam;
   int method;
   bool reverse;
   const Isa* isa;
 
   Call(const Tensor& u_, const Tensor& delta_, const Tensor& A_, const Tensor& B_, const Tensor& C_,
-       const OptTensor& D_, const OptTensor& z_, const OptTensor& bias_, const std::string& key,
-       bool reverse_, const std::string& isa_name)
+       const OptTensor& D_, const OptTensor& z_, const OptTensor& bias_, const OptTensor& lam_,
+       const std::string& key, bool reverse_, const std::string& isa_name)
       : reverse(reverse_) {
     TORCH_CHECK(u_.dim() == 3, "discbench CPU scan: u must be (b, d, l), got shape ", u_.sizes());
     b = u_.size(0), d = u_.size(1), l = u_.size(2);
@@ -174,7 +189,10 @@ struct Call {
     if (D_) check_tensor("D", *D_, {d});
     if (z_) check_tensor("z", *z_, {b, d, l});
     if (bias_) check_tensor("delta_bias", *bias_, {d});
+    if (lam_) check_tensor("lam", *lam_, {b, d, l});
     method = method_id(key);
+    TORCH_CHECK(method_takes_lam(method) == lam_.has_value(), "discbench CPU scan: method '", key,
+                method_takes_lam(method) ? "' needs lam" : "' takes no lam");
     isa = &pick_isa(isa_name);
     np = (n + kStateAlign - 1) / kStateAlign * kStateAlign;
     u = f32(u_);
@@ -187,6 +205,7 @@ struct Call {
     D = f32_opt(D_);
     z = f32_opt(z_);
     delta_bias = f32_opt(bias_);
+    if (lam_) lam = lam_rows(*lam_);
   }
 
   int64_t n_ckpt() const { return (l + kCkptEvery - 1) / kCkptEvery; }
@@ -198,6 +217,8 @@ struct Call {
     p.u = u.data_ptr<float>(), p.delta = delta.data_ptr<float>(), p.A = A.data_ptr<float>();
     p.Bt = Bt.data_ptr<float>(), p.Ct = Ct.data_ptr<float>();
     p.D = ptr_or_null(D), p.z = ptr_or_null(z), p.delta_bias = ptr_or_null(delta_bias);
+    p.lam = ptr_or_null(lam);
+    p.lam_stride_b = lam ? lam->stride(0) : 0, p.lam_stride_d = lam ? lam->stride(1) : 0;
     p.softplus = softplus;
     p.reverse = reverse;
     return p;
@@ -210,10 +231,10 @@ struct Call {
 // inputs and output stay in token order: flip(scan(flip(inputs))) without the copies.
 std::vector<Tensor> forward(const Tensor& u, const Tensor& delta, const Tensor& A, const Tensor& B,
                             const Tensor& C, const OptTensor& D, const OptTensor& z,
-                            const OptTensor& delta_bias, bool softplus, const std::string& method,
-                            bool reverse, bool return_last_state, bool for_backward,
-                            const std::string& isa) {
-  Call call(u, delta, A, B, C, D, z, delta_bias, method, reverse, isa);
+                            const OptTensor& delta_bias, const OptTensor& lam, bool softplus,
+                            const std::string& method, bool reverse, bool return_last_state,
+                            bool for_backward, const std::string& isa) {
+  Call call(u, delta, A, B, C, D, z, delta_bias, lam, method, reverse, isa);
   auto opts = call.u.options();
   Tensor out = torch::empty({call.b, call.d, call.l}, opts);
   Tensor last = return_last_state ? torch::zeros({call.b, call.d, call.np}, opts) : Tensor();
@@ -234,14 +255,16 @@ std::vector<Tensor> forward(const Tensor& u, const Tensor& delta, const Tensor& 
   return {out.to(u.scalar_type()), last_out, ckpt, ypre};
 }
 
-// Gradients [du, ddelta, dA, dB, dC, dD, dz, ddelta_bias], each in its input's dtype (undefined
-// for an absent optional input). dlast: gradient of the returned last state, if any.
+// Gradients [du, ddelta, dA, dB, dC, dD, dz, ddelta_bias, dlam], each in its input's dtype
+// (undefined for an absent optional input; dlam (b, d, l) even for an expanded lam).
+// dlast: gradient of the returned last state, if any.
 std::vector<Tensor> backward(const Tensor& u, const Tensor& delta, const Tensor& A, const Tensor& B,
                              const Tensor& C, const OptTensor& D, const OptTensor& z,
-                             const OptTensor& delta_bias, bool softplus, const std::string& method,
-                             bool reverse, const Tensor& ckpt, const OptTensor& ypre,
-                             const Tensor& dout, const OptTensor& dlast, const std::string& isa) {
-  Call call(u, delta, A, B, C, D, z, delta_bias, method, reverse, isa);
+                             const OptTensor& delta_bias, const OptTensor& lam, bool softplus,
+                             const std::string& method, bool reverse, const Tensor& ckpt,
+                             const OptTensor& ypre, const Tensor& dout, const OptTensor& dlast,
+                             const std::string& isa) {
+  Call call(u, delta, A, B, C, D, z, delta_bias, lam, method, reverse, isa);
   check_tensor("dout", dout, {call.b, call.d, call.l});
   TORCH_CHECK(ckpt.sizes() == c10::IntArrayRef({call.b, call.d, call.n_ckpt(), call.np}),
               "discbench CPU scan: checkpoints do not match the inputs");
@@ -265,6 +288,7 @@ std::vector<Tensor> backward(const Tensor& u, const Tensor& delta, const Tensor&
   Tensor dB = torch::zeros({b, g, rows, np}, opts), dC = torch::zeros({b, g, rows, np}, opts);
   Tensor dD_part = torch::empty({b, d}, opts), ddb_part = torch::empty({b, d}, opts);
   Tensor dz = z ? torch::empty({b, d, l}, opts) : Tensor();
+  Tensor dlam = lam ? torch::empty({b, d, l}, opts) : Tensor();
   Tensor slab_parts = torch::zeros({n_parts, 2, 2, rows, np}, opts);
   Tensor slab_ids = torch::full({n_parts, 2}, -1, opts.dtype(torch::kInt64));
 
@@ -277,6 +301,7 @@ std::vector<Tensor> backward(const Tensor& u, const Tensor& delta, const Tensor&
   p.dA_part = dA_part.data_ptr<float>(), p.dB = dB.data_ptr<float>(), p.dC = dC.data_ptr<float>();
   p.dD_part = dD_part.data_ptr<float>(), p.ddb_part = ddb_part.data_ptr<float>();
   p.dz = dz.defined() ? dz.data_ptr<float>() : nullptr;
+  p.dlam = dlam.defined() ? dlam.data_ptr<float>() : nullptr;
   p.slab_parts = slab_parts.data_ptr<float>();
   p.slab_part_ids = slab_ids.data_ptr<int64_t>();
   const BackwardFn fn = call.isa->backward;
@@ -301,7 +326,8 @@ std::vector<Tensor> backward(const Tensor& u, const Tensor& delta, const Tensor&
           like(unpack_tokens(dC, call.n, l, reverse), C).contiguous(),
           D ? like(dD_part.sum(0), *D) : Tensor(),
           z ? like(dz, *z) : Tensor(),
-          delta_bias ? like(ddb_part.sum(0), *delta_bias) : Tensor()};
+          delta_bias ? like(ddb_part.sum(0), *delta_bias) : Tensor(),
+          lam ? like(dlam, *lam) : Tensor()};
 }
 
 }  // namespace
@@ -313,7 +339,7 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("supported_isas", &supported_isas, "instruction sets this CPU runs, widest first");
   m.def("method_keys", []() {
     std::vector<std::string> keys;
-#define DS_KEY(id, name, T) keys.push_back(name);
+#define DS_KEY(id, name, T, takes_lam) keys.push_back(name);
     DS_METHOD_LIST(DS_KEY)
 #undef DS_KEY
     return keys;

@@ -4,7 +4,9 @@ Rows: every requested method × variant on each requested backend, plus two yard
 mamba_ssm's `selective_scan_ref` (backend "mamba_ref", Mamba's ZOH, when importable) and a bare
 `torch.exp(out=)` over b·d·l·n fp32 elements (backend "torch.exp", the device's exponential
 throughput). Inputs are shaped like one direction of one Vim block: D, the silu gate z,
-delta_bias and softplus all on; A = −(1..n) per channel as Mamba initialises it.
+delta_bias and softplus all on; A = −(1..n) per channel as Mamba initialises it; a method with a
+per-token λ (trapezoid/paper) gets one λ per token shared by the channels, as a model passes it
+(an expanded (b, d, l) view of a (b, 1, l) tensor, whose gradient is timed too).
 
 On CUDA, when mamba_ssm's compiled kernel is there, `zoh/paper` through backend "mamba" is timed
 as the anchor of every run, and each row states its time relative to it (`vs_mamba`).
@@ -72,7 +74,8 @@ class ScanShape:
 
 def make_inputs(shape: ScanShape, dtype: torch.dtype = torch.float32, seed: int = 0,
                 device: str = "cpu") -> dict[str, torch.Tensor]:
-    """Vim-like scan inputs: u, delta, z (b, d, l); A (d, n) = −(1..n); B, C (b, n, l); D, delta_bias (d,).
+    """Vim-like scan inputs: u, delta, z (b, d, l); A (d, n) = −(1..n); B, C (b, n, l); D, delta_bias (d,);
+    lam (b, 1, l), λ in (0, 1) per token (the scan gets it expanded over the channels).
 
     delta_bias is the inverse softplus of steps log-uniform in [0.001, 0.1] (Mamba's dt init).
     Drawn on the CPU and then moved, so a seed gives the same inputs on every device.
@@ -89,6 +92,7 @@ def make_inputs(shape: ScanShape, dtype: torch.dtype = torch.float32, seed: int 
         "D": torch.ones(d),
         "z": torch.randn(b, d, l, generator=gen),
         "delta_bias": steps + torch.log(-torch.expm1(-steps)),
+        "lam": torch.sigmoid(torch.randn(b, 1, l, generator=gen)),
     }
     return {k: v.to(device=device, dtype=dtype) for k, v in inputs.items()}
 
@@ -125,9 +129,11 @@ def _scan_call(backend: str, method: str, variant: str) -> Callable:
         return lambda t: ref(t["u"], t["delta"], t["A"], t["B"], t["C"], t["D"], t["z"], t["delta_bias"], True)
     from .scan import selective_scan
 
+    takes_lam = get_method(method, variant).takes_lam
     return lambda t: selective_scan(
         t["u"], t["delta"], t["A"], t["B"], t["C"], D=t["D"], z=t["z"], delta_bias=t["delta_bias"],
         delta_softplus=True, method=method, variant=variant, backend=backend,
+        lam=t["lam"].expand_as(t["u"]) if takes_lam else None,
     )
 
 

@@ -1,15 +1,18 @@
-"""The six discretization methods × two variants of ../shared/METHODS.md, as data.
+"""The seven discretization methods × two variants of docs/METHODS.md, as data.
 
 Every method is the recurrence
 
-    h_k = Ā(z_k) · h_{k-1} + Δ_k · Σ_{j ∈ S} w_j(z_k, a, Δ_k) · v_{k+j},    z_k = a · Δ_k
+    h_k = Ā(z_k) · h_{k-1} + Δ_k · Σ_{j ∈ S} w_j(z_k, a, Δ_k, λ_k) · v_{k+j},    z_k = a · Δ_k
 
 so a method is its transition Ā(z) and its taps (offset j, weight w_j). Backends read this
 registry; the PyTorch backends evaluate these very functions, the compiled kernels hold their
 own copies and the tests hold them to these.
 
-Weight functions take (z, a, delta), broadcastable tensors of one dtype. Canonical weights
+Weight functions take (z, a, delta, lam), broadcastable tensors of one dtype. Canonical weights
 depend on z only; the paper's formulas also depend on Δ alone (they are not functions of aΔ).
+`lam` is the per-token λ_k of a method with `takes_lam` (Mamba-3's trapezoid as its paper
+states it: the scan's `lam` argument, (b, d, l)); every other method is given None and
+ignores it.
 """
 
 from __future__ import annotations
@@ -23,9 +26,9 @@ import torch
 from .phi import phi
 
 Tensor = torch.Tensor
-WeightFn = Callable[[Tensor, Tensor, Tensor], Tensor]
+WeightFn = Callable[[Tensor, Tensor, Tensor, "Tensor | None"], Tensor]
 
-METHOD_NAMES = ("zoh", "foh", "bilinear", "polynomial", "highorder", "rk4")
+METHOD_NAMES = ("zoh", "foh", "bilinear", "polynomial", "highorder", "rk4", "trapezoid")
 VARIANTS = ("canonical", "paper")
 # The most negative z for which canonical rk4 keeps |Ā| ≤ 1 (root of |R(z)| = 1, R the
 # degree-4 Taylor polynomial of e^z).
@@ -34,7 +37,7 @@ RK4_STABILITY_BOUND = -2.785293563405282
 
 @dataclass(frozen=True)
 class Tap:
-    """One stencil tap: the drive sample v_{k+offset}, weighted by weight(z, a, delta)."""
+    """One stencil tap: the drive sample v_{k+offset}, weighted by weight(z, a, delta, lam)."""
 
     offset: int
     weight: WeightFn
@@ -51,6 +54,9 @@ class Method:
     order: int  # stated global order on h' = a h + v(t); 0 means it does not converge
     stability_bound: float  # most negative z with |Ā(z)| ≤ 1 (-inf: A-stable)
     summary: str
+    # True when the weights read a per-token λ_k: selective_scan then requires its `lam`
+    # argument, (b, d, l) like delta, and returns its gradient; every other method refuses it.
+    takes_lam: bool = False
 
     @property
     def key(self) -> str:
@@ -80,7 +86,7 @@ def _taylor4(z: Tensor) -> Tensor:
 def _poly_in_delta(*coefficients: Callable[[Tensor], Tensor]) -> WeightFn:
     """w(z, a, Δ) = Σ_i c_i(a) Δ^i, the shape of every paper formula (B̄ = Δ · w)."""
 
-    def weight(z: Tensor, a: Tensor, delta: Tensor) -> Tensor:
+    def weight(z: Tensor, a: Tensor, delta: Tensor, lam: Tensor | None) -> Tensor:
         out = coefficients[-1](a) * torch.ones_like(delta)
         for c in reversed(coefficients[:-1]):
             out = out * delta + c(a)
@@ -101,33 +107,45 @@ def _rk4_cm(z: Tensor) -> Tensor:
     return 4 + 2 * z + z * z / 2
 
 
+def _exp_trapezoid(lam_of: Callable[[Tensor, "Tensor | None"], Tensor]) -> tuple[Tap, ...]:
+    """Mamba-3's exponential-trapezoidal taps: w_{-1} = (1 − λ) e^z, w_0 = λ, λ = lam_of(z, lam).
+
+    The trapezoidal quadrature (weight λ on the step's end, 1 − λ on its start) of the exact
+    variation-of-constants integral ∫_0^Δ e^{a(Δ−s)} v(t_{k−1} + s) ds.
+    """
+    return (
+        Tap(-1, lambda z, a, d, lam: (1 - lam_of(z, lam)) * torch.exp(z)),
+        Tap(0, lambda z, a, d, lam: lam_of(z, lam) * torch.ones_like(z)),
+    )
+
+
 _A_STABLE = -math.inf
 
 _CANONICAL = [
     Method(
         "zoh", "canonical", _exp,
-        (Tap(0, lambda z, a, d: phi(z, 1)),),
+        (Tap(0, lambda z, a, d, lam: phi(z, 1)),),
         order=1, stability_bound=_A_STABLE,
         summary="exact integral with v held at v_k over the step",
     ),
     Method(
         "foh", "canonical", _exp,
-        (Tap(-1, lambda z, a, d: phi(z, 1) - phi(z, 2)), Tap(0, lambda z, a, d: phi(z, 2))),
+        (Tap(-1, lambda z, a, d, lam: phi(z, 1) - phi(z, 2)), Tap(0, lambda z, a, d, lam: phi(z, 2))),
         order=2, stability_bound=_A_STABLE,
         summary="exact integral with v linear from v_{k-1} to v_k",
     ),
     Method(
         "bilinear", "canonical", _tustin,
-        (Tap(-1, lambda z, a, d: 0.5 / (1 - z / 2)), Tap(0, lambda z, a, d: 0.5 / (1 - z / 2))),
+        (Tap(-1, lambda z, a, d, lam: 0.5 / (1 - z / 2)), Tap(0, lambda z, a, d, lam: 0.5 / (1 - z / 2))),
         order=2, stability_bound=_A_STABLE,
         summary="trapezoidal rule (Tustin)",
     ),
     Method(
         "polynomial", "canonical", _exp,
         (
-            Tap(-1, lambda z, a, d: phi(z, 3) - 1.5 * phi(z, 2) + phi(z, 1)),
-            Tap(0, lambda z, a, d: 2 * phi(z, 2) - 2 * phi(z, 3)),
-            Tap(1, lambda z, a, d: phi(z, 3) - 0.5 * phi(z, 2)),
+            Tap(-1, lambda z, a, d, lam: phi(z, 3) - 1.5 * phi(z, 2) + phi(z, 1)),
+            Tap(0, lambda z, a, d, lam: 2 * phi(z, 2) - 2 * phi(z, 3)),
+            Tap(1, lambda z, a, d, lam: phi(z, 3) - 0.5 * phi(z, 2)),
         ),
         order=3, stability_bound=_A_STABLE,
         summary="exact integral of the quadratic through v_{k-1}, v_k, v_{k+1} (non-causal)",
@@ -135,9 +153,9 @@ _CANONICAL = [
     Method(
         "highorder", "canonical", _exp,
         (
-            Tap(-2, lambda z, a, d: phi(z, 3) - 0.5 * phi(z, 2)),
-            Tap(-1, lambda z, a, d: phi(z, 1) - 2 * phi(z, 3)),
-            Tap(0, lambda z, a, d: phi(z, 3) + 0.5 * phi(z, 2)),
+            Tap(-2, lambda z, a, d, lam: phi(z, 3) - 0.5 * phi(z, 2)),
+            Tap(-1, lambda z, a, d, lam: phi(z, 1) - 2 * phi(z, 3)),
+            Tap(0, lambda z, a, d, lam: phi(z, 3) + 0.5 * phi(z, 2)),
         ),
         order=3, stability_bound=_A_STABLE,
         summary="exact integral of the quadratic through v_{k-2}, v_{k-1}, v_k (causal)",
@@ -145,19 +163,24 @@ _CANONICAL = [
     Method(
         "rk4", "canonical", _taylor4,
         (
-            Tap(-2, lambda z, a, d: -_rk4_cm(z) / 96),
-            Tap(-1, lambda z, a, d: (_rk4_cs(z) + 9 * _rk4_cm(z) / 16) / 6),
-            Tap(0, lambda z, a, d: (1 + 9 * _rk4_cm(z) / 16) / 6),
-            Tap(1, lambda z, a, d: -_rk4_cm(z) / 96),
+            Tap(-2, lambda z, a, d, lam: -_rk4_cm(z) / 96),
+            Tap(-1, lambda z, a, d, lam: (_rk4_cs(z) + 9 * _rk4_cm(z) / 16) / 6),
+            Tap(0, lambda z, a, d, lam: (1 + 9 * _rk4_cm(z) / 16) / 6),
+            Tap(1, lambda z, a, d, lam: -_rk4_cm(z) / 96),
         ),
         order=4, stability_bound=RK4_STABILITY_BOUND,
         summary="classical RK4, midpoint drive by 4-point cubic interpolation",
+    ),
+    Method(
+        "trapezoid", "canonical", _exp, _exp_trapezoid(lambda z, lam: torch.full_like(z, 0.5)),
+        order=2, stability_bound=_A_STABLE,
+        summary="exponential-trapezoidal rule, λ = ½: trapezoidal quadrature of the exact integral",
     ),
 ]
 
 _PAPER = [
     Method(
-        "zoh", "paper", _exp, (Tap(0, lambda z, a, d: torch.ones_like(z)),),
+        "zoh", "paper", _exp, (Tap(0, lambda z, a, d, lam: torch.ones_like(z)),),
         order=1, stability_bound=_A_STABLE,
         summary="Mamba's ZOH: exp for A, Euler for B (B̄ = Δ)",
     ),
@@ -169,7 +192,7 @@ _PAPER = [
         summary="B̄ = Δ²/2 + aΔ³/6 + a²Δ⁴/24 + a³Δ⁵/120",
     ),
     Method(
-        "bilinear", "paper", _tustin, (Tap(0, lambda z, a, d: 1 / (1 - z / 2)),),
+        "bilinear", "paper", _tustin, (Tap(0, lambda z, a, d, lam: 1 / (1 - z / 2)),),
         order=1, stability_bound=_A_STABLE,
         summary="Tustin Ā, B̄ = Δ/(1 - z/2) on the current sample only (S4)",
     ),
@@ -190,9 +213,15 @@ _PAPER = [
     ),
     Method(
         "rk4", "paper", _exp,
-        (Tap(0, lambda z, a, d: 1 + z / 2 + z * z / 6 + z**3 / 24),),
+        (Tap(0, lambda z, a, d, lam: 1 + z / 2 + z * z / 6 + z**3 / 24),),
         order=1, stability_bound=_A_STABLE,
         summary="B̄ = Δ + aΔ²/2 + a²Δ³/6 + a³Δ⁴/24 (per state, no mixing)",
+    ),
+    Method(
+        "trapezoid", "paper", _exp, _exp_trapezoid(lambda z, lam: lam),
+        order=1, stability_bound=_A_STABLE,
+        summary="Mamba-3's exponential-trapezoidal rule with a per-token λ_k (the scan's `lam`)",
+        takes_lam=True,
     ),
 ]
 

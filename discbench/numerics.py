@@ -14,6 +14,9 @@ Non-causal stencils (polynomial, canonical rk4) read v_{k+1}. The scan treats v 
 the sequence as 0, which at k = steps - 1 would be a wrong sample of v(T + Δ) and an O(1)
 error in h(T). So the sequence carries a few real samples past T and h(T) is read at index
 steps - 1, not at the end.
+
+A method with a per-token λ (trapezoid/paper) is measured at the constant λ = NUMERICS_LAM, where
+its stated order 1 holds (λ = ½ would be the canonical variant, of order 2).
 """
 
 from __future__ import annotations
@@ -35,6 +38,8 @@ DEFAULT_HORIZON = 3.0
 # 0.05 of its limit from 80 steps on, which are the four points fitted_order uses; canonical
 # rk4's error at 640 steps (~2.5e-12, relative ~2e-10) is still far above fp64 rounding.
 DEFAULT_STEPS = (40, 80, 160, 320, 640)
+# The constant per-token λ of methods that take one (METHODS.md: numerics use λ = 0.75).
+NUMERICS_LAM = 0.75
 # Errors below this (relative to |h(T)|) are rounding, not truncation, and carry no order.
 ROUNDING_FLOOR = 1e-12
 
@@ -80,16 +85,17 @@ def solve(method: str | Method, steps: int, a: float = DEFAULT_POLE, T: float = 
     delta = torch.full((1, 1, length), dt, dtype=torch.float64)
     A = torch.full((1, 1), a, dtype=torch.float64)
     ones = torch.ones((1, 1, length), dtype=torch.float64)
+    lam = torch.full_like(delta, NUMERICS_LAM) if spec.takes_lam else None
     with torch.no_grad():
         if METHODS.get(spec.key) is spec:
             out = selective_scan(u, delta, A, ones, ones, method=spec.name, variant=spec.variant,
-                                 backend=backend)
+                                 backend=backend, lam=lam)
         else:
             # A Method built outside the registry (e.g. to try other weights): selective_scan
             # looks methods up by name, so call the same backend with the object itself.
             run = resolve_backend(backend, u.device, u.dtype).load()
             grouped = ones.unsqueeze(1)  # (b, g, n, l), as backends receive B and C
-            out = run(u, delta, A, grouped, grouped, None, None, None, False, False, spec)
+            out = run(u, delta, A, grouped, grouped, None, None, None, False, False, spec, lam)
     return float(out[0, 0, steps - 1])
 
 
@@ -189,4 +195,4 @@ def numerics_table(methods: Sequence[str | Method] | None = None,
 
 
 __all__ = ["drive", "exact_solution", "solve", "convergence", "fitted_order", "stability_bound",
-           "numerics_table", "DEFAULT_STEPS", "DEFAULT_POLE", "DEFAULT_HORIZON"]
+           "numerics_table", "DEFAULT_STEPS", "DEFAULT_POLE", "DEFAULT_HORIZON", "NUMERICS_LAM"]

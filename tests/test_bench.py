@@ -38,6 +38,16 @@ def test_bench_scan_json_has_one_record_per_row_with_the_fields(capsys):
     assert all(r["ms_min"] <= r["ms_median"] for r in records)
 
 
+def test_bench_scan_times_trapezoid_with_a_per_token_lam(capsys):
+    assert main(["bench", "scan", *TINY, "--device", "cpu", "--methods", "trapezoid", "--backends", "cpu,reference",
+                 "--json"]) == 0
+    records = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    rows = {(r["backend"], r["method"], r["variant"], r["pass"]) for r in records}
+    assert rows == {(b, "trapezoid", v, p) for b in ("cpu", "reference") for v in ("canonical", "paper")
+                    for p in ("fwd", "fwd+bwd")}
+    assert all(r["ms_median"] > 0 for r in records)
+
+
 def test_bench_scan_table_prints_the_target_ratios(capsys):
     backends = "cpu,torch.exp" + (",mamba_ref" if mamba_selective_scan_ref() is not None else "")
     assert main(["bench", "scan", *TINY, "--device", "cpu", "--methods", "zoh,foh/canonical", "--backends", backends,

@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from discbench import selective_scan
-from discbench.methods import RK4_STABILITY_BOUND, all_methods
+from discbench.methods import RK4_STABILITY_BOUND, all_methods, get_method
 from discbench.scan import cpu
 
 pytestmark = pytest.mark.skipif(
@@ -22,7 +22,7 @@ pytestmark = pytest.mark.skipif(
 )
 
 METHOD_KEYS = [m.key for m in all_methods()]
-NAMES = ("u", "delta", "A", "B", "C", "D", "z", "delta_bias")
+NAMES = ("u", "delta", "A", "B", "C", "D", "z", "delta_bias", "lam")
 OUT_TOL, GRAD_TOL = 2e-5, 1e-4
 
 
@@ -37,18 +37,22 @@ def make_inputs(b=2, d=6, l=37, n=5, g=1, seed=0, with_D=True, with_z=True, with
         "D": torch.randn(d, generator=gen) if with_D else None,
         "z": torch.randn(b, d, l, generator=gen) if with_z else None,
         "delta_bias": 0.3 * torch.randn(d, generator=gen) if with_bias else None,
+        "lam": torch.sigmoid(torch.randn(b, d, l, generator=gen)),  # used only by methods taking λ
     }
     return t
 
 
 def run(inputs, backend, method, dtype=torch.float64, softplus=True, grads=True, seed=7, last_grad=True):
-    """out, last state and the gradients of every given input under a fixed random loss."""
+    """out, last state and the gradients of every given input under a fixed random loss (λ is
+    passed, and its gradient returned, only for a method that takes it)."""
+    if not get_method(method).takes_lam:
+        inputs = {**inputs, "lam": None}
     leaves = {k: (v.detach().clone().to(dtype).requires_grad_(grads) if v is not None else None)
               for k, v in inputs.items()}
     out, last = selective_scan(
         leaves["u"], leaves["delta"], leaves["A"], leaves["B"], leaves["C"], D=leaves["D"], z=leaves["z"],
         delta_bias=leaves["delta_bias"], delta_softplus=softplus, return_last_state=True,
-        method=method, backend=backend,
+        method=method, backend=backend, lam=leaves.get("lam"),
     )
     result = {"out": out.detach(), "last": last.detach()}
     if grads:
@@ -78,7 +82,8 @@ def test_parity_every_method_forward_and_all_gradients(method):
     inputs = make_inputs(l=70)  # crosses the 32-token checkpoints twice, not a multiple of 16
     want = run(inputs, "reference", method)
     got = run(inputs, "cpu", method, dtype=torch.float32)
-    assert set(got) == {"out", "last"} | {"d" + k for k in NAMES}
+    takes_lam = get_method(method).takes_lam
+    assert set(got) == {"out", "last"} | {"d" + k for k in NAMES if k != "lam" or takes_lam}
     assert_matches(got, want)
 
 
@@ -109,7 +114,7 @@ def test_parity_in_each_regime_of_the_weights(method, regime):
 
 
 @pytest.mark.parametrize("isa", ["avx2", "scalar"])
-@pytest.mark.parametrize("method", ["rk4/canonical", "polynomial/paper", "zoh/canonical"])
+@pytest.mark.parametrize("method", ["rk4/canonical", "polynomial/paper", "zoh/canonical", "trapezoid/paper"])
 def test_parity_of_the_narrower_instruction_sets(isa, method):
     if isa not in cpu.supported_isas():
         pytest.skip(f"this CPU does not run {isa}")
@@ -133,7 +138,8 @@ def test_parity_of_the_narrower_instruction_sets(isa, method):
     ],
     ids=lambda s: "-".join(f"{k}{v}" for k, v in s.items()),
 )
-@pytest.mark.parametrize("method", ["rk4/canonical", "highorder/canonical", "polynomial/canonical", "foh/paper"])
+@pytest.mark.parametrize("method", ["rk4/canonical", "highorder/canonical", "polynomial/canonical", "foh/paper",
+                                    "trapezoid/paper"])
 def test_parity_odd_shapes_and_groups(shape, method):
     inputs = make_inputs(**shape)
     assert_matches(run(inputs, "cpu", method, dtype=torch.float32), run(inputs, "reference", method))
@@ -184,21 +190,27 @@ def test_non_contiguous_inputs():
     assert_matches(run(nc, "cpu", "rk4/canonical", dtype=torch.float32), want)
 
 
+@pytest.mark.parametrize("method", ["polynomial/canonical", "trapezoid/paper"])
 @pytest.mark.parametrize("b,l", [(0, 7), (2, 0)])
-def test_empty_batch_or_sequence(b, l):
+def test_empty_batch_or_sequence(b, l, method):
     inputs = make_inputs(b=b, l=l)
-    got = run(inputs, "cpu", "polynomial/canonical", dtype=torch.float32)
-    want = run(inputs, "reference", "polynomial/canonical")
+    got = run(inputs, "cpu", method, dtype=torch.float32)
+    want = run(inputs, "reference", method)
     assert got["out"].shape == (b, 6, l) and got["last"].shape == (b, 6, 5)
     assert_matches(got, want)
 
 
-def test_bfloat16_inputs_compute_in_fp32_and_return_bfloat16():
+@pytest.mark.parametrize("method", ["foh/canonical", "trapezoid/paper"])
+def test_bfloat16_inputs_compute_in_fp32_and_return_bfloat16(method):
     inputs = {k: (v.to(torch.bfloat16) if v is not None else None) for k, v in make_inputs(l=21).items()}
-    got = run(inputs, "cpu", "foh/canonical", dtype=torch.bfloat16)
-    want = run(inputs, "reference", "foh/canonical", dtype=torch.float64)  # same bf16 values, fp64 math
+    got = run(inputs, "cpu", method, dtype=torch.bfloat16)
+    want = run(inputs, "reference", method, dtype=torch.float64)  # same bf16 values, fp64 math
     assert got["out"].dtype == torch.bfloat16 and got["du"].dtype == torch.bfloat16
-    for key in ("out", "last", "du", "dA", "dB"):
+    keys = ("out", "last", "du", "dA", "dB") + (("dlam",) if "dlam" in want else ())
+    assert ("dlam" in got) == ("dlam" in want) == (method == "trapezoid/paper")
+    if "dlam" in got:
+        assert got["dlam"].dtype == torch.bfloat16
+    for key in keys:
         scale = want[key].abs().max().item()
         # bf16 keeps 8 bits: the result is the fp32 result rounded once (relative 2^-8).
         torch.testing.assert_close(got[key].double(), want[key], rtol=1e-2, atol=1e-2 * scale)
@@ -210,7 +222,7 @@ def test_float64_is_refused_with_a_clear_error():
     with pytest.raises(ValueError, match="backend 'cpu' takes float32, bfloat16, got float64"):
         selective_scan(*args, backend="cpu")
     with pytest.raises(RuntimeError, match="u must be float32 or bfloat16, got Double"):
-        cpu.extension().forward(*args, None, None, None, False, "zoh/canonical", False, False, False, "auto")
+        cpu.extension().forward(*args, None, None, None, None, False, "zoh/canonical", False, False, False, "auto")
 
 
 def test_direct_kernel_calls_check_shapes_devices_methods_and_isas():
@@ -218,8 +230,8 @@ def test_direct_kernel_calls_check_shapes_devices_methods_and_isas():
     ext = cpu.extension()
     base = [t[k] for k in ("u", "delta", "A", "B", "C")]
 
-    def call(*args, method="zoh/canonical", isa="auto"):
-        return ext.forward(*args, None, None, None, False, method, False, False, False, isa)
+    def call(*args, method="zoh/canonical", isa="auto", lam=None):
+        return ext.forward(*args, None, None, None, lam, False, method, False, False, False, isa)
 
     with pytest.raises(RuntimeError, match=r"delta must have shape \[2, 6, 5\]"):
         call(base[0], base[1][:, :, :4], *base[2:])
@@ -233,6 +245,12 @@ def test_direct_kernel_calls_check_shapes_devices_methods_and_isas():
         call(*base, method="zoh/exact")
     with pytest.raises(RuntimeError, match="unknown isa 'sse9'"):
         call(*base, isa="sse9")
+    with pytest.raises(RuntimeError, match="method 'trapezoid/paper' needs lam"):
+        call(*base, method="trapezoid/paper")
+    with pytest.raises(RuntimeError, match="method 'zoh/canonical' takes no lam"):
+        call(*base, lam=t["lam"])
+    with pytest.raises(RuntimeError, match=r"lam must have shape \[2, 6, 5\]"):
+        call(*base, method="trapezoid/paper", lam=t["lam"][:, :, :4])
 
 
 def test_auto_picks_the_kernel_on_cpu_without_a_warning(recwarn):
@@ -329,34 +347,40 @@ def test_a_compile_error_is_summarised_and_auto_falls_back_once_with_the_reason(
 
 def _flip_tokens(inputs):
     out = dict(inputs)
-    for key in ("u", "delta", "z", "B", "C"):
+    for key in ("u", "delta", "z", "B", "C", "lam"):
         if out[key] is not None:
             out[key] = out[key].flip(-1)
     return out
 
 
-@pytest.mark.parametrize("method", ["rk4/canonical", "polynomial/canonical", "highorder/paper", "zoh/paper"])
+@pytest.mark.parametrize("method", ["rk4/canonical", "polynomial/canonical", "highorder/paper", "zoh/paper",
+                                    "trapezoid/paper"])
 @pytest.mark.parametrize("l", [37, 48])
 def test_reversed_scan_equals_the_scan_of_flipped_tokens(method, l):
     inputs = make_inputs(l=l, g=2)
+    if not get_method(method).takes_lam:
+        inputs["lam"] = None
     leaves = {k: (v.detach().clone().requires_grad_() if v is not None else None) for k, v in inputs.items()}
     out, last = cpu.selective_scan_reversed(
         leaves["u"], leaves["delta"], leaves["A"], leaves["B"], leaves["C"], D=leaves["D"], z=leaves["z"],
         delta_bias=leaves["delta_bias"], delta_softplus=True, return_last_state=True, method=method,
+        lam=leaves["lam"],
     )
     gen = torch.Generator().manual_seed(3)
     gout, glast = torch.randn(out.shape, generator=gen), torch.randn(last.shape, generator=gen)
     ((out * gout).sum() + (last * glast).sum()).backward()
-    got = {"out": out.detach(), "last": last.detach(), **{"d" + k: v.grad for k, v in leaves.items()}}
+    got = {"out": out.detach(), "last": last.detach(),
+           **{"d" + k: v.grad for k, v in leaves.items() if v is not None}}
 
     flipped = {k: (v.double().requires_grad_() if v is not None else None) for k, v in _flip_tokens(inputs).items()}
     ref_out, ref_last = selective_scan(
         flipped["u"], flipped["delta"], flipped["A"], flipped["B"], flipped["C"], D=flipped["D"], z=flipped["z"],
         delta_bias=flipped["delta_bias"], delta_softplus=True, return_last_state=True, method=method,
-        backend="reference",
+        backend="reference", lam=flipped["lam"],
     )
     ((ref_out * gout.double().flip(-1)).sum() + (ref_last * glast.double()).sum()).backward()
     want = {"out": ref_out.detach().flip(-1), "last": ref_last.detach()}
     for key, v in flipped.items():
-        want["d" + key] = v.grad.flip(-1) if key in ("u", "delta", "z", "B", "C") else v.grad
+        if v is not None:
+            want["d" + key] = v.grad.flip(-1) if key in ("u", "delta", "z", "B", "C", "lam") else v.grad
     assert_matches(got, want)

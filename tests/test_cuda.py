@@ -41,13 +41,24 @@ def _vim_inputs(dtype: torch.dtype, device: str, seed: int = 0) -> dict[str, tor
     )
 
 
+def _with_lam(inputs: dict[str, torch.Tensor], method: str) -> dict[str, torch.Tensor]:
+    """`inputs` plus, for a method that takes λ, lam (b, 1, l) in (0, 1): one per token,
+    shared by the channels as a model passes it (the scan gets it expanded to (b, d, l))."""
+    if not get_method(method).takes_lam:
+        return inputs
+    u = inputs["u"]
+    lam = torch.sigmoid(torch.randn(u.shape[0], 1, u.shape[2], generator=torch.Generator().manual_seed(2)))
+    return {**inputs, "lam": lam.to(device=u.device, dtype=u.dtype)}
+
+
 def _forward_backward(inputs, method: str, backend: str, compute: torch.dtype | None = None):
     """out and every gradient; inputs cast to `compute` first when given (for the reference)."""
     leaves = {k: (v if compute is None else v.to(compute)).detach().clone().requires_grad_()
-              for k, v in inputs.items()}
+              for k, v in _with_lam(inputs, method).items()}
+    lam = leaves["lam"].expand_as(leaves["u"]) if "lam" in leaves else None
     out = selective_scan(leaves["u"], leaves["delta"], leaves["A"], leaves["B"], leaves["C"],
                          D=leaves["D"], z=leaves["z"], delta_bias=leaves["delta_bias"],
-                         delta_softplus=True, method=method, backend=backend)
+                         delta_softplus=True, method=method, backend=backend, lam=lam)
     weight = torch.randn(out.shape, generator=torch.Generator().manual_seed(1)).to(out.device)
     (out.double() * weight.double()).sum().backward()
     return out.double(), {k: v.grad.double() for k, v in leaves.items()}
@@ -112,7 +123,7 @@ def test_triton_matches_reference_at_vim_tiny_shape(key):
 
 @needs_cuda
 @pytest.mark.cuda
-@pytest.mark.parametrize("key", ["zoh/paper", "foh/canonical", "rk4/canonical"])
+@pytest.mark.parametrize("key", ["zoh/paper", "foh/canonical", "rk4/canonical", "trapezoid/paper"])
 def test_triton_bf16_at_vim_tiny_shape(key):
     inputs = _vim_inputs(torch.bfloat16, "cuda")
     out_ref, grads_ref = _forward_backward(inputs, key, "reference", compute=torch.float64)

@@ -19,6 +19,10 @@ from discbench.phi import phi
 
 ALL_KEYS = [m.key for m in all_methods()]
 CANONICAL = [m for m in all_methods() if m.variant == "canonical"]
+# METHODS.md's tables of the six methods of the discretization paper; trapezoid (Mamba-3) has
+# its own section, with other weight-sum and one-tap statements.
+PAPER_TABLE = ("zoh", "foh", "bilinear", "polynomial", "highorder", "rk4")
+CANONICAL_TABLE = [m for m in CANONICAL if m.name in PAPER_TABLE]
 
 # The stencil offsets METHODS.md states, per method and variant.
 STATED_OFFSETS = {
@@ -28,13 +32,16 @@ STATED_OFFSETS = {
     "polynomial/canonical": (-1, 0, 1),
     "highorder/canonical": (-2, -1, 0),
     "rk4/canonical": (-2, -1, 0, 1),
-    **{f"{name}/paper": (0,) for name in METHOD_NAMES},
+    "trapezoid/canonical": (-1, 0),
+    **{f"{name}/paper": (0,) for name in PAPER_TABLE},
+    "trapezoid/paper": (-1, 0),
 }
 
 
-def weights(method, z: torch.Tensor, a: torch.Tensor, dt: torch.Tensor) -> dict[int, torch.Tensor]:
-    """{offset: w_offset(z, a, Δ)} for one method."""
-    return {tap.offset: tap.weight(z, a, dt) * torch.ones_like(z) for tap in method.taps}
+def weights(method, z: torch.Tensor, a: torch.Tensor, dt: torch.Tensor,
+            lam: torch.Tensor | None = None) -> dict[int, torch.Tensor]:
+    """{offset: w_offset(z, a, Δ, λ)} for one method (λ only for a method that takes one)."""
+    return {tap.offset: tap.weight(z, a, dt, lam) * torch.ones_like(z) for tap in method.taps}
 
 
 def grid_a_dt() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -48,9 +55,10 @@ def grid_a_dt() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
 # ---------------------------------------------------------------- registry and lookup
 
 
-def test_registry_holds_six_methods_in_two_variants():
+def test_registry_holds_seven_methods_in_two_variants():
     assert set(METHODS) == {f"{n}/{v}" for n in METHOD_NAMES for v in VARIANTS}
-    assert len(all_methods()) == 12
+    assert len(all_methods()) == 14
+    assert [m.key for m in all_methods() if m.takes_lam] == ["trapezoid/paper"]
     for key, method in METHODS.items():
         assert method.key == key
         assert get_method(method.name, method.variant) is method
@@ -70,7 +78,7 @@ def test_get_method_defaults_to_canonical_and_parses_slash_form():
 
 def test_get_method_errors_list_valid_choices():
     with pytest.raises(ValueError, match=r"unknown method 'euler'; valid methods: zoh, foh, bilinear, "
-                                         r"polynomial, highorder, rk4"):
+                                         r"polynomial, highorder, rk4, trapezoid$"):
         get_method("euler")
     with pytest.raises(ValueError, match=r"unknown variant 'textbook'; valid variants: canonical, paper"):
         get_method("zoh", "textbook")
@@ -105,7 +113,7 @@ def test_canonical_weights_sum_to_steady_state_gain():
     """
     z = -torch.logspace(-3, 4, 300, dtype=torch.float64)
     a = torch.full_like(z, -1.0)
-    for method in CANONICAL:
+    for method in CANONICAL_TABLE:
         total = sum(weights(method, z, a, z / a).values())
         gain = (method.transition(z) - 1) / z
         torch.testing.assert_close(total, gain, rtol=1e-12, atol=0, msg=method.key)
@@ -119,7 +127,7 @@ def test_weight_sum_statement_in_spec_holds_except_bilinear():
     """The spec's own wording, checked where it is right and shown wrong for bilinear."""
     z = -torch.logspace(-3, 3, 50, dtype=torch.float64)
     a = torch.full_like(z, -1.0)
-    for method in CANONICAL:
+    for method in CANONICAL_TABLE:
         total = sum(weights(method, z, a, z / a).values())
         if method.name == "rk4":
             expected = 1 + z / 2 + z**2 / 6 + z**3 / 24  # Taylor polynomial of φ_1, degree 3
@@ -200,13 +208,61 @@ def _paper_b_bar(name: str, a: torch.Tensor, dt: torch.Tensor) -> torch.Tensor:
     }[name]
 
 
-@pytest.mark.parametrize("name", METHOD_NAMES)
+@pytest.mark.parametrize("name", PAPER_TABLE)
 def test_paper_b_bar_as_stated(name):
     a, dt, z = grid_a_dt()
     method = get_method(name, "paper")
     w = weights(method, z, a, dt)
     assert set(w) == {0}
     torch.testing.assert_close(dt * w[0], _paper_b_bar(name, a, dt), rtol=1e-13, atol=1e-300)
+
+
+def _mamba3_step(h, v_prev, v_now, a, dt, lam):
+    """Mamba-3's SISO reference step as its paper states it: α = e^{aΔ}, β = (1 − λ)Δα, γ = λΔ."""
+    alpha = torch.exp(a * dt)
+    return alpha * h + (1 - lam) * dt * alpha * v_prev + lam * dt * v_now
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_trapezoid_is_mamba3s_exponential_trapezoidal_step(variant):
+    gen = torch.Generator().manual_seed(2)
+    a, dt, z = grid_a_dt()
+    h, v_prev, v_now = (torch.randn(z.shape, generator=gen, dtype=torch.float64) for _ in range(3))
+    lam = torch.rand(z.shape, generator=gen, dtype=torch.float64) if variant == "paper" else None
+    method = get_method("trapezoid", variant)
+    w = weights(method, z, a, dt, lam)
+    step = method.transition(z) * h + dt * (w[-1] * v_prev + w[0] * v_now)
+    expected = _mamba3_step(h, v_prev, v_now, a, dt, torch.full_like(z, 0.5) if lam is None else lam)
+    torch.testing.assert_close(step, expected, rtol=1e-13, atol=1e-13)
+
+
+def test_trapezoid_paper_at_one_half_is_canonical_and_at_one_is_mambas_zoh():
+    a, dt, z = grid_a_dt()
+    paper, canonical, zoh = (get_method(k) for k in ("trapezoid/paper", "trapezoid/canonical", "zoh/paper"))
+    at_half = weights(paper, z, a, dt, torch.full_like(z, 0.5))
+    assert at_half.keys() == weights(canonical, z, a, dt).keys()
+    for offset, w in weights(canonical, z, a, dt).items():
+        torch.testing.assert_close(at_half[offset], w, rtol=0, atol=0)
+    at_one = weights(paper, z, a, dt, torch.ones_like(z))
+    torch.testing.assert_close(at_one[-1], torch.zeros_like(z), rtol=0, atol=0)
+    torch.testing.assert_close(at_one[0], weights(zoh, z, a, dt)[0], rtol=0, atol=0)
+
+
+def test_trapezoid_weights_sum_and_steady_state_as_stated():
+    """Σw = (1 − λ)e^z + λ, not (e^z − 1)/z: the constant-input fixed point Δ c Σw / (1 − e^z)
+    misses −c/a by the factor r(z) = −z Σw / (1 − e^z) = 1 + (½ − λ) z + O(z²), exact only as Δ → 0."""
+    z = -torch.logspace(-4, 1, 60, dtype=torch.float64)
+    a = torch.full_like(z, -1.0)
+    for lam_value in (0.5, 0.75, 0.2):
+        lam = torch.full_like(z, lam_value)
+        method = get_method("trapezoid", "canonical" if lam_value == 0.5 else "paper")
+        total = sum(weights(method, z, a, z / a, None if lam_value == 0.5 else lam).values())
+        torch.testing.assert_close(total, (1 - lam) * torch.exp(z) + lam, rtol=1e-14, atol=0)
+        ratio = -z * total / (1 - torch.exp(z))
+        assert not torch.allclose(ratio, torch.ones_like(z), rtol=1e-3, atol=0)
+        small = z.abs() < 1e-3
+        expected_gap = (0.5 - lam_value) * z[small] if lam_value != 0.5 else z[small] ** 2 / 12
+        torch.testing.assert_close(ratio[small] - 1, expected_gap, rtol=1e-2, atol=1e-12)
 
 
 # ---------------------------------------------------------------- convergence order
@@ -353,8 +409,8 @@ def test_convergence_check_detects_a_wrong_stencil():
     (9 v_{k-1} + 9 v_k - 2 v_{k+1})/16 keeps its weight sum and drops to order 1."""
     rk4 = get_method("rk4", "canonical")
     lopsided = dataclasses.replace(rk4, taps=(
-        rk4.taps[1], rk4.taps[2], Tap(1, lambda z, a, d: -(4 + 2 * z + z * z / 2) / 48)))
+        rk4.taps[1], rk4.taps[2], Tap(1, lambda z, a, d, lam: -(4 + 2 * z + z * z / 2) / 48)))
     measured = numerics.fitted_order(numerics.convergence(lopsided, numerics.DEFAULT_STEPS))
     assert abs(measured - 1.0) < 0.1
-    assert sum(t.weight(torch.tensor(-0.3), None, None) for t in lopsided.taps) == pytest.approx(
-        sum(t.weight(torch.tensor(-0.3), None, None) for t in rk4.taps))
+    assert sum(t.weight(torch.tensor(-0.3), None, None, None) for t in lopsided.taps) == pytest.approx(
+        sum(t.weight(torch.tensor(-0.3), None, None, None) for t in rk4.taps))

@@ -7,10 +7,11 @@ from dataclasses import dataclass
 import pytest
 import torch
 
-from discbench import all_methods, selective_scan
+from discbench import all_methods, get_method, selective_scan
+from discbench import scan as scan_module
 
 ALL_KEYS = [m.key for m in all_methods()]
-GRAD_NAMES = ("u", "delta", "A", "B", "C", "D", "z", "delta_bias")
+GRAD_NAMES = ("u", "delta", "A", "B", "C", "D", "z", "delta_bias", "lam")
 
 
 @dataclass(frozen=True)
@@ -34,8 +35,9 @@ class Case:
         return f"b{self.b}d{self.d}l{self.l}n{self.n}g{self.groups}-{flags or 'plain'}"
 
 
-def make_inputs(case: Case, dtype: torch.dtype, seed: int = 0) -> dict:
-    """Random selective-scan arguments for `case`: Δ moderate (z mostly in [-3, 0]), A < 0."""
+def make_inputs(case: Case, dtype: torch.dtype, seed: int = 0, method: str | None = None) -> dict:
+    """Random selective-scan arguments for `case`: Δ moderate (z mostly in [-3, 0]), A < 0; with
+    `lam` (λ in (0, 1), per token and channel) when `method` takes one."""
     gen = torch.Generator().manual_seed(seed)
 
     def rand(*shape):
@@ -46,7 +48,7 @@ def make_inputs(case: Case, dtype: torch.dtype, seed: int = 0) -> dict:
         delta = rand(case.b, case.d, case.l) * 0.5 - 0.5
     else:  # Δ used as given: keep it positive
         delta = torch.rand(case.b, case.d, case.l, generator=gen, dtype=torch.float64).to(dtype) + 0.05
-    return {
+    x = {
         "u": rand(case.b, case.d, case.l),
         "delta": delta,
         "A": -torch.exp(rand(case.d, case.n) * 0.5),
@@ -58,6 +60,9 @@ def make_inputs(case: Case, dtype: torch.dtype, seed: int = 0) -> dict:
         "delta_softplus": case.softplus,
         "return_last_state": case.last_state,
     }
+    if method is not None and get_method(method).takes_lam:
+        x["lam"] = torch.sigmoid(rand(case.b, case.d, case.l))
+    return x
 
 
 def as_tuple(result) -> tuple[torch.Tensor, ...]:
@@ -110,8 +115,8 @@ GRADCHECK_CASES = [
 @pytest.mark.parametrize("key", ALL_KEYS)
 def test_gradcheck_fp64(key, backend):
     for case in GRADCHECK_CASES:
-        x = make_inputs(case, torch.float64, seed=11)
-        names = [n for n in GRAD_NAMES if x[n] is not None]
+        x = make_inputs(case, torch.float64, seed=11, method=key)
+        names = [n for n in GRAD_NAMES if x.get(n) is not None]
         leaves = [x[n].detach().requires_grad_() for n in names]
         flags = {k: x[k] for k in ("delta_softplus", "return_last_state")}
 
@@ -144,8 +149,8 @@ def _assert_scaled_close(got: torch.Tensor, expected: torch.Tensor, tol: float, 
 @pytest.mark.parametrize("key", ALL_KEYS)
 def test_torch_backend_matches_reference(key, dtype):
     for case in PARITY_CASES:
-        x = make_inputs(case, dtype, seed=5)
-        names = [n for n in GRAD_NAMES if x[n] is not None]
+        x = make_inputs(case, dtype, seed=5, method=key)
+        names = [n for n in GRAD_NAMES if x.get(n) is not None]
         results, grads = {}, {}
         for backend in ("reference", "torch"):
             leaves = {n: x[n].detach().clone().requires_grad_() for n in names}
@@ -214,9 +219,9 @@ def _valid() -> dict:
 
 
 def test_unknown_method_lists_valid_methods():
-    with pytest.raises(ValueError, match=r"unknown method 'trapezoid'; valid methods: zoh, foh, bilinear, "
-                                         r"polynomial, highorder, rk4"):
-        selective_scan(**_valid(), method="trapezoid")
+    with pytest.raises(ValueError, match=r"unknown method 'euler'; valid methods: zoh, foh, bilinear, "
+                                         r"polynomial, highorder, rk4, trapezoid"):
+        selective_scan(**_valid(), method="euler")
 
 
 def test_unknown_variant_lists_valid_variants():
@@ -271,6 +276,79 @@ def test_non_finite_delta_is_rejected(bad):
     x["delta"][1, 2, 3] = bad
     with pytest.raises(ValueError, match=r"delta has non-finite values \(nan or inf\)"):
         selective_scan(**x)
+
+
+@pytest.mark.parametrize("backend", ["reference", "torch", "cpu"])
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+def test_non_finite_delta_without_the_check_gives_a_non_finite_output(bad, backend, monkeypatch):
+    """Where Δ is not checked (a GPU: the check would sync), the output carries the nan/inf on
+    to the loss, which a training run reports as divergence."""
+    if backend == "cpu" and scan_module.BACKENDS["cpu"].unavailable_reason() is not None:
+        pytest.skip("the CPU kernel cannot be built here")
+    monkeypatch.setattr(scan_module, "FINITE_DELTA_CHECK_DEVICES", ())
+    x = _valid()
+    x["delta"][1, 2, 3] = bad
+    out = selective_scan(**x, method="foh", backend=backend)
+    assert not torch.isfinite(out[1, 2]).all()
+
+
+# ---------------------------------------------------------------- lam (trapezoid/paper's λ)
+
+
+def _valid_with_lam() -> dict:
+    x = _valid()
+    x["lam"] = torch.sigmoid(torch.randn(2, 4, 5, generator=torch.Generator().manual_seed(1)))
+    return x
+
+
+def test_lam_is_required_by_trapezoid_paper():
+    with pytest.raises(ValueError, match=r"method trapezoid/paper needs lam, the per-token λ as a \(b, d, l\) tensor"):
+        selective_scan(**_valid(), method="trapezoid", variant="paper")
+
+
+@pytest.mark.parametrize("key", [k for k in ALL_KEYS if k != "trapezoid/paper"])
+def test_lam_is_refused_by_every_other_method(key):
+    with pytest.raises(ValueError, match=rf"lam is taken only by trapezoid/paper; method {key} does not use it"):
+        selective_scan(**_valid_with_lam(), method=key)
+
+
+@pytest.mark.parametrize("bad, error, message", [
+    (torch.rand(2, 4, 6), ValueError, r"lam must have shape \(2, 4, 5\), got \(2, 4, 6\)"),
+    (torch.rand(2, 1, 5), ValueError, r"lam must have shape \(2, 4, 5\), got \(2, 1, 5\)"),
+    (torch.rand(2, 4, 5).to("meta"), ValueError, r"lam is on meta but u is on cpu"),
+    (torch.ones(2, 4, 5, dtype=torch.int64), TypeError, r"lam must be a floating-point tensor, got torch.int64"),
+    (0.5, TypeError, r"lam must be a torch.Tensor or None, got float"),
+])
+def test_bad_lam_names_the_argument(bad, error, message):
+    x = _valid_with_lam()
+    x["lam"] = bad
+    with pytest.raises(error, match=message):
+        selective_scan(**x, method="trapezoid/paper")
+
+
+@pytest.mark.parametrize("backend", ["reference", "torch", "cpu"])
+def test_lam_shared_by_the_channels_may_be_an_expanded_view(backend):
+    """A model passes one λ per token for all channels, lam_bl[:, None, :].expand(b, d, l): the
+    result and every gradient equal those of the same values materialised."""
+    if backend == "cpu" and scan_module.BACKENDS["cpu"].unavailable_reason() is not None:
+        pytest.skip("the CPU kernel cannot be built here")
+    x = make_inputs(Case(2, 4, 19, 3, groups=2, last_state=True), torch.float32, seed=4)
+    lam_bl = torch.sigmoid(torch.randn(2, 19, generator=torch.Generator().manual_seed(8)))
+    results = []
+    for materialise in (False, True):
+        leaf = lam_bl.clone().requires_grad_()
+        lam = leaf[:, None, :].expand(2, 4, 19)
+        if materialise:
+            lam = lam.contiguous()
+        else:
+            assert lam.stride(1) == 0
+        u = x["u"].clone().requires_grad_()
+        out, last = selective_scan(**{**x, "u": u}, method="trapezoid/paper", backend=backend, lam=lam)
+        ((out * out).sum() + last.sum()).backward()
+        results.append((out.detach(), last.detach(), leaf.grad, u.grad))
+    for got, expected in zip(*results):
+        torch.testing.assert_close(got, expected, rtol=1e-6, atol=1e-6)
+    assert results[0][2].abs().sum() > 0
 
 
 @pytest.mark.parametrize("name", ["u", "delta", "A", "B", "C"])

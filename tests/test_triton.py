@@ -49,37 +49,41 @@ def kernels_follow_the_setting():
 # ----------------------------------------------------------------------------- method math
 
 
-def _method_math_kernel(a_ptr, delta_ptr, out_ptr, size,
+def _method_math_kernel(a_ptr, delta_ptr, lam_ptr, out_ptr, size,
                         METHOD: tl.constexpr, N_TAPS: tl.constexpr, BLOCK: tl.constexpr):
-    """Rows of out: Ā, dĀ/dz, then per tap w, ∂w/∂a, ∂w/∂Δ; one column per (a, Δ)."""
+    """Rows of out: Ā, dĀ/dz, then per tap w, ∂w/∂a, ∂w/∂Δ, ∂w/∂λ; one column per (a, Δ, λ)."""
     idx = tl.arange(0, BLOCK)
     mask = idx < size
     a = tl.load(a_ptr + idx, mask=mask, other=-1.0)
     delta = tl.load(delta_ptr + idx, mask=mask, other=1.0)
+    lam = tl.load(lam_ptr + idx, mask=mask, other=0.5)
     z = a * delta
     a_bar, da_bar = tm.transition(z, METHOD)
     tl.store(out_ptr + idx, a_bar, mask=mask)
     tl.store(out_ptr + size + idx, da_bar, mask=mask)
     for t in tl.static_range(N_TAPS):
-        w, w_da, w_ddelta = tm.tap_weight(z, a, delta, METHOD, t)
-        tl.store(out_ptr + (2 + 3 * t) * size + idx, w, mask=mask)
-        tl.store(out_ptr + (3 + 3 * t) * size + idx, w_da, mask=mask)
-        tl.store(out_ptr + (4 + 3 * t) * size + idx, w_ddelta, mask=mask)
+        w, w_da, w_ddelta, w_dlam = tm.tap_weight(z, a, delta, lam, METHOD, t)
+        tl.store(out_ptr + (2 + 4 * t) * size + idx, w, mask=mask)
+        tl.store(out_ptr + (3 + 4 * t) * size + idx, w_da, mask=mask)
+        tl.store(out_ptr + (4 + 4 * t) * size + idx, w_ddelta, mask=mask)
+        tl.store(out_ptr + (5 + 4 * t) * size + idx, w_dlam, mask=mask)
 
 
-def _registry_math(method, a, delta):
-    """The same rows from the registry in fp64, derivatives by autograd."""
+def _registry_math(method, a, delta, lam):
+    """The same rows from the registry in fp64, derivatives by autograd (∂w/∂λ is 0 for a
+    method that takes no λ: the registry hands it None)."""
     a = a.clone().requires_grad_()
     delta = delta.clone().requires_grad_()
+    lam = lam.clone().requires_grad_()
     z = (a * delta).detach().requires_grad_()
     a_bar = method.transition(z)
     (da_bar,) = torch.autograd.grad(a_bar.sum(), z)
     rows = [a_bar.detach(), da_bar]
     for tap in method.taps:
-        # + 0·(a + Δ) keeps constant weights (paper zoh) in the graph
-        w = tap.weight(a * delta, a, delta) + 0 * (a + delta)
-        w_da, w_ddelta = torch.autograd.grad(w.sum(), (a, delta))
-        rows += [w.detach(), w_da, w_ddelta]
+        # + 0·(a + Δ + λ) keeps constant weights (paper zoh) in the graph
+        w = tap.weight(a * delta, a, delta, lam if method.takes_lam else None) + 0 * (a + delta + lam)
+        w_da, w_ddelta, w_dlam = torch.autograd.grad(w.sum(), (a, delta, lam))
+        rows += [w.detach(), w_da, w_ddelta, w_dlam]
     return torch.stack(rows)
 
 
@@ -90,7 +94,8 @@ def test_method_ids_cover_the_registry():
 
 @pytest.mark.parametrize("key", METHOD_KEYS)
 def test_kernel_method_math_matches_registry(key):
-    """Ā, every tap weight and its ∂/∂a, ∂/∂Δ, for z = aΔ from -5e-6 down to -1e4.
+    """Ā, every tap weight and its ∂/∂a, ∂/∂Δ, ∂/∂λ, for z = aΔ from -5e-6 down to -1e4 and
+    λ in [0, 1].
 
     Tolerance: 2e-5 relative plus 2e-6 of the size of the terms being combined (Σ|w| + |Ā|,
     times Δ for ∂/∂a and |a| for ∂/∂Δ): at z = -1e4 the canonical weights are differences of
@@ -101,16 +106,17 @@ def test_kernel_method_math_matches_registry(key):
     steps = torch.tensor([1e-4, 1e-3, 0.01, 0.1, 0.5, 0.7, 0.77, 1.0, 1.3, 3.0, 10.0, 100.0, 625.0],
                          dtype=torch.float64)
     a, delta = (t.flatten() for t in torch.meshgrid(poles, steps, indexing="ij"))
-    rows = 2 + 3 * len(method.taps)
+    lam = torch.linspace(0.0, 1.0, a.numel(), dtype=torch.float64)
+    rows = 2 + 4 * len(method.taps)
     out = torch.full((rows, a.numel()), float("nan"), dtype=torch.float32)
     kernel = triton.jit(_method_math_kernel)
-    kernel[(1,)](a.float(), delta.float(), out, a.numel(), METHOD=tm.method_id(method),
+    kernel[(1,)](a.float(), delta.float(), lam.float(), out, a.numel(), METHOD=tm.method_id(method),
                  N_TAPS=len(method.taps), BLOCK=triton.next_power_of_2(a.numel()))
-    ref = _registry_math(method, a, delta)
+    ref = _registry_math(method, a, delta, lam)
     assert torch.isfinite(out).all()
-    size = ref[0].abs() + sum(ref[2 + 3 * t].abs() for t in range(len(method.taps)))
+    size = ref[0].abs() + sum(ref[2 + 4 * t].abs() for t in range(len(method.taps)))
     for row in range(rows):
-        kind = (row - 2) % 3 if row >= 2 else None  # 0: w, 1: ∂w/∂a, 2: ∂w/∂Δ
+        kind = (row - 2) % 4 if row >= 2 else None  # 0: w, 1: ∂w/∂a, 2: ∂w/∂Δ, 3: ∂w/∂λ
         scale = size * delta if kind == 1 else size * a.abs() if kind == 2 else size
         err = (out[row].double() - ref[row]).abs()
         bound = 2e-5 * ref[row].abs() + 2e-6 * scale
@@ -152,7 +158,8 @@ CASES = [
 ]
 
 
-def _inputs(case: Case, seed: int) -> dict[str, torch.Tensor | None]:
+def _inputs(case: Case, seed: int, key: str = "zoh/canonical") -> dict[str, torch.Tensor | None]:
+    """Inputs of `case`, with λ in (0, 1) per token and channel when method `key` takes one."""
     gen = torch.Generator().manual_seed(seed)
 
     def randn(*shape):
@@ -169,10 +176,11 @@ def _inputs(case: Case, seed: int) -> dict[str, torch.Tensor | None]:
         B=randn(b, g, n, l), C=randn(b, g, n, l),
         D=randn(d) if case.skip else None, z=randn(b, d, l) if case.gate else None,
         delta_bias=0.3 * randn(d) if case.bias else None,
+        lam=torch.sigmoid(randn(b, d, l)) if get_method(key).takes_lam else None,
     )
 
 
-LOW_PRECISION_INPUTS = ("u", "delta", "B", "C", "z")
+LOW_PRECISION_INPUTS = ("u", "delta", "B", "C", "z", "lam")
 
 
 def _run(inputs, case: Case, key: str, backend: str, dtype_of=lambda name: torch.float64):
@@ -183,7 +191,7 @@ def _run(inputs, case: Case, key: str, backend: str, dtype_of=lambda name: torch
     out, last = selective_scan(
         leaves["u"], leaves["delta"], leaves["A"], leaves["B"], leaves["C"], D=leaves.get("D"),
         z=leaves.get("z"), delta_bias=leaves.get("delta_bias"), delta_softplus=case.softplus,
-        return_last_state=True, method=key, backend=backend)
+        return_last_state=True, method=key, backend=backend, lam=leaves.get("lam"))
     gen = torch.Generator().manual_seed(7)
     loss = (out.double() * torch.randn(out.shape, generator=gen, dtype=torch.float64)).sum()
     if case.last_state_grad:
@@ -220,7 +228,7 @@ def test_triton_matches_reference(key, case, monkeypatch):
     """fp32 kernel vs fp64 reference loop: output, final state, every gradient (measured worst
     error over all methods and cases 1.3e-6 of the largest value; bound 2e-5)."""
     monkeypatch.setattr(triton_backend, "MAX_BLOCK_CHANNELS", case.max_block_channels)
-    inputs = _inputs(case, seed=zlib.crc32(f"{key} {case.name}".encode()))
+    inputs = _inputs(case, seed=zlib.crc32(f"{key} {case.name}".encode()), key=key)
     out_ref, last_ref, grads_ref = _run(inputs, case, key, "reference")
     out, last, grads = _run(inputs, case, key, "triton", _fp32)
     assert isinstance(triton_backend._scan_fwd_kernel, InterpretedFunction)
@@ -234,12 +242,12 @@ def test_triton_matches_reference(key, case, monkeypatch):
 
 # measured worst: fp16 7.9e-4, bf16 5.5e-3 (of the largest value)
 @pytest.mark.parametrize("dtype,rel", [(torch.float16, 4e-3), (torch.bfloat16, 2e-2)])
-@pytest.mark.parametrize("key", ["polynomial/canonical", "highorder/paper"])
+@pytest.mark.parametrize("key", ["polynomial/canonical", "highorder/paper", "trapezoid/paper"])
 def test_triton_low_precision_inputs(key, dtype, rel):
-    """u, delta, B, C, z in fp16/bf16 with A, D, delta_bias in fp32 (as in Vim); state in fp32,
-    so the error is the rounding of inputs already rounded plus that of the outputs."""
+    """u, delta, B, C, z (and λ) in fp16/bf16 with A, D, delta_bias in fp32 (as in Vim); state
+    in fp32, so the error is the rounding of inputs already rounded plus that of the outputs."""
     case = CASES[0]
-    inputs = _inputs(case, seed=11)
+    inputs = _inputs(case, seed=11, key=key)
     def dtype_of(name: str) -> torch.dtype:
         return dtype if name in LOW_PRECISION_INPUTS else torch.float32
 
@@ -251,6 +259,28 @@ def test_triton_low_precision_inputs(key, dtype, rel):
     for name in grads_ref:
         _assert_close(f"{key} {dtype} d{name}", grads[name], grads_ref[name], rel,
                       scale=_bias_scale(grads_ref) if name == "delta_bias" else None)
+
+
+def test_triton_reads_a_lam_shared_by_the_channels_in_place():
+    """λ as a model passes it, one per token for every channel (an expanded view, stride 0
+    along d): the same output and gradients as the materialised tensor."""
+    case = CASES[0]
+    inputs = _inputs(case, seed=5, key="trapezoid/paper")
+    lam_bl = inputs["lam"][:, 0, :]
+    results = []
+    for materialise in (False, True):
+        leaf = lam_bl.float().clone().requires_grad_()
+        lam = leaf[:, None, :].expand(-1, case.channels, -1)
+        lam = lam.contiguous() if materialise else lam
+        out, last = selective_scan(
+            inputs["u"].float(), inputs["delta"].float(), inputs["A"].float(), inputs["B"].float(),
+            inputs["C"].float(), D=inputs["D"].float(), z=inputs["z"].float(),
+            delta_bias=inputs["delta_bias"].float(), delta_softplus=True, return_last_state=True,
+            method="trapezoid/paper", backend="triton", lam=lam)
+        (out.square().sum() + last.sum()).backward()
+        results.append((out.detach(), last.detach(), leaf.grad))
+    for got, expected in zip(*results):
+        torch.testing.assert_close(got, expected, rtol=1e-6, atol=1e-6)
 
 
 def test_triton_backward_is_deterministic():
@@ -314,17 +344,20 @@ LOW_PRECISION_POINTERS = {name: "*bf16" for name in (
 
 @pytest.mark.parametrize("key,options,pointers", [
     # every Ā kind and tap structure, all optional inputs, bf16 activations
-    ("rk4/canonical", dict(HAS_D=True, HAS_GATE=True, HAS_BIAS=True, SOFTPLUS=True, HAS_DLAST=True),
-     LOW_PRECISION_POINTERS),
+    ("rk4/canonical", dict(HAS_D=True, HAS_GATE=True, HAS_BIAS=True, SOFTPLUS=True, HAS_DLAST=True,
+                           HAS_LAM=False), LOW_PRECISION_POINTERS),
     ("polynomial/canonical", dict(HAS_D=True, HAS_GATE=True, HAS_BIAS=True, SOFTPLUS=True,
-                                  HAS_DLAST=False), LOW_PRECISION_POINTERS),
+                                  HAS_DLAST=False, HAS_LAM=False), LOW_PRECISION_POINTERS),
     ("bilinear/paper", dict(HAS_D=True, HAS_GATE=True, HAS_BIAS=True, SOFTPLUS=True,
-                            HAS_DLAST=False), LOW_PRECISION_POINTERS),
+                            HAS_DLAST=False, HAS_LAM=False), LOW_PRECISION_POINTERS),
     ("highorder/paper", dict(HAS_D=True, HAS_GATE=True, HAS_BIAS=True, SOFTPLUS=True,
-                             HAS_DLAST=False), LOW_PRECISION_POINTERS),
+                             HAS_DLAST=False, HAS_LAM=False), LOW_PRECISION_POINTERS),
+    # a per-token λ, bf16 like the activations
+    ("trapezoid/paper", dict(HAS_D=True, HAS_GATE=True, HAS_BIAS=True, SOFTPLUS=True,
+                             HAS_DLAST=True, HAS_LAM=True), {**LOW_PRECISION_POINTERS, "lam_ptr": "*bf16"}),
     # no optional inputs, fp32
     ("zoh/paper", dict(HAS_D=False, HAS_GATE=False, HAS_BIAS=False, SOFTPLUS=False,
-                       HAS_DLAST=False), {}),
+                       HAS_DLAST=False, HAS_LAM=False), {}),
 ])
 def test_scan_kernels_compile_for_cuda(compiler, key, options, pointers):
     """The forward and backward kernels go through Triton's whole CUDA pipeline (TTIR → PTX →

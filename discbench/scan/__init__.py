@@ -2,10 +2,11 @@
 
 Backends are registered by name (see BACKENDS). Each is a callable
 
-    fn(u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_last_state, method)
+    fn(u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_last_state, method, lam)
 
-that receives validated tensors with B and C always grouped as (b, g, n, l) and `method` a
-discbench.methods.Method, and returns `out` (b, d, l) in u's dtype, or `(out, last_state)` with
+that receives validated tensors with B and C always grouped as (b, g, n, l), `method` a
+discbench.methods.Method and `lam` the per-token λ (b, d, l) of a method that takes one
+(`method.takes_lam`), else None; and returns `out` (b, d, l) in u's dtype, or `(out, last_state)` with
 last_state (b, d, n).
 """
 
@@ -18,13 +19,19 @@ from typing import Callable
 
 import torch
 
-from ..methods import get_method
+from ..methods import Method, all_methods, get_method
 
 Tensor = torch.Tensor
 
 
 class NonFiniteInputError(ValueError):
     """Δ holds nan or inf: in a training run this means the model has diverged."""
+
+
+# Where `validate` checks Δ for nan/inf. Reading the answer on the host costs a device sync on
+# a GPU (mamba_ssm pays none), so only CPU tensors are checked; elsewhere a non-finite Δ makes
+# the scan's output, hence the loss, non-finite, which a training run reports as divergence.
+FINITE_DELTA_CHECK_DEVICES = ("cpu",)
 
 
 @dataclass(frozen=True)
@@ -134,8 +141,23 @@ def _grouped(name: str, t: Tensor, batch: int, channels: int, state: int, length
     return t
 
 
-def validate(u, delta, A, B, C, D, z, delta_bias) -> tuple[Tensor, Tensor]:
-    """Check shapes, dtypes, devices and finiteness; return B, C as (b, g, n, l)."""
+def _check_lam(lam, method: Method) -> None:
+    """`lam` given exactly when the method takes a per-token λ, else a clear error."""
+    if method.takes_lam and lam is None:
+        raise ValueError(f"method {method.key} needs lam, the per-token λ as a (b, d, l) tensor like delta "
+                         "(e.g. the sigmoid of a learned projection)")
+    if not method.takes_lam and lam is not None:
+        takers = ", ".join(m.key for m in all_methods() if m.takes_lam)
+        raise ValueError(f"lam is taken only by {takers}; method {method.key} does not use it (pass lam=None)")
+
+
+def validate(u, delta, A, B, C, D, z, delta_bias, lam=None) -> tuple[Tensor, Tensor]:
+    """Check shapes, dtypes, devices and finiteness; return B, C as (b, g, n, l).
+
+    Δ is checked for nan/inf only on the devices of FINITE_DELTA_CHECK_DEVICES (no sync).
+    `lam`, when given, is checked like delta ((b, d, l), floating point, u's device); whether a
+    method needs it is checked by `_check_lam`.
+    """
     for name, t in (("u", u), ("delta", delta), ("A", A), ("B", B), ("C", C)):
         if not isinstance(t, Tensor):
             raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
@@ -151,7 +173,7 @@ def validate(u, delta, A, B, C, D, z, delta_bias) -> tuple[Tensor, Tensor]:
     B = _grouped("B", B, batch, channels, state, length)
     C = _grouped("C", C, batch, channels, state, length)
     optional = {"D": (D, (channels,)), "z": (z, (batch, channels, length)),
-                "delta_bias": (delta_bias, (channels,))}
+                "delta_bias": (delta_bias, (channels,)), "lam": (lam, (batch, channels, length))}
     for name, (t, shape) in optional.items():
         if t is not None:
             if not isinstance(t, Tensor):
@@ -166,7 +188,8 @@ def validate(u, delta, A, B, C, D, z, delta_bias) -> tuple[Tensor, Tensor]:
             raise TypeError(f"{name} must be a floating-point tensor, got {t.dtype}")
     # One reduction first: a nan or inf makes the sum non-finite, and a full isfinite pass
     # costs as much as a fast scan, so it runs only to confirm.
-    if delta.numel() and not bool(torch.isfinite(delta.sum())) and not bool(torch.isfinite(delta).all()):
+    if (delta.device.type in FINITE_DELTA_CHECK_DEVICES and delta.numel()
+            and not bool(torch.isfinite(delta.sum())) and not bool(torch.isfinite(delta).all())):
         raise NonFiniteInputError("delta has non-finite values (nan or inf); Δ must be finite")
     return B, C
 
@@ -185,20 +208,24 @@ def selective_scan(
     method: str = "zoh",
     variant: str = "canonical",
     backend: str = "auto",
+    lam: Tensor | None = None,
 ):
     """Selective scan with a chosen discretization, arguments as mamba_ssm's selective_scan_ref.
 
     u, delta, z: (b, d, l); A: (d, n), negative; B, C: (b, n, l) or (b, g, n, l) with g | d;
-    D, delta_bias: (d,). `method` is one of zoh, foh, bilinear, polynomial, highorder, rk4
-    (optionally "name/variant", which then takes precedence over `variant`); `variant` is
-    canonical or paper. Returns out (b, d, l) in u's
-    dtype, and with return_last_state also the final state (b, d, n).
+    D, delta_bias: (d,). `method` is one of zoh, foh, bilinear, polynomial, highorder, rk4,
+    trapezoid (optionally "name/variant", which then takes precedence over `variant`); `variant`
+    is canonical or paper. `lam`: (b, d, l), the per-token λ_k in [0, 1] of trapezoid/paper
+    (required there, refused for every other method; differentiable; may be an expanded view,
+    e.g. one λ per token shared by the channels, `lam_bl[:, None, :].expand(b, d, l)`).
+    Returns out (b, d, l) in u's dtype, and with return_last_state also the final state (b, d, n).
     """
     spec = get_method(method, None if isinstance(method, str) and "/" in method else variant)
-    B, C = validate(u, delta, A, B, C, D, z, delta_bias)
+    _check_lam(lam, spec)
+    B, C = validate(u, delta, A, B, C, D, z, delta_bias, lam)
     chosen = resolve_backend(backend, u.device, u.dtype, spec.key)
     fn = chosen.load()
-    return fn(u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_last_state, spec)
+    return fn(u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_last_state, spec, lam)
 
 
 __all__ = ["selective_scan", "BACKENDS", "Backend", "NonFiniteInputError", "resolve_backend", "validate"]

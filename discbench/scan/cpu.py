@@ -115,46 +115,49 @@ class SelectiveScanCPU(torch.autograd.Function):
     """Forward saves the inputs and the state checkpoints; backward recomputes the rest in C++."""
 
     @staticmethod
-    def forward(ctx, u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_last_state, method_key,
+    def forward(ctx, u, delta, A, B, C, D, z, delta_bias, lam, delta_softplus, return_last_state, method_key,
                 reverse, isa):
         ext = extension()
-        for_backward = any(ctx.needs_input_grad[:8])
+        for_backward = any(ctx.needs_input_grad[:9])
         out, last, ckpt, ypre = ext.forward(
-            u, delta, A, B, C, D, z, delta_bias, delta_softplus, method_key, reverse,
+            u, delta, A, B, C, D, z, delta_bias, lam, delta_softplus, method_key, reverse,
             return_last_state, for_backward, isa,
         )
         if for_backward:
-            ctx.save_for_backward(u, delta, A, B, C, D, z, delta_bias, ckpt, ypre if z is not None else None)
+            ctx.save_for_backward(u, delta, A, B, C, D, z, delta_bias, lam, ckpt,
+                                  ypre if z is not None else None)
         ctx.config = (delta_softplus, method_key, reverse, isa)
         ctx.return_last_state = return_last_state
         return (out, last) if return_last_state else out
 
     @staticmethod
     def backward(ctx, dout, dlast=None):
-        u, delta, A, B, C, D, z, delta_bias, ckpt, ypre = ctx.saved_tensors
+        u, delta, A, B, C, D, z, delta_bias, lam, ckpt, ypre = ctx.saved_tensors
         softplus, method_key, reverse, isa = ctx.config
         grads = extension().backward(
-            u, delta, A, B, C, D, z, delta_bias, softplus, method_key, reverse, ckpt, ypre,
+            u, delta, A, B, C, D, z, delta_bias, lam, softplus, method_key, reverse, ckpt, ypre,
             dout.contiguous(), dlast, isa,
         )
         return (*grads, None, None, None, None, None)
 
 
 def selective_scan_cpu(u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_last_state, method: Method,
-                       reverse: bool = False):
+                       lam=None, reverse: bool = False):
     """The `cpu` backend (signature of discbench.scan.BACKENDS); B, C as (b, g, n, l).
 
+    lam (b, d, l): read in place when its tokens are contiguous, whatever its batch and channel
+    strides (an expanded λ shared by the channels costs no copy); its gradient is (b, d, l).
     reverse=True scans from the last token to the first with inputs and output in token order,
     i.e. flip(scan(flip(inputs))) along l, without the copies.
     """
     return SelectiveScanCPU.apply(
-        u, delta, A, B, C, D, z, delta_bias, bool(delta_softplus), bool(return_last_state), method.key,
+        u, delta, A, B, C, D, z, delta_bias, lam, bool(delta_softplus), bool(return_last_state), method.key,
         bool(reverse), _isa,
     )
 
 
 def selective_scan_reversed(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False,
-                            return_last_state=False, method="zoh", variant="canonical"):
+                            return_last_state=False, method="zoh", variant="canonical", lam=None):
     """The backward-direction scan of a bidirectional (Vim) block on the CPU kernel.
 
     Arguments and results as discbench.selective_scan, all in token order; the recurrence runs
@@ -163,11 +166,12 @@ def selective_scan_reversed(u, delta, A, B, C, D=None, z=None, delta_bias=None, 
     but without copying u, delta, B, C, z and out (and their gradients) into flipped order: the
     kernel reads and writes the token-indexed tensors back to front.
     """
-    from . import resolve_backend, validate
+    from . import _check_lam, resolve_backend, validate
     from ..methods import get_method
 
     spec = get_method(method, None if "/" in method else variant)
-    B, C = validate(u, delta, A, B, C, D, z, delta_bias)
+    _check_lam(lam, spec)
+    B, C = validate(u, delta, A, B, C, D, z, delta_bias, lam)
     resolve_backend("cpu", u.device, u.dtype)
     return selective_scan_cpu(u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_last_state, spec,
-                              reverse=True)
+                              lam, reverse=True)

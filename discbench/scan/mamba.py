@@ -36,9 +36,10 @@ def unavailable_reason() -> str | None:
 
 
 def selective_scan_mamba(u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_last_state,
-                         method: Method):
+                         method: Method, lam=None):
     """The backend entry point (see discbench.scan): out (b, d, l) in u's dtype, and with
-    return_last_state the final state (b, d, n) in u's dtype. B, C: (b, g, n, l).
+    return_last_state the final state (b, d, n) in u's dtype. B, C: (b, g, n, l). `lam` is
+    always None here (zoh/paper takes no λ).
 
     mamba_ssm's kernel takes A, D and delta_bias in fp32 and delta, B, C, z in u's dtype; the
     casts here are differentiable, so gradients return in each input's own dtype. Its backward

@@ -31,22 +31,24 @@ def shift_tokens(x: Tensor, offset: int, dim: int = 2) -> Tensor:
 
 
 def discretize(
-    u: Tensor, delta: Tensor, A: Tensor, B: Tensor, method: Method
+    u: Tensor, delta: Tensor, A: Tensor, B: Tensor, method: Method, lam: Tensor | None = None
 ) -> tuple[Tensor, Tensor]:
     """Transition Ā and drive x_k = Δ_k Σ_j w_j v_{k+j}, both (b, d, l, n), in the compute dtype.
 
     u, delta: (b, d, l) with delta already biased and activated; A: (d, n); B: (b, d, n, l)
-    (groups already expanded to channels).
+    (groups already expanded to channels); lam: (b, d, l), the per-token λ of a method that
+    takes one, else None.
     """
     a = A[None, :, None, :]  # (1, d, 1, n)
     dt = delta.unsqueeze(-1)  # (b, d, l, 1)
+    lam_k = None if lam is None else lam.unsqueeze(-1)  # (b, d, l, 1)
     z = dt * a  # (b, d, l, n)
     transition = method.transition(z)
     v = B.permute(0, 1, 3, 2) * u.unsqueeze(-1)  # (b, d, l, n)
     drive = torch.zeros_like(z)
     with shared_phi():
         for tap in method.taps:
-            drive = drive + tap.weight(z, a, dt) * shift_tokens(v, tap.offset)
+            drive = drive + tap.weight(z, a, dt, lam_k) * shift_tokens(v, tap.offset)
     return transition, drive * dt
 
 
@@ -89,7 +91,7 @@ def recurrence_loop(transition: Tensor, drive: Tensor) -> Tensor:
 def scan_with(recurrence):
     """Build a backend from a recurrence solver: the rest of the scan is shared."""
 
-    def backend(u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_last_state, method):
+    def backend(u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_last_state, method, lam=None):
         out_dtype = u.dtype
         compute = torch.float64 if u.dtype == torch.float64 else torch.float32
         u_c, delta_c, A_c = u.to(compute), delta.to(compute), A.to(compute)
@@ -98,7 +100,8 @@ def scan_with(recurrence):
         channels = u.shape[1]
         B_c = expand_groups(B.to(compute), channels)
         C_c = expand_groups(C.to(compute), channels)
-        transition, drive = discretize(u_c, delta_c, A_c, B_c, method)
+        lam_c = None if lam is None else lam.to(compute)
+        transition, drive = discretize(u_c, delta_c, A_c, B_c, method, lam_c)
         if u.shape[2] == 0:
             states = drive
         else:

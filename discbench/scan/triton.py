@@ -146,26 +146,42 @@ def _delta_at(delta_ptr, bias, seq_base, pos, length, ch_mask,
 
 
 @triton.jit
-def _discretize(u_ptr, B_ptr, a, dt, seq_base, group_base, pos, length, ch_mask, n_idx, n_mask,
+def _lam_at(lam_ptr, lam_base, pos, length, ch_mask, like, HAS_LAM: tl.constexpr):
+    """λ at tokens pos, (L, D) fp32 (0 off [0, length), and everywhere without λ; `like` is any
+    (L, D) fp32 tile). lam_base: (D,) offsets of the block's channels (λ's tokens are
+    contiguous, its other strides free)."""
+    if HAS_LAM:
+        lam = _load_channels(lam_ptr, lam_base, pos, length, ch_mask)
+    else:
+        lam = like * 0.0
+    return lam
+
+
+@triton.jit
+def _discretize(u_ptr, B_ptr, a, dt, lam, seq_base, group_base, pos, length, ch_mask, n_idx, n_mask,
                 METHOD: tl.constexpr, OFFSETS: tl.constexpr):
     """At tokens pos: Ā, dĀ/dz, and the tap sums Σ_t w_t v_{k+o_t}, Σ_t ∂w_t/∂a v_{k+o_t},
-    Σ_t ∂w_t/∂Δ v_{k+o_t} with v = u·B; each (L, D, N) fp32. a: (D, N), dt: (L, D)."""
+    Σ_t ∂w_t/∂Δ v_{k+o_t}, Σ_t ∂w_t/∂λ v_{k+o_t} with v = u·B; each (L, D, N) fp32.
+    a: (D, N); dt, lam: (L, D)."""
     dt3 = dt[:, :, None]
     a3 = a[None, :, :]
+    lam3 = lam[:, :, None]
     z = dt3 * a3
     a_bar, da_bar = tm.transition(z, METHOD)
     taps = z * 0.0
     taps_da = z * 0.0
     taps_ddelta = z * 0.0
+    taps_dlam = z * 0.0
     for t in tl.static_range(len(OFFSETS)):
-        w, w_da, w_ddelta = tm.tap_weight(z, a3, dt3, METHOD, t)
+        w, w_da, w_ddelta, w_dlam = tm.tap_weight(z, a3, dt3, lam3, METHOD, t)
         u_at = _load_channels(u_ptr, seq_base, pos + OFFSETS[t], length, ch_mask)
         b_at = _load_states(B_ptr, group_base, pos + OFFSETS[t], length, n_idx, n_mask)
         v = u_at[:, :, None] * b_at[:, None, :]
         taps += w * v
         taps_da += w_da * v
         taps_ddelta += w_ddelta * v
-    return a_bar, da_bar, taps, taps_da, taps_ddelta
+        taps_dlam += w_dlam * v
+    return a_bar, da_bar, taps, taps_da, taps_ddelta, taps_dlam
 
 
 # ----------------------------------------------------------------------------- kernels
@@ -173,11 +189,12 @@ def _discretize(u_ptr, B_ptr, a, dt, seq_base, group_base, pos, length, ch_mask,
 
 @triton.jit
 def _scan_fwd_kernel(
-    u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, gate_ptr, bias_ptr,
+    u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, gate_ptr, bias_ptr, lam_ptr,
     out_ptr, chunk_state_ptr, last_state_ptr,
-    length, channels, groups, state, channels_per_group, n_chunks,
+    length, channels, groups, state, channels_per_group, n_chunks, lam_stride_b, lam_stride_d,
     METHOD: tl.constexpr, OFFSETS: tl.constexpr,
     HAS_D: tl.constexpr, HAS_GATE: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
+    HAS_LAM: tl.constexpr,
     BLOCK_L: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr,
 ):
     """out (b, d, l); chunk_state (b, d, n_chunks, n) = state before each chunk; last_state (b, d, n)."""
@@ -201,6 +218,7 @@ def _scan_fwd_kernel(
         skip = tl.load(D_ptr + ch, mask=ch_mask, other=0.0).to(tl.float32)
     bd = (pid_b * channels + ch).to(tl.int64)
     seq_base = bd * length
+    lam_base = pid_b.to(tl.int64) * lam_stride_b + ch.to(tl.int64) * lam_stride_d
     group_base = (pid_b * groups + pid_g).to(tl.int64) * state * length
     chunk_base = (bd * n_chunks)[:, None] * state + n_idx[None, :]
 
@@ -210,8 +228,9 @@ def _scan_fwd_kernel(
         pos = c * BLOCK_L + rows
         valid = (pos < length)[:, None, None]
         dt, _ = _delta_at(delta_ptr, bias, seq_base, pos, length, ch_mask, HAS_BIAS, SOFTPLUS)
-        a_bar, _, taps, _, _ = _discretize(
-            u_ptr, B_ptr, a, dt, seq_base, group_base, pos, length, ch_mask, n_idx, n_mask,
+        lam = _lam_at(lam_ptr, lam_base, pos, length, ch_mask, dt, HAS_LAM)
+        a_bar, _, taps, _, _, _ = _discretize(
+            u_ptr, B_ptr, a, dt, lam, seq_base, group_base, pos, length, ch_mask, n_idx, n_mask,
             METHOD, OFFSETS)
         # Tokens past the end are the identity step, so the tile's last row is the final state.
         a_bar = tl.where(valid, a_bar, 1.0)
@@ -234,19 +253,20 @@ def _scan_fwd_kernel(
 
 @triton.jit
 def _scan_bwd_kernel(
-    u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, gate_ptr, bias_ptr,
+    u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, gate_ptr, bias_ptr, lam_ptr,
     dout_ptr, dlast_ptr, chunk_state_ptr,
-    du_ptr, ddelta_ptr, dgate_ptr, dA_ptr, dD_ptr, dbias_ptr, dB_ptr, dC_ptr,
+    du_ptr, ddelta_ptr, dgate_ptr, dA_ptr, dD_ptr, dbias_ptr, dB_ptr, dC_ptr, dlam_ptr,
     length, channels, groups, state, channels_per_group, n_chunks, n_blocks, plane, tap_stride,
+    lam_stride_b, lam_stride_d,
     METHOD: tl.constexpr, OFFSETS: tl.constexpr,
     HAS_D: tl.constexpr, HAS_GATE: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
-    HAS_DLAST: tl.constexpr,
+    HAS_DLAST: tl.constexpr, HAS_LAM: tl.constexpr,
     BLOCK_L: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr,
 ):
     """Gradients, fp32, as per-program partials (see the module docstring):
 
     du (taps + 1, b, d, l): slice t holds tap t's share, the last slice D·dy;
-    ddelta, dgate (b, d, l); dA (b, d, n); dD, dbias (b, d);
+    ddelta, dgate, dlam (b, d, l); dA (b, d, n); dD, dbias (b, d);
     dB (taps, b, g, blocks, n, l); dC (b, g, blocks, n, l).
     """
     pid_b = tl.program_id(0)
@@ -270,6 +290,7 @@ def _scan_bwd_kernel(
         skip = tl.load(D_ptr + ch, mask=ch_mask, other=0.0).to(tl.float32)
     bd = (pid_b * channels + ch).to(tl.int64)
     seq_base = bd * length
+    lam_base = pid_b.to(tl.int64) * lam_stride_b + ch.to(tl.int64) * lam_stride_d
     group_base = (pid_b * groups + pid_g).to(tl.int64) * state * length
     chunk_base = (bd * n_chunks)[:, None] * state + n_idx[None, :]
     # plane = b·d·l, one slice of du; tap_stride = b·g·blocks·n·l, one tap's slice of dB.
@@ -295,16 +316,18 @@ def _scan_bwd_kernel(
 
         dt, raw = _delta_at(delta_ptr, bias, seq_base, pos, length, ch_mask, HAS_BIAS, SOFTPLUS)
         dt3 = dt[:, :, None]
-        a_bar, da_bar, taps, taps_da, taps_ddelta = _discretize(
-            u_ptr, B_ptr, a, dt, seq_base, group_base, pos, length, ch_mask, n_idx, n_mask,
+        lam = _lam_at(lam_ptr, lam_base, pos, length, ch_mask, dt, HAS_LAM)
+        a_bar, da_bar, taps, taps_da, taps_ddelta, taps_dlam = _discretize(
+            u_ptr, B_ptr, a, dt, lam, seq_base, group_base, pos, length, ch_mask, n_idx, n_mask,
             METHOD, OFFSETS)
 
         # States before each token: scan the previous tokens' steps (identity at row 0) from h0.
         dt_prev, _ = _delta_at(delta_ptr, bias, seq_base, pos - 1, length, ch_mask,
                                HAS_BIAS, SOFTPLUS)
-        a_bar_prev, _, taps_prev, _, _ = _discretize(
-            u_ptr, B_ptr, a, dt_prev, seq_base, group_base, pos - 1, length, ch_mask, n_idx,
-            n_mask, METHOD, OFFSETS)
+        lam_prev = _lam_at(lam_ptr, lam_base, pos - 1, length, ch_mask, dt_prev, HAS_LAM)
+        a_bar_prev, _, taps_prev, _, _, _ = _discretize(
+            u_ptr, B_ptr, a, dt_prev, lam_prev, seq_base, group_base, pos - 1, length, ch_mask,
+            n_idx, n_mask, METHOD, OFFSETS)
         first = (rows == 0)[:, None, None]
         a_bar_prev = tl.where(first, 1.0, a_bar_prev)
         x_prev = tl.where(first, 0.0, dt_prev[:, :, None] * taps_prev)
@@ -346,11 +369,15 @@ def _scan_bwd_kernel(
         g_transition = g * h_prev * da_bar  # ∂L/∂z through Ā
         ddt = _sum(g_transition * a3 + g * (taps + dt3 * taps_ddelta), axis=2)
         da_acc += _sum(g_transition * dt3 + g * dt3 * taps_da, axis=0)
+        if HAS_LAM:
+            tl.store(dlam_ptr + seq_base[None, :] + pos[:, None], _sum(g * dt3 * taps_dlam, axis=2),
+                     mask=valid2)
 
         # Tap t carried v_{k+o_t} into x_k: its gradient lands on token k + o_t.
         z = dt3 * a3
+        lam3 = lam[:, :, None]
         for t in tl.static_range(len(OFFSETS)):
-            w, _, _ = tm.tap_weight(z, a3, dt3, METHOD, t)
+            w, _, _, _ = tm.tap_weight(z, a3, dt3, lam3, METHOD, t)
             share = g * dt3 * w
             target = pos + OFFSETS[t]
             inside = (pos < length) & (target >= 0) & (target < length)
@@ -394,11 +421,12 @@ class TritonSelectiveScan(torch.autograd.Function):
     """Autograd wrapper: forward and backward kernels, partial sums reduced on the host."""
 
     @staticmethod
-    def forward(ctx, u, delta, A, B, C, D, gate, delta_bias, delta_softplus: bool, method: Method):
+    def forward(ctx, u, delta, A, B, C, D, gate, delta_bias, lam, delta_softplus: bool, method: Method):
         u, delta, A, B, C = (t.contiguous() for t in (u, delta, A, B, C))
         D = None if D is None else D.contiguous()
         gate = None if gate is None else gate.contiguous()
         delta_bias = None if delta_bias is None else delta_bias.contiguous()
+        lam = None if lam is None else _token_contiguous(lam)
         shape = _layout(u, B, A.shape[1])
         batch, channels, n_state = u.shape[0], u.shape[1], A.shape[1]
         out = torch.empty_like(u)
@@ -408,17 +436,17 @@ class TritonSelectiveScan(torch.autograd.Function):
         match_interpreter_setting()
         _scan_fwd_kernel[shape["grid"]](
             u, delta, A, B, C, u if D is None else D, u if gate is None else gate,
-            u if delta_bias is None else delta_bias,
+            u if delta_bias is None else delta_bias, u if lam is None else lam,
             out, chunk_states, last_state,
             shape["length"], channels, shape["groups"], n_state, shape["per_group"],
-            shape["n_chunks"],
+            shape["n_chunks"], *_lam_strides(lam),
             METHOD=tm.method_id(method), OFFSETS=method.offsets,
             HAS_D=D is not None, HAS_GATE=gate is not None, HAS_BIAS=delta_bias is not None,
-            SOFTPLUS=bool(delta_softplus),
+            SOFTPLUS=bool(delta_softplus), HAS_LAM=lam is not None,
             BLOCK_L=CHUNK_TOKENS, BLOCK_D=shape["block_d"], BLOCK_N=shape["block_n"],
             num_warps=NUM_WARPS_FORWARD,
         )
-        ctx.save_for_backward(u, delta, A, B, C, D, gate, delta_bias, chunk_states)
+        ctx.save_for_backward(u, delta, A, B, C, D, gate, delta_bias, lam, chunk_states)
         ctx.delta_softplus = bool(delta_softplus)
         ctx.method = method
         ctx.set_materialize_grads(False)
@@ -426,7 +454,7 @@ class TritonSelectiveScan(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, dout, dlast):
-        u, delta, A, B, C, D, gate, delta_bias, chunk_states = ctx.saved_tensors
+        u, delta, A, B, C, D, gate, delta_bias, lam, chunk_states = ctx.saved_tensors
         method: Method = ctx.method
         shape = _layout(u, B, A.shape[1])
         batch, channels, length = u.shape
@@ -440,6 +468,7 @@ class TritonSelectiveScan(torch.autograd.Function):
         du_parts = torch.zeros(n_taps + 1, batch, channels, length, **f32)
         ddelta = torch.empty(batch, channels, length, **f32)
         dgate = torch.empty(batch, channels, length, **f32) if gate is not None else None
+        dlam = torch.empty(batch, channels, length, **f32) if lam is not None else None
         dA_parts = torch.empty(batch, channels, n_state, **f32)
         dD_parts = torch.empty(batch, channels, **f32)
         dbias_parts = torch.empty(batch, channels, **f32)
@@ -448,15 +477,16 @@ class TritonSelectiveScan(torch.autograd.Function):
         match_interpreter_setting()
         _scan_bwd_kernel[shape["grid"]](
             u, delta, A, B, C, u if D is None else D, u if gate is None else gate,
-            u if delta_bias is None else delta_bias,
+            u if delta_bias is None else delta_bias, u if lam is None else lam,
             dout, u if dlast is None else dlast.contiguous(), chunk_states,
             du_parts, ddelta, ddelta if dgate is None else dgate, dA_parts, dD_parts,
-            dbias_parts, dB_parts, dC_parts,
+            dbias_parts, dB_parts, dC_parts, ddelta if dlam is None else dlam,
             length, channels, groups, n_state, shape["per_group"], shape["n_chunks"],
             n_blocks, batch * channels * length, batch * groups * n_blocks * n_state * length,
+            *_lam_strides(lam),
             METHOD=tm.method_id(method), OFFSETS=method.offsets,
             HAS_D=D is not None, HAS_GATE=gate is not None, HAS_BIAS=delta_bias is not None,
-            SOFTPLUS=ctx.delta_softplus, HAS_DLAST=dlast is not None,
+            SOFTPLUS=ctx.delta_softplus, HAS_DLAST=dlast is not None, HAS_LAM=lam is not None,
             BLOCK_L=CHUNK_TOKENS, BLOCK_D=shape["block_d"], BLOCK_N=shape["block_n"],
             num_warps=NUM_WARPS_BACKWARD,
         )
@@ -467,16 +497,30 @@ class TritonSelectiveScan(torch.autograd.Function):
         dD = None if D is None else dD_parts.sum(0).to(D.dtype)
         dbias = None if delta_bias is None else dbias_parts.sum(0).to(delta_bias.dtype)
         dgate = None if gate is None else dgate.to(gate.dtype)
-        return du, ddelta.to(delta.dtype), dA, dB, dC, dD, dgate, dbias, None, None
+        dlam = None if lam is None else dlam.to(lam.dtype)
+        return du, ddelta.to(delta.dtype), dA, dB, dC, dD, dgate, dbias, dlam, None, None
+
+
+def _token_contiguous(lam: Tensor) -> Tensor:
+    """λ (b, d, l) with its tokens contiguous; batch and channel strides stay as they are, so an
+    expanded λ shared by the channels (stride 0 along d) is read without a copy."""
+    return lam if lam.shape[2] <= 1 or lam.stride(2) == 1 else lam.contiguous()
+
+
+def _lam_strides(lam: Tensor | None) -> tuple[int, int]:
+    """(batch, channel) element strides of λ; (0, 0) without one."""
+    return (0, 0) if lam is None else (lam.stride(0), lam.stride(1))
 
 
 def selective_scan_triton(u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_last_state,
-                          method: Method):
+                          method: Method, lam=None):
     """The backend entry point (see discbench.scan): out (b, d, l) in u's dtype, and with
-    return_last_state the final state (b, d, n) in u's dtype. B, C: (b, g, n, l)."""
+    return_last_state the final state (b, d, n) in u's dtype. B, C: (b, g, n, l); lam (b, d, l)
+    for a method that takes λ (tokens contiguous or made so; other strides, e.g. 0 for a λ
+    shared by the channels, are read as they are)."""
     if u.device.type != "cuda" and not triton.knobs.runtime.interpret:
         raise RuntimeError(f"backend 'triton' got {u.device.type} tensors: it runs CUDA tensors, "
                            "or CPU tensors only with TRITON_INTERPRET=1 (Triton's interpreter)")
-    out, last_state = TritonSelectiveScan.apply(u, delta, A, B, C, D, z, delta_bias,
+    out, last_state = TritonSelectiveScan.apply(u, delta, A, B, C, D, z, delta_bias, lam,
                                                 delta_softplus, method)
     return (out, last_state) if return_last_state else out

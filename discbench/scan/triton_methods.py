@@ -1,14 +1,15 @@
 """The method math of the Triton backend: Ā(z), the stencil tap weights and their derivatives.
 
 This is the one place where the Triton kernels learn what a method computes (the contract is
-../shared/METHODS.md, the host-side data is discbench.methods). A method is selected by a
+docs/METHODS.md, the host-side data is discbench.methods). A method is selected by a
 constexpr id (`METHOD_IDS[method.key]`); each function branches on it at compile time, so the
 compiled kernel holds only the chosen method's arithmetic. Tap `t` here is the registry's
 `method.taps[t]` (same order, offset `method.offsets[t]`); tests/test_triton.py holds every
 function to the registry's weights and to autograd's derivatives of them.
 
 All arithmetic is fp32 on tensors of any shape (the kernels pass (chunk, channels, states)
-tiles); z = a·Δ, a < 0 the pole, Δ > 0 the step.
+tiles); z = a·Δ, a < 0 the pole, Δ > 0 the step, λ the token's λ for a method that takes one
+(trapezoid/paper; ignored by the others).
 """
 
 from __future__ import annotations
@@ -31,6 +32,8 @@ BILINEAR_PAPER = tl.constexpr(8)
 POLYNOMIAL_PAPER = tl.constexpr(9)
 HIGHORDER_PAPER = tl.constexpr(10)
 RK4_PAPER = tl.constexpr(11)
+TRAPEZOID_CANONICAL = tl.constexpr(12)
+TRAPEZOID_PAPER = tl.constexpr(13)
 
 METHOD_IDS: dict[str, int] = {
     "zoh/canonical": ZOH_CANONICAL.value,
@@ -45,6 +48,8 @@ METHOD_IDS: dict[str, int] = {
     "polynomial/paper": POLYNOMIAL_PAPER.value,
     "highorder/paper": HIGHORDER_PAPER.value,
     "rk4/paper": RK4_PAPER.value,
+    "trapezoid/canonical": TRAPEZOID_CANONICAL.value,
+    "trapezoid/paper": TRAPEZOID_PAPER.value,
 }
 
 assert set(METHOD_IDS) == set(METHODS), "every registry method needs a Triton method id"
@@ -126,14 +131,15 @@ def _poly_in_delta(delta, c0, c1, c2, c3, c4, dc0, dc1, dc2, dc3, dc4):
 
 
 @triton.jit
-def tap_weight(z, a, delta, METHOD: tl.constexpr, TAP: tl.constexpr):
-    """(w_TAP, ∂w_TAP/∂a, ∂w_TAP/∂Δ) of the method's tap number TAP (registry order).
+def tap_weight(z, a, delta, lam, METHOD: tl.constexpr, TAP: tl.constexpr):
+    """(w_TAP, ∂w_TAP/∂a, ∂w_TAP/∂Δ, ∂w_TAP/∂λ) of the method's tap number TAP (registry order).
 
-    z, a, delta broadcast to one shape. ∂/∂a holds Δ fixed and ∂/∂Δ holds a fixed; canonical
-    weights are functions of z alone, the paper's are polynomials in Δ with a-dependent
-    coefficients.
+    z, a, delta, lam broadcast to one shape. ∂/∂a holds Δ fixed and ∂/∂Δ holds a fixed;
+    canonical weights are functions of z alone, the paper's are polynomials in Δ with
+    a-dependent coefficients; only trapezoid/paper reads λ (∂w/∂λ is 0 for every other method).
     """
     zero = z * 0.0
+    dw_dl = zero
     if METHOD == ZOH_CANONICAL:
         f1, f2, f3, f4 = phi_1_to_4(z)
         w, dw_da, dw_dd = _of_z(f1, f1 - f2, a, delta)
@@ -204,8 +210,22 @@ def tap_weight(z, a, delta, METHOD: tl.constexpr, TAP: tl.constexpr):
             delta, zero + 1.0, a / 2.0 + 0.5, a * a / 6.0 + a / 6.0 + 1.0 / 12.0,
             a * a * a / 24.0 + a * a / 24.0 + a / 48.0, zero,
             zero, zero + 0.5, a / 3.0 + 1.0 / 6.0, a * a / 8.0 + a / 12.0 + 1.0 / 48.0, zero)
-    else:  # 1 + z/2 + z²/6 + z³/24
-        tl.static_assert(METHOD == RK4_PAPER, "unknown method id")
+    elif METHOD == RK4_PAPER:  # 1 + z/2 + z²/6 + z³/24
         w, dw_da, dw_dd = _of_z(1.0 + z * (0.5 + z * (1.0 / 6.0 + z / 24.0)),
                                 0.5 + z * (1.0 / 3.0 + z / 8.0), a, delta)
-    return w, dw_da, dw_dd
+    elif METHOD == TRAPEZOID_CANONICAL:  # w_{-1} = e^z / 2, w_0 = 1/2
+        if TAP == 0:  # offset -1
+            half_e = 0.5 * tl.exp(z)
+            w, dw_da, dw_dd = _of_z(half_e, half_e, a, delta)
+        else:  # offset 0
+            w, dw_da, dw_dd = zero + 0.5, zero, zero
+    else:  # w_{-1} = (1 − λ) e^z, w_0 = λ
+        tl.static_assert(METHOD == TRAPEZOID_PAPER, "unknown method id")
+        if TAP == 0:  # offset -1
+            e = tl.exp(z)
+            w, dw_da, dw_dd = _of_z((1.0 - lam) * e, (1.0 - lam) * e, a, delta)
+            dw_dl = -e
+        else:  # offset 0
+            w, dw_da, dw_dd = lam + zero, zero, zero
+            dw_dl = zero + 1.0
+    return w, dw_da, dw_dd, dw_dl
