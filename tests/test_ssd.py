@@ -238,17 +238,22 @@ def _exp_trapezoid_with_lam() -> registry.Method:
         order=1, stability_bound=-math.inf, summary="test stand-in for a registry without a λ method")
 
 
-def test_lam_reaches_the_weights_and_gets_a_gradient(monkeypatch):
-    """A method whose weights read λ (the registry's `takes_lam`, with weights w(z, a, Δ, λ)):
-    both backends agree, λ = 1 gives Mamba's step, and λ receives a gradient. Runs on a stand-in
-    registry entry when the registry has no such method yet (otherwise the tests above cover it)."""
+def method_with_lam(monkeypatch) -> registry.Method:
+    """The registry's first method whose weights read a per-token λ (`takes_lam`, weights
+    w(z, a, Δ, λ)); when the registry has none yet, METHODS.md's trapezoid/paper put into it for
+    this test only."""
     lam_methods = [m for m in all_methods() if takes_lam(m)]
     if lam_methods:
-        method = lam_methods[0]
-    else:
-        method = _exp_trapezoid_with_lam()
-        monkeypatch.setitem(registry.METHODS, method.key, method)
-        monkeypatch.setattr(registry, "METHOD_NAMES", registry.METHOD_NAMES + (method.name,))
+        return lam_methods[0]
+    method = _exp_trapezoid_with_lam()
+    monkeypatch.setitem(registry.METHODS, method.key, method)
+    monkeypatch.setattr(registry, "METHOD_NAMES", registry.METHOD_NAMES + (method.name,))
+    return method
+
+
+def test_lam_reaches_the_weights_and_gets_a_gradient(monkeypatch):
+    """Both backends agree, λ = 1 gives Mamba's step, and λ receives a gradient."""
+    method = method_with_lam(monkeypatch)
     args = make_inputs(method=method)
     lam = args["lam"].clone().requires_grad_()
     (ref, _), (out, _) = _both(method.key, dict(args, lam=lam), chunk_size=4)
