@@ -162,3 +162,22 @@ def test_timm_interface():
     assert model.pretrained_cfg["architecture"] == "vssd_micro"
     with pytest.raises(ValueError, match="no pretrained weights exist"):
         timm.create_model("vssd_micro", pretrained=True)
+
+
+def test_a_study_trial_trains_vssd_micro(tmp_path, one_torch_thread):
+    """The training loop builds an SSD model from a trial configuration like a Vim one, and a
+    diverging run is reported as such (ssd_scan refuses a non-finite Δ like selective_scan)."""
+    from discbench.config import TrialConfig
+    from discbench.train import fit
+
+    spec = {
+        "data": {"dataset": "digits", "image_size": 8, "train_limit": 64, "val_limit": 32, "batch_size": 32},
+        "model": {"name": "vssd_micro", "patch_size": 4},
+        "train": {"preset": "digits", "epochs": 1},
+        "measure": {"throughput": False},
+        "method": "foh",
+    }
+    result = fit(TrialConfig(**spec), tmp_path / "ok")
+    assert result["status"] == "ok" and result["epochs_done"] == 1 and result["top1"] is not None
+    spec["train"] = {**spec["train"], "lr": 1e30, "clip_grad": 0, "warmup_epochs": 0}
+    assert fit(TrialConfig(**spec), tmp_path / "diverged")["status"] == "diverged"
