@@ -74,6 +74,18 @@ def test_zoh_paper_equals_mamba_ssd_minimal(ssd_minimal_discrete, backend):
     torch.testing.assert_close(final, expected_final, rtol=1e-10, atol=1e-10)
 
 
+@pytest.mark.parametrize("backend", list(SSD_BACKENDS))
+def test_gate_skip_groups_and_bias_as_mamba_chunk_scan_combined_ref(selective_scan_ref, backend):
+    """mamba_ssm's PyTorch reference of mamba_chunk_scan_combined, with z, D (h, p), groups,
+    dt_bias and softplus: out = (y + D ⊙ x) · silu(z). It computes Δ in fp32 whatever the input."""
+    module = pytest.importorskip("mamba_ssm.ops.triton.ssd_combined", reason="mamba_ssm's ssd_combined is not importable")
+    args = make_inputs(l=12, d_per_channel=True)
+    expected = module.ssd_chunk_scan_combined_ref(args["x"], args["dt"], args["A"], args["B"], args["C"], 4, D=args["D"],
+                                                  z=args["z"], dt_bias=args["dt_bias"], dt_softplus=True)
+    out = ssd_scan(**args, chunk_size=4, method="zoh", variant="paper", backend=backend)
+    torch.testing.assert_close(out, expected, rtol=1e-5, atol=1e-5)
+
+
 def _both(key: str, args: dict, chunk_size: int, **extra):
     return [ssd_scan(**args, chunk_size=chunk_size, **method_args(key), backend=backend, return_final_states=True,
                      **extra) for backend in ("reference", "chunked")]
