@@ -367,7 +367,8 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     scan.add_argument("--repeats", type=int, default=10,
                       help="timed calls per row of the fast backends cpu, triton, mamba, torch.exp (default 10)")
     scan.add_argument("--ref-repeats", type=int, default=1,
-                      help="timed calls per row of the slow backends torch, reference, ssd_reference, mamba_ref (default 1)")
+                      help="timed calls per row of the slow backends torch, reference, ssd_reference, mamba_ref "
+                           "(default 1)")
     scan.add_argument("--dtype", choices=tuple(DTYPES), default="float32", help="input dtype (default float32)")
     scan.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's, all cores)")
     scan.add_argument("--json", action="store_true", help="print one JSON record per row instead of a table")

@@ -78,10 +78,11 @@ def test_zoh_paper_equals_mamba_ssd_minimal(ssd_minimal_discrete, backend):
 def test_gate_skip_groups_and_bias_as_mamba_chunk_scan_combined_ref(selective_scan_ref, backend):
     """mamba_ssm's PyTorch reference of mamba_chunk_scan_combined, with z, D (h, p), groups,
     dt_bias and softplus: out = (y + D ⊙ x) · silu(z). It computes Δ in fp32 whatever the input."""
-    module = pytest.importorskip("mamba_ssm.ops.triton.ssd_combined", reason="mamba_ssm's ssd_combined is not importable")
+    module = pytest.importorskip("mamba_ssm.ops.triton.ssd_combined",
+                                 reason="mamba_ssm's ssd_combined is not importable")
     args = make_inputs(l=12, d_per_channel=True)
-    expected = module.ssd_chunk_scan_combined_ref(args["x"], args["dt"], args["A"], args["B"], args["C"], 4, D=args["D"],
-                                                  z=args["z"], dt_bias=args["dt_bias"], dt_softplus=True)
+    expected = module.ssd_chunk_scan_combined_ref(args["x"], args["dt"], args["A"], args["B"], args["C"], 4,
+                                                  D=args["D"], z=args["z"], dt_bias=args["dt_bias"], dt_softplus=True)
     out = ssd_scan(**args, chunk_size=4, method="zoh", variant="paper", backend=backend)
     torch.testing.assert_close(out, expected, rtol=1e-5, atol=1e-5)
 
@@ -292,7 +293,8 @@ def _bad(**changes):
     (_bad(x=torch.zeros(2, 6, 4)), ValueError, r"x must be a \(b, l, h, p\) tensor, got \(2, 6, 4\)"),
     (_bad(x=torch.zeros(2, 0, 4, 3, dtype=torch.float64), dt=torch.zeros(2, 0, 4, dtype=torch.float64)),
      ValueError, "x has no tokens"),
-    (_bad(dt=torch.zeros(2, 6, 3, dtype=torch.float64)), ValueError, r"dt must have shape \(2, 6, 4\), got \(2, 6, 3\)"),
+    (_bad(dt=torch.zeros(2, 6, 3, dtype=torch.float64)), ValueError,
+     r"dt must have shape \(2, 6, 4\), got \(2, 6, 3\)"),
     (_bad(A=torch.zeros(4, 5, dtype=torch.float64)), ValueError, r"A must have shape \(4,\), got \(4, 5\)"),
     (_bad(B=torch.zeros(2, 6, 3, 5, dtype=torch.float64), C=torch.zeros(2, 6, 3, 5, dtype=torch.float64)),
      ValueError, "B has 3 groups, which must divide the 4 heads of x"),

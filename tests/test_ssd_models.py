@@ -122,7 +122,8 @@ def test_non_causal_mode_refuses_a_discretization():
     assert not model.discretization_applies and model.layers[0].mixer.bidirectional == "none"
     assert model(torch.randn(1, 3, 32, 32)).shape == (1, 3)
     assert timm.create_model("vssd_micro", num_classes=3).discretization_applies
-    with pytest.raises(ValueError, match="no recurrence, so no discretization applies to it; got discretization='foh/canonical'"):
+    refused = "no recurrence, so no discretization applies to it; got discretization='foh/canonical'"
+    with pytest.raises(ValueError, match=refused):
         timm.create_model("vssd_micro", ssd_mode="non_causal", discretization="foh")
     with pytest.raises(ValueError, match="it has no scan directions"):
         timm.create_model("vssd_micro", ssd_mode="non_causal", bidirectional="ssm_conv")

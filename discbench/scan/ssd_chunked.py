@@ -95,7 +95,8 @@ def ssd_chunked(x, dt, A, B, C, chunk_size, method: Method, lam):
         return _chunks(t, Q).reshape(batch, n_chunks, Q, groups, per_group).permute(0, 1, 3, 4, 2)
 
     log_c, neg_c = per_head(log_abs), per_head(negative)
-    coeff_c = torch.stack([per_head(coefficients[..., i]) for i in range(len(method.taps))], dim=-2)  # (b, c, g, r, S, Q)
+    taps = range(len(method.taps))
+    coeff_c = torch.stack([per_head(coefficients[..., i]) for i in taps], dim=-2)  # (b, c, g, r, S, Q)
 
     # Π_{t=s+1..k} Ā_t within each chunk, (b, c, g, r, Q_k, Q_s): zero for s > k.
     negatives_to = neg_c.cumsum(dim=-1)  # negative factors among tokens 0..k of the chunk
@@ -106,7 +107,8 @@ def ssd_chunked(x, dt, A, B, C, chunk_size, method: Method, lam):
     # M[k, t'] over the window t' = t − (c·Q + lo) of source tokens: tap j's column offset is j − lo.
     lo, hi = min(0, *method.offsets), max(0, *method.offsets)
     mask = sum(F.pad(decay * coeff_c[..., i, None, :], (j - lo, hi - j)) for i, j in enumerate(method.offsets))
-    x_win = _windows(x, n_chunks, Q, -lo, hi).reshape(batch, n_chunks, groups, per_group, headdim, -1)  # (b, c, g, r, p, W)
+    x_win = _windows(x, n_chunks, Q, -lo, hi)  # (b, c, h, p, W)
+    x_win = x_win.reshape(batch, n_chunks, groups, per_group, headdim, -1)
     B_win = _windows(B, n_chunks, Q, -lo, hi)  # (b, c, g, n, W)
     C_c = _chunks(C, Q).transpose(2, 3)  # (b, c, g, Q, n)
 
