@@ -9,8 +9,9 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 from .methods import METHOD_NAMES, METHODS, VARIANTS, Method, all_methods, get_method
 from .scan import selective_scan
+from .scan.ssd import ssd_scan
 
 __version__ = "0.1.0"
 
-__all__ = ["selective_scan", "get_method", "all_methods", "METHODS", "METHOD_NAMES", "VARIANTS",
+__all__ = ["selective_scan", "ssd_scan", "get_method", "all_methods", "METHODS", "METHOD_NAMES", "VARIANTS",
            "Method", "__version__"]

@@ -7,6 +7,9 @@ throughput). Inputs are shaped like one direction of one Vim block: D, the silu 
 delta_bias and softplus all on; A = −(1..n) per channel as Mamba initialises it; a method with a
 per-token λ (trapezoid/paper) gets one λ per token shared by the channels, as a model passes it
 (an expanded (b, d, l) view of a (b, 1, l) tensor, whose gradient is timed too).
+Rows of backend "ssd_chunked"/"ssd_reference" time discbench.ssd_scan (Mamba-2's multi-head
+SSD) on the same inputs read as heads of 64 channels (d = 384: 6 heads × 64), the first
+channel's Δ, A (= −1) and delta_bias standing for its head's, B and C one group, chunks of 64.
 
 On CUDA, when mamba_ssm's compiled kernel is there, `zoh/paper` through backend "mamba" is timed
 as the anchor of every run, and each row states its time relative to it (`vs_mamba`).
@@ -40,18 +43,22 @@ import torch
 
 from .methods import METHOD_NAMES, METHODS, get_method
 from .scan import BACKENDS
+from .scan.ssd import SSD_BACKENDS
 
 PASSES = ("fwd", "fwd+bwd")
 DEVICES = ("cpu", "cuda")
 SCAN_BACKENDS = ("cpu", "triton", "mamba", "torch", "reference")  # backends of discbench.selective_scan
+SSD_SCAN_BACKENDS = ("ssd_chunked", "ssd_reference")  # "ssd_" + a backend of discbench.ssd_scan
+SSD_HEADDIM = 64  # channels per head of the ssd rows (fewer when d is not a multiple: gcd(d, 64))
+SSD_CHUNK_SIZE = 64
 YARDSTICKS = ("mamba_ref", "torch.exp")
-ALL_BACKENDS = SCAN_BACKENDS + YARDSTICKS
+ALL_BACKENDS = SCAN_BACKENDS + SSD_SCAN_BACKENDS + YARDSTICKS
 # Triton runs CPU tensors only through its (slow) interpreter, so it is no CPU default.
 DEFAULT_BACKENDS = {
-    "cpu": ("cpu", "torch", "reference", "mamba_ref", "torch.exp"),
-    "cuda": ("triton", "mamba", "torch", "reference", "torch.exp"),
+    "cpu": ("cpu", "torch", "reference", "ssd_chunked", "ssd_reference", "mamba_ref", "torch.exp"),
+    "cuda": ("triton", "mamba", "torch", "reference", "ssd_chunked", "ssd_reference", "torch.exp"),
 }
-SLOW_BACKENDS = ("torch", "reference", "mamba_ref")  # timed with --ref-repeats
+SLOW_BACKENDS = ("torch", "reference", "ssd_reference", "mamba_ref")  # timed with --ref-repeats
 # Backends that compute one method only: mamba_ssm's kernel and reference know Mamba's ZOH.
 ONLY_METHOD = {"mamba": ("zoh", "paper"), "mamba_ref": ("zoh", "paper")}
 ANCHOR_BACKEND = "mamba"  # on CUDA, every row's time is also stated relative to this one's
@@ -127,6 +134,8 @@ def _scan_call(backend: str, method: str, variant: str) -> Callable:
         if ref is None:
             raise RuntimeError("mamba_ssm's selective_scan_ref is not importable")
         return lambda t: ref(t["u"], t["delta"], t["A"], t["B"], t["C"], t["D"], t["z"], t["delta_bias"], True)
+    if backend in SSD_SCAN_BACKENDS:
+        return _ssd_call(backend.removeprefix("ssd_"), method, variant)
     from .scan import selective_scan
 
     takes_lam = get_method(method, variant).takes_lam
@@ -135,6 +144,30 @@ def _scan_call(backend: str, method: str, variant: str) -> Callable:
         delta_softplus=True, method=method, variant=variant, backend=backend,
         lam=t["lam"].expand_as(t["u"]) if takes_lam else None,
     )
+
+
+def _ssd_call(backend: str, method: str, variant: str) -> Callable:
+    """ssd_scan on selective-scan inputs (see the module's docstring); returns out as (b, d, l)."""
+    from .scan.ssd import ssd_scan
+
+    takes_lam = get_method(method, variant).takes_lam
+
+    def call(t: dict) -> torch.Tensor:
+        b, d, l = t["u"].shape
+        p = math.gcd(d, SSD_HEADDIM)
+        h = d // p
+
+        def heads(v: torch.Tensor) -> torch.Tensor:  # (b, d, l) -> (b, l, h, p)
+            return v.transpose(1, 2).reshape(b, l, h, p)
+
+        out = ssd_scan(heads(t["u"]), t["delta"][:, ::p].transpose(1, 2), t["A"][::p, 0],
+                       t["B"].transpose(1, 2)[:, :, None], t["C"].transpose(1, 2)[:, :, None], SSD_CHUNK_SIZE,
+                       D=t["D"].reshape(h, p), z=heads(t["z"]), dt_bias=t["delta_bias"][::p], dt_softplus=True,
+                       method=method, variant=variant, backend=backend,
+                       lam=t["lam"][:, 0, :, None].expand(b, l, h) if takes_lam else None)
+        return out.reshape(b, l, d).transpose(1, 2)
+
+    return call
 
 
 def _time_rounds(runs: list[Callable[[], None]], repeats: int, device: str) -> list[list[float]]:
@@ -198,7 +231,7 @@ def backend_problem(backend: str, device: str) -> str | None:
         return None
     if backend == "mamba_ref":
         return None if mamba_selective_scan_ref() is not None else "mamba_ssm's selective_scan_ref is not importable"
-    spec = BACKENDS[backend]
+    spec = SSD_BACKENDS[backend.removeprefix("ssd_")] if backend in SSD_SCAN_BACKENDS else BACKENDS[backend]
     if device not in spec.devices:
         return f"it runs on {' or '.join(spec.devices)} tensors only"
     if backend == "triton" and device == "cpu":
@@ -343,7 +376,8 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     scan.add_argument("--repeats", type=int, default=10,
                       help="timed calls per row of the fast backends cpu, triton, mamba, torch.exp (default 10)")
     scan.add_argument("--ref-repeats", type=int, default=1,
-                      help="timed calls per row of the slow backends torch, reference, mamba_ref (default 1)")
+                      help="timed calls per row of the slow backends torch, reference, ssd_reference, mamba_ref "
+                           "(default 1)")
     scan.add_argument("--dtype", choices=tuple(DTYPES), default="float32", help="input dtype (default float32)")
     scan.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's, all cores)")
     scan.add_argument("--json", action="store_true", help="print one JSON record per row instead of a table")

@@ -48,6 +48,32 @@ def test_bench_scan_times_trapezoid_with_a_per_token_lam(capsys):
     assert all(r["ms_median"] > 0 for r in records)
 
 
+def test_bench_scan_times_ssd_scan_beside_selective_scan(capsys):
+    """Mamba-2's SSD rows run on the same inputs, as heads of gcd(d, 64) channels."""
+    assert main(["bench", "scan", *TINY, "--device", "cpu", "--methods", "zoh/paper,rk4/canonical",
+                 "--backends", "ssd_chunked,ssd_reference,torch", "--passes", "fwd,fwd+bwd", "--json"]) == 0
+    records = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    rows = {(r["backend"], r["method"], r["variant"], r["pass"]) for r in records}
+    for backend in ("ssd_chunked", "ssd_reference", "torch"):
+        for key in (("zoh", "paper"), ("rk4", "canonical")):
+            for pass_ in ("fwd", "fwd+bwd"):
+                assert (backend, *key, pass_) in rows
+
+
+def test_bench_ssd_rows_compute_ssd_scan():
+    from discbench.bench import ScanShape, _scan_call, make_inputs
+    from discbench.scan.ssd import ssd_scan
+
+    t = make_inputs(ScanShape(2, 6, 7, 3), torch.float64)
+    out = _scan_call("ssd_chunked", "foh", "canonical")(t)
+    heads = t["u"].transpose(1, 2).reshape(2, 7, 3, 2)  # gcd(6, 64) = 2 channels per head
+    expected = ssd_scan(heads, t["delta"][:, ::2].transpose(1, 2), t["A"][::2, 0], t["B"].transpose(1, 2)[:, :, None],
+                        t["C"].transpose(1, 2)[:, :, None], 64, D=t["D"].reshape(3, 2),
+                        z=t["z"].transpose(1, 2).reshape(2, 7, 3, 2), dt_bias=t["delta_bias"][::2], dt_softplus=True,
+                        method="foh", backend="reference")
+    torch.testing.assert_close(out, expected.reshape(2, 7, 6).transpose(1, 2))
+
+
 def test_bench_scan_table_prints_the_target_ratios(capsys):
     backends = "cpu,torch.exp" + (",mamba_ref" if mamba_selective_scan_ref() is not None else "")
     assert main(["bench", "scan", *TINY, "--device", "cpu", "--methods", "zoh,foh/canonical", "--backends", backends,

@@ -1,0 +1,300 @@
+"""A bidirectional Mamba-2 (SSD) vision family with a selectable discretization.
+
+Vim's isotropic design (discbench/models/vim.py: patch embedding, position embedding, class
+token, RMSNorm blocks with an fp32 residual stream, drop path, heads, pooling, the timm
+interface) with Vim's Mamba-1 mixer replaced by a Mamba-2 mixer, run through
+`discbench.ssd_scan` with the configured `discretization` and `variant` in both directions.
+Everything but the mixer is VisionMamba's own, by subclassing.
+
+Two SSD modes:
+- "causal" (default): the multi-head SSD recurrence of METHODS.md with a per-head pole, run
+  forward and on the reversed sequence as Vim's `bidirectional` says ("ssm_conv": each direction
+  its own conv and SSM parameters; "ssm": the backward SSM reads the forward conv's output,
+  reversed; "none": forward only), the two outputs averaged.
+- "non_causal": VSSD's NC-SSD (Shi et al. 2024): every token reads one global state,
+  y_k = C_k · Σ_t |a Δ_t| x_t ⊗ B_t + D x_k. There is no recurrence, so no discretization
+  applies: the model refuses any but the default one and says so (`discretization_applies`).
+
+Registered in timm (importing `discbench.models` registers them), with Vim's arguments plus
+headdim, ngroups, chunk_size, ssd_mode:
+
+    timm.create_model("vssd_tiny", discretization="foh", variant="canonical")
+
+Names: vssd_tiny, vssd_small (224 px, 16×16 patches, D = 192/384, depth 24, the inner width
+2D split into heads of 64) and vssd_micro (32 px, 4×4 patches, D = 48, depth 4, heads of 16).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from timm.layers import to_2tuple
+from timm.models import register_model
+
+from ..methods import get_method
+from ..scan.ssd import SSD_BACKENDS, heads_of_groups, ssd_scan
+from .vim import (_TIMM_WEIGHT_KWARGS, BIDIRECTIONAL_CHOICES, VimBlock, VisionMamba, _at_least_fp32,
+                  _check_choice, causal_conv1d_silu, default_cfgs as vim_default_cfgs)
+
+Tensor = torch.Tensor
+
+SSD_MODES = ("causal", "non_causal")
+
+
+def check_ssd_backend(name: str) -> str:
+    """`name` if it is "auto" or a backend of discbench.ssd_scan, else a clear error."""
+    if name != "auto" and name not in SSD_BACKENDS:
+        raise ValueError(f"scan_backend={name!r} is not valid for an SSD model; choose one of: auto, "
+                         f"{', '.join(SSD_BACKENDS)}")
+    return name
+
+
+def non_causal_ssd(x: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Tensor) -> Tensor:
+    """VSSD's NC-SSD: y_k = C_k · Σ_t (−a Δ_t) x_t ⊗ B_t + D x_k over all tokens t.
+
+    x: (b, l, h, p); dt: (b, l, h), activated; A: (h,), negative; B, C: (b, l, g, n); D: (h,).
+    Returns (b, l, h, p). Each token's weight is its own −aΔ, not a product of decays.
+    """
+    heads = x.shape[2]
+    weighted_B = heads_of_groups(B, heads) * (-(dt * A)).unsqueeze(-1)  # (b, l, h, n)
+    state = torch.einsum("blhn,blhp->bhnp", weighted_B, x)
+    return torch.einsum("blhn,bhnp->blhp", heads_of_groups(C, heads), state) + x * D[:, None]
+
+
+class GatedRMSNorm(nn.Module):
+    """RMSNorm(y · silu(z)) per group of channels, as Mamba-2's gated norm (norm after the gate)."""
+
+    def __init__(self, dim: int, groups: int = 1, eps: float = 1e-5):
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(dim))
+        self.groups, self.eps = groups, eps
+
+    def forward(self, y: Tensor, z: Tensor) -> Tensor:
+        """y, z: (..., dim) -> (..., dim)."""
+        gated = (y * F.silu(z)).unflatten(-1, (self.groups, -1))
+        normed = gated * torch.rsqrt(gated.pow(2).mean(-1, keepdim=True) + self.eps)
+        return normed.flatten(-2) * self.weight
+
+
+class BiSSDMixer(nn.Module):
+    """Bidirectional Mamba-2 mixer, (b, l, D) -> (b, l, D).
+
+    in_proj (D -> z, x, B, C, Δ and, for a method whose weights read a per-token λ, λ's logits;
+    E = expand·D inner channels in E/headdim heads, B and C with ngroups groups of d_state;
+    no bias) -> causal depthwise conv1d of width d_conv over (x, B, C), SiLU -> multi-head SSD
+    (A = −exp(A_log) per head, Δ = softplus(Δ + dt_bias), skip D per head) -> the directions
+    averaged -> gated RMSNorm with z -> out_proj (E -> D, no bias). λ = sigmoid(logits), its
+    projection starts at 0 output (λ = ½), as METHODS.md says for a model.
+    """
+
+    def __init__(
+        self,
+        d_model: int,
+        d_state: int = 64,
+        d_conv: int = 4,
+        expand: int = 2,
+        headdim: int = 64,
+        ngroups: int = 1,
+        chunk_size: int = 64,
+        A_init_range: tuple[float, float] = (1.0, 16.0),
+        dt_min: float = 1e-3,
+        dt_max: float = 0.1,
+        dt_init_floor: float = 1e-4,
+        bidirectional: str = "ssm_conv",
+        ssd_mode: str = "causal",
+        discretization: str = "zoh",
+        variant: str = "canonical",
+        scan_backend: str = "auto",
+        norm_eps: float = 1e-5,
+    ):
+        super().__init__()
+        _check_choice("bidirectional", bidirectional, BIDIRECTIONAL_CHOICES)
+        _check_choice("ssd_mode", ssd_mode, SSD_MODES)
+        self.d_inner = expand * d_model
+        if self.d_inner % headdim:
+            raise ValueError(f"headdim={headdim} must divide the inner width expand·d_model = {self.d_inner}")
+        self.nheads = self.d_inner // headdim
+        if self.nheads % ngroups:
+            raise ValueError(f"ngroups={ngroups} must divide the {self.nheads} heads")
+        self.method = get_method(discretization, variant)
+        if ssd_mode == "non_causal" and bidirectional != "none":
+            raise ValueError("ssd_mode='non_causal' reads every token at once; it has no scan directions "
+                             f"(bidirectional must be 'none', got {bidirectional!r})")
+        self.headdim, self.ngroups, self.d_state, self.chunk_size = headdim, ngroups, d_state, chunk_size
+        self.bidirectional, self.ssd_mode = bidirectional, ssd_mode
+        self.scan_backend = check_ssd_backend(scan_backend)
+        self.reads_lam = ssd_mode == "causal" and self.method.takes_lam
+
+        self.split = [self.d_inner, self.d_inner + 2 * ngroups * d_state, self.nheads]  # z, xBC, Δ
+        if self.reads_lam:
+            self.split.append(self.nheads)
+        self.in_proj = nn.Linear(d_model, sum(self.split), bias=False)
+        if self.reads_lam:  # λ's logits start at 0 (λ = ½) whatever the input
+            with torch.no_grad():
+                self.in_proj.weight[-self.nheads:].zero_()
+        dt_range = (dt_min, dt_max, dt_init_floor)
+        self.conv1d = self._make_conv(d_conv)
+        self.A_log, self.dt_bias, self.D = self._make_ssm(A_init_range, dt_range)
+        if bidirectional != "none":
+            if bidirectional == "ssm_conv":
+                self.conv1d_b = self._make_conv(d_conv)
+            self.A_b_log, self.dt_bias_b, self.D_b = self._make_ssm(A_init_range, dt_range)
+        self.norm = GatedRMSNorm(self.d_inner, groups=ngroups, eps=norm_eps)
+        self.out_proj = nn.Linear(self.d_inner, d_model, bias=False)
+
+    def _make_conv(self, d_conv: int) -> nn.Conv1d:
+        channels = self.split[1]
+        return nn.Conv1d(channels, channels, d_conv, groups=channels, bias=True)
+
+    def _make_ssm(self, A_init_range, dt_range) -> tuple[nn.Parameter, nn.Parameter, nn.Parameter]:
+        """A_log, dt_bias, D of one direction, with Mamba-2's initialisation."""
+        dt_min, dt_max, floor = dt_range
+        A = torch.empty(self.nheads).uniform_(*A_init_range)
+        dt = torch.exp(torch.rand(self.nheads) * (math.log(dt_max) - math.log(dt_min)) + math.log(dt_min))
+        dt = dt.clamp(min=floor)
+        return (nn.Parameter(torch.log(A)), nn.Parameter(dt + torch.log(-torch.expm1(-dt))),
+                nn.Parameter(torch.ones(self.nheads)))
+
+    def _ssd(self, xBC: Tensor, dt: Tensor, lam: Tensor | None, A_log: Tensor, dt_bias: Tensor, D: Tensor) -> Tensor:
+        """One direction in scan order: conv'd xBC (b, l, E + 2gn), Δ and λ (b, l, h) -> y (b, l, E)."""
+        b, l, _ = xBC.shape
+        x, B, C = torch.split(xBC, [self.d_inner, self.ngroups * self.d_state, self.ngroups * self.d_state], dim=-1)
+        x = x.unflatten(-1, (self.nheads, self.headdim))
+        B = B.unflatten(-1, (self.ngroups, self.d_state))
+        C = C.unflatten(-1, (self.ngroups, self.d_state))
+        A = -torch.exp(_at_least_fp32(A_log))
+        if self.ssd_mode == "non_causal":
+            dt = F.softplus(_at_least_fp32(dt) + _at_least_fp32(dt_bias))
+            y = non_causal_ssd(_at_least_fp32(x), dt, A, _at_least_fp32(B), _at_least_fp32(C), _at_least_fp32(D))
+        else:
+            y = ssd_scan(x, dt, A, B, C, self.chunk_size, D=_at_least_fp32(D), dt_bias=_at_least_fp32(dt_bias),
+                         dt_softplus=True, method=self.method.name, variant=self.method.variant,
+                         lam=lam, backend=self.scan_backend)
+        return y.reshape(b, l, self.d_inner).to(xBC.dtype)
+
+    def forward(self, hidden: Tensor) -> Tensor:
+        """hidden: (b, l, D) -> (b, l, D)."""
+        parts = torch.split(self.in_proj(hidden), self.split, dim=-1)
+        z, xBC, dt = parts[:3]
+        lam = torch.sigmoid(parts[3]) if self.reads_lam else None
+
+        def conv(seq: Tensor, layer: nn.Conv1d) -> Tensor:
+            return causal_conv1d_silu(seq.transpose(1, 2), layer.weight, layer.bias).transpose(1, 2)
+
+        xBC_fwd = conv(xBC, self.conv1d)
+        y = self._ssd(xBC_fwd, dt, lam, self.A_log, self.dt_bias, self.D)
+        if self.bidirectional != "none":
+            # The backward direction is the forward computation on the reversed sequence.
+            xBC_bwd = conv(xBC.flip(1), self.conv1d_b) if self.bidirectional == "ssm_conv" else xBC_fwd.flip(1)
+            y_bwd = self._ssd(xBC_bwd, dt.flip(1), None if lam is None else lam.flip(1),
+                              self.A_b_log, self.dt_bias_b, self.D_b)
+            y = (y + y_bwd.flip(1)) / 2
+        return self.out_proj(self.norm(y, z))
+
+
+class VisionSSD(VisionMamba):
+    """VisionMamba with BiSSDMixer blocks: images (b, in_chans, H, W) -> logits (b, num_classes).
+
+    Takes VisionMamba's arguments (see there), with scan_backend one of ssd_scan's (auto,
+    chunked, reference), plus headdim, ngroups, chunk_size and ssd_mode ("causal" or
+    "non_causal"). bidirectional defaults to "ssm_conv" for causal and "none" for non_causal.
+    """
+
+    def __init__(self, *, d_state: int = 64, d_conv: int = 4, expand: int = 2, headdim: int = 64,
+                 ngroups: int = 1, chunk_size: int = 64, ssd_mode: str = "causal",
+                 bidirectional: str | None = None, discretization: str = "zoh", variant: str = "canonical",
+                 scan_backend: str = "auto", drop_path_rate: float = 0.0, norm_eps: float = 1e-5,
+                 residual_in_fp32: bool = True, depth: int = 24, embed_dim: int = 192, **vim_kwargs):
+        _check_choice("ssd_mode", ssd_mode, SSD_MODES)
+        method = get_method(discretization, variant)
+        if ssd_mode == "non_causal" and method.key != get_method("zoh").key:
+            raise ValueError(f"ssd_mode='non_causal' (VSSD's NC-SSD) has no recurrence, so no discretization "
+                             f"applies to it; got discretization={method.key!r} (leave discretization and "
+                             "variant at their defaults)")
+        if bidirectional is None:
+            bidirectional = "ssm_conv" if ssd_mode == "causal" else "none"
+        check_ssd_backend(scan_backend)
+        # VisionMamba builds the shared parts (and Mamba-1 blocks, replaced below).
+        super().__init__(d_state=d_state, d_conv=d_conv, expand=expand, bidirectional=bidirectional,
+                         discretization=method.name, variant=method.variant, drop_path_rate=drop_path_rate,
+                         norm_eps=norm_eps, residual_in_fp32=residual_in_fp32, depth=depth,
+                         embed_dim=embed_dim, **vim_kwargs)
+        self.ssd_mode = ssd_mode
+        rates = torch.linspace(0, drop_path_rate, depth).tolist()
+        self.layers = nn.ModuleList([
+            VimBlock(embed_dim,
+                     BiSSDMixer(embed_dim, d_state=d_state, d_conv=d_conv, expand=expand, headdim=headdim,
+                                ngroups=ngroups, chunk_size=chunk_size, bidirectional=bidirectional,
+                                ssd_mode=ssd_mode, discretization=method.name, variant=method.variant,
+                                scan_backend=scan_backend, norm_eps=norm_eps),
+                     drop_path=rate, norm_eps=norm_eps, residual_in_fp32=residual_in_fp32)
+            for rate in rates
+        ])
+        self._init_weights(depth)
+
+    @property
+    def discretization_applies(self) -> bool:
+        """False for NC-SSD: without a recurrence there is nothing to discretize."""
+        return self.ssd_mode == "causal"
+
+    @torch.jit.ignore
+    def no_weight_decay(self) -> set[str]:
+        """VisionMamba's (position embedding, class tokens, A_log, D) and the Δ biases, as Mamba-2."""
+        names = {name for name, _ in self.named_parameters() if name.rsplit(".", 1)[-1] in ("dt_bias", "dt_bias_b")}
+        return super().no_weight_decay() | names
+
+    def set_scan_backend(self, name: str) -> None:
+        """Run every SSD scan on backend `name` ("auto" or a key of discbench.scan.ssd.SSD_BACKENDS)."""
+        check_ssd_backend(name)
+        for block in self.layers:
+            block.mixer.scan_backend = name
+
+
+# ----------------------------------------------------------------------------- registry
+
+VSSD_CONFIGS: dict[str, dict] = {
+    "vssd_tiny": dict(img_size=224, patch_size=16, embed_dim=192, depth=24, d_state=64, headdim=64),
+    "vssd_small": dict(img_size=224, patch_size=16, embed_dim=384, depth=24, d_state=64, headdim=64),
+    "vssd_micro": dict(img_size=32, patch_size=4, embed_dim=48, depth=4, d_state=16, headdim=16),
+}
+
+# Vim's data settings for the same image and patch size (no weights exist).
+default_cfgs = {
+    name: dict(next(c for n, c in vim_default_cfgs.items() if c["input_size"][1:] == to_2tuple(cfg["img_size"])))
+    for name, cfg in VSSD_CONFIGS.items()
+}
+
+
+def _create_vssd(name: str, pretrained: bool, **kwargs) -> VisionSSD:
+    if pretrained:
+        raise ValueError(f"{name}: no pretrained weights exist for discbench's SSD models and nothing is ever "
+                         "downloaded; use pretrained=False")
+    for key in _TIMM_WEIGHT_KWARGS:
+        kwargs.pop(key, None)
+    model = VisionSSD(**{**VSSD_CONFIGS[name], **kwargs})
+    in_chans = model.patch_embed.proj.in_channels
+    cfg = dict(default_cfgs[name], architecture=name, num_classes=model.num_classes,
+               input_size=(in_chans, *model.patch_embed.img_size))
+    model.pretrained_cfg = model.default_cfg = cfg
+    return model
+
+
+@register_model
+def vssd_tiny(pretrained: bool = False, **kwargs) -> VisionSSD:
+    """Vim-Ti's shape with Mamba-2 blocks: D = 192, depth 24, 6 heads of 64, d_state 64."""
+    return _create_vssd("vssd_tiny", pretrained, **kwargs)
+
+
+@register_model
+def vssd_small(pretrained: bool = False, **kwargs) -> VisionSSD:
+    """Vim-S's shape with Mamba-2 blocks: D = 384, depth 24, 12 heads of 64, d_state 64."""
+    return _create_vssd("vssd_small", pretrained, **kwargs)
+
+
+@register_model
+def vssd_micro(pretrained: bool = False, **kwargs) -> VisionSSD:
+    """CPU/test size: D = 48, depth 4, 6 heads of 16, d_state 16; 32×32 images, 4×4 patches."""
+    return _create_vssd("vssd_micro", pretrained, **kwargs)
