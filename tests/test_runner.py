@@ -282,6 +282,11 @@ def test_ctrl_c_stops_cleanly_and_says_how_to_resume(tmp_path):
     assert (final.trials["status"] == "ok").all() and len(final.epochs) == 2 * 20
 
 
+# Ray's command line through this interpreter (its console script `ray` is only on PATH in an
+# activated venv; `make test` does not activate one).
+_RAY = [sys.executable, "-m", "ray.scripts.scripts"]
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -293,13 +298,13 @@ def test_run_on_an_existing_ray_cluster_with_address(tmp_path):
     port = _free_port()
     env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
     # --block keeps the head node's processes under this one process: stopping it stops them
-    head = subprocess.Popen(["ray", "start", "--head", "--block", f"--port={port}", "--node-ip-address=127.0.0.1",
+    head = subprocess.Popen([*_RAY, "start", "--head", "--block", f"--port={port}", "--node-ip-address=127.0.0.1",
                              "--num-cpus=2", "--include-dashboard=false", "--disable-usage-stats"],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
     try:
         study = micro_study(tmp_path, name="cluster")
         address = f"127.0.0.1:{port}"
-        _wait_for(lambda: subprocess.run(["ray", "status", f"--address={address}"], capture_output=True,
+        _wait_for(lambda: subprocess.run([*_RAY, "status", f"--address={address}"], capture_output=True,
                                          env=env).returncode == 0, 90, "the Ray head node", head)
         run = subprocess.run(_cli("run", str(study), "--results-dir", str(tmp_path / "results"), "--address", address),
                              capture_output=True, text=True, timeout=300, env=env)
