@@ -74,7 +74,11 @@ def test_an_installed_wheel_builds_and_runs_the_cpu_kernel_outside_the_source_tr
 
     outside = tmp_path / "elsewhere"
     outside.mkdir()
+    # its own build folder: the kernel is compiled from the wheel's sources, and the shared
+    # cache (keyed by source hash, built from the checkout's paths) is left as it was
+    env["TORCH_EXTENSIONS_DIR"] = str(tmp_path / "torch_extensions")
     checked = json.loads(_run([str(python), "-c", CHECK], cwd=outside, env=env).stdout.strip().splitlines()[-1])
     assert Path(checked["discbench"]).is_relative_to(venv_site)  # the installed copy ran
     assert Path(checked["csrc"]) == venv_site / "discbench" / "csrc"  # with the wheel's sources
+    assert list((tmp_path / "torch_extensions").glob("discbench_scan_cpu_*/*.so"))  # compiled here
     assert checked["max_error"] <= 2e-5 * checked["scale"]  # the kernel's fp32 tolerance (test_cpu_kernel)
