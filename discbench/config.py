@@ -42,7 +42,8 @@ class Strict(BaseModel):
 
 class DataConfig(Strict):
     dataset: Literal[DATASETS] = "digits"  # type: ignore[valid-type]
-    root: str | None = Field(None, json_schema_extra=NO_EFFECT_ON_RESULT)  # where the user's dataset lives (not needed for digits/synthetic)
+    # where the user's dataset lives (not needed for digits/synthetic)
+    root: str | None = Field(None, json_schema_extra=NO_EFFECT_ON_RESULT)
     image_size: int = Field(16, gt=0)  # pixels, square; images are resized/cropped to it
     num_classes: int | None = Field(None, gt=1)  # synthetic only; others know their classes
     # Use only N training / validation images: a fixed random subset (seed 0, the same for every

@@ -29,4 +29,5 @@ def test_the_spec_states_the_registry_order_of_each_documented_method():
     for key, method in METHODS.items():
         cells = [c.strip() for c in rows[key].split("|")]
         stated = cells[-3]  # the column before "measured order"
-        assert stated.split()[0] == str(method.order), f"{key}: docs/METHODS.md states order {stated!r}, the registry {method.order}"
+        assert stated.split()[0] == str(method.order), \
+            f"{key}: docs/METHODS.md states order {stated!r}, the registry {method.order}"
