@@ -1,4 +1,5 @@
 # The two commands of the README: `make study` and `make test`. Both set up .venv first.
+# PYTHON: the Python 3.11 that makes .venv (.ci/run passes it by absolute path).
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
@@ -9,6 +10,7 @@ NO_CUDA_BUILD := MAMBA_FORCE_BUILD=TRUE MAMBA_SKIP_CUDA_BUILD=TRUE \
 .PHONY: install install-test study test clean-venv
 
 $(BIN)/python:
+	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info[:2] != (3, 11) and "discbench needs Python 3.11; $(PYTHON) is " + sys.version.split()[0] + ": run make PYTHON=/path/to/python3.11 ...")'
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip setuptools wheel packaging
 

@@ -107,9 +107,11 @@ def make_inputs(shape: ScanShape, dtype: torch.dtype = torch.float32, seed: int 
 def mamba_selective_scan_ref() -> Callable | None:
     """mamba_ssm's selective_scan_ref, or None when mamba_ssm is not importable here.
 
-    mamba_ssm imports its CUDA extension at module level; on a CPU-only install an empty
-    stand-in module lets the pure-PyTorch reference import. The stand-in is removed right after,
-    so that the "mamba" backend's check for the real extension still sees it absent.
+    The one place that imports it (the bench, the kernels trials and the tests use this).
+    mamba_ssm imports its CUDA extension `selective_scan_cuda` at module level although the
+    pure-PyTorch reference never uses it; on a CPU-only install an empty stand-in module lets
+    that import pass. The stand-in is removed right after, so that nothing else (the "mamba"
+    backend's check for the real extension) ever sees it.
     """
     stand_in = None
     try:
@@ -337,13 +339,10 @@ def _parse_methods(spec: str) -> list[tuple[str, str]]:
         return [(m.name, m.variant) for m in METHODS.values()]
     chosen = []
     for item in (s.strip() for s in spec.split(",") if s.strip()):
-        if "/" in item:
-            m = get_method(item)
-            chosen.append((m.name, m.variant))
-        else:
-            if item not in METHOD_NAMES:
-                raise ValueError(f"unknown method {item!r}; valid methods: {', '.join(METHOD_NAMES)} (or name/variant)")
-            chosen += [(m.name, m.variant) for m in METHODS.values() if m.name == item]
+        matches = [(m.name, m.variant) for m in METHODS.values() if item in (m.name, m.key)]
+        if not matches:
+            raise ValueError(f"unknown method {item!r}; valid methods: {', '.join(METHOD_NAMES)} (or name/variant)")
+        chosen += matches
     return chosen
 
 

@@ -30,13 +30,20 @@ PositiveInt = Annotated[int, Field(gt=0)]
 NonNegativeInt = Annotated[int, Field(ge=0)]
 
 
+# Marks a field that does not change a trial's result (where data lives, how it is read, which
+# backend computes the same method, which device): not a factor of a study, and free to change
+# between a run and its resumption. `result_neutral_fields()` lists the marked fields.
+NO_EFFECT_ON_RESULT = {"affects_result": False}
+
+
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
 
 class DataConfig(Strict):
     dataset: Literal[DATASETS] = "digits"  # type: ignore[valid-type]
-    root: str | None = None  # where the user's dataset lives (not needed for digits/synthetic)
+    # where the user's dataset lives (not needed for digits/synthetic)
+    root: str | None = Field(None, json_schema_extra=NO_EFFECT_ON_RESULT)
     image_size: int = Field(16, gt=0)  # pixels, square; images are resized/cropped to it
     num_classes: int | None = Field(None, gt=1)  # synthetic only; others know their classes
     # Use only N training / validation images: a fixed random subset (seed 0, the same for every
@@ -46,7 +53,7 @@ class DataConfig(Strict):
     val_limit: int | None = Field(None, gt=0)
     batch_size: int = Field(64, gt=0)  # per data-parallel worker
     eval_batch_size: int | None = Field(None, gt=0)  # default: batch_size
-    workers: int = Field(0, ge=0)  # DataLoader worker processes
+    workers: int = Field(0, ge=0, json_schema_extra=NO_EFFECT_ON_RESULT)  # DataLoader worker processes
 
     @model_validator(mode="after")
     def _classes_only_for_synthetic(self) -> "DataConfig":
@@ -59,7 +66,7 @@ class DataConfig(Strict):
 class ModelConfig(Strict):
     name: str = "vim_micro"  # a timm model name (vim_* registered by discbench.models, deit_* by timm)
     patch_size: int | None = Field(None, gt=0)
-    scan_backend: str = "auto"
+    scan_backend: str = Field("auto", json_schema_extra=NO_EFFECT_ON_RESULT)
     kwargs: dict[str, Any] = Field(default_factory=dict)  # further create_model arguments
 
 
@@ -73,7 +80,8 @@ class TrainConfig(Strict):
 
     preset: str = "digits"  # a name in PRESETS
     epochs: PositiveInt | None = None
-    device: Literal["auto", "cpu", "cuda"] | None = None  # auto: cuda when available
+    # auto: cuda when available
+    device: Literal["auto", "cpu", "cuda"] | None = Field(None, json_schema_extra=NO_EFFECT_ON_RESULT)
     # optimizer (timm.optim.create_optimizer_v2; no weight decay on biases, norms, embeddings)
     opt: str | None = None
     lr: Positive | None = None
@@ -196,11 +204,19 @@ class TrialConfig(Strict):
     train: TrainConfig = Field(default_factory=TrainConfig)
     measure: MeasureConfig = Field(default_factory=MeasureConfig)
 
+    @model_validator(mode="before")
+    @classmethod
+    def _split_method_key(cls, values: Any) -> Any:
+        """method "foh/paper" sets both fields (parse_method; another explicit variant is an error)."""
+        if isinstance(values, dict) and isinstance(values.get("method"), str):
+            name, variant = parse_method(values["method"], values.get("variant"))
+            values = {**values, "method": name, "variant": variant}
+        return values
+
     @field_validator("method")
     @classmethod
     def _known_method(cls, value: str) -> str:
-        name, _ = parse_method(value)
-        return check_method_name(name)
+        return check_method_name(value)
 
     @field_validator("variant")
     @classmethod
@@ -220,3 +236,29 @@ def config_differences(old: Any, new: Any, prefix: str = "") -> list[str]:
             out += config_differences(old.get(key), new.get(key), f"{prefix}.{key}" if prefix else key)
         return out
     return [] if old == new else [f"{prefix}: {json.dumps(old)} → {json.dumps(new)}"]
+
+
+def result_neutral_fields(model: type[BaseModel] = TrialConfig, prefix: str = "") -> tuple[str, ...]:
+    """Dotted paths ("data.root", …) of the fields marked NO_EFFECT_ON_RESULT, in `model` and
+    the config sections nested in it."""
+    paths: list[str] = []
+    for name, info in model.model_fields.items():
+        path = f"{prefix}{name}"
+        if (info.json_schema_extra or {}).get("affects_result") is False:
+            paths.append(path)
+        elif isinstance(info.annotation, type) and issubclass(info.annotation, BaseModel):
+            paths += result_neutral_fields(info.annotation, f"{path}.")
+    return tuple(paths)
+
+
+def without_result_neutral(config: dict[str, Any]) -> dict[str, Any]:
+    """A copy of a config dict (TrialConfig's shape) without the result-neutral fields."""
+    config = json.loads(json.dumps(config))
+    for path in result_neutral_fields():
+        *sections, key = path.split(".")
+        node = config
+        for section in sections:
+            node = node.get(section) if isinstance(node, dict) else None
+        if isinstance(node, dict):
+            node.pop(key, None)
+    return config

@@ -82,7 +82,8 @@ def _synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def _autocast(device: torch.device, amp: str):
+def amp_autocast(device: torch.device, amp: str):
+    """torch.autocast for a recipe's `amp` ("off", "bf16", "fp16"); a no-op context for "off"."""
     dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(amp)
     return torch.autocast(device_type=device.type, dtype=dtype, enabled=dtype is not None)
 
@@ -113,7 +114,7 @@ def inference_throughput(model: torch.nn.Module, batch_size: int, image_size: in
     memory = PeakMemory(device)
     seconds = 0.0
     try:
-        with memory, torch.inference_mode(), _autocast(device, amp):
+        with memory, torch.inference_mode(), amp_autocast(device, amp):
             images = torch.randn(batch_size, in_chans, image_size, image_size, device=device)
             for _ in range(warmup):
                 model(images)
@@ -147,7 +148,7 @@ def training_throughput(model: torch.nn.Module, batch_size: int, image_size: int
 
     def step(images: torch.Tensor, labels: torch.Tensor) -> None:
         optimizer.zero_grad(set_to_none=True)
-        with _autocast(device, amp):
+        with amp_autocast(device, amp):
             loss = torch.nn.functional.cross_entropy(model(images), labels)
         loss.backward()
         optimizer.step()

@@ -244,6 +244,12 @@ def get_method(method: str, variant: str | None = None) -> Method:
     return METHODS[f"{check_method_name(name)}/{check_variant(var)}"]
 
 
+def method_of_call(method: str, variant: str) -> Method:
+    """The method of a call with `variant=` defaulted: a "name/variant" `method` takes precedence
+    over `variant` (so selective_scan(method="foh/paper") needs no variant=)."""
+    return get_method(method, None if isinstance(method, str) and "/" in method else variant)
+
+
 def check_method_name(name: str) -> str:
     """`name` if it is one of METHOD_NAMES, else an error listing them."""
     if name not in METHOD_NAMES:

@@ -352,8 +352,7 @@ def _tune(study: Study, specs: list[dict], study_path: Path, progress: Progress,
     callbacks = [_progress_callback(progress, study_path)]
     run_config = tune.RunConfig(
         name=TUNE_NAME, storage_path=str(ray_dir), verbose=0, callbacks=callbacks,
-        failure_config=tune.FailureConfig(max_failures=study.spec.retries),
-        checkpoint_config=tune.CheckpointConfig(num_to_keep=1))
+        failure_config=tune.FailureConfig(max_failures=study.spec.retries))
     plan = _plan_digest(specs)
     stored_plan = plan_file.read_text().strip() if plan_file.exists() else None
     if stored_plan == plan and tune.Tuner.can_restore(str(experiment)):

@@ -48,7 +48,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from .config import TrialConfig
-from .methods import METHOD_NAMES, METHODS, VARIANTS
+from .methods import METHOD_NAMES, METHODS, VARIANTS, parse_method
 
 KINDS = ("train", "numerics", "kernels", "resolution")
 # Trial config keys a study sets at its top level (the rest are study settings).
@@ -351,8 +351,7 @@ def _method_keys(path: Path, methods: list[str] | str, where: str) -> tuple[list
         return list(METHODS), []
     keys, problems = [], []
     for i, spec in enumerate(methods):
-        name, _, variant = str(spec).partition("/")
-        variant = variant or "canonical"
+        name, variant = parse_method(str(spec))
         if name not in METHOD_NAMES or variant not in VARIANTS:
             problems.append(f"{path}: {where}[{i}]: unknown method {_describe(spec)}; allowed: "
                             f"{', '.join(METHOD_NAMES)}, each optionally /{' or /'.join(VARIANTS)} "
@@ -538,7 +537,7 @@ def _expand(path: Path, spec: StudySpec, raw: dict, overrides: list[tuple[str, A
     seen: dict[str, str] = {}
     used_ids: dict[str, str] = {}
     for key, origin, values, origins, settings in candidates:
-        name, variant = key.split("/")
+        name, variant = parse_method(key)
         try:
             cfg = TrialConfig.model_validate({**values, "method": name, "variant": variant})
         except ValidationError as exc:

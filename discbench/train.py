@@ -33,9 +33,9 @@ import torch
 import torch.distributed as dist
 from torch.utils.data import DataLoader, Dataset, Subset
 
-from .config import PRESETS, TrainConfig, TrialConfig, config_differences
+from .config import PRESETS, TrainConfig, TrialConfig, config_differences, without_result_neutral
 from .data import DatasetError, build_datasets
-from .measure import PeakMemory, inference_throughput
+from .measure import PeakMemory, amp_autocast, inference_throughput
 from .scan import NonFiniteInputError
 
 __all__ = ["PRESETS", "fit", "train_loop", "Workers", "CheckpointMismatch", "CHECKPOINT_NAME",
@@ -139,11 +139,11 @@ def build_model(cfg: TrialConfig, num_classes: int, recipe: TrainConfig) -> torc
 
 
 def _resume_fingerprint(cfg: TrialConfig) -> dict[str, Any]:
-    """What must match between a checkpoint and the config resuming it (not where data lives,
-    loader processes or post-training measurements)."""
-    fields = cfg.model_dump(mode="json", exclude={"measure": True, "data": {"root", "workers"}})
+    """What must match between a checkpoint and the config resuming it (not the fields that do
+    not change a result, config.result_neutral_fields, nor post-training measurements)."""
+    fields = cfg.model_dump(mode="json", exclude={"measure"})
     fields["train"] = cfg.train.resolved().model_dump(mode="json", exclude={"preset"})
-    return fields
+    return without_result_neutral(fields)
 
 
 def _train_sampler(dataset: Dataset, recipe: TrainConfig, workers: Workers):
@@ -179,11 +179,6 @@ def _optimizer(model: torch.nn.Module, recipe: TrainConfig, lr: float) -> torch.
                                momentum=recipe.momentum, **extra)
 
 
-def _autocast(device: torch.device, amp: str):
-    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(amp)
-    return torch.autocast(device_type=device.type, dtype=dtype, enabled=dtype is not None)
-
-
 @torch.no_grad()
 def _evaluate(model: torch.nn.Module, loader: DataLoader, device: torch.device, amp: str,
               workers: Workers) -> tuple[float, float, float]:
@@ -192,7 +187,7 @@ def _evaluate(model: torch.nn.Module, loader: DataLoader, device: torch.device, 
     loss_sum = correct1 = correct5 = count = 0.0
     for images, labels in loader:
         images, labels = images.to(device), labels.to(device)
-        with _autocast(device, amp):
+        with amp_autocast(device, amp):
             logits = model(images)
         logits = logits.float()
         loss_sum += torch.nn.functional.cross_entropy(logits, labels, reduction="sum").item()
@@ -299,7 +294,8 @@ def train_loop(cfg: TrialConfig, workdir: Path, on_epoch: EpochCallback | None =
         fingerprint = _resume_fingerprint(cfg)
         if checkpoint_path.exists():
             state = torch.load(checkpoint_path, map_location=device, weights_only=False)
-            differences = config_differences(state["fingerprint"], fingerprint)  # checkpoint → config
+            differences = config_differences(without_result_neutral(state["fingerprint"]),  # checkpoint → config
+                                             fingerprint)
             if differences:
                 raise CheckpointMismatch(
                     f"{checkpoint_path} was written for a different trial configuration "
@@ -337,7 +333,7 @@ def train_loop(cfg: TrialConfig, workdir: Path, on_epoch: EpochCallback | None =
                     if mixup is not None:
                         images, targets = mixup(images, labels)
                     try:
-                        with _autocast(device, recipe.amp):
+                        with amp_autocast(device, recipe.amp):
                             loss = criterion(train_model(images), targets)
                         local_loss = loss.item()
                     except (ValueError, RuntimeError) as exc:
@@ -386,9 +382,6 @@ def train_loop(cfg: TrialConfig, workdir: Path, on_epoch: EpochCallback | None =
                     "ema": ema.state_dict() if ema is not None else None,
                     "scaler": scaler.state_dict(), "rng": _rng_states(), "epochs_done": epoch + 1,
                     "history": history, "fingerprint": fingerprint,
-                    "data_order": {"seed": cfg.seed, "next_epoch": epoch + 1,
-                                   "world_size": workers.world_size,
-                                   "rule": "epoch e permutation seeded by order_seed(seed, e)"},
                 }, checkpoint_path)
             workers.barrier()
 

@@ -34,14 +34,11 @@ from pathlib import Path
 from typing import Any, Callable
 
 from . import results
-from .config import TrialConfig
+from .config import TrialConfig, without_result_neutral
 
 FINISHED = ("ok", "diverged")
 TRIAL_LOCK = ".running"
 TRIAL_LOCK_WAIT_S = 120.0  # how long a trial waits for a stray earlier attempt to let go
-# Config fields that may change between a run and its resumption (where the data lives, how
-# many loader processes read it): they do not change a result.
-RESUMABLE_CHANGES = (("data", "root"), ("data", "workers"))
 
 
 class TrialFolderBusy(RuntimeError):
@@ -54,15 +51,12 @@ class Events:
 
     started: Callable[[int], None] | None = None  # epochs already done (0 = fresh)
     epoch: Callable[[dict], None] | None = None  # the epoch record
-    measured: Callable[[dict], None] | None = None  # one measurement row
 
 
 def comparable(config: dict[str, Any]) -> dict[str, Any]:
-    """A stored/resolved config without the fields a resumed run may change."""
-    config = json.loads(json.dumps(config))
-    for section, key in RESUMABLE_CHANGES:
-        config.get(section, {}).pop(key, None)
-    return config
+    """A stored/resolved config without the fields a resumed run may change (those that do not
+    change a result: config.result_neutral_fields)."""
+    return without_result_neutral(config)
 
 
 def _lock_trial(folder: Path) -> int:
@@ -131,7 +125,7 @@ def run_trial(spec: dict[str, Any], events: Events | None = None) -> dict[str, A
                 events.started(epochs_done)
 
         try:
-            outcome = KIND_RUNNERS[spec["kind"]](cfg, spec, folder, Events(started, events.epoch, events.measured))
+            outcome = KIND_RUNNERS[spec["kind"]](cfg, spec, folder, Events(started, events.epoch))
         except Exception as exc:  # recorded, then raised again so that Ray retries the trial
             row.update(status="failed", error=f"{type(exc).__name__}: {exc}",
                        traceback=traceback.format_exc(), finished_at=results.now())
@@ -166,7 +160,7 @@ def _measure_settings(cfg: TrialConfig) -> list[tuple[int, int]]:
 
 
 def _measure_models(cfg: TrialConfig, settings: list[tuple[int, int]], num_classes: int,
-                    events: Events, folder: Path, skip: set[tuple[int, int]] = frozenset()) -> None:
+                    folder: Path, skip: set[tuple[int, int]] = frozenset()) -> None:
     """Inference images/s and peak memory of the trial's architecture at each (batch, px).
 
     Speed and memory do not depend on the weights, so a fresh model is built per resolution
@@ -197,9 +191,6 @@ def _measure_models(cfg: TrialConfig, settings: list[tuple[int, int]], num_class
                                                 repeats=cfg.measure.repeats, amp=recipe.amp)
             rows = _throughput_rows(cfg, measured, batch_size, resolution)
             results.append_measurements(folder, rows)
-            for row in rows:
-                if events.measured:
-                    events.measured(row)
         del model
         if device.type == "cuda":
             torch.cuda.empty_cache()
@@ -240,7 +231,7 @@ def _run_train(cfg: TrialConfig, spec: dict, folder: Path, events: Events) -> di
         settings = _measure_settings(cfg)
         if settings != [first]:
             num_classes = load_splits(cfg.data).num_classes
-            _measure_models(cfg, settings, num_classes, events, folder, skip={first})
+            _measure_models(cfg, settings, num_classes, folder, skip={first})
     return outcome
 
 
@@ -311,9 +302,6 @@ def _run_kernels(cfg: TrialConfig, spec: dict, folder: Path, events: Events) -> 
                     rows = [_measurement("scan_time", name, row[name], "ms", status="ok", note=note, **context)
                             for name in ("ms_median", "ms_min")]
                 results.append_measurements(folder, rows)
-                for r in rows:
-                    if events.measured:
-                        events.measured(r)
     return {"status": "ok"}
 
 
@@ -322,7 +310,7 @@ def _run_kernels(cfg: TrialConfig, spec: dict, folder: Path, events: Events) -> 
 def _run_resolution(cfg: TrialConfig, spec: dict, folder: Path, events: Events) -> dict[str, Any]:
     results.reset_measurements(folder)
     # ImageNet's 1000 classes: the head's size as in the paper's models.
-    _measure_models(cfg, _measure_settings(cfg), 1000, events, folder)
+    _measure_models(cfg, _measure_settings(cfg), 1000, folder)
     return {"status": "ok"}
 
 

@@ -2,42 +2,23 @@
 
 from __future__ import annotations
 
-import importlib
 import importlib.util
-import sys
-import types
 
 import pytest
 import torch
 
-
-def _import_selective_scan_ref():
-    """mamba_ssm's pure-PyTorch `selective_scan_ref`, importable without its CUDA extension.
-
-    `mamba_ssm.ops.selective_scan_interface` imports the compiled `selective_scan_cuda` at module
-    level although `selective_scan_ref` never uses it. When the extension is missing (no CUDA
-    build), an empty stand-in module is registered just for that import and removed right
-    after, so that code checking for the real extension (the "mamba" backend) still sees that it
-    is absent.
-    """
-    if importlib.util.find_spec("mamba_ssm") is None:
-        pytest.skip("mamba-ssm not installed")
-    stand_in = None
-    if "selective_scan_cuda" not in sys.modules and importlib.util.find_spec("selective_scan_cuda") is None:
-        stand_in = types.ModuleType("selective_scan_cuda")
-        sys.modules["selective_scan_cuda"] = stand_in
-    try:
-        interface = importlib.import_module("mamba_ssm.ops.selective_scan_interface")
-    finally:
-        if stand_in is not None and sys.modules.get("selective_scan_cuda") is stand_in:
-            del sys.modules["selective_scan_cuda"]
-    return interface.selective_scan_ref
+from discbench.bench import mamba_selective_scan_ref
 
 
 @pytest.fixture(scope="session")
 def selective_scan_ref():
-    """mamba_ssm's reference selective scan (skips the test when mamba-ssm is not installed)."""
-    return _import_selective_scan_ref()
+    """mamba_ssm's reference selective scan (skips the test when mamba-ssm is not installed);
+    imported through discbench.bench's helper, which needs no CUDA extension."""
+    if importlib.util.find_spec("mamba_ssm") is None:
+        pytest.skip("mamba-ssm not installed")
+    ref = mamba_selective_scan_ref()
+    assert ref is not None, "mamba_ssm is installed but its selective_scan_ref does not import"
+    return ref
 
 
 @pytest.fixture

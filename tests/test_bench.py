@@ -10,7 +10,8 @@ import json
 import pytest
 import torch
 
-from discbench.bench import add_vs_mamba, allocator_setting, mamba_selective_scan_ref, summary, time_scan
+from discbench.bench import (SLOW_BACKENDS, add_vs_mamba, allocator_setting, mamba_selective_scan_ref, summary,
+                             time_scan)
 from discbench.cli import main
 from discbench.scan import BACKENDS
 from discbench.scan import triton as triton_backend
@@ -35,7 +36,22 @@ def test_bench_scan_json_has_one_record_per_row_with_the_fields(capsys):
     if mamba_selective_scan_ref() is not None:
         assert ("mamba_ref", "zoh", "paper", "fwd+bwd") in rows
         assert all(r["speedup_vs_ref"] > 0 for r in records if r["backend"] != "torch.exp")
-    assert all(r["ms_min"] <= r["ms_median"] for r in records)
+    # each row states how it was timed: the fast backends --repeats (2), the slow ones
+    # --ref-repeats (default 1), at the requested shape
+    for r in records:
+        assert r["repeats"] == (1 if r["backend"] in SLOW_BACKENDS else 2), r
+        assert (r["batch"], r["dim"], r["length"], r["state"]) == (2, 4, 9, 3), r
+    # speedup_vs_ref is the reference row's median time over the row's, same pass
+    reference = {(r["pass"], r["backend"]): r["ms_median"] for r in records
+                 if (r["method"], r["variant"]) == ("zoh", "paper")}
+    for r in records:
+        if r["backend"] != "torch.exp" and r["ref"] == "mamba_ref":
+            assert r["speedup_vs_ref"] == pytest.approx(reference[r["pass"], "mamba_ref"] / r["ms_median"])
+        elif r["backend"] != "torch.exp":
+            assert r["ref"] == "reference"
+            ours = next(o for o in records if o["backend"] == "reference" and
+                        (o["method"], o["variant"], o["pass"]) == (r["method"], r["variant"], r["pass"]))
+            assert r["speedup_vs_ref"] == pytest.approx(ours["ms_median"] / r["ms_median"])
 
 
 def test_bench_scan_times_trapezoid_with_a_per_token_lam(capsys):

@@ -325,6 +325,7 @@ def fresh_loader(monkeypatch, tmp_path):
 def test_missing_sources_are_reported(fresh_loader):
     reason = cpu.unavailable_reason()
     assert reason.startswith("the kernel sources are missing:") and "scan_cpu.cpp" in reason
+    assert reason.endswith(cpu.FALLBACK_NOTE)  # what the fallback costs and how to fix it
 
 
 def test_a_compile_error_is_summarised_and_auto_falls_back_once_with_the_reason(fresh_loader, capfd):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 
 import pytest
+import torch
 
 from discbench.config import TrialConfig
 from discbench.train import CHECKPOINT_NAME
@@ -28,8 +29,11 @@ def test_two_cpu_workers_train_one_trial_and_resume_from_its_checkpoint(tmp_path
     assert all(set(r) == EPOCH_KEYS and math.isfinite(r["train_loss"]) for r in log)
     assert result["status"] == "ok" and result["epochs_done"] == 2
     assert result["top1"] == log[-1]["top1"] and result["infer_images_per_s"] > 0
-    # 2 workers × 16 images per step: 128 images make 4 steps of 32 per epoch
-    assert result["train_images_per_s"] > 0 and (tmp_path / CHECKPOINT_NAME).is_file()
+    # 2 workers × 16 images per step: 128 images make 4 steps of 32 per epoch (images/s is
+    # steps × batch × workers over the training seconds the checkpoint's history keeps)
+    assert result["train_images_per_s"] > 0
+    history = torch.load(tmp_path / CHECKPOINT_NAME, weights_only=False)["history"]
+    assert [round(r["images_per_s"] * r["train_seconds"]) for r in history] == [128, 128]
 
     # Both workers load the finished checkpoint; nothing is left to train.
     again_log, again_starts = [], []

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import math
-import sys
-import types
 
 import pytest
 import timm
@@ -190,18 +188,11 @@ def test_each_direction_sees_the_tokens_its_stencil_names(key, reach, direction)
     assert torch.equal(moved, expect), (key, direction, moved.nonzero().flatten().tolist())
 
 
-def _selective_scan_ref():
-    """mamba_ssm's reference scan, importable without its CUDA extension."""
-    sys.modules.setdefault("selective_scan_cuda", types.ModuleType("selective_scan_cuda"))
-    interface = pytest.importorskip("mamba_ssm.ops.selective_scan_interface")
-    return interface.selective_scan_ref
-
-
-def test_zoh_paper_mixer_equals_upstream_bimamba_v2():
+def test_zoh_paper_mixer_equals_upstream_bimamba_v2(selective_scan_ref):
     """zoh/paper is Mamba's discretization: the mixer equals upstream Vim's v2 forward, written
     the way upstream writes it (xz flipped as a whole, nn.Conv1d padded and cut, /2 before
     out_proj), with mamba_ssm's selective_scan_ref as the scan."""
-    scan_ref = _selective_scan_ref()
+    scan_ref = selective_scan_ref
     mixer = micro(discretization="zoh", variant="paper").layers[1].mixer
     hidden = torch.randn(2, 17, 48, generator=torch.Generator().manual_seed(3))
     seqlen = hidden.shape[1]

@@ -23,7 +23,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 
-from ..methods import METHODS  # noqa: E402
+from ..methods import METHODS, parse_method  # noqa: E402
 from .aggregate import accuracy_frame, cost_frame, lambda_frame, resolution_frame, transfer_frame  # noqa: E402
 from .study_view import StudyView  # noqa: E402
 from .tables import by_condition, condition_at, row_keys_of, side_factor, side_values  # noqa: E402
@@ -63,7 +63,7 @@ def method_style(key: str) -> dict:
     from a darker palette). Markers are hollow for every other name and variant, so that two methods whose
     lines coincide still show both markers."""
     names, variants = _registry_positions()
-    name, _, variant = key.partition("/")
+    name, variant = parse_method(key)
     v_index = variants.index(variant) if variant in variants else len(variants) + zlib.crc32(variant.encode()) % 3
     if name in names:
         index = names.index(name)
@@ -317,13 +317,13 @@ def convergence_figure(view: StudyView, out_dir: Path) -> FigureFile | None:
     if m.empty:
         return None
     keys = [k for k in METHODS if k in set(m["method_key"])] + sorted(set(m["method_key"]) - set(METHODS))
-    variants = list(dict.fromkeys(k.split("/")[-1] for k in keys))
+    variants = list(dict.fromkeys(parse_method(k)[1] for k in keys))
     style, context = _theme()
     with style, context:
         fig, axes = plt.subplots(1, len(variants), squeeze=False, sharey=True,
                                  figsize=(5.0 * len(variants) + 0.5, 5.4))
         for ax, variant in zip(axes[0], variants):
-            for key in [k for k in keys if k.split("/")[-1] == variant]:
+            for key in [k for k in keys if parse_method(k)[1] == variant]:
                 curve = m[m["method_key"] == key].groupby("dt")["value"].mean().sort_index()
                 look = method_style(key)
                 spec = METHODS.get(key)

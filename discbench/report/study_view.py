@@ -16,6 +16,7 @@ from typing import Any
 
 import pandas as pd
 
+from ..config import result_neutral_fields
 from ..methods import METHODS
 from ..results import StudyResults
 
@@ -25,7 +26,7 @@ MISSING = "default"  # how an unset config value is shown
 # Config columns that restate an axis (method, seed, model) or that do not change a result.
 _NOT_FACTORS = {
     "config.method", "config.variant", "config.seed", "config.model.name",
-    "config.model.scan_backend", "config.train.device", "config.data.root", "config.data.workers",
+    *(f"config.{path}" for path in result_neutral_fields()),
 }
 PROVENANCE_COLUMNS = ("device", "discbench_version", "torch_version", "git_commit")
 

@@ -19,7 +19,7 @@ from typing import Callable
 
 import torch
 
-from ..methods import Method, all_methods, get_method
+from ..methods import Method, all_methods, method_of_call
 
 Tensor = torch.Tensor
 
@@ -220,7 +220,7 @@ def selective_scan(
     e.g. one λ per token shared by the channels, `lam_bl[:, None, :].expand(b, d, l)`).
     Returns out (b, d, l) in u's dtype, and with return_last_state also the final state (b, d, n).
     """
-    spec = get_method(method, None if isinstance(method, str) and "/" in method else variant)
+    spec = method_of_call(method, variant)
     _check_lam(lam, spec)
     B, C = validate(u, delta, A, B, C, D, z, delta_bias, lam)
     chosen = resolve_backend(backend, u.device, u.dtype, spec.key)

@@ -1,6 +1,7 @@
 """Backend "cpu": the fused C++ selective scan of csrc/, forward and backward.
 
 The extension is compiled on first use with torch.utils.cpp_extension (ninja, -O3, OpenMP)
+from csrc/ (a checkout's top-level csrc/, or discbench/csrc/ in an installed wheel, see setup.py)
 and cached under the torch extensions directory (TORCH_EXTENSIONS_DIR), keyed by a hash of
 csrc/, so an edited kernel is rebuilt and an unchanged one loads in well under a second. The
 instruction set (avx512, avx2 or scalar) is chosen at run time from what the CPU supports;
@@ -12,7 +13,9 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import shutil
 import sys
+import sysconfig
 import time
 from pathlib import Path
 
@@ -22,8 +25,21 @@ from ..methods import Method
 
 Tensor = torch.Tensor
 
-CSRC = Path(__file__).resolve().parents[2] / "csrc"
 SOURCES = ("scan_cpu.cpp", "kernel_avx512.cpp", "kernel_avx2.cpp", "kernel_scalar.cpp")
+
+
+def _find_sources() -> Path:
+    """The kernel's source folder: discbench/csrc in an installed wheel (package data), else the
+    repository's csrc/ beside discbench/ (a checkout or an editable install)."""
+    package = Path(__file__).resolve().parents[1]
+    candidates = (package / "csrc", package.parent / "csrc")
+    for folder in candidates:
+        if all((folder / s).is_file() for s in SOURCES):
+            return folder
+    return candidates[-1]  # extension() names what is missing there
+
+
+CSRC = _find_sources()
 COMPILE_SECONDS = 60  # the first build took 50 s on the 2-core development machine
 
 _extension = None
@@ -48,6 +64,13 @@ def _compile_error_summary(exc: BaseException) -> str:
     return "; ".join(errors[:3]) if errors else text.strip().splitlines()[-1] if text.strip() else repr(exc)
 
 
+def _put_ninja_on_path() -> None:
+    """torch's builder starts `ninja` by name; pip installs it among this interpreter's scripts,
+    which are on PATH only in an activated venv (not under `make test` or a service)."""
+    if shutil.which("ninja") is None:
+        os.environ["PATH"] = sysconfig.get_path("scripts") + os.pathsep + os.environ.get("PATH", "")
+
+
 def extension():
     """The compiled module, building it on first use; raises RuntimeError if it cannot."""
     global _extension, _load_error
@@ -61,6 +84,7 @@ def extension():
         raise RuntimeError(_load_error)
     from torch.utils import cpp_extension
 
+    _put_ninja_on_path()
     name = f"discbench_scan_cpu_{_source_hash()}"
     build_dir = Path(cpp_extension._get_build_directory(name, verbose=False))
     cached = (build_dir / f"{name}.so").is_file()
@@ -86,12 +110,23 @@ def extension():
     return _extension
 
 
+# What falling back costs and how to avoid it; measured with `discbench bench scan --methods
+# zoh,foh,rk4 --backends cpu,torch --threads 1` at Vim-Tiny's scan shape (8, 384, 197, 16), fp32,
+# on a loaded 2-core machine: fwd+bwd 21–27 ms per call on this kernel, 1.6–6.7 s on `torch`.
+FALLBACK_NOTE = ("without it backend='auto' runs the `torch` backend, measured 60–290× slower per "
+                 "forward+backward at Vim-Tiny's scan shape (`discbench bench scan` times both here). "
+                 "To fix: install a C++ compiler (g++) and ninja, and keep the kernel sources (a "
+                 "checkout's csrc/, or discbench/csrc/ in an installed wheel); the kernel then "
+                 "compiles on first use")
+
+
 def unavailable_reason() -> str | None:
-    """None when the kernel is built (building it if needed), else why it cannot be used."""
+    """None when the kernel is built (building it if needed), else why it cannot be used, what
+    falling back costs and how to fix it."""
     try:
         extension()
     except RuntimeError as exc:
-        return str(exc)
+        return f"{exc}; {FALLBACK_NOTE}"
     return None
 
 
@@ -167,9 +202,9 @@ def selective_scan_reversed(u, delta, A, B, C, D=None, z=None, delta_bias=None, 
     kernel reads and writes the token-indexed tensors back to front.
     """
     from . import _check_lam, resolve_backend, validate
-    from ..methods import get_method
+    from ..methods import method_of_call
 
-    spec = get_method(method, None if "/" in method else variant)
+    spec = method_of_call(method, variant)
     _check_lam(lam, spec)
     B, C = validate(u, delta, A, B, C, D, z, delta_bias, lam)
     resolve_backend("cpu", u.device, u.dtype)

@@ -3,7 +3,7 @@
 Mamba-2 gives each head h one scalar pole a_h = A[h] < 0, one step Δ[b, k, h] per token, and a
 state H_k of (headdim p × d_state n) per head. The drive of token k is the outer product
 v_k = x_k ⊗ B_k (x_k: the head's p inputs, B_k: its group's n inputs). With z_k = a_h Δ_k every
-method of ../shared/METHODS.md is, per head,
+method of docs/METHODS.md is, per head,
 
     H_k = Ā(z_k) · H_{k-1}  +  Δ_k · Σ_{j ∈ S} w_j(z_k, a_h, Δ_k) · x_{k+j} ⊗ B_{k+j},   H_{-1} = 0
     y_k = H_k · C_k  +  D ⊙ x_k,   then  y_k · silu(gate_k)  if a gate is given
@@ -27,7 +27,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from ..methods import Method, all_methods, get_method
+from ..methods import Method, all_methods, method_of_call
 from ..phi import shared_phi
 from . import FINITE_DELTA_CHECK_DEVICES, Backend, NonFiniteInputError
 from .reference import shift_tokens
@@ -195,7 +195,7 @@ def ssd_scan(
     Returns out (b, l, h, p) in x's dtype, and with return_final_states also the final state
     (b, h, p, n), as mamba_chunk_scan_combined. Computes in fp64 for fp64 inputs, else fp32.
     """
-    spec = get_method(method, None if isinstance(method, str) and "/" in method else variant)
+    spec = method_of_call(method, variant)
     validate(x, dt, A, B, C, chunk_size, D, z, dt_bias, lam, spec)
     fn = resolve_ssd_backend(backend, x.device, x.dtype).load()
     compute = torch.float64 if x.dtype == torch.float64 else torch.float32
