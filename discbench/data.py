@@ -373,13 +373,20 @@ class SequenceArrays(Dataset):
 
 
 def resample(signals: np.ndarray, length: int) -> np.ndarray:
-    """Linear interpolation of signals (n, L) onto `length` points spanning the same interval
-    (first and last samples kept): the resampling MNIST-1D's own generator applies."""
-    old = np.linspace(0.0, 1.0, signals.shape[-1])
-    new = np.linspace(0.0, 1.0, length)
+    """Signals (..., L) on `length` samples of the same interval, linearly interpolated.
+
+    Samples sit at cell centres, t_k = (k + ½)/length of the interval (the ends held beyond
+    the outermost samples), so the sample spacing is exactly interval/length at every length:
+    going from L to L′ samples changes the step by exactly L/L′, the Δ scale of the
+    sampling-rate transfer. (MNIST-1D's generator samples at the interval's ends instead,
+    spacing interval/(L − 1); hence discbench's mnist1d at 40 is not bit-identical to the
+    package's, though both are resamplings of the same signals.)
+    """
+    old = (np.arange(signals.shape[-1]) + 0.5) / signals.shape[-1]
+    new = (np.arange(length) + 0.5) / length
     right = np.clip(np.searchsorted(old, new, side="right"), 1, len(old) - 1)
     left = right - 1
-    weight = (new - old[left]) / (old[right] - old[left])
+    weight = np.clip((new - old[left]) / (old[right] - old[left]), 0.0, 1.0)
     return signals[..., left] * (1.0 - weight) + signals[..., right] * weight
 
 
@@ -393,7 +400,7 @@ def mnist1d_native() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     different lengths are resamplings of the same signals (tests/test_data.py checks this);
     but it normalises each length by that length's own mean and std. So discbench generates
     once at 72 and resamples itself (`resample`): every length has exactly the scale of the
-    native signals. The generator seeds python's and numpy's global RNGs; their states are
+    native signals, and at 72 they are the native signals. The generator seeds python's and numpy's global RNGs; their states are
     restored afterwards. Nothing is downloaded.
     """
     from mnist1d.data import get_dataset_args, make_dataset

@@ -437,6 +437,8 @@ def transfer_accuracy(cfg: TrialConfig, model: torch.nn.Module, device: torch.de
     """
     from .data import load_splits, sequence_length
 
+    if not cfg.measure.eval_lengths:
+        return []
     trained = sequence_length(cfg.data)
     out = []
     for length in cfg.measure.eval_lengths:
