@@ -265,7 +265,8 @@ def _run_train(cfg: TrialConfig, spec: dict, folder: Path, events: Events) -> di
         if outcome.get("infer_images_per_s") is not None:
             # fit measured this one already (same function, same settings)
             results.append_measurements(folder, _throughput_rows(
-                cfg, {"status": "ok", "images_per_s": outcome["infer_images_per_s"]}, *first)[:1])
+                cfg, {"status": "ok", "images_per_s": outcome["infer_images_per_s"], "peak_mem_mb": None},
+                *first)[:1])
         settings = _measure_settings(cfg)
         if settings != [first]:
             num_classes = load_splits(cfg.data).num_classes
