@@ -616,15 +616,18 @@ def load_study(path: str | Path, overrides: list[str] | tuple[str, ...] = (),
 # ----------------------------------------------------------------------------- table
 
 def trial_table(study: Study) -> list[str]:
-    """One line per trial: id, method, model, dataset, image size, epochs, seed, resources."""
-    header = ["trial", "method", "model", "data", "px", "epochs", "seed", "cpus", "gpus", "workers"]
+    """One line per trial: id, method, model, dataset, input shape, epochs, seed, resources."""
+    from .data import input_size
+
+    header = ["trial", "method", "model", "data", "input", "epochs", "seed", "cpus", "gpus", "workers"]
     rows = []
     for t in study.trials:
         recipe = t.config.train.resolved()
         epochs = str(recipe.epochs) if t.kind == "train" else "-"
         rows.append([t.trial_id, t.method_key, t.config.model.name if t.kind in ("train", "resolution") else "-",
-                     t.config.data.dataset if t.kind == "train" else "-", str(t.config.data.image_size)
-                     if t.kind == "train" else "-", epochs, str(t.config.seed), f"{t.resources.cpus:g}",
+                     t.config.data.dataset if t.kind == "train" else "-",
+                     "×".join(map(str, input_size(t.config.data))) if t.kind == "train" else "-",
+                     epochs, str(t.config.seed), f"{t.resources.cpus:g}",
                      f"{t.resources.gpus:g}", str(t.resources.workers)])
     widths = [max(len(r[i]) for r in [header] + rows) for i in range(len(header))]
     return ["  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in [header] + rows]

@@ -169,6 +169,8 @@ def _throughput_rows(cfg: TrialConfig, measured: dict, batch_size: int, size: in
 def _transfer_rows(cfg: TrialConfig, transfer: list[dict]) -> list[dict]:
     from .data import sequence_length
 
+    if not transfer:
+        return []
     note = f"trained at length {sequence_length(cfg.data)}; every Δ × delta_scale"
     return [_measurement("transfer", "top1", t["top1"], "%", length=t["length"], delta_scale=t["delta_scale"],
                          model=cfg.model.name, method_key=cfg.method_key, status="ok", note=note)
@@ -397,6 +399,7 @@ def _estimate_train(trials: list) -> Estimate:
 
     from .data import input_size, load_splits
     from .measure import inference_throughput, training_throughput
+    from .scan import NonFiniteInputError
     from .train import build_model
 
     groups: dict[str, list] = {}
@@ -418,10 +421,17 @@ def _estimate_train(trials: list) -> Estimate:
         torch.set_num_threads(max(1, int(members[0].resources.cpus)))  # as the trial will run
         model = build_model(cfg, num_classes, recipe.model_copy(update={"drop_path": 0.0}))
         shape = input_size(cfg.data)
-        train = training_throughput(model, batch, num_classes, shape, warmup=1, repeats=2)
-        infer = inference_throughput(model, batch, shape, warmup=1, repeats=2)
-        used_threads = torch.get_num_threads()
-        torch.set_num_threads(threads)
+        try:
+            train = training_throughput(model, batch, num_classes, shape, warmup=1, repeats=2)
+            infer = inference_throughput(model, batch, shape, warmup=1, repeats=2)
+        except NonFiniteInputError:
+            # e.g. rk4 with |aΔ| far beyond its stability bound: its trials diverge at once
+            how.append(f"{cfg.model.name} {cfg.method_key}: non-finite at the first step on random "
+                       f"inputs (its trials will likely diverge at once); counted as 0 s")
+            continue
+        finally:
+            used_threads = torch.get_num_threads()
+            torch.set_num_threads(threads)
         if train["status"] != "ok" or infer["status"] != "ok":
             how.append(f"{cfg.model.name} {cfg.method_key}: out of memory at batch {batch} on this machine")
             continue
