@@ -435,7 +435,8 @@ def _estimate_train(trials: list) -> Estimate:
         if train["status"] != "ok" or infer["status"] != "ok":
             how.append(f"{cfg.model.name} {cfg.method_key}: out of memory at batch {batch} on this machine")
             continue
-        how.append(f"{cfg.model.name} {cfg.method_key} input {'×'.join(map(str, shape))}: {train['images_per_s']:.0f} "
+        size = f"{cfg.data.image_size}px" if len(shape) == 3 else f"{shape[0]} tokens × {shape[1]}"
+        how.append(f"{cfg.model.name} {cfg.method_key} {size}: {train['images_per_s']:.0f} "
                    f"train / {infer['images_per_s']:.0f} eval images/s (batch {batch}, "
                    f"{used_threads} thread(s) as resources.cpus gives, CPU)")
         for t in members:
