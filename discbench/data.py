@@ -61,7 +61,8 @@ class DatasetError(ValueError):
 
 @dataclass(frozen=True)
 class Splits:
-    """Raw (untransformed) train and val datasets of PIL RGB images with int labels."""
+    """Raw train and val datasets with int labels: PIL RGB images (untransformed) for image
+    data, float tensors (L, channels) for sequence data."""
 
     train: Dataset
     val: Dataset
