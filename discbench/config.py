@@ -18,10 +18,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from .data import DATASET_NAMES, DATASETS
 from .methods import check_method_name, check_variant, parse_method
-
-DATASETS = ("digits", "synthetic", "cifar10", "cifar100", "imagefolder", "imagenet",
-            "tiny_imagenet", "imagenette")
 
 Positive = Annotated[float, Field(gt=0)]
 NonNegative = Annotated[float, Field(ge=0)]
@@ -41,10 +39,14 @@ class Strict(BaseModel):
 
 
 class DataConfig(Strict):
-    dataset: Literal[DATASETS] = "digits"  # type: ignore[valid-type]
-    # where the user's dataset lives (not needed for digits/synthetic)
+    dataset: Literal[DATASET_NAMES] = "digits"  # type: ignore[valid-type]
+    # where the user's dataset lives (data.DATASETS says which need it)
     root: str | None = Field(None, json_schema_extra=NO_EFFECT_ON_RESULT)
-    image_size: int = Field(16, gt=0)  # pixels, square; images are resized/cropped to it
+    image_size: int = Field(16, gt=0)  # image data: pixels, square (ignored for sequence data)
+    # sequence data: tokens per item (default: the dataset's length); only datasets that can
+    # be resampled (mnist1d) take other lengths
+    seq_length: int | None = Field(None, gt=1)
+    permute: bool = False  # sequence data: tokens in one fixed random order (permuted MNIST)
     num_classes: int | None = Field(None, gt=1)  # synthetic only; others know their classes
     # Use only N training / validation images: a fixed random subset (seed 0, the same for every
     # trial and seed, so trials differ only in what they study). For `synthetic` these are the
@@ -60,6 +62,21 @@ class DataConfig(Strict):
         if self.num_classes is not None and self.dataset != "synthetic":
             raise ValueError(f"data.num_classes is only for dataset 'synthetic'; dataset "
                              f"{self.dataset!r} knows its own classes (remove num_classes)")
+        return self
+
+    @model_validator(mode="after")
+    def _sequence_options(self) -> "DataConfig":
+        info = DATASETS[self.dataset]
+        sequences = [name for name, d in DATASETS.items() if d.is_sequence]
+        if not info.is_sequence and (self.seq_length is not None or self.permute):
+            key = "seq_length" if self.seq_length is not None else "permute"
+            raise ValueError(f"data.{key} is for sequence data ({', '.join(sequences)}); dataset "
+                             f"{self.dataset!r} is image data")
+        if info.is_sequence and self.seq_length not in (None, info.default_length) and not info.resamples:
+            resampling = [name for name, d in DATASETS.items() if d.resamples]
+            raise ValueError(f"data.seq_length: dataset {self.dataset!r} has a fixed length of "
+                             f"{info.default_length} tokens, got {self.seq_length}; datasets that can be "
+                             f"made at any length: {', '.join(resampling)}")
         return self
 
 
@@ -193,6 +210,9 @@ class MeasureConfig(Strict):
     resolutions: list[Annotated[int, Field(gt=0)]] = Field(default_factory=list)
     warmup: int = Field(2, ge=0)  # untimed forward passes before timing
     repeats: int = Field(5, gt=0)  # timed forward passes
+    # Sampling-rate transfer (resampling sequence datasets only): after training at length L,
+    # top-1 on the same val signals resampled to each length L' with every Δ scaled by L/L'.
+    eval_lengths: list[Annotated[int, Field(gt=1)]] = Field(default_factory=list)
 
 
 class TrialConfig(Strict):
@@ -226,6 +246,33 @@ class TrialConfig(Strict):
     @property
     def method_key(self) -> str:
         return f"{self.method}/{self.variant}"
+
+    @model_validator(mode="after")
+    def _fits_the_data(self) -> "TrialConfig":
+        """Options that only make sense for image data (or only for resampling sequence data)."""
+        info = DATASETS[self.data.dataset]
+        if info.is_sequence:
+            recipe = self.train.resolved()
+            image_only = [f"train.{name}: {value}" for name, value, off in (
+                ("augment", recipe.augment, False), ("mixup", recipe.mixup, 0),
+                ("cutmix", recipe.cutmix, 0)) if value != off]
+            if image_only:
+                raise ValueError(f"{', '.join(image_only)}: image augmentations, but dataset "
+                                 f"{self.data.dataset!r} is sequence data; set train.augment: false, "
+                                 f"train.mixup: 0, train.cutmix: 0 (preset 'digits' has them off)")
+            if self.measure.resolutions:
+                raise ValueError(f"measure.resolutions is for image data; dataset {self.data.dataset!r} "
+                                 f"is sequence data (its throughput is measured at its length)")
+        if self.measure.eval_lengths:
+            resampling = [name for name, d in DATASETS.items() if d.resamples]
+            if not info.resamples:
+                raise ValueError(f"measure.eval_lengths {self.measure.eval_lengths}: dataset "
+                                 f"{self.data.dataset!r} cannot be resampled to other lengths; "
+                                 f"datasets that can: {', '.join(resampling)}")
+            if self.data.permute:
+                raise ValueError("measure.eval_lengths: a permuted sequence (data.permute: true) has no "
+                                 "sampling rate to change; use one or the other")
+        return self
 
 
 def config_differences(old: Any, new: Any, prefix: str = "") -> list[str]:

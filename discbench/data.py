@@ -1,9 +1,11 @@
-"""Datasets: the raw splits of every supported dataset, checked before training, and the
-train/eval transforms of a recipe (timm's `create_transform`).
+"""Datasets: one registry (`DATASETS`) of everything known about each dataset, the raw
+splits of every dataset, checked before training, and the train/eval transforms of a recipe
+(timm's `create_transform`). Adding a dataset is one loader and one `DatasetInfo` here.
 
-Every dataset yields `(PIL.Image in RGB mode, int label)` before transforms, so one transform
+Image datasets yield `(PIL.Image in RGB mode, int label)` before transforms, so one transform
 pipeline (and every timm augmentation) serves all of them; after transforms an item is
 `(float tensor (3, image_size, image_size), int label)`, normalised with ImageNet's mean and std.
+Sequence datasets yield `(float tensor (L, channels), int label)` and take no transforms.
 
 Layouts (`root` is `data.root`; the folder in brackets may be `root` itself or sit inside it):
 
@@ -19,41 +21,37 @@ Layouts (`root` is `data.root`; the folder in brackets may be `root` itself or s
     imagenette     [imagenette2-320 | imagenette2 | imagenette2-160]/train|val/<wnid>/*.JPEG
     tiny_imagenet  [tiny-imagenet-200]/wnids.txt, train/<wnid>/images/*.JPEG,
                    val/images/*.JPEG with val/val_annotations.txt (file <tab> wnid <tab> box)
+
+Sequence datasets (no files; `data.permute: true` puts the tokens in one fixed random order):
+
+    mnist1d            MNIST-1D (Greydanus 2020) from the mnist1d package's generator: 4000 train
+                       / 1000 val signals, 1 channel, 10 classes, any length `data.seq_length`
+                       (default 40): one set of signals resampled (see `mnist1d_native`)
+    sequential_digits  scikit-learn's 8×8 digits as 64 one-pixel tokens in raster order (the
+                       `digits` split), standardised with the training pixels' mean and std
 """
 
 from __future__ import annotations
 
+import functools
 import pickle
+import random
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import TYPE_CHECKING, Callable, Literal, Sequence
 
 import numpy as np
+import torch
 from PIL import Image
 from torch.utils.data import Dataset, Subset
 
-from .config import DataConfig, TrainConfig
+if TYPE_CHECKING:  # config.py reads the registry below, so only for annotations
+    from .config import DataConfig, TrainConfig
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
-
-# Where to get each dataset, for error messages.
-SOURCES = {
-    "cifar10": "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz (unpack it: it holds "
-               "cifar-10-batches-py/)",
-    "cifar100": "https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz (unpack it: it holds "
-                "cifar-100-python/)",
-    "imagenet": "https://image-net.org/download.php (ILSVRC2012 train and val, needs an account); "
-                "unpack train into train/<wnid>/ and sort val into val/<wnid>/ (e.g. with the "
-                "widely used valprep.sh)",
-    "imagenette": "https://s3.amazonaws.com/fast-ai-imageclas/imagenette2-320.tgz (unpack it: it "
-                  "holds imagenette2-320/train and imagenette2-320/val)",
-    "tiny_imagenet": "http://cs231n.stanford.edu/tiny-imagenet-200.zip (unzip it: it holds "
-                     "tiny-imagenet-200/)",
-    "imagefolder": "any folder with train/<class>/<image> and val/<class>/<image> (the class "
-                   "folders of train and val must match)",
-}
-SYNTHETIC_DEFAULT_SIZES = (1024, 256)  # train, val images when no limit is given
 SYNTHETIC_DEFAULT_CLASSES = 10
+MNIST1D_NATIVE_LENGTH = 72  # the generator's template_len + padding[1]: its signals' own length
+PERMUTATION_SEED = 0  # the one fixed token permutation of data.permute
 
 
 class DatasetError(ValueError):
@@ -63,7 +61,8 @@ class DatasetError(ValueError):
 
 @dataclass(frozen=True)
 class Splits:
-    """Raw (untransformed) train and val datasets of PIL RGB images with int labels."""
+    """Raw train and val datasets with int labels: PIL RGB images (untransformed) for image
+    data, float tensors (L, channels) for sequence data."""
 
     train: Dataset
     val: Dataset
@@ -145,24 +144,32 @@ class Transformed(Dataset):
 # ---------------------------------------------------------------------------------- loaders
 
 
-def _digits(data: DataConfig) -> Splits:
+def _digits_split() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """scikit-learn's digits: images (1797, 8, 8) with values 0..16, labels, and the fixed
+    stratified split (train indices, val indices) shared by `digits` and `sequential_digits`."""
     from sklearn.datasets import load_digits
     from sklearn.model_selection import train_test_split
 
     digits = load_digits()
-    grey = np.round(digits.images * (255.0 / 16.0)).astype(np.uint8)  # values 0..16 -> 0..255
-    rgb = np.repeat(grey[..., None], 3, axis=-1)
-    train_idx, val_idx = train_test_split(np.arange(len(rgb)), test_size=0.2, random_state=0,
+    train_idx, val_idx = train_test_split(np.arange(len(digits.target)), test_size=0.2, random_state=0,
                                           stratify=digits.target)
+    return digits.images, digits.target, train_idx, val_idx
+
+
+def _digits(data: DataConfig) -> Splits:
+    images, labels, train_idx, val_idx = _digits_split()
+    grey = np.round(images * (255.0 / 16.0)).astype(np.uint8)  # values 0..16 -> 0..255
+    rgb = np.repeat(grey[..., None], 3, axis=-1)
     classes = tuple(str(c) for c in range(10))
-    return Splits(ArrayImages(rgb[train_idx], digits.target[train_idx]),
-                  ArrayImages(rgb[val_idx], digits.target[val_idx]), 10, classes)
+    return Splits(ArrayImages(rgb[train_idx], labels[train_idx]),
+                  ArrayImages(rgb[val_idx], labels[val_idx]), 10, classes)
 
 
 def _synthetic(data: DataConfig) -> Splits:
     classes = data.num_classes or SYNTHETIC_DEFAULT_CLASSES
-    n_train = data.train_limit or SYNTHETIC_DEFAULT_SIZES[0]
-    n_val = data.val_limit or SYNTHETIC_DEFAULT_SIZES[1]
+    default_train, default_val = DATASETS["synthetic"].sizes
+    n_train = data.train_limit or default_train
+    n_val = data.val_limit or default_val
     return Splits(SyntheticImages(n_train, classes, data.image_size, split=0),
                   SyntheticImages(n_val, classes, data.image_size, split=1),
                   classes, tuple(str(c) for c in range(classes)))
@@ -171,11 +178,11 @@ def _synthetic(data: DataConfig) -> Splits:
 def _need_root(data: DataConfig) -> Path:
     if data.root is None:
         raise DatasetError(f"dataset {data.dataset!r} needs data.root (or --data-root): the folder "
-                           f"that holds it; get it from {SOURCES[data.dataset]}")
+                           f"that holds it; get it from {DATASETS[data.dataset].source}")
     root = Path(data.root).expanduser()
     if not root.is_dir():
         raise DatasetError(f"dataset {data.dataset!r}: data.root {root} does not exist or is not a "
-                           f"folder; get the dataset from {SOURCES[data.dataset]}")
+                           f"folder; get the dataset from {DATASETS[data.dataset].source}")
     return root
 
 
@@ -203,18 +210,18 @@ def _read_cifar_pickle(path: Path, label_key: bytes, dataset: str) -> tuple[np.n
             batch = pickle.load(f, encoding="bytes")
     except (OSError, pickle.UnpicklingError, EOFError, ValueError) as exc:
         raise DatasetError(f"dataset {dataset!r}: {path} is not a readable python pickle ({exc}); "
-                           f"re-download it from {SOURCES[dataset]}") from exc
+                           f"re-download it from {DATASETS[dataset].source}") from exc
     if not isinstance(batch, dict) or b"data" not in batch or label_key not in batch:
         found = sorted(batch) if isinstance(batch, dict) else type(batch).__name__
         raise DatasetError(f"dataset {dataset!r}: {path} should be a dict with keys b'data' and "
-                           f"{label_key!r}; found {found}; re-download it from {SOURCES[dataset]}")
+                           f"{label_key!r}; found {found}; re-download it from {DATASETS[dataset].source}")
     pixels = np.asarray(batch[b"data"])
     labels = list(batch[label_key])
     if pixels.dtype != np.uint8 or pixels.ndim != 2 or pixels.shape[1] != 3 * 32 * 32 \
             or len(labels) != len(pixels):
         raise DatasetError(f"dataset {dataset!r}: {path} b'data' should be uint8 of shape (n, 3072) "
                            f"with n labels; found {pixels.dtype} {pixels.shape} with {len(labels)} "
-                           f"labels; re-download it from {SOURCES[dataset]}")
+                           f"labels; re-download it from {DATASETS[dataset].source}")
     images = pixels.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1).copy()  # CHW planes -> HWC
     return images, [int(x) for x in labels]
 
@@ -226,7 +233,7 @@ def _cifar(data: DataConfig, folder_name: str, train_files: Sequence[str], test_
     if missing:
         raise DatasetError(
             f"dataset {data.dataset!r}: expected {', '.join(missing)} in {root} (or in "
-            f"{root / folder_name}); found {_listing(root)}; get it from {SOURCES[data.dataset]}")
+            f"{root / folder_name}); found {_listing(root)}; get it from {DATASETS[data.dataset].source}")
     parts = [_read_cifar_pickle(root / name, label_key, data.dataset) for name in train_files]
     train_images = np.concatenate([p[0] for p in parts])
     train_labels = [label for p in parts for label in p[1]]
@@ -258,13 +265,13 @@ def _class_folders(split_dir: Path, dataset: str) -> list[Path]:
     if not split_dir.is_dir():
         raise DatasetError(f"dataset {dataset!r}: expected the folder {split_dir} with one sub-folder "
                            f"of images per class; found {_listing(split_dir.parent)} in "
-                           f"{split_dir.parent}; get it from {SOURCES[dataset]}")
+                           f"{split_dir.parent}; get it from {DATASETS[dataset].source}")
     folders = sorted(p for p in split_dir.iterdir() if p.is_dir())
     if not folders:
         loose = _images_in(split_dir)
         hint = (f" ({len(loose)} loose image files: sort them into {split_dir}/<class>/)" if loose else "")
         raise DatasetError(f"dataset {dataset!r}: {split_dir} has no class folders{hint}; expected "
-                           f"{split_dir}/<class>/<image>; get it from {SOURCES[dataset]}")
+                           f"{split_dir}/<class>/<image>; get it from {DATASETS[dataset].source}")
     empty = [f.name for f in folders if not _images_in(f)]
     if empty:
         raise DatasetError(f"dataset {dataset!r}: class folder(s) {', '.join(empty[:5])} in {split_dir} "
@@ -302,7 +309,7 @@ def _imagenette(data: DataConfig) -> Splits:
 
 def _tiny_imagenet(data: DataConfig) -> Splits:
     root = _locate(_need_root(data), ["tiny-imagenet-200"], "wnids.txt")
-    source = SOURCES["tiny_imagenet"]
+    source = DATASETS["tiny_imagenet"].source
     wnids_file = root / "wnids.txt"
     annotations = root / "val" / "val_annotations.txt"
     for needed in (wnids_file, root / "train", root / "val" / "images", annotations):
@@ -345,16 +352,176 @@ def _tiny_imagenet(data: DataConfig) -> Splits:
     return Splits(ImageFiles(train), ImageFiles(val), len(wnids), tuple(wnids))
 
 
-LOADERS: dict[str, Callable[[DataConfig], Splits]] = {
-    "digits": _digits,
-    "synthetic": _synthetic,
-    "cifar10": _cifar10,
-    "cifar100": _cifar100,
-    "imagefolder": _imagefolder,
-    "imagenet": _imagefolder,
-    "imagenette": _imagenette,
-    "tiny_imagenet": _tiny_imagenet,
-}
+# --------------------------------------------------------------------------- sequence data
+
+
+class SequenceArrays(Dataset):
+    """Sequences held in memory: float32 array (n, L, channels) and labels (n,); an item is
+    (float tensor (L, channels), int label)."""
+
+    def __init__(self, signals: np.ndarray, labels: Sequence[int]):
+        if signals.ndim != 3 or len(signals) != len(labels):
+            raise ValueError(f"signals must be (n, L, channels) with n labels; got {signals.shape} "
+                             f"and {len(labels)} labels")
+        self.signals = torch.from_numpy(np.ascontiguousarray(signals, dtype=np.float32))
+        self.labels = [int(label) for label in labels]
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        return self.signals[index], self.labels[index]
+
+
+def resample(signals: np.ndarray, length: int) -> np.ndarray:
+    """Signals (..., L) on `length` samples of the same interval, linearly interpolated.
+
+    Samples sit at cell centres, t_k = (k + ½)/length of the interval (the ends held beyond
+    the outermost samples), so the sample spacing is exactly interval/length at every length:
+    going from L to L′ samples changes the step by exactly L/L′, the Δ scale of the
+    sampling-rate transfer. (MNIST-1D's generator samples at the interval's ends instead,
+    spacing interval/(L − 1); hence discbench's mnist1d at 40 is not bit-identical to the
+    package's, though both are resamplings of the same signals.)
+    """
+    old = (np.arange(signals.shape[-1]) + 0.5) / signals.shape[-1]
+    new = (np.arange(length) + 0.5) / length
+    right = np.clip(np.searchsorted(old, new, side="right"), 1, len(old) - 1)
+    left = right - 1
+    weight = np.clip((new - old[left]) / (old[right] - old[left]), 0.0, 1.0)
+    return signals[..., left] * (1.0 - weight) + signals[..., right] * weight
+
+
+@functools.lru_cache(maxsize=1)
+def mnist1d_native() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """MNIST-1D from its procedural generator at its native length: (x_train (4000, 72),
+    y_train, x_test (1000, 72), y_test), normalised by the generator (mean 0, std 1 overall).
+
+    The generator draws every random number (padding, scale, translation, noise, shear) on
+    signals of length 72 and only then interpolates to `final_seq_length`, so its datasets of
+    different lengths are resamplings of the same signals (tests/test_data.py checks this);
+    but it normalises each length by that length's own mean and std. So discbench generates
+    once at 72 and resamples itself (`resample`): every length has exactly the scale of the
+    native signals, and at 72 they are the native signals. The generator seeds python's and numpy's global RNGs; their states are
+    restored afterwards. Nothing is downloaded.
+    """
+    from mnist1d.data import get_dataset_args, make_dataset
+
+    args = get_dataset_args()
+    args.final_seq_length = MNIST1D_NATIVE_LENGTH
+    states = random.getstate(), np.random.get_state()
+    try:
+        generated = make_dataset(args)
+    finally:
+        random.setstate(states[0])
+        np.random.set_state(states[1])
+    return generated["x"], generated["y"], generated["x_test"], generated["y_test"]
+
+
+def _permuted(signals: np.ndarray, data: DataConfig) -> np.ndarray:
+    """signals (n, L, C) with the tokens in the fixed order of data.permute (pMNIST's idea)."""
+    if not data.permute:
+        return signals
+    order = np.random.default_rng(PERMUTATION_SEED).permutation(signals.shape[1])
+    return signals[:, order]
+
+
+def _mnist1d(data: DataConfig) -> Splits:
+    x_train, y_train, x_test, y_test = mnist1d_native()
+    length = sequence_length(data)
+    train, val = (resample(x, length)[..., None] for x in (x_train, x_test))
+    classes = tuple(str(c) for c in range(10))
+    return Splits(SequenceArrays(_permuted(train, data), y_train),
+                  SequenceArrays(_permuted(val, data), y_test), 10, classes)
+
+
+def _sequential_digits(data: DataConfig) -> Splits:
+    images, labels, train_idx, val_idx = _digits_split()
+    pixels = images.reshape(len(images), 64, 1) / 16.0  # raster order, values in [0, 1]
+    mean, std = pixels[train_idx].mean(), pixels[train_idx].std()
+    signals = _permuted((pixels - mean) / std, data)
+    classes = tuple(str(c) for c in range(10))
+    return Splits(SequenceArrays(signals[train_idx], labels[train_idx]),
+                  SequenceArrays(signals[val_idx], labels[val_idx]), 10, classes)
+
+
+# ----------------------------------------------------------------------------- the registry
+
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    """Everything discbench knows about one dataset; registered once in DATASETS.
+
+    modality: "image" items are (PIL RGB image, label) before transforms; "sequence" items are
+    (float tensor (L, channels), label) and take no transforms. sizes: (train, val) items of
+    the full dataset, when known (None: depends on the user's files). default_length: a
+    sequence dataset's length when data.seq_length is not set; resamples: whether it can be
+    made at any data.seq_length (the same signals resampled, for sampling-rate transfer).
+    """
+
+    name: str
+    loader: Callable[["DataConfig"], Splits]
+    modality: Literal["image", "sequence"]
+    needs_root: bool
+    source: str  # where to get it, or how it is made
+    sizes: tuple[int, int] | None = None
+    channels: int = 3
+    default_length: int | None = None
+    resamples: bool = False
+
+    @property
+    def is_sequence(self) -> bool:
+        return self.modality == "sequence"
+
+
+DATASETS: dict[str, DatasetInfo] = {d.name: d for d in [
+    DatasetInfo("digits", _digits, "image", False, "ships with scikit-learn (sklearn.datasets.load_digits)",
+                (1437, 360)),
+    DatasetInfo("synthetic", _synthetic, "image", False, "generated (class patterns plus noise)",
+                (1024, 256)),
+    DatasetInfo("cifar10", _cifar10, "image", True,
+                "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz (unpack it: it holds "
+                "cifar-10-batches-py/)", (50_000, 10_000)),
+    DatasetInfo("cifar100", _cifar100, "image", True,
+                "https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz (unpack it: it holds "
+                "cifar-100-python/)", (50_000, 10_000)),
+    DatasetInfo("imagefolder", _imagefolder, "image", True,
+                "any folder with train/<class>/<image> and val/<class>/<image> (the class "
+                "folders of train and val must match)"),
+    DatasetInfo("imagenet", _imagefolder, "image", True,
+                "https://image-net.org/download.php (ILSVRC2012 train and val, needs an account); "
+                "unpack train into train/<wnid>/ and sort val into val/<wnid>/ (e.g. with the "
+                "widely used valprep.sh)", (1_281_167, 50_000)),
+    DatasetInfo("tiny_imagenet", _tiny_imagenet, "image", True,
+                "http://cs231n.stanford.edu/tiny-imagenet-200.zip (unzip it: it holds "
+                "tiny-imagenet-200/)", (100_000, 10_000)),
+    DatasetInfo("imagenette", _imagenette, "image", True,
+                "https://s3.amazonaws.com/fast-ai-imageclas/imagenette2-320.tgz (unpack it: it "
+                "holds imagenette2-320/train and imagenette2-320/val)", (9_469, 3_925)),
+    DatasetInfo("mnist1d", _mnist1d, "sequence", False,
+                "generated by the mnist1d package's procedural generator (never downloaded)",
+                (4000, 1000), channels=1, default_length=40, resamples=True),
+    DatasetInfo("sequential_digits", _sequential_digits, "sequence", False,
+                "ships with scikit-learn (sklearn.datasets.load_digits), pixels in raster order",
+                (1437, 360), channels=1, default_length=64),
+]}
+DATASET_NAMES = tuple(DATASETS)
+
+
+def sequence_length(data: DataConfig) -> int:
+    """Tokens per item of a sequence dataset: data.seq_length, else the dataset's default."""
+    info = DATASETS[data.dataset]
+    if not info.is_sequence:
+        raise ValueError(f"dataset {data.dataset!r} is image data; it has no sequence length")
+    return data.seq_length or info.default_length
+
+
+def input_size(data: DataConfig) -> tuple[int, ...]:
+    """One item's tensor shape as the model takes it: (3, image_size, image_size) for images,
+    (L, channels) for sequences (timm's pretrained_cfg["input_size"] convention)."""
+    info = DATASETS[data.dataset]
+    if info.is_sequence:
+        return (sequence_length(data), info.channels)
+    return (3, data.image_size, data.image_size)
 
 
 def _fixed_subset(dataset: Dataset, limit: int | None) -> Dataset:
@@ -370,7 +537,7 @@ def load_splits(data: DataConfig) -> Splits:
 
     Raises DatasetError when the dataset is missing or malformed.
     """
-    splits = LOADERS[data.dataset](data)
+    splits = DATASETS[data.dataset].loader(data)
     if data.dataset == "synthetic":
         return splits  # the limits already are its sizes
     return Splits(_fixed_subset(splits.train, data.train_limit), _fixed_subset(splits.val, data.val_limit),
@@ -405,7 +572,15 @@ def build_transforms(image_size: int, recipe: TrainConfig) -> tuple[Callable, Ca
 
 
 def build_datasets(data: DataConfig, recipe: TrainConfig) -> tuple[Dataset, Dataset, int]:
-    """(train, val, num_classes) with the recipe's transforms applied; recipe must be resolved."""
+    """(train, val, num_classes); recipe must be resolved.
+
+    Image data get the recipe's transforms. Sequence data are used as they are: the image
+    augmentations (augment, mixup, cutmix) are refused for them when the config is validated,
+    and the fields that only act through `augment` (auto_augment, color_jitter, hflip,
+    train_interpolation, reprob, remode, recount) or on images (eval_crop_ratio) are ignored.
+    """
     splits = load_splits(data)
+    if DATASETS[data.dataset].is_sequence:
+        return splits.train, splits.val, splits.num_classes
     train_tf, eval_tf = build_transforms(data.image_size, recipe)
     return Transformed(splits.train, train_tf), Transformed(splits.val, eval_tf), splits.num_classes

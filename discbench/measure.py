@@ -88,6 +88,17 @@ def amp_autocast(device: torch.device, amp: str):
     return torch.autocast(device_type=device.type, dtype=dtype, enabled=dtype is not None)
 
 
+def _input_shape(model: torch.nn.Module, input_size: tuple[int, ...] | None) -> tuple[int, ...]:
+    """One item's shape: `input_size`, else the model's timm pretrained_cfg["input_size"]
+    ((channels, H, W) for image models, (L, channels) for discbench's sequence models)."""
+    if input_size is not None:
+        return tuple(input_size)
+    cfg = getattr(model, "pretrained_cfg", None) or {}
+    if "input_size" not in cfg:
+        raise ValueError(f"{type(model).__name__} states no pretrained_cfg['input_size']; pass input_size")
+    return tuple(cfg["input_size"])
+
+
 def _result(images: int, elapsed_s: float, memory: PeakMemory, status: str, **context: Any) -> dict:
     return {
         "images_per_s": images / elapsed_s if status == "ok" and elapsed_s > 0 else None,
@@ -98,24 +109,28 @@ def _result(images: int, elapsed_s: float, memory: PeakMemory, status: str, **co
     }
 
 
-def inference_throughput(model: torch.nn.Module, batch_size: int, image_size: int,
+def inference_throughput(model: torch.nn.Module, batch_size: int, input_size: tuple[int, ...] | None = None,
                          device: torch.device | str = "cpu", warmup: int = 2, repeats: int = 5,
-                         in_chans: int = 3, amp: str = "off") -> dict:
-    """Forward passes per second on random images (batch_size, in_chans, image_size, image_size).
+                         amp: str = "off") -> dict:
+    """Forward passes per second on random inputs (batch_size, *input_size): input_size is one
+    item's shape, (3, H, W) for images or (L, channels) for sequences; default: the model's
+    pretrained_cfg["input_size"].
 
-    Returns {images_per_s, peak_mem_mb, peak_mem_delta_mb, status, batch_size, image_size,
-    seconds}: images_per_s = batch_size × repeats / wall time of the `repeats` timed passes
-    (after `warmup` untimed ones), in eval mode without gradients. Out of memory gives status
-    "oom" and images_per_s None instead of raising. The model is left on `device` in eval mode.
+    Returns {images_per_s, peak_mem_mb, peak_mem_delta_mb, status, batch_size, input_size,
+    seconds}: images_per_s (items per second) = batch_size × repeats / wall time of the
+    `repeats` timed passes (after `warmup` untimed ones), in eval mode without gradients. Out
+    of memory gives status "oom" and images_per_s None instead of raising. The model is left
+    on `device` in eval mode.
     """
     device = torch.device(device)
     model = model.to(device).eval()
-    context = dict(batch_size=batch_size, image_size=image_size)
+    shape = _input_shape(model, input_size)
+    context = dict(batch_size=batch_size, input_size=shape)
     memory = PeakMemory(device)
     seconds = 0.0
     try:
         with memory, torch.inference_mode(), amp_autocast(device, amp):
-            images = torch.randn(batch_size, in_chans, image_size, image_size, device=device)
+            images = torch.randn(batch_size, *shape, device=device)
             for _ in range(warmup):
                 model(images)
             _synchronize(device)
@@ -133,16 +148,18 @@ def inference_throughput(model: torch.nn.Module, batch_size: int, image_size: in
     return _result(batch_size * repeats, seconds, memory, "ok", seconds=seconds, **context)
 
 
-def training_throughput(model: torch.nn.Module, batch_size: int, image_size: int, num_classes: int,
-                        device: torch.device | str = "cpu", warmup: int = 1, repeats: int = 3,
-                        in_chans: int = 3, amp: str = "off") -> dict:
-    """Training steps (forward, cross-entropy, backward, AdamW step) per second on random data,
-    as images/s; same return dict and "oom" handling as `inference_throughput`. The model's
-    weights change (it is trained on noise): pass a model built for measuring only."""
+def training_throughput(model: torch.nn.Module, batch_size: int, num_classes: int,
+                        input_size: tuple[int, ...] | None = None, device: torch.device | str = "cpu",
+                        warmup: int = 1, repeats: int = 3, amp: str = "off") -> dict:
+    """Training steps (forward, cross-entropy, backward, AdamW step) per second on random data
+    (batch_size, *input_size), as items/s; input_size, return dict and "oom" handling as in
+    `inference_throughput`. The model's weights change (it is trained on noise): pass a model
+    built for measuring only."""
     device = torch.device(device)
     model = model.to(device).train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
-    context = dict(batch_size=batch_size, image_size=image_size)
+    shape = _input_shape(model, input_size)
+    context = dict(batch_size=batch_size, input_size=shape)
     memory = PeakMemory(device)
     seconds = 0.0
 
@@ -155,7 +172,7 @@ def training_throughput(model: torch.nn.Module, batch_size: int, image_size: int
 
     try:
         with memory:
-            images = torch.randn(batch_size, in_chans, image_size, image_size, device=device)
+            images = torch.randn(batch_size, *shape, device=device)
             labels = torch.randint(0, num_classes, (batch_size,), device=device)
             for _ in range(warmup):
                 step(images, labels)

@@ -53,7 +53,8 @@ MEASUREMENT_COLUMNS = [
 ]
 
 
-# What each measurement kind records (value in `unit`; other columns give its context):
+# What each measurement kind records (value in `unit`; other columns give its context).
+# append_measurements refuses a row of any other kind: a new kind is documented here first.
 MEASUREMENT_KINDS = {
     "convergence": "name='error': |h(T) - exact| on h' = a h + v(t); method_key, steps, dt",
     "order": "name='measured_order' (value) beside name='stated_order'; method_key",
@@ -63,6 +64,9 @@ MEASUREMENT_KINDS = {
     "memory": "name='peak_mem_mb'; model, method_key, batch_size, resolution, status ('ok' or 'oom')",
     "scan_time": "name='ms_median' / 'ms_min'; method_key, backend, pass ('fwd' or 'fwd+bwd'), "
                  "batch_size, length",
+    "transfer": "name='top1' (%): a model trained at one length evaluated on the same signals resampled "
+                "to `length` with every Δ × delta_scale (= trained length / length); model, method_key, "
+                "status 'ok'",
 }
 
 
@@ -175,6 +179,12 @@ def reset_epochs(trial_path: Path, keep_through_epoch: int) -> None:
 
 
 def append_measurements(trial_path: Path, rows: Iterable[dict[str, Any]]) -> None:
+    """Append measurement rows; each row's kind must be one of MEASUREMENT_KINDS."""
+    rows = list(rows)
+    unknown = sorted({str(r.get("kind")) for r in rows} - set(MEASUREMENT_KINDS))
+    if unknown:
+        raise ValueError(f"measurement kind(s) {', '.join(unknown)} not in results.MEASUREMENT_KINDS "
+                         f"({', '.join(MEASUREMENT_KINDS)}); document a new kind there first")
     _append_jsonl(Path(trial_path) / "measurements.jsonl", rows)
 
 

@@ -48,13 +48,12 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from .config import TrialConfig
+from .data import DATASETS
 from .methods import METHOD_NAMES, METHODS, VARIANTS, parse_method
 
 KINDS = ("train", "numerics", "kernels", "resolution")
 # Trial config keys a study sets at its top level (the rest are study settings).
 TRIAL_SECTIONS = ("data", "model", "train", "measure", "seed")
-# Datasets that live in the user's files and so need data.root.
-GENERATED_DATASETS = ("digits", "synthetic")
 TRIAL_ID_MAX = 96
 STUDY_NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
 
@@ -412,41 +411,42 @@ def _flat_origins(prefix: str, value: Any, source: str, out: dict[str, str]) -> 
 
 
 def _check_model(cfg: TrialConfig) -> str | None:
-    """Build the trial's model on the meta device (no memory, no weights): catches an unknown
-    model name, unknown or bad model.kwargs, a patch size that does not divide the image."""
-    return _check_model_cached(json.dumps(cfg.model.model_dump(mode="json"), sort_keys=True),
-                               cfg.data.image_size, cfg.method, cfg.variant)
+    """Build the trial's model (one block deep, so cheaply): catches an unknown model name, a
+    model that cannot read the data, unknown or bad model.kwargs, a patch size that does not
+    divide the image."""
+    fields = cfg.model_dump(mode="json", include={"model", "data", "method", "variant"})
+    return _check_model_cached(json.dumps(fields, sort_keys=True))
 
 
 @functools.lru_cache(maxsize=256)
-def _check_model_cached(model_json: str, image_size: int, method: str, variant: str) -> str | None:
+def _check_model_cached(fields_json: str) -> str | None:
     import timm
 
-    from .models import VIM_MODEL_NAMES
+    from .models import DISCRETIZED_MODEL_NAMES
     from .scan import BACKENDS
+    from .train import model_arguments
 
-    model = json.loads(model_json)
-    name = model["name"]
-    if not timm.is_model(name):
-        return (f"model.name: unknown model {name!r}; allowed: {', '.join(VIM_MODEL_NAMES)} or a timm "
-                f"model (e.g. deit_tiny_patch16_224)")
-    if model["scan_backend"] not in ("auto", *BACKENDS):
-        return (f"model.scan_backend: got {model['scan_backend']!r}; allowed: auto, {', '.join(BACKENDS)}")
-    kwargs = dict(model["kwargs"], num_classes=10, img_size=image_size)
-    if model["patch_size"] is not None:
-        kwargs["patch_size"] = model["patch_size"]
-    if name in VIM_MODEL_NAMES:
-        kwargs.update(discretization=method, variant=variant, scan_backend=model["scan_backend"])
+    cfg = TrialConfig.model_validate(json.loads(fields_json))
+    model = cfg.model
+    if not timm.is_model(model.name):
+        return (f"model.name: unknown model {model.name!r}; allowed: {', '.join(DISCRETIZED_MODEL_NAMES)} or "
+                f"a timm model (e.g. deit_tiny_patch16_224)")
+    if model.scan_backend not in ("auto", *BACKENDS):
+        return (f"model.scan_backend: got {model.scan_backend!r}; allowed: auto, {', '.join(BACKENDS)}")
+    try:
+        kwargs = model_arguments(cfg, num_classes=10)
+    except ValueError as exc:
+        return f"model.name: {exc}"
     # One block is enough to check every argument; a full-depth Vim-B would cost ~0.4 GB.
     shallow = {**kwargs, "depth": 1} if "depth" not in kwargs else kwargs
     try:
         try:
-            timm.create_model(name, pretrained=False, **shallow)
+            timm.create_model(model.name, pretrained=False, **shallow)
         except TypeError:
-            timm.create_model(name, pretrained=False, **kwargs)  # a model without `depth`
+            timm.create_model(model.name, pretrained=False, **kwargs)  # a model without `depth`
     except (TypeError, ValueError, AssertionError, RuntimeError) as exc:
-        where = "model.kwargs" if model["kwargs"] else "model"
-        return f"{where}: {name} with {_describe(model['kwargs'])} cannot be built: {exc}"
+        where = "model.kwargs" if model.kwargs else "model"
+        return f"{where}: {model.name} with {_describe(model.kwargs)} cannot be built: {exc}"
     return None
 
 
@@ -542,10 +542,10 @@ def _expand(path: Path, spec: StudySpec, raw: dict, overrides: list[tuple[str, A
             cfg = TrialConfig.model_validate({**values, "method": name, "variant": variant})
         except ValidationError as exc:
             for error in exc.errors():
-                where = _origin_path(error["loc"], origins)
+                where = _origin_path(error["loc"], origins) or "trial config"
                 problems.append(f"{path}: {where}: {_error_text(error, TrialConfig)} (trial {origin})")
             continue
-        if cfg.data.dataset not in GENERATED_DATASETS and cfg.data.root is None:
+        if DATASETS[cfg.data.dataset].needs_root and cfg.data.root is None:
             problems.append(f"{path}: data.root: dataset {cfg.data.dataset!r} needs data.root, the folder "
                             f"that holds it (or pass --data-root / -o data.root=PATH)")
             continue
@@ -615,15 +615,18 @@ def load_study(path: str | Path, overrides: list[str] | tuple[str, ...] = (),
 # ----------------------------------------------------------------------------- table
 
 def trial_table(study: Study) -> list[str]:
-    """One line per trial: id, method, model, dataset, image size, epochs, seed, resources."""
-    header = ["trial", "method", "model", "data", "px", "epochs", "seed", "cpus", "gpus", "workers"]
+    """One line per trial: id, method, model, dataset, input shape, epochs, seed, resources."""
+    from .data import input_size
+
+    header = ["trial", "method", "model", "data", "input", "epochs", "seed", "cpus", "gpus", "workers"]
     rows = []
     for t in study.trials:
         recipe = t.config.train.resolved()
         epochs = str(recipe.epochs) if t.kind == "train" else "-"
         rows.append([t.trial_id, t.method_key, t.config.model.name if t.kind in ("train", "resolution") else "-",
-                     t.config.data.dataset if t.kind == "train" else "-", str(t.config.data.image_size)
-                     if t.kind == "train" else "-", epochs, str(t.config.seed), f"{t.resources.cpus:g}",
+                     t.config.data.dataset if t.kind == "train" else "-",
+                     "×".join(map(str, input_size(t.config.data))) if t.kind == "train" else "-",
+                     epochs, str(t.config.seed), f"{t.resources.cpus:g}",
                      f"{t.resources.gpus:g}", str(t.resources.workers)])
     widths = [max(len(r[i]) for r in [header] + rows) for i in range(len(header))]
     return ["  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in [header] + rows]

@@ -39,7 +39,7 @@ from .measure import PeakMemory, amp_autocast, inference_throughput
 from .scan import NonFiniteInputError
 
 __all__ = ["PRESETS", "fit", "train_loop", "Workers", "CheckpointMismatch", "CHECKPOINT_NAME",
-           "order_seed", "build_model", "effective_lr"]
+           "order_seed", "build_model", "model_arguments", "effective_lr", "transfer_accuracy"]
 
 CHECKPOINT_NAME = "checkpoint.pt"
 REPEATED_AUG_REPEATS = 3  # DeiT's RASampler repeats every image 3 times
@@ -119,22 +119,51 @@ def effective_lr(recipe: TrainConfig, global_batch: int) -> float:
     return recipe.lr
 
 
-def build_model(cfg: TrialConfig, num_classes: int, recipe: TrainConfig) -> torch.nn.Module:
-    """timm.create_model for the trial; Vim models also get the discretization and scan backend."""
+def model_arguments(cfg: TrialConfig, num_classes: int) -> dict[str, Any]:
+    """timm.create_model's keyword arguments for the trial's model (beside its name and the
+    recipe's dropout rates): model.kwargs, then the input the data give (image data: img_size,
+    in_chans 3, patch_size if set; sequence data: seq_len and in_chans, the dataset's
+    channels), num_classes, and for discbench's models the discretization and scan backend.
+
+    Raises ValueError when the model cannot read the data (an image model on sequence data or
+    the reverse) or is not a timm model.
+    """
     import timm
 
-    from .models import VIM_MODEL_NAMES
+    from .data import DATASETS, input_size
+    from .models import DISCRETIZED_MODEL_NAMES, SEQ_MODEL_NAMES
 
+    name = cfg.model.name
+    if not timm.is_model(name):
+        raise ValueError(f"model.name {name!r} is not a timm model; discbench's are "
+                         f"{', '.join(DISCRETIZED_MODEL_NAMES)} (and timm's, e.g. deit_tiny_patch16_224)")
+    sequence_data = DATASETS[cfg.data.dataset].is_sequence
+    if sequence_data != (name in SEQ_MODEL_NAMES):
+        data_kind, wanted = (("sequence", f"one of {', '.join(SEQ_MODEL_NAMES)}") if sequence_data
+                             else ("image", "an image model (vim_*, deit_*, …)"))
+        raise ValueError(f"model.name {name!r} cannot read dataset {cfg.data.dataset!r}, which is "
+                         f"{data_kind} data; use {wanted}")
     kwargs: dict[str, Any] = dict(cfg.model.kwargs)
-    kwargs.update(num_classes=num_classes, img_size=cfg.data.image_size, in_chans=3,
-                  drop_rate=recipe.drop, drop_path_rate=recipe.drop_path)
-    if cfg.model.patch_size is not None:
-        kwargs["patch_size"] = cfg.model.patch_size
-    if cfg.model.name in VIM_MODEL_NAMES:
+    kwargs["num_classes"] = num_classes
+    if sequence_data:
+        kwargs["seq_len"], kwargs["in_chans"] = input_size(cfg.data)
+        if cfg.model.patch_size is not None:
+            raise ValueError(f"model.patch_size is for image models; {name} reads one sample per token")
+    else:
+        kwargs.update(img_size=cfg.data.image_size, in_chans=3)
+        if cfg.model.patch_size is not None:
+            kwargs["patch_size"] = cfg.model.patch_size
+    if name in DISCRETIZED_MODEL_NAMES:
         kwargs.update(discretization=cfg.method, variant=cfg.variant, scan_backend=cfg.model.scan_backend)
-    if not timm.is_model(cfg.model.name):
-        raise ValueError(f"model.name {cfg.model.name!r} is not a timm model; discbench's are "
-                         f"{', '.join(VIM_MODEL_NAMES)} (and timm's, e.g. deit_tiny_patch16_224)")
+    return kwargs
+
+
+def build_model(cfg: TrialConfig, num_classes: int, recipe: TrainConfig) -> torch.nn.Module:
+    """timm.create_model for the trial (see `model_arguments`), with the recipe's dropout rates."""
+    import timm
+
+    kwargs = model_arguments(cfg, num_classes)
+    kwargs.update(drop_rate=recipe.drop, drop_path_rate=recipe.drop_path)
     return timm.create_model(cfg.model.name, pretrained=False, **kwargs)
 
 
@@ -240,7 +269,8 @@ def train_loop(cfg: TrialConfig, workdir: Path, on_epoch: EpochCallback | None =
     Returns {status ("ok"|"diverged"), top1, top5, train_loss (last completed epoch; None if
       none), epochs_done, train_time_s (sum of epoch times, across resumes),
       train_images_per_s, infer_images_per_s (cfg.measure; None if off, diverged or out of
-      memory), peak_mem_mb (over epochs), params, diverged_at (None or "epoch E, step S")}.
+      memory), peak_mem_mb (over epochs), params, diverged_at (None or "epoch E, step S"),
+      transfer (`transfer_accuracy` at cfg.measure.eval_lengths; [] if none or diverged)}.
     """
     from timm.data import Mixup
     from timm.scheduler import create_scheduler_v2
@@ -390,15 +420,43 @@ def train_loop(cfg: TrialConfig, workdir: Path, on_epoch: EpochCallback | None =
         torch.use_deterministic_algorithms(determinism[0], warn_only=determinism[1])
 
 
+def transfer_accuracy(cfg: TrialConfig, model: torch.nn.Module, device: torch.device, amp: str,
+                      workers: Workers = Workers()) -> list[dict]:
+    """Sampling-rate transfer: top-1 (%) of a model trained at length L on the same val signals
+    resampled to each L′ of cfg.measure.eval_lengths, with every Δ scaled by L/L′.
+
+    Returns [{length: L′, delta_scale: L/L′, top1}] in the order of eval_lengths ([] when
+    none are asked for). The model's Δ scale is restored afterwards.
+    """
+    from .data import load_splits, sequence_length
+
+    if not cfg.measure.eval_lengths:
+        return []
+    trained = sequence_length(cfg.data)
+    out = []
+    for length in cfg.measure.eval_lengths:
+        val = load_splits(cfg.data.model_copy(update={"seq_length": length})).val
+        shard = Subset(val, range(workers.rank, len(val), workers.world_size))
+        loader = DataLoader(shard, batch_size=cfg.data.eval_batch_size or cfg.data.batch_size, shuffle=False)
+        scale = trained / length
+        with model.delta_scaled(scale):
+            _, top1, _ = _evaluate(model, loader, device, amp, workers)
+        out.append({"length": length, "delta_scale": scale, "top1": top1})
+    return out
+
+
 def _summary(cfg: TrialConfig, recipe: TrainConfig, history: list[dict], diverged_at: str | None,
              params: int, eval_model: torch.nn.Module, device: torch.device, workers: Workers) -> dict:
+    from .data import input_size
+
     last = history[-1] if history else {}
     train_seconds = sum(r["train_seconds"] for r in history)
     train_images = sum(r["images_per_s"] * r["train_seconds"] for r in history)
+    transfer = transfer_accuracy(cfg, eval_model, device, recipe.amp, workers) if diverged_at is None else []
     infer = None
     if cfg.measure.throughput and diverged_at is None and workers.is_main:
         measured = inference_throughput(eval_model, batch_size=cfg.measure.batch_sizes[0],
-                                        image_size=cfg.data.image_size, device=device,
+                                        input_size=input_size(cfg.data), device=device,
                                         warmup=cfg.measure.warmup, repeats=cfg.measure.repeats,
                                         amp=recipe.amp)
         infer = measured["images_per_s"]
@@ -413,4 +471,5 @@ def _summary(cfg: TrialConfig, recipe: TrainConfig, history: list[dict], diverge
         "peak_mem_mb": max((r["peak_mem_mb"] for r in history), default=None),
         "params": params,
         "diverged_at": diverged_at,
+        "transfer": transfer,
     }

@@ -35,6 +35,7 @@ from typing import Any, Callable
 
 from . import results
 from .config import TrialConfig, without_result_neutral
+from .data import DATASETS
 
 FINISHED = ("ok", "diverged")
 TRIAL_LOCK = ".running"
@@ -85,7 +86,8 @@ def _base_row(spec: dict, cfg: TrialConfig, device: str) -> dict[str, Any]:
         "method": cfg.method, "variant": cfg.variant, "method_key": cfg.method_key, "seed": cfg.seed,
         "model": cfg.model.name if spec["kind"] in ("train", "resolution") else None,
         "dataset": cfg.data.dataset if spec["kind"] == "train" else None,
-        "image_size": cfg.data.image_size if spec["kind"] == "train" else None,
+        "image_size": cfg.data.image_size if spec["kind"] == "train" and not DATASETS[cfg.data.dataset].is_sequence
+        else None,
         "config": spec["resolved"], "resources": json.dumps(spec["resources"], sort_keys=True),
         **results.provenance(device),
     }
@@ -146,50 +148,76 @@ def _measurement(kind: str, name: str, value: Any, unit: str, **context: Any) ->
     return {"kind": kind, "name": name, "value": value, "unit": unit, **context}
 
 
-def _throughput_rows(cfg: TrialConfig, measured: dict, batch_size: int, resolution: int) -> list[dict]:
+def _throughput_rows(cfg: TrialConfig, measured: dict, batch_size: int, size: int) -> list[dict]:
+    """Throughput and memory rows; `size` is the resolution (image data) or length (sequences)."""
+    from .data import DATASETS
+
+    where = "length" if DATASETS[cfg.data.dataset].is_sequence else "resolution"
     context = dict(model=cfg.model.name, method_key=cfg.method_key, batch_size=batch_size,
-                   resolution=resolution, status=measured["status"])
+                   status=measured["status"], **{where: size})
     return [_measurement("throughput", "infer_images_per_s", measured["images_per_s"], "images/s", **context),
             _measurement("memory", "peak_mem_mb", measured["peak_mem_mb"], "MiB",
                          note="CUDA: max allocated; CPU: peak RSS of the process", **context)]
 
 
+def _transfer_rows(cfg: TrialConfig, transfer: list[dict]) -> list[dict]:
+    from .data import sequence_length
+
+    if not transfer:
+        return []
+    note = f"trained at length {sequence_length(cfg.data)}; every Δ × delta_scale"
+    return [_measurement("transfer", "top1", t["top1"], "%", length=t["length"], delta_scale=t["delta_scale"],
+                         model=cfg.model.name, method_key=cfg.method_key, status="ok", note=note)
+            for t in transfer]
+
+
+def _trained_size(cfg: TrialConfig) -> int:
+    """The resolution (image data) or length (sequence data) the trial trains at."""
+    from .data import DATASETS, sequence_length
+
+    return sequence_length(cfg.data) if DATASETS[cfg.data.dataset].is_sequence else cfg.data.image_size
+
+
 def _measure_settings(cfg: TrialConfig) -> list[tuple[int, int]]:
-    resolutions = cfg.measure.resolutions or [cfg.data.image_size]
-    return [(b, r) for r in resolutions for b in cfg.measure.batch_sizes]
+    """(batch size, resolution or length) pairs to measure; sequences only at their length."""
+    sizes = cfg.measure.resolutions or [_trained_size(cfg)]
+    return [(b, r) for r in sizes for b in cfg.measure.batch_sizes]
 
 
 def _measure_models(cfg: TrialConfig, settings: list[tuple[int, int]], num_classes: int,
                     folder: Path, skip: set[tuple[int, int]] = frozenset()) -> None:
-    """Inference images/s and peak memory of the trial's architecture at each (batch, px).
+    """Inference images/s and peak memory of the trial's architecture at each (batch, size).
 
     Speed and memory do not depend on the weights, so a fresh model is built per resolution
     (the position embedding's size depends on it)."""
     import torch
 
+    from .data import DATASETS, input_size
     from .measure import inference_throughput, is_out_of_memory
     from .train import build_model, resolve_device
 
     recipe = cfg.train.resolved()
     device = resolve_device(recipe)
-    for resolution in sorted({r for _, r in settings}):
-        sized = cfg.model_copy(update={"data": cfg.data.model_copy(update={"image_size": resolution})})
+    sequence = DATASETS[cfg.data.dataset].is_sequence
+    for size in sorted({r for _, r in settings}):
+        update = {"seq_length": size} if sequence else {"image_size": size}
+        sized = cfg.model_copy(update={"data": cfg.data.model_copy(update=update)})
         try:
             model = build_model(sized, num_classes, recipe).to(device)
         except Exception as exc:
             if not is_out_of_memory(exc):
                 raise
             model = None
-        for batch_size in [b for b, r in settings if r == resolution]:
-            if (batch_size, resolution) in skip:
+        for batch_size in [b for b, r in settings if r == size]:
+            if (batch_size, size) in skip:
                 continue
             if model is None:
                 measured = {"status": "oom", "images_per_s": None, "peak_mem_mb": None}
             else:
-                measured = inference_throughput(model, batch_size=batch_size, image_size=resolution,
+                measured = inference_throughput(model, batch_size=batch_size, input_size=input_size(sized.data),
                                                 device=device, warmup=cfg.measure.warmup,
                                                 repeats=cfg.measure.repeats, amp=recipe.amp)
-            rows = _throughput_rows(cfg, measured, batch_size, resolution)
+            rows = _throughput_rows(cfg, measured, batch_size, size)
             results.append_measurements(folder, rows)
         del model
         if device.type == "cuda":
@@ -218,16 +246,17 @@ def _run_train(cfg: TrialConfig, spec: dict, folder: Path, events: Events) -> di
 
         outcome = fit(cfg, folder, on_epoch=on_epoch, on_start=on_start)
     results.reset_measurements(folder)
+    transfer = _transfer_rows(cfg, outcome.pop("transfer", None) or [])
+    results.append_measurements(folder, transfer)
     if outcome["status"] == "ok" and cfg.measure.throughput:
         from .data import load_splits
 
-        first = (cfg.measure.batch_sizes[0], cfg.data.image_size)
+        first = (cfg.measure.batch_sizes[0], _trained_size(cfg))
         if outcome.get("infer_images_per_s") is not None:
             # fit measured this one already (same function, same settings)
-            results.append_measurements(folder, [_measurement(
-                "throughput", "infer_images_per_s", outcome["infer_images_per_s"], "images/s",
-                model=cfg.model.name, method_key=cfg.method_key, batch_size=first[0],
-                resolution=first[1], status="ok")])
+            results.append_measurements(folder, _throughput_rows(
+                cfg, {"status": "ok", "images_per_s": outcome["infer_images_per_s"], "peak_mem_mb": None},
+                *first)[:1])
         settings = _measure_settings(cfg)
         if settings != [first]:
             num_classes = load_splits(cfg.data).num_classes
@@ -324,11 +353,6 @@ KIND_RUNNERS: dict[str, Callable[[TrialConfig, dict, Path, Events], dict]] = {
 
 # ----------------------------------------------------------------------------- cost estimates
 
-# Split sizes (train, val) of the datasets whose files may be absent when estimating.
-KNOWN_SIZES = {
-    "digits": (1437, 360), "cifar10": (50_000, 10_000), "cifar100": (50_000, 10_000),
-    "imagenet": (1_281_167, 50_000), "tiny_imagenet": (100_000, 10_000), "imagenette": (9_469, 3_925),
-}
 ESTIMATE_MAX_BATCH = 16  # training steps are timed at most at this batch, then scaled per image
 
 
@@ -341,15 +365,15 @@ class Estimate:
 
 
 def _split_sizes(data) -> tuple[int, int, str]:
-    from .data import DatasetError, load_splits
+    from .data import DATASETS, DatasetError, load_splits
 
     try:
         splits = load_splits(data)
         return len(splits.train), len(splits.val), "counted"
     except DatasetError:
-        if data.dataset not in KNOWN_SIZES:
+        if DATASETS[data.dataset].sizes is None:
             raise
-        n_train, n_val = KNOWN_SIZES[data.dataset]
+        n_train, n_val = DATASETS[data.dataset].sizes
         n_train = min(n_train, data.train_limit or n_train)
         n_val = min(n_val, data.val_limit or n_val)
         return n_train, n_val, "published size (files not found here)"
@@ -358,13 +382,15 @@ def _split_sizes(data) -> tuple[int, int, str]:
 def _estimate_train(trials: list) -> Estimate:
     import torch
 
-    from .data import load_splits
+    from .data import input_size, load_splits
     from .measure import inference_throughput, training_throughput
+    from .scan import NonFiniteInputError
     from .train import build_model
 
     groups: dict[str, list] = {}
     for t in trials:
-        key = json.dumps([t.config.model.model_dump(mode="json"), t.method_key, t.config.data.image_size], sort_keys=True)
+        key = json.dumps([t.config.model.model_dump(mode="json"), t.method_key, input_size(t.config.data)],
+                         sort_keys=True)
         groups.setdefault(key, []).append(t)
     total, how = 0.0, []
     for members in groups.values():
@@ -379,14 +405,23 @@ def _estimate_train(trials: list) -> Estimate:
         threads = torch.get_num_threads()
         torch.set_num_threads(max(1, int(members[0].resources.cpus)))  # as the trial will run
         model = build_model(cfg, num_classes, recipe.model_copy(update={"drop_path": 0.0}))
-        train = training_throughput(model, batch, cfg.data.image_size, num_classes, warmup=1, repeats=2)
-        infer = inference_throughput(model, batch, cfg.data.image_size, warmup=1, repeats=2)
-        used_threads = torch.get_num_threads()
-        torch.set_num_threads(threads)
+        shape = input_size(cfg.data)
+        try:
+            train = training_throughput(model, batch, num_classes, shape, warmup=1, repeats=2)
+            infer = inference_throughput(model, batch, shape, warmup=1, repeats=2)
+        except NonFiniteInputError:
+            # e.g. rk4 with |aΔ| far beyond its stability bound: its trials diverge at once
+            how.append(f"{cfg.model.name} {cfg.method_key}: non-finite at the first step on random "
+                       f"inputs (its trials will likely diverge at once); counted as 0 s")
+            continue
+        finally:
+            used_threads = torch.get_num_threads()
+            torch.set_num_threads(threads)
         if train["status"] != "ok" or infer["status"] != "ok":
             how.append(f"{cfg.model.name} {cfg.method_key}: out of memory at batch {batch} on this machine")
             continue
-        how.append(f"{cfg.model.name} {cfg.method_key} {cfg.data.image_size}px: {train['images_per_s']:.0f} "
+        size = f"{cfg.data.image_size}px" if len(shape) == 3 else f"{shape[0]} tokens × {shape[1]}"
+        how.append(f"{cfg.model.name} {cfg.method_key} {size}: {train['images_per_s']:.0f} "
                    f"train / {infer['images_per_s']:.0f} eval images/s (batch {batch}, "
                    f"{used_threads} thread(s) as resources.cpus gives, CPU)")
         for t in members:
@@ -441,7 +476,7 @@ def _estimate_resolution(trials: list) -> Estimate:
         smallest = min(cfg.measure.resolutions or [cfg.data.image_size])
         sized = cfg.model_copy(update={"data": cfg.data.model_copy(update={"image_size": smallest})})
         model = build_model(sized, 1000, cfg.train.resolved())
-        measured = inference_throughput(model, 1, smallest, warmup=1, repeats=1)
+        measured = inference_throughput(model, 1, (3, smallest, smallest), warmup=1, repeats=1)
         if measured["status"] != "ok":
             continue
         per_image = 1.0 / measured["images_per_s"]

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from discbench.config import DataConfig, TrainConfig, TrialConfig
@@ -268,3 +269,185 @@ def test_too_few_images_for_one_batch_is_an_error_before_training(tmp_path):
 def test_num_classes_only_for_synthetic():
     with pytest.raises(ValueError, match="num_classes is only for dataset 'synthetic'"):
         DataConfig(dataset="digits", num_classes=3)
+
+
+# --------------------------------------------------------------------------- the registry
+
+def test_every_dataset_is_registered_once_with_its_facts():
+    from discbench.config import DataConfig as Config
+    from discbench.data import DATASETS
+
+    allowed = Config.model_fields["dataset"].annotation.__args__
+    assert tuple(allowed) == tuple(DATASETS)
+    for name, info in DATASETS.items():
+        assert info.name == name and info.source and info.modality in ("image", "sequence")
+        assert info.is_sequence == (info.default_length is not None)
+    # the sizes stated for the datasets that need no files are the ones loaded
+    for name in [n for n, d in DATASETS.items() if not d.needs_root]:
+        splits = load_splits(DataConfig(dataset=name))
+        assert (len(splits.train), len(splits.val)) == DATASETS[name].sizes, name
+
+
+def test_missing_root_is_a_study_error_only_for_datasets_that_need_one(tmp_path):
+    from discbench.data import DATASETS
+    from discbench.study import StudyError, load_study
+
+    needing = [n for n, d in DATASETS.items() if d.needs_root]
+    assert "cifar10" in needing and "mnist1d" not in needing
+    path = tmp_path / "s.yaml"
+    path.write_text("name: s\ndescription: d\nmethods: [zoh]\ndata: {dataset: cifar10}\n"
+                    "model: {name: vim_micro}\n")
+    with pytest.raises(StudyError, match="needs data.root"):
+        load_study(path)
+
+
+# ----------------------------------------------------------------------- sequence datasets
+
+def test_mnist1d_items_are_sequences_of_the_configured_length():
+    from discbench.data import DATASETS
+
+    for length in (40, 17):
+        splits = load_splits(DataConfig(dataset="mnist1d", seq_length=length))
+        assert (len(splits.train), len(splits.val), splits.num_classes) == (4000, 1000, 10)
+        signal, label = splits.train[0]
+        assert signal.dtype == torch.float32 and signal.shape == (length, DATASETS["mnist1d"].channels)
+        labels = [splits.val[i][1] for i in range(len(splits.val))]
+        assert set(labels) == set(range(10))
+    default = load_splits(DataConfig(dataset="mnist1d")).train[0][0]
+    assert default.shape == (40, 1)
+
+
+def test_mnist1d_generator_draws_do_not_depend_on_the_length():
+    """The package's own datasets at two lengths are the same signals resampled (up to its
+    per-length normalisation): checked against the generator itself."""
+    from mnist1d.data import get_dataset_args, make_dataset
+    from mnist1d.transform import interpolate
+
+    from discbench.data import mnist1d_native
+
+    native = mnist1d_native()[0]  # (4000, 72), generated at the native length
+    for length in (40, 100):
+        args = get_dataset_args()
+        args.final_seq_length = length
+        theirs = make_dataset(args)["x"]
+        ours = interpolate(native.T, length).T  # the generator's own (end-aligned) resampling
+        # theirs = s · ours + c: the draws agree; only the normalisation constants differ
+        slope, intercept = np.polyfit(ours.ravel(), theirs.ravel(), 1)
+        assert np.abs(slope * ours + intercept - theirs).max() < 1e-9
+        assert abs(slope - 1) > 1e-6  # …which do differ, hence discbench's own resampling
+
+
+def test_mnist1d_lengths_are_resamplings_with_one_scale():
+    """Every length is the native signals resampled (no per-length renormalisation); at the
+    native length they are the native signals; a finer length interpolates between them."""
+    from discbench.data import MNIST1D_NATIVE_LENGTH, mnist1d_native, resample
+
+    native = mnist1d_native()[2]  # val signals
+    at_native = load_splits(DataConfig(dataset="mnist1d", seq_length=MNIST1D_NATIVE_LENGTH)).val
+    assert np.array_equal(at_native.signals[..., 0].numpy(), native.astype(np.float32))
+    for length in (20, 144):
+        val = load_splits(DataConfig(dataset="mnist1d", seq_length=length)).val.signals[..., 0].numpy()
+        np.testing.assert_allclose(val, resample(native, length), rtol=1e-6, atol=1e-6)
+    # a smooth signal sampled at cell centres comes back at any length
+    centres = lambda n: (np.arange(n) + 0.5) / n  # noqa: E731
+    smooth = np.sin(2 * np.pi * centres(72))[None]
+    np.testing.assert_allclose(resample(smooth, 40)[0], np.sin(2 * np.pi * centres(40)), atol=2e-3)
+    long, short = (load_splits(DataConfig(dataset="mnist1d", seq_length=n)).train.signals for n in (144, 20))
+    assert abs(long.std() / short.std() - 1) < 0.05
+
+
+def test_mnist1d_leaves_the_global_random_state_alone():
+    import random
+
+    from discbench.data import mnist1d_native
+
+    mnist1d_native.cache_clear()
+    np.random.seed(5)
+    random.seed(5)
+    mnist1d_native()
+    assert np.random.rand() == np.random.RandomState(5).rand()
+    assert random.random() == random.Random(5).random()
+
+
+def test_sequential_digits_are_the_digits_pixels_in_raster_order():
+    from sklearn.datasets import load_digits
+
+    images = load_splits(DataConfig(dataset="digits", image_size=8))
+    seq = load_splits(DataConfig(dataset="sequential_digits"))
+    assert (len(seq.train), len(seq.val), seq.num_classes) == (1437, 360, 10)
+    signal, label = seq.val[3]
+    assert signal.shape == (64, 1) and label == images.val[3][1]
+    grey = np.asarray(images.val[3][0])[..., 0].astype(float).ravel()
+    # the same image, pixel for pixel (standardised): a perfect linear relation
+    assert np.corrcoef(grey, signal[:, 0].numpy())[0, 1] > 0.999
+    pixels = load_digits().images.reshape(-1, 64)
+    assert signal[:, 0].numpy().std() > 0 and pixels.shape[1] == 64
+
+
+def test_permuted_sequences_use_one_fixed_permutation():
+    from discbench.data import PERMUTATION_SEED
+
+    plain = load_splits(DataConfig(dataset="sequential_digits"))
+    permuted = load_splits(DataConfig(dataset="sequential_digits", permute=True))
+    again = load_splits(DataConfig(dataset="sequential_digits", permute=True))
+    order = np.random.default_rng(PERMUTATION_SEED).permutation(64)
+    assert not np.array_equal(order, np.arange(64))
+    for split in ("train", "val"):
+        ours, base = getattr(permuted, split).signals, getattr(plain, split).signals
+        assert torch.equal(ours, base[:, order])  # the same order for every item and split
+        assert torch.equal(ours, getattr(again, split).signals)
+    assert permuted.train.labels == plain.train.labels
+
+
+@pytest.mark.parametrize("data,message", [
+    (dict(dataset="digits", seq_length=20), "data.seq_length is for sequence data"),
+    (dict(dataset="cifar10", permute=True), "data.permute is for sequence data"),
+    (dict(dataset="sequential_digits", seq_length=32), "fixed length of 64 tokens, got 32; datasets "
+                                                       "that can be made at any length: mnist1d"),
+])
+def test_sequence_options_on_the_wrong_dataset_are_clear_errors(data, message):
+    with pytest.raises(ValueError, match=message):
+        DataConfig(**data)
+
+
+@pytest.mark.parametrize("trial,message", [
+    (dict(train={"preset": "deit"}), r"train.augment: True, train.mixup: 0.8, train.cutmix: 1.0: image "
+                                     r"augmentations, but dataset 'mnist1d' is sequence data"),
+    (dict(train={"mixup": 0.2}), "train.mixup: 0.2: image augmentations"),
+    (dict(measure={"resolutions": [32]}), "measure.resolutions is for image data"),
+    (dict(data={"dataset": "sequential_digits"}, measure={"eval_lengths": [32]}),
+     "dataset 'sequential_digits' cannot be resampled to other lengths; datasets that can: mnist1d"),
+    (dict(data={"dataset": "mnist1d", "permute": True}, measure={"eval_lengths": [32]}),
+     "a permuted sequence"),
+    (dict(data={"dataset": "digits"}, measure={"eval_lengths": [32]}), "dataset 'digits' cannot be resampled"),
+])
+def test_image_only_and_transfer_options_are_checked_against_the_data(trial, message):
+    spec = {"data": {"dataset": "mnist1d"}, "model": {"name": "seqmamba_micro"}, **trial}
+    with pytest.raises(ValueError, match=message):
+        TrialConfig(**spec)
+
+
+@pytest.mark.parametrize("dataset,model,message", [
+    ("mnist1d", "vim_micro", "model.name 'vim_micro' cannot read dataset 'mnist1d', which is sequence "
+                             "data; use one of seqmamba_micro, seqmamba_tiny"),
+    ("digits", "seqmamba_micro", "cannot read dataset 'digits', which is image data"),
+])
+def test_a_model_that_cannot_read_the_data_is_a_clear_error(dataset, model, message):
+    from discbench.train import model_arguments
+
+    with pytest.raises(ValueError, match=message):
+        model_arguments(TrialConfig(data={"dataset": dataset}, model={"name": model}), 10)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("data", [{"dataset": "mnist1d", "seq_length": 24},
+                                  {"dataset": "sequential_digits", "permute": True}])
+def test_one_training_epoch_on_sequence_data(tmp_path, data):
+    cfg = TrialConfig(data={**data, "train_limit": 64, "val_limit": 32, "batch_size": 16},
+                      model={"name": "seqmamba_micro", "kwargs": {"depth": 1}},
+                      train={"preset": "digits", "epochs": 1, "device": "cpu"},
+                      measure={"throughput": True, "batch_sizes": [8], "repeats": 1, "warmup": 0})
+    log = []
+    result = fit(cfg, tmp_path / "trial", on_epoch=log.append)
+    assert result["status"] == "ok" and len(log) == 1 and np.isfinite(log[0]["train_loss"])
+    assert result["infer_images_per_s"] > 0 and result["transfer"] == []

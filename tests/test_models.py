@@ -324,3 +324,187 @@ def test_deit_baselines_share_the_interface(name):
     x = images()
     assert deit(x).shape == vim(x).shape == (2, 5)
     assert deit.forward_head(deit.forward_features(x), pre_logits=True).shape[0] == 2
+
+
+# ------------------------------------------------------------------ conv "none", Δ scale, Δ init
+
+def test_vim_tiny_parameter_count_is_unchanged():
+    assert count(timm.create_model("vim_tiny_patch16_224")) == 7_148_008
+
+
+@pytest.mark.parametrize("bidirectional", ["ssm_conv", "ssm", "none"])
+def test_conv_none_has_no_conv_parameters_and_trains_every_direction(bidirectional):
+    with_conv = micro(bidirectional=bidirectional)
+    model = micro(bidirectional=bidirectional, conv="none")
+    names = [n for n, _ in model.named_parameters()]
+    assert not any("conv1d" in n for n in names)
+    conv_params = sum(p.numel() for n, p in with_conv.named_parameters() if "conv1d" in n)
+    assert conv_params > 0 and count(model) == count(with_conv) - conv_params
+    logits = model(images())
+    F.cross_entropy(logits, torch.tensor([0, 3])).backward()
+    for n, p in model.named_parameters():
+        assert p.grad is not None and torch.isfinite(p.grad).all() and p.grad.abs().sum() > 0, n
+
+
+def test_conv_none_feeds_silu_of_the_input_to_the_scan():
+    """Without the conv, token j reaches the forward scan's outputs j … L-1 only (no conv
+    window), and each direction reads silu(x) itself."""
+    mixer = micro(conv="none", bidirectional="none").layers[0].mixer.double()
+    hidden = torch.randn(1, 17, 48, dtype=torch.float64, generator=torch.Generator().manual_seed(4))
+    changed = hidden.clone()
+    changed[:, 8] += 1.0
+    with torch.no_grad():
+        moved = (mixer(changed) - mixer(hidden)).abs().amax(dim=(0, 2)) > 0
+        xz = mixer.in_proj.weight @ hidden.transpose(1, 2)
+        x, gate = xz.chunk(2, dim=1)
+        direct = mixer._scan(F.silu(x), gate, mixer.x_proj, mixer.dt_proj, mixer.A_log, mixer.D)
+        torch.testing.assert_close(mixer.forward_directions(hidden)[0], direct)
+    assert torch.equal(moved, torch.arange(17) >= 8)
+
+
+@pytest.mark.parametrize("bidirectional", ["ssm_conv", "none"])
+def test_delta_scale_one_is_the_model_and_other_scales_change_both_directions(bidirectional):
+    model = micro(bidirectional=bidirectional).eval()
+    x = images()
+    with torch.no_grad():
+        plain = model(x)
+        model.set_delta_scale(1.0)
+        assert torch.equal(model(x), plain)
+        hidden = torch.randn(2, 17, 48, generator=torch.Generator().manual_seed(5))
+        mixer = model.layers[0].mixer
+        before = mixer.forward_directions(hidden)
+        with model.delta_scaled(3.0):
+            assert all(b.mixer.delta_scale == 3.0 for b in model.layers)
+            assert not torch.allclose(model(x), plain)
+            after = mixer.forward_directions(hidden)
+        assert model.delta_scale == 1.0 and torch.equal(model(x), plain)
+    for old, new in zip(before, after):
+        if old is not None:
+            assert not torch.allclose(old, new)
+    with pytest.raises(ValueError, match="delta_scale must be a finite number > 0"):
+        model.set_delta_scale(0.0)
+
+
+def test_delta_scale_multiplies_the_step_after_softplus():
+    """Scaling Δ by s equals running the scan on softplus(Δ + bias)·s with no bias/softplus."""
+    from discbench.scan import selective_scan
+
+    mixer = micro(conv="none", bidirectional="none", scan_backend="reference").layers[0].mixer.double()
+    hidden = torch.randn(2, 9, 48, dtype=torch.float64, generator=torch.Generator().manual_seed(6))
+    x, gate = (mixer.in_proj.weight @ hidden.transpose(1, 2)).chunk(2, dim=1)
+    u = F.silu(x)
+    dt_low, B, C = torch.split(u.transpose(1, 2) @ mixer.x_proj.weight.t(),
+                               [mixer.dt_rank, mixer.d_state, mixer.d_state], dim=-1)
+    raw = mixer.dt_proj.weight @ dt_low.transpose(1, 2)
+    with torch.no_grad():
+        mixer.delta_scale = 0.25
+        ours = mixer._scan(u, gate, mixer.x_proj, mixer.dt_proj, mixer.A_log, mixer.D)
+        want = selective_scan(u, F.softplus(raw + mixer.dt_proj.bias[:, None]) * 0.25, -torch.exp(mixer.A_log),
+                              B.transpose(1, 2), C.transpose(1, 2), mixer.D, z=gate, method="zoh",
+                              backend="reference")
+    torch.testing.assert_close(ours, want)
+
+
+def test_delta_scale_carries_a_model_to_another_sampling_rate():
+    """A causal conv-free mixer run on a smooth signal sampled at 2L points with Δ × ½ gives
+    (nearly) its outputs at L points; without the scale it does not (the state would see
+    twice the time)."""
+    mixer = timm.create_model("seqmamba_micro", conv="none", dt_min=0.05, dt_max=0.2,
+                              scan_backend="reference").layers[0].mixer.double()
+    with torch.no_grad():
+        mixer.D.zero_()  # the output is the state's alone (the skip term knows no time)
+    weights = torch.randn(3, 32, dtype=torch.float64, generator=torch.Generator().manual_seed(7))
+
+    def signal(length: int) -> torch.Tensor:  # 3 smooth waves at cell centres, mixed to 32 features
+        t = (torch.arange(length, dtype=torch.float64) + 0.5) / length
+        waves = torch.stack([torch.sin(2 * torch.pi * t), torch.cos(3 * t), t ** 2], dim=-1)
+        return (waves @ weights)[None]
+
+    with torch.no_grad():
+        coarse = mixer.forward_directions(signal(32))[0][0].T
+        fine = mixer.forward_directions(signal(64))[0][0].T
+        mixer.delta_scale = 0.5
+        scaled = mixer.forward_directions(signal(64))[0][0].T
+    pairs = lambda y: (y[0::2] + y[1::2]) / 2  # noqa: E731  (the fine grid at the coarse centres)
+    err_scaled = (pairs(scaled) - coarse).abs().mean()
+    err_unscaled = (pairs(fine) - coarse).abs().mean()
+    assert err_scaled < 0.25 * err_unscaled, (err_scaled, err_unscaled)
+
+
+def test_dt_range_sets_the_initial_steps():
+    model = micro(dt_min=0.5, dt_max=2.0)
+    for block in model.layers:
+        steps = F.softplus(block.mixer.dt_proj.bias)
+        assert steps.min() >= 0.5 - 1e-6 and steps.max() <= 2.0 + 1e-6
+    with pytest.raises(ValueError, match="needs 0 < dt_min ≤ dt_max"):
+        micro(dt_min=0.2, dt_max=0.1)
+    with pytest.raises(ValueError, match="conv='same' is not valid; choose one of: causal, none"):
+        micro(conv="same")
+
+
+# --------------------------------------------------------------------------- sequence family
+
+def seq_model(**kwargs):
+    settings = dict(num_classes=5, in_chans=2, seq_len=12, scan_backend="torch")
+    settings.update(kwargs)
+    return timm.create_model("seqmamba_micro", **settings)
+
+
+def sequences(batch: int = 2, length: int = 12, channels: int = 2) -> torch.Tensor:
+    return torch.randn(batch, length, channels, generator=torch.Generator().manual_seed(8))
+
+
+@pytest.mark.parametrize("key", METHOD_KEYS)
+def test_sequence_model_trains_with_every_method(key):
+    name, variant = key.split("/")
+    model = seq_model(discretization=name, variant=variant, conv="none", bidirectional="ssm")
+    assert all(block.mixer.method.key == key for block in model.layers)
+    logits = model(sequences())
+    assert logits.shape == (2, 5) and torch.isfinite(logits).all()
+    F.cross_entropy(logits, torch.tensor([0, 3])).backward()
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in model.parameters())
+    assert model.layers[0].mixer.A_b_log.grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize("bidirectional", ["ssm_conv", "ssm", "none"])
+@pytest.mark.parametrize("conv", ["causal", "none"])
+@pytest.mark.parametrize("pool", ["mean", "last"])
+def test_sequence_model_options(bidirectional, conv, pool):
+    model = seq_model(bidirectional=bidirectional, conv=conv, pool=pool).eval()
+    x = sequences()
+    with torch.no_grad():
+        tokens = model.forward_features(x)
+        pre = model.forward_head(tokens, pre_logits=True)
+        assert model(x).shape == (2, 5) and model(sequences(length=30)).shape == (2, 5)  # any length
+    assert tokens.shape == (2, 12, 32)
+    assert torch.equal(pre, tokens.mean(1) if pool == "mean" else tokens[:, -1])
+
+
+def test_causal_sequence_model_with_last_pool_ignores_nothing_before_and_sees_no_future():
+    model = seq_model(conv="none", pool="last", bidirectional="none").eval().double()
+    x = sequences().double()
+    changed = x.clone()
+    changed[:, 3] += 1.0
+    with torch.no_grad():
+        tokens, moved = model.forward_features(x), model.forward_features(changed)
+    differs = (tokens - moved).abs().amax(dim=(0, 2)) > 0
+    assert torch.equal(differs, torch.arange(12) >= 3)
+
+
+def test_sequence_model_has_no_position_embedding_and_states_its_input_size():
+    model = seq_model()
+    assert not any("pos" in n for n, _ in model.named_parameters())
+    assert model.pretrained_cfg["input_size"] == (12, 2)
+    from discbench.measure import inference_throughput
+
+    measured = inference_throughput(model, batch_size=2, warmup=0, repeats=1)
+    assert measured["status"] == "ok" and measured["input_size"] == (12, 2)
+    assert model.no_weight_decay() == {n for n, _ in model.named_parameters()
+                                       if n.rsplit(".", 1)[-1] in ("A_log", "D")}
+    with pytest.raises(ValueError, match=r"expected sequences \(batch, length, 2\), got \(2, 12, 3\)"):
+        model(sequences(channels=3))
+
+
+def test_sequence_sizes_are_small():
+    counts = {name: count(timm.create_model(name, conv="none")) for name in ("seqmamba_micro", "seqmamba_tiny")}
+    assert counts["seqmamba_micro"] < counts["seqmamba_tiny"] < 200_000

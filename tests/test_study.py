@@ -174,3 +174,64 @@ def test_a_shipped_study_is_found_by_name_from_any_folder(tmp_path, monkeypatch)
     assert load_study("digits").path == ROOT / "studies" / "digits.yaml"
     with pytest.raises(StudyError, match="no such study file .* shipped studies: .*digits"):
         load_study("digit")
+
+
+SEQUENCE_STUDIES = ["mnist1d", "sampling_rate", "sequential_digits", "large_step"]
+
+
+@pytest.mark.parametrize("name", SEQUENCE_STUDIES)
+def test_sequence_studies_run_with_the_conv_on_and_off(name):
+    study = load_study(ROOT / "studies" / f"{name}.yaml")
+    convs = {t.config.model.kwargs.get("conv") for t in study.trials}
+    assert convs == {"causal", "none"}
+    assert {t.config.model.name for t in study.trials} <= {"seqmamba_micro", "seqmamba_tiny"}
+
+
+def test_sampling_rate_is_every_registered_method_with_transfer_lengths():
+    from discbench.methods import METHODS
+
+    study = load_study(ROOT / "studies" / "sampling_rate.yaml")
+    assert {t.method_key for t in study.trials} == set(METHODS)  # a new method flows in
+    assert "foh/paper" in METHODS  # the positive control
+    for t in study.trials:
+        assert (t.config.data.dataset, t.config.data.seq_length) == ("mnist1d", 40)
+        assert t.config.measure.eval_lengths == [20, 40, 72, 144]
+
+
+def test_large_step_reaches_steps_far_beyond_one():
+    study = load_study(ROOT / "studies" / "large_step.yaml")
+    ranges = {(t.config.model.kwargs["dt_min"], t.config.model.kwargs["dt_max"]) for t in study.trials}
+    assert (0.001, 0.1) in ranges and max(high for _, high in ranges) * 16 > 100  # |aΔ| up to 16·dt_max
+
+
+def test_digits_noconv_is_digits_without_the_conv_with_five_seeds():
+    digits = load_study(ROOT / "studies" / "digits.yaml")
+    noconv = load_study(ROOT / "studies" / "digits_noconv.yaml")
+    assert {t.method_key for t in noconv.trials} == {t.method_key for t in digits.trials}
+    assert {t.config.seed for t in noconv.trials} == {0, 1, 2, 3, 4}
+    assert {t.config.model.kwargs["conv"] for t in noconv.trials} == {"none"}
+    assert {t.config.model.name for t in noconv.trials} == {"vim_micro"}
+
+
+def test_sequential_digits_plain_and_permuted():
+    study = load_study(ROOT / "studies" / "sequential_digits.yaml")
+    assert {t.config.data.permute for t in study.trials} == {False, True}
+    assert {t.config.data.dataset for t in study.trials} == {"sequential_digits"}
+
+
+def test_ablation_bidirectional_has_conv_free_rows():
+    study = load_study(ROOT / "studies" / "ablation_bidirectional.yaml")
+    rows = {(t.config.model.kwargs["bidirectional"], t.config.model.kwargs["conv"]) for t in study.trials}
+    assert {("none", "none"), ("ssm", "none"), ("ssm_conv", "causal")} <= rows
+
+
+def test_a_sequence_option_error_names_the_study_field(tmp_path):
+    path = write(tmp_path, MINI.replace("dataset: digits, image_size: 8", "dataset: digits, seq_length: 8"))
+    with pytest.raises(StudyError, match=r"data: data.seq_length is for sequence data"):
+        load_study(path)
+    path = write(tmp_path, MINI + "measure: {eval_lengths: [8]}\n", "t.yaml")
+    with pytest.raises(StudyError, match=r"trial config: measure.eval_lengths \[8\]: dataset 'digits' cannot"):
+        load_study(path)
+    path = write(tmp_path, MINI.replace("vim_micro, patch_size: 4", "seqmamba_micro"), "u.yaml")
+    with pytest.raises(StudyError, match=r"model.name: model.name 'seqmamba_micro' cannot read dataset 'digits'"):
+        load_study(path)

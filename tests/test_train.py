@@ -17,7 +17,7 @@ from discbench.train import CHECKPOINT_NAME, CheckpointMismatch, effective_lr, f
 EPOCH_KEYS = {"epoch", "train_loss", "val_loss", "top1", "top5", "lr", "images_per_s", "epoch_time_s",
               "peak_mem_mb"}
 RESULT_KEYS = {"status", "top1", "top5", "train_loss", "epochs_done", "train_time_s", "train_images_per_s",
-               "infer_images_per_s", "peak_mem_mb", "params", "diverged_at"}
+               "infer_images_per_s", "peak_mem_mb", "params", "diverged_at", "transfer"}
 # Logged values that must repeat exactly on resume (timings and memory naturally differ).
 DETERMINISTIC_KEYS = ("epoch", "train_loss", "val_loss", "top1", "top5", "lr")
 
@@ -200,10 +200,10 @@ def test_inference_and_training_throughput_report_images_per_second():
     import discbench.models  # noqa: F401  (registers vim_micro)
 
     model = timm.create_model("vim_micro", num_classes=10, img_size=8, patch_size=4)
-    infer = inference_throughput(model, batch_size=4, image_size=8, warmup=1, repeats=2)
+    infer = inference_throughput(model, batch_size=4, warmup=1, repeats=2)
     assert infer["status"] == "ok" and infer["images_per_s"] > 0 and infer["peak_mem_mb"] > 0
-    assert (infer["batch_size"], infer["image_size"]) == (4, 8)
-    train = training_throughput(model, batch_size=4, image_size=8, num_classes=10, warmup=1, repeats=1)
+    assert (infer["batch_size"], infer["input_size"]) == (4, (3, 8, 8))  # the model's pretrained_cfg
+    train = training_throughput(model, batch_size=4, num_classes=10, warmup=1, repeats=1)
     assert train["status"] == "ok" and train["images_per_s"] > 0
 
 
@@ -215,7 +215,7 @@ class _Greedy(torch.nn.Module):
 
 
 def test_out_of_memory_is_a_status_not_an_exception():
-    result = inference_throughput(_Greedy(), batch_size=2, image_size=8, warmup=0, repeats=1)
+    result = inference_throughput(_Greedy(), batch_size=2, input_size=(3, 8, 8), warmup=0, repeats=1)
     assert result["status"] == "oom" and result["images_per_s"] is None
 
 
@@ -226,4 +226,59 @@ class _Broken(torch.nn.Module):
 
 def test_other_errors_still_raise_from_measurement():
     with pytest.raises(RuntimeError, match="shape mismatch"):
-        inference_throughput(_Broken(), batch_size=2, image_size=8, warmup=0, repeats=1)
+        inference_throughput(_Broken(), batch_size=2, input_size=(3, 8, 8), warmup=0, repeats=1)
+
+
+# ------------------------------------------------------------------------------- transfer
+
+def test_a_train_trial_writes_sampling_rate_transfer_rows(tmp_path):
+    """A tiny mnist1d trial: one transfer row per eval length with the report's contract, its
+    top-1 that of the trained model on the resampled val signals with Δ × L/L′."""
+    import json
+
+    from discbench import results
+    from discbench.data import load_splits
+    from discbench.study import load_study
+    from discbench.trials import run_trial
+    from discbench.runner import trial_spec
+
+    path = tmp_path / "transfer.yaml"
+    path.write_text("""
+name: transfer
+description: tiny transfer trial
+methods: [foh/paper]
+data: {dataset: mnist1d, seq_length: 16, train_limit: 64, val_limit: 32, batch_size: 16}
+model: {name: seqmamba_micro, kwargs: {depth: 1, conv: none}}
+train: {preset: digits, epochs: 1, device: cpu}
+measure: {throughput: true, batch_sizes: [8], warmup: 0, repeats: 1, eval_lengths: [8, 16, 40]}
+""")
+    study = load_study(path)
+    (trial,) = study.trials
+    results.write_study_meta(tmp_path / "results", study.name, study.source)
+    row = run_trial(trial_spec(study, trial, tmp_path / "results"))
+    assert row["status"] == "ok" and "transfer" not in row
+    folder = tmp_path / "results" / "trials" / trial.trial_id
+    rows = [json.loads(line) for line in (folder / "measurements.jsonl").read_text().splitlines()]
+    transfer = [r for r in rows if r["kind"] == "transfer"]
+    assert [(r["length"], r["delta_scale"]) for r in transfer] == [(8, 2.0), (16, 1.0), (40, 0.4)]
+    for r in transfer:
+        assert {k: r[k] for k in ("name", "unit", "model", "method_key", "status")} == {
+            "name": "top1", "unit": "%", "model": "seqmamba_micro", "method_key": "foh/paper", "status": "ok"}
+        assert 0.0 <= r["value"] <= 100.0
+        assert set(r) <= set(results.MEASUREMENT_COLUMNS) | {"kind"}
+    # at the trained length (scale 1) it is the trial's own top-1
+    assert transfer[1]["value"] == row["top1"]
+    throughput = [r for r in rows if r["kind"] == "throughput"]
+    assert throughput and throughput[0]["length"] == 16 and throughput[0].get("resolution") is None
+    assert row["image_size"] is None
+    table = results.consolidate(tmp_path / "results").measurements
+    assert list(table.columns[:len(results.MEASUREMENT_COLUMNS)]) == results.MEASUREMENT_COLUMNS
+    assert len(load_splits(trial.config.data).val) == 32
+
+
+def test_measurement_kinds_are_documented_before_they_are_written(tmp_path):
+    from discbench import results
+
+    with pytest.raises(ValueError, match="measurement kind\\(s\\) lambda not in results.MEASUREMENT_KINDS"):
+        results.append_measurements(tmp_path, [{"kind": "lambda", "name": "x", "value": 1.0}])
+    assert "transfer" in results.MEASUREMENT_KINDS

@@ -1,11 +1,15 @@
-"""Models of discbench. Importing this package registers the Vim and SSD families in timm."""
+"""Models of discbench. Importing this package registers the Vim, SSD and sequence families in timm."""
 
+from .seq import SEQ_CONFIGS, SequenceMamba
 from .ssd import VSSD_CONFIGS, BiSSDMixer, VisionSSD
-from .vim import VIM_CONFIGS, BiMambaMixer, VimBlock, VisionMamba
+from .vim import VIM_CONFIGS, BiMambaMixer, MixerStack, VimBlock, VisionMamba
 
-# Names that take discbench's discretization arguments; every other timm name (e.g. the DeiT
-# baselines) takes timm's own arguments only.
-VIM_MODEL_NAMES = tuple(VIM_CONFIGS) + tuple(VSSD_CONFIGS)
+VIM_MODEL_NAMES = tuple(VIM_CONFIGS) + tuple(VSSD_CONFIGS)  # images (b, 3, H, W)
+SEQ_MODEL_NAMES = tuple(SEQ_CONFIGS)  # sequences (b, L, channels)
+# Names that take discbench's discretization arguments (discretization, variant, scan_backend);
+# every other timm name (e.g. the DeiT baselines) takes timm's own only.
+DISCRETIZED_MODEL_NAMES = VIM_MODEL_NAMES + SEQ_MODEL_NAMES
 
-__all__ = ["VisionMamba", "VimBlock", "BiMambaMixer", "VIM_CONFIGS", "VIM_MODEL_NAMES",
+__all__ = ["VisionMamba", "SequenceMamba", "VimBlock", "BiMambaMixer", "MixerStack", "VIM_CONFIGS",
+           "SEQ_CONFIGS", "VIM_MODEL_NAMES", "SEQ_MODEL_NAMES", "DISCRETIZED_MODEL_NAMES",
            "VisionSSD", "BiSSDMixer", "VSSD_CONFIGS"]

@@ -22,9 +22,10 @@ which default to 32×32 images with 4×4 patches. All accept img_size, patch_siz
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import math
-from typing import Callable
+from typing import Callable, Iterator
 
 import torch
 import torch.nn as nn
@@ -42,11 +43,19 @@ Tensor = torch.Tensor
 CLS_TOKEN_CHOICES = ("middle", "head", "double", "none")
 POOL_CHOICES = ("mean", "max")
 BIDIRECTIONAL_CHOICES = ("ssm_conv", "ssm", "none")
+CONV_CHOICES = ("causal", "none")
 
 
 def _check_choice(name: str, value: str, allowed: tuple[str, ...]) -> None:
     if value not in allowed:
         raise ValueError(f"{name}={value!r} is not valid; choose one of: {', '.join(allowed)}")
+
+
+def check_dt_range(dt_min: float, dt_max: float) -> None:
+    """Mamba's Δ initialisation range: 0 < dt_min ≤ dt_max, else a clear error."""
+    if not (isinstance(dt_min, (int, float)) and isinstance(dt_max, (int, float)) and 0 < dt_min <= dt_max):
+        raise ValueError(f"dt_min={dt_min!r}, dt_max={dt_max!r}: the Δ initialisation range needs "
+                         f"0 < dt_min ≤ dt_max (Mamba's default 0.001, 0.1)")
 
 
 def check_scan_backend(name: str) -> str:
@@ -108,6 +117,15 @@ class BiMambaMixer(nn.Module):
     bidirectional: "ssm_conv" (Vim's default) each direction has its own conv1d and SSM
     parameters; "ssm" the backward SSM (x_proj_b, dt_proj_b, A_b_log, D_b) reads the reversed
     output of the single forward conv1d; "none" forward direction only.
+
+    conv: "causal" (Mamba's) the depthwise causal conv1d before the SiLU; "none" no conv at all
+    (no conv parameters): each direction's scan reads silu(x), so all mixing along the sequence
+    is the SSM's own (with "ssm_conv" and "ssm" alike the backward scan then reads silu(x) reversed).
+
+    delta_scale (attribute, default 1.0; set it with `set_delta_scale` on the model): every
+    step Δ = softplus(dt_proj(x) + bias) of both directions is multiplied by it, the change of
+    step a change of sampling rate implies (trained at L samples, run at L′: L/L′). At 1.0 the
+    scan is called exactly as without it.
     """
 
     def __init__(
@@ -121,15 +139,20 @@ class BiMambaMixer(nn.Module):
         dt_max: float = 0.1,
         dt_init_floor: float = 1e-4,
         bidirectional: str = "ssm_conv",
+        conv: str = "causal",
         discretization: str = "zoh",
         variant: str = "canonical",
         scan_backend: str = "auto",
     ):
         super().__init__()
         _check_choice("bidirectional", bidirectional, BIDIRECTIONAL_CHOICES)
+        _check_choice("conv", conv, CONV_CHOICES)
+        check_dt_range(dt_min, dt_max)
         self.method = get_method(discretization, variant)
         self.scan_backend = check_scan_backend(scan_backend)
         self.bidirectional = bidirectional
+        self.conv = conv
+        self.delta_scale = 1.0
         self.d_model = d_model
         self.d_state = d_state
         self.d_inner = expand * d_model
@@ -137,10 +160,11 @@ class BiMambaMixer(nn.Module):
         self.dt_range = (dt_min, dt_max, dt_init_floor)
 
         self.in_proj = nn.Linear(d_model, 2 * self.d_inner, bias=False)
-        self.conv1d = self._make_conv(d_conv)
+        if conv == "causal":
+            self.conv1d = self._make_conv(d_conv)
         self.x_proj, self.dt_proj, self.A_log, self.D = self._make_ssm()
         if bidirectional != "none":
-            if bidirectional == "ssm_conv":
+            if bidirectional == "ssm_conv" and conv == "causal":
                 self.conv1d_b = self._make_conv(d_conv)
             self.x_proj_b, self.dt_proj_b, self.A_b_log, self.D_b = self._make_ssm()
         self.out_proj = nn.Linear(self.d_inner, d_model, bias=False)
@@ -172,16 +196,30 @@ class BiMambaMixer(nn.Module):
 
     def _scan(self, x: Tensor, gate: Tensor, x_proj: nn.Linear, dt_proj: nn.Linear,
               A_log: Tensor, D: Tensor) -> Tensor:
-        """One direction's SSM in scan order: x, gate (b, E, l) -> gated output (b, E, l)."""
+        """One direction's SSM in scan order: x, gate (b, E, l) -> gated output (b, E, l).
+
+        The one place the scan is called. With delta_scale ≠ 1 the step is computed here,
+        softplus(delta + bias) × delta_scale, and handed to the scan as it is.
+        """
         x_dbl = F.linear(x.transpose(1, 2), x_proj.weight)  # (b, l, dt_rank + 2N)
         dt_low, B, C = torch.split(x_dbl, [self.dt_rank, self.d_state, self.d_state], dim=-1)
         delta = torch.matmul(dt_proj.weight, dt_low.transpose(1, 2))  # (b, E, l)
+        delta_bias, softplus = _at_least_fp32(dt_proj.bias), True
+        if self.delta_scale != 1.0:
+            delta = F.softplus(delta + delta_bias[:, None]) * self.delta_scale
+            delta_bias, softplus = None, False
         return selective_scan(
             x, delta, -torch.exp(_at_least_fp32(A_log)),
             B.transpose(1, 2).contiguous(), C.transpose(1, 2).contiguous(),
-            _at_least_fp32(D), z=gate, delta_bias=_at_least_fp32(dt_proj.bias), delta_softplus=True,
+            _at_least_fp32(D), z=gate, delta_bias=delta_bias, delta_softplus=softplus,
             method=self.method.name, variant=self.method.variant, backend=self.scan_backend,
         )
+
+    def _conv_silu(self, x: Tensor, conv: nn.Conv1d | None) -> Tensor:
+        """silu(causal conv1d(x)) in scan order, or silu(x) when conv="none"; (b, E, l)."""
+        if conv is None:
+            return F.silu(x)
+        return causal_conv1d_silu(x, conv.weight, conv.bias)
 
     def forward_directions(self, hidden: Tensor) -> tuple[Tensor, Tensor | None]:
         """The two directions' gated scan outputs in original token order, (b, E, l) each.
@@ -190,13 +228,13 @@ class BiMambaMixer(nn.Module):
         """
         xz = torch.matmul(self.in_proj.weight, hidden.transpose(1, 2))  # (b, 2E, l)
         x, gate = xz.chunk(2, dim=1)
-        x_fwd = causal_conv1d_silu(x, self.conv1d.weight, self.conv1d.bias)
+        x_fwd = self._conv_silu(x, getattr(self, "conv1d", None))
         out_fwd = self._scan(x_fwd, gate, self.x_proj, self.dt_proj, self.A_log, self.D)
         if self.bidirectional == "none":
             return out_fwd, None
-        if self.bidirectional == "ssm_conv":
-            x_bwd = causal_conv1d_silu(x.flip(-1), self.conv1d_b.weight, self.conv1d_b.bias)
-        else:  # "ssm": the backward SSM reads the forward conv's output, reversed
+        if self.bidirectional == "ssm_conv" and self.conv == "causal":
+            x_bwd = self._conv_silu(x.flip(-1), self.conv1d_b)
+        else:  # the backward SSM reads the forward conv's output (or silu(x)), reversed
             x_bwd = x_fwd.flip(-1)
         out_bwd = self._scan(x_bwd, gate.flip(-1), self.x_proj_b, self.dt_proj_b, self.A_b_log, self.D_b)
         return out_fwd, out_bwd.flip(-1)
@@ -236,7 +274,61 @@ class VimBlock(nn.Module):
 # ----------------------------------------------------------------------------- model
 
 
-class VisionMamba(nn.Module):
+class MixerStack:
+    """What every model built of BiMambaMixer blocks (in `self.layers`) exposes: the scan
+    backend, the Δ scale, the SSM parameters exempt from weight decay, Mamba's init of the
+    residual-branch output projections. Mixed into VisionMamba and SequenceMamba."""
+
+    layers: nn.ModuleList
+
+    def set_scan_backend(self, name: str) -> None:
+        """Run every scan of the model on backend `name` ("auto" or a key of discbench.scan.BACKENDS)."""
+        check_scan_backend(name)
+        for block in self.layers:
+            block.mixer.scan_backend = name
+
+    @property
+    def scan_backend(self) -> str:
+        return self.layers[0].mixer.scan_backend
+
+    def set_delta_scale(self, scale: float) -> None:
+        """Multiply every step Δ (after softplus; every layer, both scan directions) by `scale`
+        from now on; 1.0 restores the model as trained. For a change of sampling rate: a model
+        trained on L samples of a signal, run on L′ samples of it, takes scale L/L′."""
+        if not (isinstance(scale, (int, float)) and math.isfinite(scale) and scale > 0):
+            raise ValueError(f"delta_scale must be a finite number > 0, got {scale!r}")
+        for block in self.layers:
+            block.mixer.delta_scale = float(scale)
+
+    @property
+    def delta_scale(self) -> float:
+        return self.layers[0].mixer.delta_scale
+
+    @contextlib.contextmanager
+    def delta_scaled(self, scale: float) -> Iterator[None]:
+        """`with model.delta_scaled(s):` runs the block with every Δ × s, then restores the scale."""
+        previous = self.delta_scale
+        self.set_delta_scale(scale)
+        try:
+            yield
+        finally:
+            self.set_delta_scale(previous)
+
+    def _ssm_no_weight_decay(self) -> set[str]:
+        """Full names of the SSM parameters exempt from weight decay (A_log, A_b_log, D, D_b)."""
+        return {name for name, _ in self.named_parameters()
+                if name.rsplit(".", 1)[-1] in ("A_log", "A_b_log", "D", "D_b")}
+
+    def _init_residual_projections(self, depth: int) -> None:
+        """GPT-2's scheme, as Mamba: each block's out_proj scaled by 1/sqrt(depth)."""
+        for block in self.layers:
+            nn.init.kaiming_uniform_(block.mixer.out_proj.weight, a=math.sqrt(5))
+            with torch.no_grad():
+                block.mixer.out_proj.weight /= math.sqrt(depth)
+
+
+
+class VisionMamba(MixerStack, nn.Module):
     """Vim: images (b, in_chans, H, W) -> logits (b, num_classes).
 
     cls_token: "middle" (Vim: one class token inserted at position M//2 of the M patch tokens),
@@ -245,6 +337,8 @@ class VisionMamba(nn.Module):
     "max" applies the head to every token and takes the max over tokens (the paper's "max pool",
     as in the upstream code). drop_rate: dropout after the position embedding (upstream's
     pos_drop). drop_path_rate: stochastic depth, rising linearly from 0 to this over the blocks.
+    conv, dt_min, dt_max: passed to every BiMambaMixer (conv "causal" or "none"; Mamba's Δ
+    initialisation range).
     """
 
     def __init__(
@@ -261,6 +355,9 @@ class VisionMamba(nn.Module):
         cls_token: str = "middle",
         pool: str = "mean",
         bidirectional: str = "ssm_conv",
+        conv: str = "causal",
+        dt_min: float = 1e-3,
+        dt_max: float = 0.1,
         discretization: str = "zoh",
         variant: str = "canonical",
         scan_backend: str = "auto",
@@ -311,8 +408,9 @@ class VisionMamba(nn.Module):
         self.layers = nn.ModuleList([
             VimBlock(embed_dim,
                      BiMambaMixer(embed_dim, d_state=d_state, d_conv=d_conv, expand=expand,
-                                  bidirectional=bidirectional, discretization=method.name,
-                                  variant=method.variant, scan_backend=scan_backend),
+                                  dt_min=dt_min, dt_max=dt_max, bidirectional=bidirectional,
+                                  conv=conv, discretization=method.name, variant=method.variant,
+                                  scan_backend=scan_backend),
                      drop_path=rate, norm_eps=norm_eps, residual_in_fp32=residual_in_fp32)
             for rate in rates
         ])
@@ -330,11 +428,7 @@ class VisionMamba(nn.Module):
         trunc_normal_(self.pos_embed, std=0.02)
         for name in self._cls_token_names():
             trunc_normal_(getattr(self, name), std=0.02)
-        for block in self.layers:
-            # GPT-2's scheme: the residual-branch output projection scaled by 1/sqrt(depth).
-            nn.init.kaiming_uniform_(block.mixer.out_proj.weight, a=math.sqrt(5))
-            with torch.no_grad():
-                block.mixer.out_proj.weight /= math.sqrt(depth)
+        self._init_residual_projections(depth)
 
     def _cls_token_names(self) -> tuple[str, ...]:
         return {"none": (), "double": ("cls_token_head", "cls_token_tail")}.get(
@@ -345,11 +439,7 @@ class VisionMamba(nn.Module):
     @torch.jit.ignore
     def no_weight_decay(self) -> set[str]:
         """Full names of parameters exempt from weight decay: position embedding, class tokens, A_log, D."""
-        exempt = {"pos_embed", *self._cls_token_names()}
-        for name, _ in self.named_parameters():
-            if name.rsplit(".", 1)[-1] in ("A_log", "A_b_log", "D", "D_b"):
-                exempt.add(name)
-        return exempt
+        return {"pos_embed", *self._cls_token_names(), *self._ssm_no_weight_decay()}
 
     @torch.jit.ignore
     def set_grad_checkpointing(self, enable: bool = True) -> None:
@@ -369,16 +459,6 @@ class VisionMamba(nn.Module):
         if num_classes > 0:
             trunc_normal_(self.head.weight, std=0.02)
             nn.init.zeros_(self.head.bias)
-
-    def set_scan_backend(self, name: str) -> None:
-        """Run every scan of the model on backend `name` ("auto" or a key of discbench.scan.BACKENDS)."""
-        check_scan_backend(name)
-        for block in self.layers:
-            block.mixer.scan_backend = name
-
-    @property
-    def scan_backend(self) -> str:
-        return self.layers[0].mixer.scan_backend
 
     # -- forward -------------------------------------------------------------------------
 
