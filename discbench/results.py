@@ -67,6 +67,9 @@ MEASUREMENT_KINDS = {
     "transfer": "name='top1' (%): a model trained at one length evaluated on the same signals resampled "
                 "to `length` with every Δ × delta_scale (= trained length / length); model, method_key, "
                 "status 'ok'",
+    "lambda": "name='mean' / 'std' (unit 1): the learned per-token λ of a trapezoid/paper model over every "
+              "token of the val split after training; model, method_key, layer (0-based), direction "
+              "('forward' or 'backward')",
 }
 
 

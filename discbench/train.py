@@ -270,7 +270,8 @@ def train_loop(cfg: TrialConfig, workdir: Path, on_epoch: EpochCallback | None =
       none), epochs_done, train_time_s (sum of epoch times, across resumes),
       train_images_per_s, infer_images_per_s (cfg.measure; None if off, diverged or out of
       memory), peak_mem_mb (over epochs), params, diverged_at (None or "epoch E, step S"),
-      transfer (`transfer_accuracy` at cfg.measure.eval_lengths; [] if none or diverged)}.
+      transfer (`transfer_accuracy` at cfg.measure.eval_lengths; [] if none or diverged),
+      lambda (`learned_lambda` over the val split; [] for a model without λ or diverged)}.
     """
     from timm.data import Mixup
     from timm.scheduler import create_scheduler_v2
@@ -415,7 +416,7 @@ def train_loop(cfg: TrialConfig, workdir: Path, on_epoch: EpochCallback | None =
                 }, checkpoint_path)
             workers.barrier()
 
-        return _summary(cfg, recipe, history, diverged_at, params, eval_model, device, workers)
+        return _summary(cfg, recipe, history, diverged_at, params, eval_model, val_loader, device, workers)
     finally:
         torch.use_deterministic_algorithms(determinism[0], warn_only=determinism[1])
 
@@ -445,8 +446,24 @@ def transfer_accuracy(cfg: TrialConfig, model: torch.nn.Module, device: torch.de
     return out
 
 
+@torch.no_grad()
+def learned_lambda(model: torch.nn.Module, loader: DataLoader, device: torch.device, amp: str) -> list[dict]:
+    """The per-token λ a trapezoid/paper model computes over `loader` (its val split): one record
+    {layer, direction, mean, std, count} per layer and scan direction ([] for a model without λ).
+    """
+    if not getattr(model, "learns_lambda", False):
+        return []
+    model.eval()
+    with model.recording_lambda() as summary:
+        for inputs, _ in loader:
+            with amp_autocast(device, amp):
+                model(inputs.to(device))
+    return summary
+
+
 def _summary(cfg: TrialConfig, recipe: TrainConfig, history: list[dict], diverged_at: str | None,
-             params: int, eval_model: torch.nn.Module, device: torch.device, workers: Workers) -> dict:
+             params: int, eval_model: torch.nn.Module, val_loader: DataLoader, device: torch.device,
+             workers: Workers) -> dict:
     from .data import input_size
 
     last = history[-1] if history else {}
@@ -472,4 +489,6 @@ def _summary(cfg: TrialConfig, recipe: TrainConfig, history: list[dict], diverge
         "params": params,
         "diverged_at": diverged_at,
         "transfer": transfer,
+        "lambda": learned_lambda(eval_model, val_loader, device, recipe.amp)
+        if diverged_at is None and workers.is_main else [],
     }

@@ -246,8 +246,11 @@ def _run_train(cfg: TrialConfig, spec: dict, folder: Path, events: Events) -> di
 
         outcome = fit(cfg, folder, on_epoch=on_epoch, on_start=on_start)
     results.reset_measurements(folder)
-    transfer = _transfer_rows(cfg, outcome.pop("transfer", None) or [])
-    results.append_measurements(folder, transfer)
+    results.append_measurements(folder, _transfer_rows(cfg, outcome.pop("transfer", None) or []))
+    results.append_measurements(folder, [
+        _measurement("lambda", stat, record[stat], "1", layer=record["layer"], direction=record["direction"],
+                     model=cfg.model.name, method_key=cfg.method_key, note=f"{record['count']} tokens of the val split")
+        for record in outcome.pop("lambda", None) or [] for stat in ("mean", "std")])
     if outcome["status"] == "ok" and cfg.measure.throughput:
         from .data import load_splits
 

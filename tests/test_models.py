@@ -13,6 +13,7 @@ import discbench.models  # noqa: F401  (registers the Vim models in timm)
 from discbench.methods import all_methods
 from discbench.models import VIM_MODEL_NAMES, VisionMamba
 from discbench.models.vim import causal_conv1d_silu
+from discbench.methods import get_method
 from discbench.scan import BACKENDS
 
 METHOD_KEYS = [m.key for m in all_methods()]
@@ -330,6 +331,31 @@ def test_deit_baselines_share_the_interface(name):
 
 def test_vim_tiny_parameter_count_is_unchanged():
     assert count(timm.create_model("vim_tiny_patch16_224")) == 7_148_008
+
+
+def test_trapezoid_paper_adds_one_lambda_projection_per_direction_starting_at_one_half():
+    """Mamba-3's λ: D + 1 parameters per layer and direction (Vim-Ti: 24 × 2 × 193 = 9,264), only
+    for the method that takes λ; at initialisation λ = ½, so the model computes exactly what
+    trapezoid/canonical computes with the same other weights, and λ's projection gets a gradient."""
+    for key in METHOD_KEYS:
+        name, variant = key.split("/")
+        extra = count(timm.create_model("vim_tiny_patch16_224", discretization=name, variant=variant)) - 7_148_008
+        assert extra == (24 * 2 * 193 if get_method(key).takes_lam else 0), key
+    for bidirectional in ("ssm_conv", "ssm", "none"):
+        paper = timm.create_model("vim_micro", discretization="trapezoid", variant="paper", num_classes=3,
+                                  img_size=8, bidirectional=bidirectional, scan_backend="reference")
+        canonical = timm.create_model("vim_micro", discretization="trapezoid", variant="canonical",
+                                      num_classes=3, img_size=8, bidirectional=bidirectional,
+                                      scan_backend="reference")
+        missing, unexpected = paper.load_state_dict(canonical.state_dict(), strict=False)
+        assert not unexpected and missing and all(".lam_proj" in k for k in missing)
+        images = torch.randn(2, 3, 8, 8)
+        out = paper(images)
+        torch.testing.assert_close(out, canonical(images))
+        out.square().sum().backward()
+        assert paper.layers[0].mixer.lam_proj.weight.grad.abs().sum() > 0
+        if bidirectional != "none":
+            assert paper.layers[0].mixer.lam_proj_b.weight.grad.abs().sum() > 0
 
 
 @pytest.mark.parametrize("bidirectional", ["ssm_conv", "ssm", "none"])

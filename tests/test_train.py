@@ -17,7 +17,7 @@ from discbench.train import CHECKPOINT_NAME, CheckpointMismatch, effective_lr, f
 EPOCH_KEYS = {"epoch", "train_loss", "val_loss", "top1", "top5", "lr", "images_per_s", "epoch_time_s",
               "peak_mem_mb"}
 RESULT_KEYS = {"status", "top1", "top5", "train_loss", "epochs_done", "train_time_s", "train_images_per_s",
-               "infer_images_per_s", "peak_mem_mb", "params", "diverged_at", "transfer"}
+               "infer_images_per_s", "peak_mem_mb", "params", "diverged_at", "transfer", "lambda"}
 # Logged values that must repeat exactly on resume (timings and memory naturally differ).
 DETERMINISTIC_KEYS = ("epoch", "train_loss", "val_loss", "top1", "top5", "lr")
 
@@ -279,6 +279,50 @@ measure: {throughput: true, batch_sizes: [8], warmup: 0, repeats: 1, eval_length
 def test_measurement_kinds_are_documented_before_they_are_written(tmp_path):
     from discbench import results
 
-    with pytest.raises(ValueError, match="measurement kind\\(s\\) lambda not in results.MEASUREMENT_KINDS"):
-        results.append_measurements(tmp_path, [{"kind": "lambda", "name": "x", "value": 1.0}])
+    with pytest.raises(ValueError, match="measurement kind\\(s\\) lambdas not in results.MEASUREMENT_KINDS"):
+        results.append_measurements(tmp_path, [{"kind": "lambdas", "name": "x", "value": 1.0}])
     assert "transfer" in results.MEASUREMENT_KINDS
+
+
+# ------------------------------------------------------------------------------- learned λ
+
+def test_a_trapezoid_paper_trial_writes_its_learned_lambda_per_layer_and_direction(tmp_path):
+    """Mamba-3's gate after training: mean and spread of λ per layer and scan direction, as
+    measurement rows with the report's contract; a method without λ writes none."""
+    import json
+
+    from discbench import results
+    from discbench.runner import trial_spec
+    from discbench.study import load_study
+    from discbench.trials import run_trial
+
+    path = tmp_path / "lam.yaml"
+    path.write_text("""
+name: lam
+description: tiny learned-lambda trial
+methods: [trapezoid/paper, trapezoid/canonical]
+data: {dataset: digits, image_size: 8, train_limit: 64, val_limit: 32, batch_size: 16}
+model: {name: vim_micro, patch_size: 4, kwargs: {depth: 2}}
+train: {preset: digits, epochs: 1, lr: 0.01, device: cpu}
+measure: {throughput: false}
+""")
+    study = load_study(path)
+    results.write_study_meta(tmp_path / "results", study.name, study.source)
+    rows = {}
+    for trial in study.trials:
+        row = run_trial(trial_spec(study, trial, tmp_path / "results"))
+        assert row["status"] == "ok" and "lambda" not in row
+        folder = tmp_path / "results" / "trials" / trial.trial_id
+        rows[trial.method_key] = [r for r in map(json.loads, (folder / "measurements.jsonl").read_text().splitlines())
+                                  if r["kind"] == "lambda"]
+    assert rows["trapezoid/canonical"] == []
+    lam = rows["trapezoid/paper"]
+    assert sorted((r["layer"], r["direction"], r["name"]) for r in lam) == sorted(
+        (layer, direction, stat) for layer in (0, 1) for direction in ("forward", "backward")
+        for stat in ("mean", "std"))
+    means = [r["value"] for r in lam if r["name"] == "mean"]
+    assert all(0.0 < m < 1.0 for m in means)
+    # λ starts at ½ everywhere; a training epoch at lr 0.01 moves it
+    assert max(abs(m - 0.5) for m in means) > 1e-4
+    assert all(r["value"] >= 0.0 for r in lam if r["name"] == "std")
+    assert {(r["model"], r["method_key"], r["unit"]) for r in lam} == {("vim_micro", "trapezoid/paper", "1")}

@@ -122,6 +122,12 @@ class BiMambaMixer(nn.Module):
     (no conv parameters): each direction's scan reads silu(x), so all mixing along the sequence
     is the SSM's own (with "ssm_conv" and "ssm" alike the backward scan then reads silu(x) reversed).
 
+    A method whose weights read a per-token λ (`takes_lam`: Mamba-3's trapezoid/paper) gets one
+    learned projection per direction, lam_proj (D -> 1, with bias) of the mixer's input:
+    λ_k = sigmoid(lam_proj(hidden_k)), one λ per token shared by the channels, flipped with the
+    tokens for the backward scan. Weight and bias start at 0, so λ starts at ½ everywhere (the
+    classical trapezoid, trapezoid/canonical); every other method has no such parameters.
+
     delta_scale (attribute, default 1.0; set it with `set_delta_scale` on the model): every
     step Δ = softplus(dt_proj(x) + bias) of both directions is multiplied by it, the change of
     step a change of sampling rate implies (trained at L samples, run at L′: L/L′). At 1.0 the
@@ -167,11 +173,38 @@ class BiMambaMixer(nn.Module):
             if bidirectional == "ssm_conv" and conv == "causal":
                 self.conv1d_b = self._make_conv(d_conv)
             self.x_proj_b, self.dt_proj_b, self.A_b_log, self.D_b = self._make_ssm()
+        if self.method.takes_lam:
+            self.lam_proj = self._make_lam_proj()
+            if bidirectional != "none":
+                self.lam_proj_b = self._make_lam_proj()
+        # {direction: tensor [Σλ, Σλ², count]} while MixerStack.recording_lambda() is active
+        self.lam_stats: dict[str, Tensor] | None = None
         self.out_proj = nn.Linear(self.d_inner, d_model, bias=False)
 
     def _make_conv(self, d_conv: int) -> nn.Conv1d:
         # Padding is applied in causal_conv1d_silu, so the layer holds weights only.
         return nn.Conv1d(self.d_inner, self.d_inner, d_conv, groups=self.d_inner, bias=True)
+
+    def _make_lam_proj(self) -> nn.Linear:
+        """One direction's λ projection, D -> 1, zero-initialised (λ = sigmoid(0) = ½)."""
+        proj = nn.Linear(self.d_model, 1, bias=True)
+        nn.init.zeros_(proj.weight)
+        nn.init.zeros_(proj.bias)
+        return proj
+
+    def _lam(self, hidden: Tensor, proj: nn.Linear | None, direction: str) -> Tensor | None:
+        """λ_k = sigmoid(proj(hidden_k)) in token order, (b, 1, l); None for a method without λ.
+
+        hidden: (b, l, D). While λ is recorded, its running sums are added to lam_stats.
+        """
+        if proj is None:
+            return None
+        lam = torch.sigmoid(F.linear(hidden, proj.weight, proj.bias)).transpose(1, 2)
+        if self.lam_stats is not None:
+            values = lam.detach().double()
+            sums = torch.stack([values.sum(), values.square().sum(), values.new_tensor(values.numel())])
+            self.lam_stats[direction] = self.lam_stats.get(direction, 0) + sums.cpu()
+        return lam
 
     def _make_ssm(self) -> tuple[nn.Linear, nn.Linear, nn.Parameter, nn.Parameter]:
         """x_proj, dt_proj, A_log, D of one direction, with Mamba's initialisation."""
@@ -195,8 +228,11 @@ class BiMambaMixer(nn.Module):
             dt_proj.bias.copy_(dt + torch.log(-torch.expm1(-dt)))
 
     def _scan(self, x: Tensor, gate: Tensor, x_proj: nn.Linear, dt_proj: nn.Linear,
-              A_log: Tensor, D: Tensor) -> Tensor:
+              A_log: Tensor, D: Tensor, lam: Tensor | None = None) -> Tensor:
         """One direction's SSM in scan order: x, gate (b, E, l) -> gated output (b, E, l).
+
+        lam: (b, 1, l) in scan order for a method that takes λ (expanded over the channels
+        without a copy), else None.
 
         The one place the scan is called. With delta_scale ≠ 1 the step is computed here,
         softplus(delta + bias) × delta_scale, and handed to the scan as it is.
@@ -213,6 +249,7 @@ class BiMambaMixer(nn.Module):
             B.transpose(1, 2).contiguous(), C.transpose(1, 2).contiguous(),
             _at_least_fp32(D), z=gate, delta_bias=delta_bias, delta_softplus=softplus,
             method=self.method.name, variant=self.method.variant, backend=self.scan_backend,
+            lam=None if lam is None else lam.expand_as(x),
         )
 
     def _conv_silu(self, x: Tensor, conv: nn.Conv1d | None) -> Tensor:
@@ -229,14 +266,17 @@ class BiMambaMixer(nn.Module):
         xz = torch.matmul(self.in_proj.weight, hidden.transpose(1, 2))  # (b, 2E, l)
         x, gate = xz.chunk(2, dim=1)
         x_fwd = self._conv_silu(x, getattr(self, "conv1d", None))
-        out_fwd = self._scan(x_fwd, gate, self.x_proj, self.dt_proj, self.A_log, self.D)
+        lam_fwd = self._lam(hidden, getattr(self, "lam_proj", None), "forward")
+        out_fwd = self._scan(x_fwd, gate, self.x_proj, self.dt_proj, self.A_log, self.D, lam_fwd)
         if self.bidirectional == "none":
             return out_fwd, None
         if self.bidirectional == "ssm_conv" and self.conv == "causal":
             x_bwd = self._conv_silu(x.flip(-1), self.conv1d_b)
         else:  # the backward SSM reads the forward conv's output (or silu(x)), reversed
             x_bwd = x_fwd.flip(-1)
-        out_bwd = self._scan(x_bwd, gate.flip(-1), self.x_proj_b, self.dt_proj_b, self.A_b_log, self.D_b)
+        lam_bwd = self._lam(hidden, getattr(self, "lam_proj_b", None), "backward")
+        out_bwd = self._scan(x_bwd, gate.flip(-1), self.x_proj_b, self.dt_proj_b, self.A_b_log, self.D_b,
+                             None if lam_bwd is None else lam_bwd.flip(-1))
         return out_fwd, out_bwd.flip(-1)
 
     def forward(self, hidden: Tensor) -> Tensor:
@@ -313,6 +353,34 @@ class MixerStack:
             yield
         finally:
             self.set_delta_scale(previous)
+
+    @property
+    def learns_lambda(self) -> bool:
+        """Whether the mixers project a per-token λ (a method with `takes_lam`)."""
+        return any(getattr(block.mixer, "lam_proj", None) is not None for block in self.layers)
+
+    @contextlib.contextmanager
+    def recording_lambda(self) -> Iterator[list[dict]]:
+        """`with model.recording_lambda() as summary:` every forward inside adds the λ it computes
+        to running sums; on exit `summary` holds one record per layer (0-based) and direction:
+        {layer, direction ("forward"/"backward"), mean, std (over every token of every input),
+        count}. Empty for a model without λ."""
+        summary: list[dict] = []
+        mixers = [block.mixer for block in self.layers if getattr(block.mixer, "lam_proj", None) is not None]
+        for mixer in mixers:
+            mixer.lam_stats = {}
+        try:
+            yield summary
+        finally:
+            for layer, block in enumerate(self.layers):
+                stats = getattr(block.mixer, "lam_stats", None) or {}
+                for direction, (total, squares, count) in ((d, t.tolist()) for d, t in stats.items()):
+                    mean = total / count
+                    std = math.sqrt(max(squares / count - mean * mean, 0.0))
+                    summary.append({"layer": layer, "direction": direction, "mean": mean, "std": std,
+                                    "count": int(count)})
+            for mixer in mixers:
+                mixer.lam_stats = None
 
     def _ssm_no_weight_decay(self) -> set[str]:
         """Full names of the SSM parameters exempt from weight decay (A_log, A_b_log, D, D_b)."""
