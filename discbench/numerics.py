@@ -169,30 +169,5 @@ def stability_bound(method: str | Method, z_min: float = -1e4, grid_points: int 
     return good_z
 
 
-def numerics_table(methods: Sequence[str | Method] | None = None,
-                   steps: Sequence[int] = DEFAULT_STEPS, a: float = DEFAULT_POLE,
-                   T: float = DEFAULT_HORIZON, backend: str = "reference") -> pd.DataFrame:
-    """Stated against measured order and stability bound, one row per method × variant.
-
-    Columns: method, variant, stated_order, measured_order, finest_error (the error at the
-    largest step count), stated_stability_bound, measured_stability_bound (z = aΔ; -inf means
-    |Ā| ≤ 1 on all of [-1e4, 0]).
-    """
-    specs = [_as_method(m) for m in (methods if methods is not None else all_methods())]
-    rows = []
-    for spec in specs:
-        df = convergence(spec, steps, a, T, backend)
-        rows.append({
-            "method": spec.name,
-            "variant": spec.variant,
-            "stated_order": spec.order,
-            "measured_order": fitted_order(df),
-            "finest_error": float(df.sort_values("dt")["error"].iloc[0]),
-            "stated_stability_bound": spec.stability_bound,
-            "measured_stability_bound": stability_bound(spec),
-        })
-    return pd.DataFrame(rows)
-
-
 __all__ = ["drive", "exact_solution", "solve", "convergence", "fitted_order", "stability_bound",
-           "numerics_table", "DEFAULT_STEPS", "DEFAULT_POLE", "DEFAULT_HORIZON", "NUMERICS_LAM"]
+           "DEFAULT_STEPS", "DEFAULT_POLE", "DEFAULT_HORIZON", "NUMERICS_LAM"]

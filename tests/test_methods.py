@@ -391,19 +391,6 @@ def test_measured_stability_bound_equals_stated(key):
         assert measured == pytest.approx(method.stability_bound, abs=1e-12)
 
 
-def test_numerics_table_reports_every_method():
-    table = numerics.numerics_table()
-    assert list(table.columns) == ["method", "variant", "stated_order", "measured_order", "finest_error",
-                                   "stated_stability_bound", "measured_stability_bound"]
-    assert sorted(zip(table["method"], table["variant"])) == sorted(
-        (m.name, m.variant) for m in all_methods())
-    assert ((table["measured_order"] - table["stated_order"]).abs() <= 0.25).all()
-    finite = np.isfinite(table["stated_stability_bound"])
-    assert (table.loc[~finite, "measured_stability_bound"] == -math.inf).all()
-    np.testing.assert_allclose(table.loc[finite, "measured_stability_bound"],
-                               table.loc[finite, "stated_stability_bound"], atol=1e-12)
-
-
 def test_convergence_check_detects_a_wrong_stencil():
     """The order test can fail: rk4 with a consistent but lopsided midpoint interpolant
     (9 v_{k-1} + 9 v_k - 2 v_{k+1})/16 keeps its weight sum and drops to order 1."""
