@@ -26,10 +26,10 @@ $(VENV)/.installed-test: $(VENV)/.installed
 install: $(VENV)/.installed
 install-test: $(VENV)/.installed-test
 
-# Runs the default study (digits, seven methods, Ray Tune on this machine) and its report.
+# Runs the default study (discbench.study.DEFAULT_STUDY, Ray Tune on this machine) and its report.
 study: install
-	$(BIN)/discbench run studies/digits.yaml
-	$(BIN)/discbench report digits
+	$(BIN)/discbench run
+	$(BIN)/discbench report $$($(BIN)/python -c "from discbench.study import DEFAULT_STUDY; print(DEFAULT_STUDY)")
 
 # Runs the whole test suite (CPU; the Triton kernel through its interpreter).
 test: install-test
