@@ -27,7 +27,7 @@ from timm.layers import trunc_normal_
 from timm.models import register_model
 
 from ..methods import get_method
-from .vim import BIDIRECTIONAL_CHOICES, BiMambaMixer, MixerStack, VimBlock, _check_choice
+from .vim import BIDIRECTIONAL_CHOICES, BiMambaMixer, MixerStack, VimBlock, _check_choice, entrypoint_arguments
 
 Tensor = torch.Tensor
 
@@ -168,16 +168,9 @@ SEQ_CONFIGS: dict[str, dict] = {
     "seqmamba_tiny": dict(embed_dim=64, depth=4, d_state=16),
 }
 
-# Arguments timm.create_model always passes to an entrypoint; they concern weight files only.
-_TIMM_WEIGHT_KWARGS = ("pretrained_cfg", "pretrained_cfg_overlay", "cache_dir")
-
 
 def _create_seq(name: str, pretrained: bool, **kwargs) -> SequenceMamba:
-    if pretrained:
-        raise ValueError(f"{name}: no pretrained weights exist for discbench's sequence models and "
-                         "nothing is ever downloaded; use pretrained=False")
-    for key in _TIMM_WEIGHT_KWARGS:
-        kwargs.pop(key, None)
+    kwargs = entrypoint_arguments(name, pretrained, kwargs)
     seq_len = kwargs.get("seq_len", 40)
     model = SequenceMamba(**{**SEQ_CONFIGS[name], **kwargs})
     model.pretrained_cfg = model.default_cfg = dict(

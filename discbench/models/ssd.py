@@ -36,7 +36,7 @@ from timm.models import register_model
 
 from ..methods import get_method
 from ..scan.ssd import SSD_BACKENDS, heads_of_groups, ssd_scan
-from .vim import (_TIMM_WEIGHT_KWARGS, BIDIRECTIONAL_CHOICES, VimBlock, VisionMamba, _at_least_fp32,
+from .vim import (BIDIRECTIONAL_CHOICES, create_image_model, VimBlock, VisionMamba, _at_least_fp32,
                   _check_choice, causal_conv1d_silu, default_cfgs as vim_default_cfgs)
 
 Tensor = torch.Tensor
@@ -269,17 +269,7 @@ default_cfgs = {
 
 
 def _create_vssd(name: str, pretrained: bool, **kwargs) -> VisionSSD:
-    if pretrained:
-        raise ValueError(f"{name}: no pretrained weights exist for discbench's SSD models and nothing is ever "
-                         "downloaded; use pretrained=False")
-    for key in _TIMM_WEIGHT_KWARGS:
-        kwargs.pop(key, None)
-    model = VisionSSD(**{**VSSD_CONFIGS[name], **kwargs})
-    in_chans = model.patch_embed.proj.in_channels
-    cfg = dict(default_cfgs[name], architecture=name, num_classes=model.num_classes,
-               input_size=(in_chans, *model.patch_embed.img_size))
-    model.pretrained_cfg = model.default_cfg = cfg
-    return model
+    return create_image_model(VisionSSD, VSSD_CONFIGS, default_cfgs, name, pretrained, **kwargs)
 
 
 @register_model

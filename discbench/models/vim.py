@@ -605,20 +605,31 @@ default_cfgs = {
 _TIMM_WEIGHT_KWARGS = ("pretrained_cfg", "pretrained_cfg_overlay", "cache_dir")
 
 
-def _create_vim(name: str, pretrained: bool, **kwargs) -> VisionMamba:
+def entrypoint_arguments(name: str, pretrained: bool, kwargs: dict) -> dict:
+    """The model arguments of a timm entrypoint call of any discbench family: `pretrained` is
+    refused (no weights exist and nothing is ever downloaded), timm's weight-file arguments dropped."""
     if pretrained:
         raise ValueError(
-            f"{name}: no pretrained weights exist for discbench's Vim models and nothing is ever "
+            f"{name}: no pretrained weights exist for discbench's models and nothing is ever "
             "downloaded; use pretrained=False (with timm.create_model(..., checkpoint_path=...) "
             "to load a local checkpoint)")
-    for key in _TIMM_WEIGHT_KWARGS:
-        kwargs.pop(key, None)
-    model = VisionMamba(**{**VIM_CONFIGS[name], **kwargs})
+    return {key: value for key, value in kwargs.items() if key not in _TIMM_WEIGHT_KWARGS}
+
+
+def create_image_model(model_cls: type, configs: dict[str, dict], cfgs: dict[str, dict], name: str,
+                       pretrained: bool, **kwargs) -> nn.Module:
+    """`model_cls` built with `name`'s architecture defaults (configs) overridden by kwargs, its
+    timm pretrained_cfg (cfgs[name]) updated to the classes and input size it was built with."""
+    model = model_cls(**{**configs[name], **entrypoint_arguments(name, pretrained, kwargs)})
     in_chans = model.patch_embed.proj.in_channels
-    cfg = dict(default_cfgs[name], architecture=name, num_classes=model.num_classes,
+    cfg = dict(cfgs[name], architecture=name, num_classes=model.num_classes,
                input_size=(in_chans, *model.patch_embed.img_size))
     model.pretrained_cfg = model.default_cfg = cfg
     return model
+
+
+def _create_vim(name: str, pretrained: bool, **kwargs) -> VisionMamba:
+    return create_image_model(VisionMamba, VIM_CONFIGS, default_cfgs, name, pretrained, **kwargs)
 
 
 @register_model
