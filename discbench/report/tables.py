@@ -302,7 +302,8 @@ def lambda_table(view: StudyView) -> Table | None:
     ids = view.results.measurements.loc[view.results.measurements["kind"] == "lambda", "trial_id"]
     caption = ("Learned λ per layer and scan direction (dimensionless): the mean over seeds of each trial's "
                "per-layer mean λ ± the sample sd of those means over seeds (n = seeds), and the within-layer "
-               "sd of λ (over every token of the val split, as each trial recorded it; λ is one value per token, shared by the channels), averaged over seeds. "
+               "sd of λ (over every token of the val split, as each trial recorded it; λ is one value per "
+               "token, shared by the channels), averaged over seeds. "
                f"Measured on {view.provenance(ids)}.")
     data = frame.drop(columns=["condition"]).rename(columns={f: view.factor_label(f) for f in view.factors})
     return Table("lambda", "Learned λ per layer", caption, display.reset_index(drop=True),
