@@ -31,7 +31,9 @@ import time
 import traceback
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Annotated, Any, Callable, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
 
 from . import results
 from .config import TrialConfig, without_result_neutral
@@ -81,12 +83,13 @@ def _lock_trial(folder: Path) -> int:
 
 
 def _base_row(spec: dict, cfg: TrialConfig, device: str) -> dict[str, Any]:
+    kind = TRIAL_KINDS[spec["kind"]]
     return {
         "study": spec["study"], "trial_id": spec["trial_id"], "kind": spec["kind"],
         "method": cfg.method, "variant": cfg.variant, "method_key": cfg.method_key, "seed": cfg.seed,
-        "model": cfg.model.name if spec["kind"] in ("train", "resolution") else None,
-        "dataset": cfg.data.dataset if spec["kind"] == "train" else None,
-        "image_size": cfg.data.image_size if spec["kind"] == "train" and not DATASETS[cfg.data.dataset].is_sequence
+        "model": cfg.model.name if kind.builds_model else None,
+        "dataset": cfg.data.dataset if kind.trains else None,
+        "image_size": cfg.data.image_size if kind.trains and not DATASETS[cfg.data.dataset].is_sequence
         else None,
         "config": spec["resolved"], "resources": json.dumps(spec["resources"], sort_keys=True),
         **results.provenance(device),
@@ -94,7 +97,7 @@ def _base_row(spec: dict, cfg: TrialConfig, device: str) -> dict[str, Any]:
 
 
 def _device_of(cfg: TrialConfig, kind: str) -> str:
-    if kind not in ("train", "resolution"):
+    if not TRIAL_KINDS[kind].builds_model:
         return "cpu"
     from .train import resolve_device
 
@@ -127,7 +130,7 @@ def run_trial(spec: dict[str, Any], events: Events | None = None) -> dict[str, A
                 events.started(epochs_done)
 
         try:
-            outcome = KIND_RUNNERS[spec["kind"]](cfg, spec, folder, Events(started, events.epoch))
+            outcome = TRIAL_KINDS[spec["kind"]].run(cfg, spec, folder, Events(started, events.epoch))
         except Exception as exc:  # recorded, then raised again so that Ray retries the trial
             row.update(status="failed", error=f"{type(exc).__name__}: {exc}",
                        traceback=traceback.format_exc(), finished_at=results.now())
@@ -346,14 +349,6 @@ def _run_resolution(cfg: TrialConfig, spec: dict, folder: Path, events: Events) 
     return {"status": "ok"}
 
 
-KIND_RUNNERS: dict[str, Callable[[TrialConfig, dict, Path, Events], dict]] = {
-    "train": _run_train,
-    "numerics": _run_numerics,
-    "kernels": _run_kernels,
-    "resolution": _run_resolution,
-}
-
-
 # ----------------------------------------------------------------------------- cost estimates
 
 ESTIMATE_MAX_BATCH = 16  # training steps are timed at most at this batch, then scaled per image
@@ -491,14 +486,72 @@ def _estimate_resolution(trials: list) -> Estimate:
     return Estimate(total, how)
 
 
-ESTIMATORS: dict[str, Callable[[list], Estimate]] = {
-    "train": _estimate_train,
-    "numerics": _estimate_numerics,
-    "kernels": _estimate_kernels,
-    "resolution": _estimate_resolution,
-}
+# ----------------------------------------------------------------------------- the kinds
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class NumericsParams(_Strict):
+    """Convergence on h' = a h + v(t) (discbench.numerics) at these step counts."""
+
+    steps: list[Annotated[int, Field(gt=0)]] = Field(default_factory=lambda: [40, 80, 160, 320, 640],
+                                                     min_length=2)
+    pole: float = Field(-2.0, lt=0)  # a
+    horizon: float = Field(3.0, gt=0)  # T
+    backend: Literal["reference", "torch", "cpu"] = "reference"
+
+
+class KernelsParams(_Strict):
+    """Scan timings (discbench.bench.time_scan) per backend × length × pass."""
+
+    backends: list[Literal["cpu", "torch", "reference", "mamba_ref"]] = Field(
+        default_factory=lambda: ["cpu", "torch"], min_length=1)
+    lengths: list[Annotated[int, Field(gt=0)]] = Field(default_factory=lambda: [197], min_length=1)
+    batch: int = Field(8, gt=0)
+    dim: int = Field(384, gt=0)
+    state: int = Field(16, gt=0)
+    passes: list[Literal["fwd", "fwd+bwd"]] = Field(default_factory=lambda: ["fwd", "fwd+bwd"], min_length=1)
+    repeats: int = Field(5, gt=0)
+    dtype: Literal["float32", "bfloat16"] = "float32"
+
+
+@dataclass(frozen=True)
+class TrialKind:
+    """Everything about one kind of trial; study.py, runner.py and this module read it from
+    TRIAL_KINDS, so a new kind is one entry there.
+
+    params: its parameters (the study file's `<name>: {...}` section), None if it has none.
+    builds_model: it builds the trial's model (the study checks it can; trial rows name it;
+        the device comes from the training recipe).
+    trains: it trains (its epochs count in progress; its dataset is checked before the run and
+        shown in the trial table and rows).
+    run(cfg, spec, folder, events) -> trial row update ({"status": ...}); writes measurements.
+    estimate(trials) -> Estimate, measured on this machine (`discbench run --dry-run`).
+    measurements: the results.MEASUREMENT_KINDS its rows may have.
+    """
+
+    name: str
+    params: type[BaseModel] | None
+    builds_model: bool
+    trains: bool
+    run: Callable[[TrialConfig, dict, Path, Events], dict]
+    estimate: Callable[[list], Estimate]
+    measurements: tuple[str, ...]
+
+
+TRIAL_KINDS: dict[str, TrialKind] = {kind.name: kind for kind in (
+    TrialKind("train", None, builds_model=True, trains=True, run=_run_train, estimate=_estimate_train,
+              measurements=("throughput", "memory", "transfer", "lambda")),
+    TrialKind("numerics", NumericsParams, builds_model=False, trains=False, run=_run_numerics,
+              estimate=_estimate_numerics, measurements=("convergence", "order", "stability")),
+    TrialKind("kernels", KernelsParams, builds_model=False, trains=False, run=_run_kernels,
+              estimate=_estimate_kernels, measurements=("scan_time",)),
+    TrialKind("resolution", None, builds_model=True, trains=False, run=_run_resolution,
+              estimate=_estimate_resolution, measurements=("throughput", "memory")),
+)}
 
 
 def estimate_seconds(kind: str, trials: list) -> Estimate:
     """Cost of running `trials` one after another on this machine, measured then extrapolated."""
-    return ESTIMATORS[kind](trials)
+    return TRIAL_KINDS[kind].estimate(trials)
