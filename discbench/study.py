@@ -440,6 +440,17 @@ def _check_model_cached(fields_json: str) -> str | None:
     return None
 
 
+@dataclass(frozen=True)
+class Candidate:
+    """One trial before validation: what _expand gathered from methods × grid or an explicit trial."""
+
+    method_key: str  # "name/variant"
+    origin: str  # where in the study file it comes from, e.g. "methods[1] × grid.seed[0]"
+    values: dict[str, Any]  # the nested trial config (without method and variant)
+    origins: dict[str, str]  # dotted trial-config key -> the study-file path that set it
+    settings: list[tuple[str, Any]]  # the axes that vary, or [("id", id)]: what names the trial
+
+
 def _expand(path: Path, spec: _StudyFields, raw: dict, overrides: list[tuple[str, Any]]) -> tuple[list[Trial], list[str]]:
     problems: list[str] = []
     method_keys, method_problems = _method_keys(path, spec.methods, "methods")
@@ -477,7 +488,7 @@ def _expand(path: Path, spec: _StudyFields, raw: dict, overrides: list[tuple[str
     if problems:
         return [], problems
 
-    candidates: list[tuple[str, str, dict, dict[str, str], list[tuple[str, Any]]]] = []
+    candidates: list[Candidate] = []
     axes = list(spec.grid.items())
     for m_index, key in enumerate(method_keys):
         for combo in itertools.product(*[[(axis, i, v) for i, v in enumerate(values)] for axis, values in axes]):
@@ -491,7 +502,8 @@ def _expand(path: Path, spec: _StudyFields, raw: dict, overrides: list[tuple[str
                 if len(spec.grid[axis]) > 1:
                     settings.append((axis, value))
             origin = f"methods[{m_index}]" + "".join(f" × grid.{a}[{i}]" for a, i, _ in combo)
-            candidates.append((key, origin, _deep_merge(values, forced), {**origins, **forced_origins}, settings))
+            candidates.append(Candidate(key, origin, _deep_merge(values, forced), {**origins, **forced_origins},
+                                        settings))
     for t_index, extra in enumerate(spec.trials):
         extra = dict(extra)
         explicit_id = extra.pop("id", None)
@@ -516,7 +528,8 @@ def _expand(path: Path, spec: _StudyFields, raw: dict, overrides: list[tuple[str
         settings = [(k, v) for k, v in sorted(extra.items())]
         if explicit_id is not None:
             settings = [("id", explicit_id)]
-        candidates.append((keys[0], where, _deep_merge(values, forced), {**origins, **forced_origins}, settings))
+        candidates.append(Candidate(keys[0], where, _deep_merge(values, forced), {**origins, **forced_origins},
+                                    settings))
 
     trials: list[Trial] = []
     kind = TRIAL_KINDS[spec.kind]
@@ -526,10 +539,12 @@ def _expand(path: Path, spec: _StudyFields, raw: dict, overrides: list[tuple[str
         params = section.model_dump(mode="json")
     seen: dict[str, str] = {}
     used_ids: dict[str, str] = {}
-    for key, origin, values, origins, settings in candidates:
+    for candidate in candidates:
+        key, origin, origins, settings = (candidate.method_key, candidate.origin, candidate.origins,
+                                          candidate.settings)
         name, variant = parse_method(key)
         try:
-            cfg = TrialConfig.model_validate({**values, "method": name, "variant": variant})
+            cfg = TrialConfig.model_validate({**candidate.values, "method": name, "variant": variant})
         except ValidationError as exc:
             for error in exc.errors():
                 where = _origin_path(error["loc"], origins) or "trial config"
