@@ -35,7 +35,7 @@ from torch.utils.data import DataLoader, Dataset, Subset
 
 from .config import PRESETS, TrainConfig, TrialConfig, config_differences, without_result_neutral
 from .data import DatasetError, build_datasets
-from .measure import PeakMemory, amp_autocast, inference_throughput
+from .measure import PeakMemory, amp_autocast
 from .scan import NonFiniteInputError
 
 __all__ = ["PRESETS", "fit", "train_loop", "Workers", "CheckpointMismatch", "CHECKPOINT_NAME",
@@ -268,8 +268,7 @@ def train_loop(cfg: TrialConfig, workdir: Path, on_epoch: EpochCallback | None =
       the largest over workers)}.
     Returns {status ("ok"|"diverged"), top1, top5, train_loss (last completed epoch; None if
       none), epochs_done, train_time_s (sum of epoch times, across resumes),
-      train_images_per_s, infer_images_per_s (cfg.measure; None if off, diverged or out of
-      memory), peak_mem_mb (over epochs), params, diverged_at (None or "epoch E, step S"),
+      train_images_per_s, peak_mem_mb (over epochs), params, diverged_at (None or "epoch E, step S"),
       transfer (`transfer_accuracy` at cfg.measure.eval_lengths; [] if none or diverged),
       lambda (`learned_lambda` over the val split; [] for a model without λ or diverged)}.
     """
@@ -464,19 +463,10 @@ def learned_lambda(model: torch.nn.Module, loader: DataLoader, device: torch.dev
 def _summary(cfg: TrialConfig, recipe: TrainConfig, history: list[dict], diverged_at: str | None,
              params: int, eval_model: torch.nn.Module, val_loader: DataLoader, device: torch.device,
              workers: Workers) -> dict:
-    from .data import input_size
-
     last = history[-1] if history else {}
     train_seconds = sum(r["train_seconds"] for r in history)
     train_images = sum(r["images_per_s"] * r["train_seconds"] for r in history)
     transfer = transfer_accuracy(cfg, eval_model, device, recipe.amp, workers) if diverged_at is None else []
-    infer = None
-    if cfg.measure.throughput and diverged_at is None and workers.is_main:
-        measured = inference_throughput(eval_model, batch_size=cfg.measure.batch_sizes[0],
-                                        input_size=input_size(cfg.data), device=device,
-                                        warmup=cfg.measure.warmup, repeats=cfg.measure.repeats,
-                                        amp=recipe.amp)
-        infer = measured["images_per_s"]
     workers.barrier()
     return {
         "status": "diverged" if diverged_at else "ok",
@@ -484,7 +474,6 @@ def _summary(cfg: TrialConfig, recipe: TrainConfig, history: list[dict], diverge
         "epochs_done": len(history),
         "train_time_s": sum(r["epoch_time_s"] for r in history),
         "train_images_per_s": train_images / train_seconds if train_seconds > 0 else None,
-        "infer_images_per_s": infer,
         "peak_mem_mb": max((r["peak_mem_mb"] for r in history), default=None),
         "params": params,
         "diverged_at": diverged_at,

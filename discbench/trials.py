@@ -6,8 +6,9 @@ writes trial.json (status running → ok/diverged, or failed with the error and 
 re-raises so that Ray retries), and dispatches to the kind:
 
     train       train.fit (or distributed.fit_distributed for workers > 1) in the trial folder,
-                which keeps checkpoint.pt there and resumes from it; then throughput/memory at
-                measure.batch_sizes × measure.resolutions
+                which keeps checkpoint.pt there and resumes from it; then (measure.throughput)
+                a throughput and a memory row at each measure.batch_sizes × measure.resolutions,
+                and the trial row's infer_images_per_s from the first batch size at the trained size
     numerics    numerics.convergence / fitted_order / stability_bound of the trial's method
     kernels     bench.time_scan per backend × length × pass
     resolution  inference images/s and peak memory of the (untrained) model per batch size ×
@@ -188,8 +189,11 @@ def _measure_settings(cfg: TrialConfig) -> list[tuple[int, int]]:
 
 
 def _measure_models(cfg: TrialConfig, settings: list[tuple[int, int]], num_classes: int,
-                    folder: Path, skip: set[tuple[int, int]] = frozenset()) -> None:
-    """Inference images/s and peak memory of the trial's architecture at each (batch, size).
+                    folder: Path) -> dict[tuple[int, int], dict]:
+    """Inference images/s and peak memory of the trial's architecture at each (batch, size):
+    a throughput and a memory row each in folder's measurements. Returns what
+    measure.inference_throughput gave per setting ({"status": "oom", ...} when even the model
+    did not fit).
 
     Speed and memory do not depend on the weights, so a fresh model is built per resolution
     (the position embedding's size depends on it)."""
@@ -202,6 +206,7 @@ def _measure_models(cfg: TrialConfig, settings: list[tuple[int, int]], num_class
     recipe = cfg.train.resolved()
     device = resolve_device(recipe)
     sequence = DATASETS[cfg.data.dataset].is_sequence
+    out: dict[tuple[int, int], dict] = {}
     for size in sorted({r for _, r in settings}):
         update = {"seq_length": size} if sequence else {"image_size": size}
         sized = cfg.model_copy(update={"data": cfg.data.model_copy(update=update)})
@@ -212,19 +217,18 @@ def _measure_models(cfg: TrialConfig, settings: list[tuple[int, int]], num_class
                 raise
             model = None
         for batch_size in [b for b, r in settings if r == size]:
-            if (batch_size, size) in skip:
-                continue
             if model is None:
                 measured = {"status": "oom", "images_per_s": None, "peak_mem_mb": None}
             else:
                 measured = inference_throughput(model, batch_size=batch_size, input_size=input_size(sized.data),
                                                 device=device, warmup=cfg.measure.warmup,
                                                 repeats=cfg.measure.repeats, amp=recipe.amp)
-            rows = _throughput_rows(cfg, measured, batch_size, size)
-            results.append_measurements(folder, rows)
+            out[(batch_size, size)] = measured
+            results.append_measurements(folder, _throughput_rows(cfg, measured, batch_size, size))
         del model
         if device.type == "cuda":
             torch.cuda.empty_cache()
+    return out
 
 
 def _run_train(cfg: TrialConfig, spec: dict, folder: Path, events: Events) -> dict[str, Any]:
@@ -254,19 +258,15 @@ def _run_train(cfg: TrialConfig, spec: dict, folder: Path, events: Events) -> di
         _measurement("lambda", stat, record[stat], "1", layer=record["layer"], direction=record["direction"],
                      model=cfg.model.name, method_key=cfg.method_key, note=f"{record['count']} tokens of the val split")
         for record in outcome.pop("lambda", None) or [] for stat in ("mean", "std")])
+    outcome["infer_images_per_s"] = None
     if outcome["status"] == "ok" and cfg.measure.throughput:
         from .data import load_splits
 
-        first = (cfg.measure.batch_sizes[0], _trained_size(cfg))
-        if outcome.get("infer_images_per_s") is not None:
-            # fit measured this one already (same function, same settings)
-            results.append_measurements(folder, _throughput_rows(
-                cfg, {"status": "ok", "images_per_s": outcome["infer_images_per_s"], "peak_mem_mb": None},
-                *first)[:1])
         settings = _measure_settings(cfg)
-        if settings != [first]:
-            num_classes = load_splits(cfg.data).num_classes
-            _measure_models(cfg, settings, num_classes, folder, skip={first})
+        measured = _measure_models(cfg, settings, load_splits(cfg.data).num_classes, folder)
+        # the trial row's number: the first batch size at the trained size (if measured there)
+        first = (cfg.measure.batch_sizes[0], _trained_size(cfg))
+        outcome["infer_images_per_s"] = measured[first if first in measured else settings[0]]["images_per_s"]
     return outcome
 
 
