@@ -33,7 +33,7 @@ from typing import Any
 from . import results
 from .study import DEFAULT_STUDY, Study, StudyError, add_override_arguments, load_study, trial_table
 from .config import config_differences
-from .trials import FINISHED, comparable
+from .trials import FINISHED, TRIAL_KINDS, comparable
 
 LOCK_FILE = ".lock"
 RAY_DIR = "ray"
@@ -490,7 +490,7 @@ def _check_data(study: Study) -> None:
 
     seen = set()
     for trial in study.trials:
-        if trial.kind != "train":
+        if not TRIAL_KINDS[trial.kind].trains:
             continue
         data = trial.config.data
         key = data.model_dump_json()
@@ -540,7 +540,7 @@ def _run(study: Study, study_path: Path, args: argparse.Namespace) -> int:
         _check_cluster(study, ray)
         cpus = ray.cluster_resources().get("CPU", 1)
         concurrency = _concurrency(study, args.max_concurrent, cpus)
-        epochs = {t.trial_id: (t.config.train.resolved().epochs if t.kind == "train" else 1) for t in todo}
+        epochs = {t.trial_id: (t.config.train.resolved().epochs if TRIAL_KINDS[t.kind].trains else 1) for t in todo}
         progress = Progress(total=len(todo), epochs=epochs, concurrency=concurrency)
         specs = [trial_spec(study, t, study_path) for t in todo]
         start = time.monotonic()

@@ -5,7 +5,7 @@ A study file (see studies/*.yaml):
 
     name: digits                     # results go to results/<name>/
     description: what it reproduces
-    kind: train                      # train | numerics | kernels | resolution
+    kind: train                      # a name in trials.TRIAL_KINDS: train | numerics | kernels | resolution
     methods: [zoh, foh, zoh/paper]   # "method" (canonical) or "method/variant", or "all"
     data: {dataset: digits, image_size: 16, batch_size: 64}     # TrialConfig.data
     model: {name: vim_micro, patch_size: 4, kwargs: {}}          # family+size as a timm name; kwargs override
@@ -45,13 +45,13 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 
 from .config import TrialConfig
 from .data import DATASETS
 from .methods import METHOD_NAMES, METHODS, VARIANTS, parse_method
+from .trials import TRIAL_KINDS, KernelsParams, NumericsParams, TrialKind
 
-KINDS = ("train", "numerics", "kernels", "resolution")
 # Trial config keys a study sets at its top level (the rest are study settings).
 TRIAL_SECTIONS = ("data", "model", "train", "measure", "seed")
 TRIAL_ID_MAX = 96
@@ -93,39 +93,13 @@ class Resources(_Strict):
     workers: int = Field(1, ge=1)
 
 
-class NumericsParams(_Strict):
-    """Convergence on h' = a h + v(t) (discbench.numerics) at these step counts."""
-
-    steps: list[Annotated[int, Field(gt=0)]] = Field(default_factory=lambda: [40, 80, 160, 320, 640],
-                                                     min_length=2)
-    pole: float = Field(-2.0, lt=0)  # a
-    horizon: float = Field(3.0, gt=0)  # T
-    backend: Literal["reference", "torch", "cpu"] = "reference"
-
-
-class KernelsParams(_Strict):
-    """Scan timings (discbench.bench.time_scan) per backend × length × pass."""
-
-    backends: list[Literal["cpu", "torch", "reference", "mamba_ref"]] = Field(
-        default_factory=lambda: ["cpu", "torch"], min_length=1)
-    lengths: list[Annotated[int, Field(gt=0)]] = Field(default_factory=lambda: [197], min_length=1)
-    batch: int = Field(8, gt=0)
-    dim: int = Field(384, gt=0)
-    state: int = Field(16, gt=0)
-    passes: list[Literal["fwd", "fwd+bwd"]] = Field(default_factory=lambda: ["fwd", "fwd+bwd"], min_length=1)
-    repeats: int = Field(5, gt=0)
-    dtype: Literal["float32", "bfloat16"] = "float32"
-
-
-KIND_PARAMS: dict[str, type[BaseModel]] = {"numerics": NumericsParams, "kernels": KernelsParams}
-
-
-class StudySpec(_Strict):
-    """The study file's top level (trial sections stay mappings here; TrialConfig checks them)."""
+class _StudyFields(_Strict):
+    """The study file's top level (trial sections stay mappings here; TrialConfig checks them).
+    `kind` and the kinds' parameter sections come from trials.TRIAL_KINDS (see _spec_model)."""
 
     name: str = Field(pattern=STUDY_NAME)
     description: str = Field(min_length=1)
-    kind: Literal[KINDS] = "train"  # type: ignore[valid-type]
+    kind: str = "train"
     methods: list[str] | Literal["all"] = Field(min_length=1)
     data: dict[str, Any] = Field(default_factory=dict)
     model: dict[str, Any] = Field(default_factory=dict)
@@ -137,8 +111,24 @@ class StudySpec(_Strict):
     resources: Resources = Field(default_factory=Resources)
     retries: int = Field(1, ge=0)
     max_concurrent: int | None = Field(None, gt=0)
-    numerics: NumericsParams | None = None
-    kernels: KernelsParams | None = None
+
+
+@functools.lru_cache(maxsize=8)
+def _spec_model(kinds: tuple[TrialKind, ...]) -> type[_StudyFields]:
+    """StudySpec for these trial kinds: `kind` is one of their names, and each kind with
+    parameters has an optional section of that name (`numerics: {...}`)."""
+    names = tuple(k.name for k in kinds)
+    sections = {k.name: (k.params | None, None) for k in kinds if k.params is not None}
+    return create_model("StudySpec", __base__=_StudyFields, __doc__=_StudyFields.__doc__,
+                        __module__=__name__, kind=(Literal[names], "train"), **sections)  # type: ignore[valid-type]
+
+
+def study_spec_model() -> type[_StudyFields]:
+    """The StudySpec model of the kinds registered now (trials.TRIAL_KINDS)."""
+    return _spec_model(tuple(TRIAL_KINDS.values()))
+
+
+StudySpec = study_spec_model()
 
 
 @dataclass(frozen=True)
@@ -452,7 +442,18 @@ def _check_model_cached(fields_json: str) -> str | None:
     return None
 
 
-def _expand(path: Path, spec: StudySpec, raw: dict, overrides: list[tuple[str, Any]]) -> tuple[list[Trial], list[str]]:
+@dataclass(frozen=True)
+class Candidate:
+    """One trial before validation: what _expand gathered from methods × grid or an explicit trial."""
+
+    method_key: str  # "name/variant"
+    origin: str  # where in the study file it comes from, e.g. "methods[1] × grid.seed[0]"
+    values: dict[str, Any]  # the nested trial config (without method and variant)
+    origins: dict[str, str]  # dotted trial-config key -> the study-file path that set it
+    settings: list[tuple[str, Any]]  # the axes that vary, or [("id", id)]: what names the trial
+
+
+def _expand(path: Path, spec: _StudyFields, raw: dict, overrides: list[tuple[str, Any]]) -> tuple[list[Trial], list[str]]:
     problems: list[str] = []
     method_keys, method_problems = _method_keys(path, spec.methods, "methods")
     problems += method_problems
@@ -489,7 +490,7 @@ def _expand(path: Path, spec: StudySpec, raw: dict, overrides: list[tuple[str, A
     if problems:
         return [], problems
 
-    candidates: list[tuple[str, str, dict, dict[str, str], list[tuple[str, Any]]]] = []
+    candidates: list[Candidate] = []
     axes = list(spec.grid.items())
     for m_index, key in enumerate(method_keys):
         for combo in itertools.product(*[[(axis, i, v) for i, v in enumerate(values)] for axis, values in axes]):
@@ -503,7 +504,8 @@ def _expand(path: Path, spec: StudySpec, raw: dict, overrides: list[tuple[str, A
                 if len(spec.grid[axis]) > 1:
                     settings.append((axis, value))
             origin = f"methods[{m_index}]" + "".join(f" × grid.{a}[{i}]" for a, i, _ in combo)
-            candidates.append((key, origin, _deep_merge(values, forced), {**origins, **forced_origins}, settings))
+            candidates.append(Candidate(key, origin, _deep_merge(values, forced), {**origins, **forced_origins},
+                                        settings))
     for t_index, extra in enumerate(spec.trials):
         extra = dict(extra)
         explicit_id = extra.pop("id", None)
@@ -528,20 +530,23 @@ def _expand(path: Path, spec: StudySpec, raw: dict, overrides: list[tuple[str, A
         settings = [(k, v) for k, v in sorted(extra.items())]
         if explicit_id is not None:
             settings = [("id", explicit_id)]
-        candidates.append((keys[0], where, _deep_merge(values, forced), {**origins, **forced_origins}, settings))
+        candidates.append(Candidate(keys[0], where, _deep_merge(values, forced), {**origins, **forced_origins},
+                                    settings))
 
     trials: list[Trial] = []
-    params_model = KIND_PARAMS.get(spec.kind)
+    kind = TRIAL_KINDS[spec.kind]
     params = {}
-    if params_model is not None:
-        section = getattr(spec, spec.kind) or params_model()
+    if kind.params is not None:
+        section = getattr(spec, spec.kind) or kind.params()
         params = section.model_dump(mode="json")
     seen: dict[str, str] = {}
     used_ids: dict[str, str] = {}
-    for key, origin, values, origins, settings in candidates:
+    for candidate in candidates:
+        key, origin, origins, settings = (candidate.method_key, candidate.origin, candidate.origins,
+                                          candidate.settings)
         name, variant = parse_method(key)
         try:
-            cfg = TrialConfig.model_validate({**values, "method": name, "variant": variant})
+            cfg = TrialConfig.model_validate({**candidate.values, "method": name, "variant": variant})
         except ValidationError as exc:
             for error in exc.errors():
                 where = _origin_path(error["loc"], origins) or "trial config"
@@ -551,7 +556,7 @@ def _expand(path: Path, spec: StudySpec, raw: dict, overrides: list[tuple[str, A
             problems.append(f"{path}: data.root: dataset {cfg.data.dataset!r} needs data.root, the folder "
                             f"that holds it (or pass --data-root / -o data.root=PATH)")
             continue
-        if spec.kind in ("train", "resolution"):
+        if kind.builds_model:
             model_problem = _check_model(cfg)
             if model_problem:
                 where, _, problem = model_problem.partition(": ")
@@ -588,24 +593,25 @@ def load_study(path: str | Path, overrides: list[str] | tuple[str, ...] = (),
         parsed.append(("data.root", str(data_root)))
     notes: list[str] = []
     raw = _apply_overrides(raw, parsed, notes)
+    spec_model = study_spec_model()
     try:
-        spec = StudySpec.model_validate(raw)
+        spec = spec_model.model_validate(raw)
     except ValidationError as exc:
         override_keys = {k for k, _ in parsed}
         problems = []
         for error in exc.errors():
             where = _loc_path(error["loc"])
             if error["type"] == "extra_forbidden" and len(error["loc"]) == 1:
-                problems.append(f"{path}: {where}: unknown key; valid keys: {', '.join(StudySpec.model_fields)}")
+                problems.append(f"{path}: {where}: unknown key; valid keys: {', '.join(spec_model.model_fields)}")
                 continue
             if error["loc"] and error["loc"][0] == "methods" and error["type"].startswith("literal"):
                 continue  # the list alternative's error says it better
             prefix = "-o " if where in override_keys else ""
-            problems.append(f"{path}: {prefix}{where}: {_error_text(error, StudySpec)}")
+            problems.append(f"{path}: {prefix}{where}: {_error_text(error, spec_model)}")
         raise StudyError(problems) from None
-    if spec.kind not in KIND_PARAMS and (spec.numerics is not None or spec.kernels is not None):
-        section = "numerics" if spec.numerics is not None else "kernels"
-        raise StudyError([f"{path}: {section}: only for kind {section!r}; this study's kind is {spec.kind!r}"])
+    for section in [k for k, v in TRIAL_KINDS.items() if v.params is not None and k != spec.kind]:
+        if getattr(spec, section) is not None:
+            raise StudyError([f"{path}: {section}: only for kind {section!r}; this study's kind is {spec.kind!r}"])
     trials, problems = _expand(path, spec, raw, parsed)
     if not problems and not trials:
         problems.append(f"{path}: methods × grid gives no trials")
@@ -624,10 +630,11 @@ def trial_table(study: Study) -> list[str]:
     rows = []
     for t in study.trials:
         recipe = t.config.train.resolved()
-        epochs = str(recipe.epochs) if t.kind == "train" else "-"
-        rows.append([t.trial_id, t.method_key, t.config.model.name if t.kind in ("train", "resolution") else "-",
-                     t.config.data.dataset if t.kind == "train" else "-",
-                     "×".join(map(str, input_size(t.config.data))) if t.kind == "train" else "-",
+        kind = TRIAL_KINDS[t.kind]
+        epochs = str(recipe.epochs) if kind.trains else "-"
+        rows.append([t.trial_id, t.method_key, t.config.model.name if kind.builds_model else "-",
+                     t.config.data.dataset if kind.trains else "-",
+                     "×".join(map(str, input_size(t.config.data))) if kind.trains else "-",
                      epochs, str(t.config.seed), f"{t.resources.cpus:g}",
                      f"{t.resources.gpus:g}", str(t.resources.workers)])
     widths = [max(len(r[i]) for r in [header] + rows) for i in range(len(header))]
@@ -669,6 +676,6 @@ def run_command(args: argparse.Namespace) -> int:
     return status
 
 
-__all__ = ["KINDS", "find_study", "DEFAULT_STUDY", "Study", "StudySpec", "Trial", "Resources", "StudyError", "load_study",
+__all__ = ["find_study", "DEFAULT_STUDY", "Study", "StudySpec", "Trial", "Resources", "StudyError", "load_study",
            "parse_override", "trial_table", "configure_parser", "run_command", "add_override_arguments",
            "NumericsParams", "KernelsParams"]

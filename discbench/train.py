@@ -35,7 +35,7 @@ from torch.utils.data import DataLoader, Dataset, Subset
 
 from .config import PRESETS, TrainConfig, TrialConfig, config_differences, without_result_neutral
 from .data import DatasetError, build_datasets
-from .measure import PeakMemory, amp_autocast, inference_throughput
+from .measure import PeakMemory, amp_autocast
 from .scan import NonFiniteInputError
 
 __all__ = ["PRESETS", "fit", "train_loop", "Workers", "CheckpointMismatch", "CHECKPOINT_NAME",
@@ -268,22 +268,65 @@ def train_loop(cfg: TrialConfig, workdir: Path, on_epoch: EpochCallback | None =
       the largest over workers)}.
     Returns {status ("ok"|"diverged"), top1, top5, train_loss (last completed epoch; None if
       none), epochs_done, train_time_s (sum of epoch times, across resumes),
-      train_images_per_s, infer_images_per_s (cfg.measure; None if off, diverged or out of
-      memory), peak_mem_mb (over epochs), params, diverged_at (None or "epoch E, step S"),
+      train_images_per_s, peak_mem_mb (over epochs), params, diverged_at (None or "epoch E, step S"),
       transfer (`transfer_accuracy` at cfg.measure.eval_lengths; [] if none or diverged),
       lambda (`learned_lambda` over the val split; [] for a model without λ or diverged)}.
     """
-    from timm.data import Mixup
-    from timm.scheduler import create_scheduler_v2
-    from timm.utils import ModelEmaV3, dispatch_clip_grad
-
     recipe = cfg.train.resolved()
     device = device or resolve_device(recipe)
     if recipe.amp == "fp16" and device.type != "cuda":
         raise ValueError("train.amp 'fp16' needs a CUDA device; on CPU use 'bf16' or 'off'")
     workdir.mkdir(parents=True, exist_ok=True)
     checkpoint_path = workdir / CHECKPOINT_NAME
+    loaders = _data_loaders(cfg, recipe, workers, device)
 
+    determinism = (torch.are_deterministic_algorithms_enabled(),
+                   torch.is_deterministic_algorithms_warn_only_enabled())
+    torch.use_deterministic_algorithms(recipe.deterministic, warn_only=True)
+    try:
+        run = _setup_training(cfg, recipe, loaders, workers, device)
+        fingerprint = _resume_fingerprint(cfg)
+        epochs_done, history = _resume(run, checkpoint_path, fingerprint, device)
+        if workers.is_main and on_start is not None:
+            on_start(epochs_done)
+        if workers.world_size > 1:
+            run.train_model = torch.nn.parallel.DistributedDataParallel(
+                run.model, device_ids=[device.index] if device.type == "cuda" else None)
+
+        diverged_at = None
+        for epoch in range(epochs_done, recipe.epochs):
+            record, diverged_at = _train_epoch(cfg, recipe, run, loaders, epoch, workers, device)
+            if diverged_at is not None:
+                break
+            history.append(record)
+            if workers.is_main:
+                if on_epoch is not None:
+                    on_epoch({k: v for k, v in record.items() if k != "train_seconds"})
+                _save_checkpoint(run, epoch + 1, history, fingerprint, checkpoint_path)
+            workers.barrier()
+
+        return _summary(cfg, recipe, history, diverged_at, run.params, run.eval_model, loaders.val,
+                        device, workers)
+    finally:
+        torch.use_deterministic_algorithms(determinism[0], warn_only=determinism[1])
+
+
+@dataclass(frozen=True)
+class _Loaders:
+    """A trial's data: the training loader (full batches from `sampler`), this worker's shard
+    of the validation split, and what the setup needs to know about them."""
+
+    train: DataLoader
+    val: DataLoader
+    sampler: Any  # re-seeded per epoch (set_epoch)
+    num_classes: int
+    batch_size: int  # per worker
+    mixup_active: bool
+
+
+def _data_loaders(cfg: TrialConfig, recipe: TrainConfig, workers: Workers, device: torch.device) -> _Loaders:
+    """The training and validation loaders; refuses a split smaller than one batch and an odd
+    batch under Mixup/CutMix (which pairs images)."""
     train_set, val_set, num_classes = build_datasets(cfg.data, recipe)
     sampler = _train_sampler(train_set, recipe, workers)
     batch_size = cfg.data.batch_size
@@ -299,126 +342,149 @@ def train_loop(cfg: TrialConfig, workdir: Path, on_epoch: EpochCallback | None =
     val_shard = Subset(val_set, range(workers.rank, len(val_set), workers.world_size))
     val_loader = DataLoader(val_shard, batch_size=cfg.data.eval_batch_size or batch_size,
                             shuffle=False, num_workers=cfg.data.workers)
-    steps_per_epoch = len(train_loader)
+    return _Loaders(train_loader, val_loader, sampler, num_classes, batch_size, mixup_active)
 
-    determinism = (torch.are_deterministic_algorithms_enabled(),
-                   torch.is_deterministic_algorithms_warn_only_enabled())
-    torch.use_deterministic_algorithms(recipe.deterministic, warn_only=True)
-    try:
-        _seed_everything(order_seed(cfg.seed, MODEL_INIT_SLOT))
-        model = build_model(cfg, num_classes, recipe).to(device)
-        params = sum(p.numel() for p in model.parameters())
-        lr = effective_lr(recipe, batch_size * workers.world_size)
-        optimizer = _optimizer(model, recipe, lr)
-        scheduler, _ = create_scheduler_v2(
-            optimizer, sched=recipe.sched, num_epochs=recipe.epochs, warmup_epochs=recipe.warmup_epochs,
-            warmup_lr=recipe.warmup_lr, min_lr=recipe.min_lr, step_on_epochs=not recipe.sched_on_updates,
-            updates_per_epoch=steps_per_epoch)
-        ema = ModelEmaV3(model, decay=recipe.model_ema_decay) if recipe.model_ema else None
-        scaler = torch.amp.GradScaler(device.type, enabled=recipe.amp == "fp16")
-        mixup = Mixup(mixup_alpha=recipe.mixup, cutmix_alpha=recipe.cutmix, prob=recipe.mixup_prob,
-                      switch_prob=recipe.mixup_switch_prob, mode=recipe.mixup_mode,
-                      label_smoothing=recipe.smoothing, num_classes=num_classes) if mixup_active else None
-        criterion = _criterion(recipe, mixup_active)
 
-        epochs_done, history = 0, []
-        fingerprint = _resume_fingerprint(cfg)
-        if checkpoint_path.exists():
-            state = torch.load(checkpoint_path, map_location=device, weights_only=False)
-            differences = config_differences(without_result_neutral(state["fingerprint"]),  # checkpoint → config
-                                             fingerprint)
-            if differences:
-                raise CheckpointMismatch(
-                    f"{checkpoint_path} was written for a different trial configuration "
-                    f"({'; '.join(differences[:5])}); delete it to start over")
-            model.load_state_dict(state["model"])
-            optimizer.load_state_dict(state["optimizer"])
-            scheduler.load_state_dict(state["scheduler"])
-            if ema is not None:
-                ema.load_state_dict(state["ema"])
-            scaler.load_state_dict(state["scaler"])
-            _restore_rng_states(state["rng"])
-            epochs_done, history = state["epochs_done"], state["history"]
-        if workers.is_main and on_start is not None:
-            on_start(epochs_done)
+@dataclass
+class _Training:
+    """The objects one training run updates: the model (and its DDP wrapper and EMA), the
+    optimizer, schedule, gradient scaler, Mixup and loss; all of them but the loss and Mixup
+    are saved in the checkpoint."""
 
-        train_model = model
-        if workers.world_size > 1:
-            train_model = torch.nn.parallel.DistributedDataParallel(
-                model, device_ids=[device.index] if device.type == "cuda" else None)
-        eval_model = ema.module if ema is not None and recipe.eval_ema else model
+    model: torch.nn.Module
+    train_model: torch.nn.Module  # the model; train_loop wraps it in DistributedDataParallel for > 1 worker
+    eval_model: torch.nn.Module  # the EMA's model when train.eval_ema, else the model
+    params: int
+    optimizer: torch.optim.Optimizer
+    scheduler: Any
+    ema: Any  # timm ModelEmaV3 or None
+    scaler: torch.amp.GradScaler
+    mixup: Any  # timm Mixup or None
+    criterion: torch.nn.Module
 
-        diverged_at = None
-        for epoch in range(epochs_done, recipe.epochs):
-            _seed_everything(order_seed(cfg.seed, epoch, workers.rank))
-            sampler.set_epoch(order_seed(cfg.seed, epoch))
-            scheduler.step(epoch)
-            train_model.train()
-            loss_sum = lr_sum = 0.0
-            steps = 0
-            with PeakMemory(device) as memory:
-                start = time.perf_counter()
-                for step, (images, labels) in enumerate(train_loader, start=1):
-                    images, labels = images.to(device), labels.to(device)
-                    targets = labels
-                    if mixup is not None:
-                        images, targets = mixup(images, labels)
-                    try:
-                        with amp_autocast(device, recipe.amp):
-                            loss = criterion(train_model(images), targets)
-                        local_loss = loss.item()
-                    except (ValueError, RuntimeError) as exc:
-                        if not _is_non_finite_failure(exc, model, images):
-                            raise
-                        local_loss = math.nan
-                    (loss_value,) = workers.reduce([local_loss], device)
-                    loss_value /= workers.world_size
-                    if not math.isfinite(loss_value):
-                        diverged_at = f"epoch {epoch + 1}, step {step}"
-                        break
-                    optimizer.zero_grad(set_to_none=True)
-                    scaler.scale(loss).backward()
-                    if recipe.clip_grad > 0:
-                        scaler.unscale_(optimizer)
-                        dispatch_clip_grad(model.parameters(), value=recipe.clip_grad, mode="norm")
-                    scaler.step(optimizer)
-                    scaler.update()
-                    updates = epoch * steps_per_epoch + step
-                    scheduler.step_update(num_updates=updates)
-                    if ema is not None:
-                        ema.update(model, step=updates)
-                    loss_sum += loss_value
-                    lr_sum += optimizer.param_groups[0]["lr"]
-                    steps += 1
-                train_seconds = time.perf_counter() - start
-                if diverged_at is not None:
-                    break
-                val_loss, top1, top5 = _evaluate(eval_model, val_loader, device, recipe.amp, workers)
-                epoch_seconds = time.perf_counter() - start
-            (peak_mb,) = workers.reduce([memory.peak_mb], device, op="max")
-            record = {
-                "epoch": epoch + 1, "train_loss": loss_sum / steps, "val_loss": val_loss,
-                "top1": top1, "top5": top5, "lr": lr_sum / steps,
-                "images_per_s": steps * batch_size * workers.world_size / train_seconds,
-                "epoch_time_s": epoch_seconds, "peak_mem_mb": peak_mb,
-                "train_seconds": train_seconds,
-            }
-            history.append(record)
-            if workers.is_main:
-                if on_epoch is not None:
-                    on_epoch({k: v for k, v in record.items() if k != "train_seconds"})
-                _atomic_save({
-                    "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                    "scheduler": scheduler.state_dict(),
-                    "ema": ema.state_dict() if ema is not None else None,
-                    "scaler": scaler.state_dict(), "rng": _rng_states(), "epochs_done": epoch + 1,
-                    "history": history, "fingerprint": fingerprint,
-                }, checkpoint_path)
-            workers.barrier()
 
-        return _summary(cfg, recipe, history, diverged_at, params, eval_model, val_loader, device, workers)
-    finally:
-        torch.use_deterministic_algorithms(determinism[0], warn_only=determinism[1])
+def _setup_training(cfg: TrialConfig, recipe: TrainConfig, loaders: _Loaders, workers: Workers,
+                    device: torch.device) -> _Training:
+    """The model initialised from the trial's seed, the optimizer at the batch-scaled learning
+    rate, the timm schedule (per epoch or per update), EMA, AMP scaler, Mixup and loss."""
+    from timm.data import Mixup
+    from timm.scheduler import create_scheduler_v2
+    from timm.utils import ModelEmaV3
+
+    _seed_everything(order_seed(cfg.seed, MODEL_INIT_SLOT))
+    model = build_model(cfg, loaders.num_classes, recipe).to(device)
+    params = sum(p.numel() for p in model.parameters())
+    lr = effective_lr(recipe, loaders.batch_size * workers.world_size)
+    optimizer = _optimizer(model, recipe, lr)
+    scheduler, _ = create_scheduler_v2(
+        optimizer, sched=recipe.sched, num_epochs=recipe.epochs, warmup_epochs=recipe.warmup_epochs,
+        warmup_lr=recipe.warmup_lr, min_lr=recipe.min_lr, step_on_epochs=not recipe.sched_on_updates,
+        updates_per_epoch=len(loaders.train))
+    ema = ModelEmaV3(model, decay=recipe.model_ema_decay) if recipe.model_ema else None
+    scaler = torch.amp.GradScaler(device.type, enabled=recipe.amp == "fp16")
+    mixup = Mixup(mixup_alpha=recipe.mixup, cutmix_alpha=recipe.cutmix, prob=recipe.mixup_prob,
+                  switch_prob=recipe.mixup_switch_prob, mode=recipe.mixup_mode,
+                  label_smoothing=recipe.smoothing,
+                  num_classes=loaders.num_classes) if loaders.mixup_active else None
+    criterion = _criterion(recipe, loaders.mixup_active)
+    eval_model = ema.module if ema is not None and recipe.eval_ema else model
+    return _Training(model, model, eval_model, params, optimizer, scheduler, ema, scaler, mixup, criterion)
+
+
+def _resume(run: _Training, checkpoint_path: Path, fingerprint: dict[str, Any],
+            device: torch.device) -> tuple[int, list[dict]]:
+    """Load the checkpoint into `run` if there is one (refused when written for another
+    configuration); returns (epochs done, their records) — (0, []) for a fresh run."""
+    if not checkpoint_path.exists():
+        return 0, []
+    state = torch.load(checkpoint_path, map_location=device, weights_only=False)
+    differences = config_differences(without_result_neutral(state["fingerprint"]),  # checkpoint → config
+                                     fingerprint)
+    if differences:
+        raise CheckpointMismatch(
+            f"{checkpoint_path} was written for a different trial configuration "
+            f"({'; '.join(differences[:5])}); delete it to start over")
+    run.model.load_state_dict(state["model"])
+    run.optimizer.load_state_dict(state["optimizer"])
+    run.scheduler.load_state_dict(state["scheduler"])
+    if run.ema is not None:
+        run.ema.load_state_dict(state["ema"])
+    run.scaler.load_state_dict(state["scaler"])
+    _restore_rng_states(state["rng"])
+    return state["epochs_done"], state["history"]
+
+
+def _train_epoch(cfg: TrialConfig, recipe: TrainConfig, run: _Training, loaders: _Loaders, epoch: int,
+                 workers: Workers, device: torch.device) -> tuple[dict | None, str | None]:
+    """Epoch `epoch` (0-based): seed every RNG from (seed, epoch, rank), train over the loader,
+    then evaluate. Returns (the epoch's record, None), or (None, "epoch E, step S") at the
+    first non-finite loss (mean over workers)."""
+    from timm.utils import dispatch_clip_grad
+
+    _seed_everything(order_seed(cfg.seed, epoch, workers.rank))
+    loaders.sampler.set_epoch(order_seed(cfg.seed, epoch))
+    run.scheduler.step(epoch)
+    run.train_model.train()
+    steps_per_epoch = len(loaders.train)
+    loss_sum = lr_sum = 0.0
+    steps = 0
+    with PeakMemory(device) as memory:
+        start = time.perf_counter()
+        for step, (images, labels) in enumerate(loaders.train, start=1):
+            images, labels = images.to(device), labels.to(device)
+            targets = labels
+            if run.mixup is not None:
+                images, targets = run.mixup(images, labels)
+            try:
+                with amp_autocast(device, recipe.amp):
+                    loss = run.criterion(run.train_model(images), targets)
+                local_loss = loss.item()
+            except (ValueError, RuntimeError) as exc:
+                if not _is_non_finite_failure(exc, run.model, images):
+                    raise
+                local_loss = math.nan
+            (loss_value,) = workers.reduce([local_loss], device)
+            loss_value /= workers.world_size
+            if not math.isfinite(loss_value):
+                return None, f"epoch {epoch + 1}, step {step}"
+            run.optimizer.zero_grad(set_to_none=True)
+            run.scaler.scale(loss).backward()
+            if recipe.clip_grad > 0:
+                run.scaler.unscale_(run.optimizer)
+                dispatch_clip_grad(run.model.parameters(), value=recipe.clip_grad, mode="norm")
+            run.scaler.step(run.optimizer)
+            run.scaler.update()
+            updates = epoch * steps_per_epoch + step
+            run.scheduler.step_update(num_updates=updates)
+            if run.ema is not None:
+                run.ema.update(run.model, step=updates)
+            loss_sum += loss_value
+            lr_sum += run.optimizer.param_groups[0]["lr"]
+            steps += 1
+        train_seconds = time.perf_counter() - start
+        val_loss, top1, top5 = _evaluate(run.eval_model, loaders.val, device, recipe.amp, workers)
+        epoch_seconds = time.perf_counter() - start
+    (peak_mb,) = workers.reduce([memory.peak_mb], device, op="max")
+    return {
+        "epoch": epoch + 1, "train_loss": loss_sum / steps, "val_loss": val_loss,
+        "top1": top1, "top5": top5, "lr": lr_sum / steps,
+        "images_per_s": steps * loaders.batch_size * workers.world_size / train_seconds,
+        "epoch_time_s": epoch_seconds, "peak_mem_mb": peak_mb,
+        "train_seconds": train_seconds,
+    }, None
+
+
+def _save_checkpoint(run: _Training, epochs_done: int, history: list[dict], fingerprint: dict[str, Any],
+                     path: Path) -> None:
+    """Everything a resume needs after `epochs_done` epochs (weights, optimizer, schedule, EMA,
+    scaler, every RNG's state, the epoch records), written atomically."""
+    _atomic_save({
+        "model": run.model.state_dict(), "optimizer": run.optimizer.state_dict(),
+        "scheduler": run.scheduler.state_dict(),
+        "ema": run.ema.state_dict() if run.ema is not None else None,
+        "scaler": run.scaler.state_dict(), "rng": _rng_states(), "epochs_done": epochs_done,
+        "history": history, "fingerprint": fingerprint,
+    }, path)
 
 
 def transfer_accuracy(cfg: TrialConfig, model: torch.nn.Module, device: torch.device, amp: str,
@@ -464,19 +530,12 @@ def learned_lambda(model: torch.nn.Module, loader: DataLoader, device: torch.dev
 def _summary(cfg: TrialConfig, recipe: TrainConfig, history: list[dict], diverged_at: str | None,
              params: int, eval_model: torch.nn.Module, val_loader: DataLoader, device: torch.device,
              workers: Workers) -> dict:
-    from .data import input_size
-
+    """train_loop's result from the epoch records, plus the sampling-rate transfer and the
+    learned λ of the final model (see train_loop)."""
     last = history[-1] if history else {}
     train_seconds = sum(r["train_seconds"] for r in history)
     train_images = sum(r["images_per_s"] * r["train_seconds"] for r in history)
     transfer = transfer_accuracy(cfg, eval_model, device, recipe.amp, workers) if diverged_at is None else []
-    infer = None
-    if cfg.measure.throughput and diverged_at is None and workers.is_main:
-        measured = inference_throughput(eval_model, batch_size=cfg.measure.batch_sizes[0],
-                                        input_size=input_size(cfg.data), device=device,
-                                        warmup=cfg.measure.warmup, repeats=cfg.measure.repeats,
-                                        amp=recipe.amp)
-        infer = measured["images_per_s"]
     workers.barrier()
     return {
         "status": "diverged" if diverged_at else "ok",
@@ -484,7 +543,6 @@ def _summary(cfg: TrialConfig, recipe: TrainConfig, history: list[dict], diverge
         "epochs_done": len(history),
         "train_time_s": sum(r["epoch_time_s"] for r in history),
         "train_images_per_s": train_images / train_seconds if train_seconds > 0 else None,
-        "infer_images_per_s": infer,
         "peak_mem_mb": max((r["peak_mem_mb"] for r in history), default=None),
         "params": params,
         "diverged_at": diverged_at,

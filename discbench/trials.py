@@ -6,8 +6,9 @@ writes trial.json (status running → ok/diverged, or failed with the error and 
 re-raises so that Ray retries), and dispatches to the kind:
 
     train       train.fit (or distributed.fit_distributed for workers > 1) in the trial folder,
-                which keeps checkpoint.pt there and resumes from it; then throughput/memory at
-                measure.batch_sizes × measure.resolutions
+                which keeps checkpoint.pt there and resumes from it; then (measure.throughput)
+                a throughput and a memory row at each measure.batch_sizes × measure.resolutions,
+                and the trial row's infer_images_per_s from the first batch size at the trained size
     numerics    numerics.convergence / fitted_order / stability_bound of the trial's method
     kernels     bench.time_scan per backend × length × pass
     resolution  inference images/s and peak memory of the (untrained) model per batch size ×
@@ -31,7 +32,9 @@ import time
 import traceback
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Annotated, Any, Callable, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
 
 from . import results
 from .config import TrialConfig, without_result_neutral
@@ -81,12 +84,13 @@ def _lock_trial(folder: Path) -> int:
 
 
 def _base_row(spec: dict, cfg: TrialConfig, device: str) -> dict[str, Any]:
+    kind = TRIAL_KINDS[spec["kind"]]
     return {
         "study": spec["study"], "trial_id": spec["trial_id"], "kind": spec["kind"],
         "method": cfg.method, "variant": cfg.variant, "method_key": cfg.method_key, "seed": cfg.seed,
-        "model": cfg.model.name if spec["kind"] in ("train", "resolution") else None,
-        "dataset": cfg.data.dataset if spec["kind"] == "train" else None,
-        "image_size": cfg.data.image_size if spec["kind"] == "train" and not DATASETS[cfg.data.dataset].is_sequence
+        "model": cfg.model.name if kind.builds_model else None,
+        "dataset": cfg.data.dataset if kind.trains else None,
+        "image_size": cfg.data.image_size if kind.trains and not DATASETS[cfg.data.dataset].is_sequence
         else None,
         "config": spec["resolved"], "resources": json.dumps(spec["resources"], sort_keys=True),
         **results.provenance(device),
@@ -94,7 +98,7 @@ def _base_row(spec: dict, cfg: TrialConfig, device: str) -> dict[str, Any]:
 
 
 def _device_of(cfg: TrialConfig, kind: str) -> str:
-    if kind not in ("train", "resolution"):
+    if not TRIAL_KINDS[kind].builds_model:
         return "cpu"
     from .train import resolve_device
 
@@ -127,7 +131,7 @@ def run_trial(spec: dict[str, Any], events: Events | None = None) -> dict[str, A
                 events.started(epochs_done)
 
         try:
-            outcome = KIND_RUNNERS[spec["kind"]](cfg, spec, folder, Events(started, events.epoch))
+            outcome = TRIAL_KINDS[spec["kind"]].run(cfg, spec, folder, Events(started, events.epoch))
         except Exception as exc:  # recorded, then raised again so that Ray retries the trial
             row.update(status="failed", error=f"{type(exc).__name__}: {exc}",
                        traceback=traceback.format_exc(), finished_at=results.now())
@@ -185,8 +189,11 @@ def _measure_settings(cfg: TrialConfig) -> list[tuple[int, int]]:
 
 
 def _measure_models(cfg: TrialConfig, settings: list[tuple[int, int]], num_classes: int,
-                    folder: Path, skip: set[tuple[int, int]] = frozenset()) -> None:
-    """Inference images/s and peak memory of the trial's architecture at each (batch, size).
+                    folder: Path) -> dict[tuple[int, int], dict]:
+    """Inference images/s and peak memory of the trial's architecture at each (batch, size):
+    a throughput and a memory row each in folder's measurements. Returns what
+    measure.inference_throughput gave per setting ({"status": "oom", ...} when even the model
+    did not fit).
 
     Speed and memory do not depend on the weights, so a fresh model is built per resolution
     (the position embedding's size depends on it)."""
@@ -199,6 +206,7 @@ def _measure_models(cfg: TrialConfig, settings: list[tuple[int, int]], num_class
     recipe = cfg.train.resolved()
     device = resolve_device(recipe)
     sequence = DATASETS[cfg.data.dataset].is_sequence
+    out: dict[tuple[int, int], dict] = {}
     for size in sorted({r for _, r in settings}):
         update = {"seq_length": size} if sequence else {"image_size": size}
         sized = cfg.model_copy(update={"data": cfg.data.model_copy(update=update)})
@@ -209,19 +217,18 @@ def _measure_models(cfg: TrialConfig, settings: list[tuple[int, int]], num_class
                 raise
             model = None
         for batch_size in [b for b, r in settings if r == size]:
-            if (batch_size, size) in skip:
-                continue
             if model is None:
                 measured = {"status": "oom", "images_per_s": None, "peak_mem_mb": None}
             else:
                 measured = inference_throughput(model, batch_size=batch_size, input_size=input_size(sized.data),
                                                 device=device, warmup=cfg.measure.warmup,
                                                 repeats=cfg.measure.repeats, amp=recipe.amp)
-            rows = _throughput_rows(cfg, measured, batch_size, size)
-            results.append_measurements(folder, rows)
+            out[(batch_size, size)] = measured
+            results.append_measurements(folder, _throughput_rows(cfg, measured, batch_size, size))
         del model
         if device.type == "cuda":
             torch.cuda.empty_cache()
+    return out
 
 
 def _run_train(cfg: TrialConfig, spec: dict, folder: Path, events: Events) -> dict[str, Any]:
@@ -251,19 +258,15 @@ def _run_train(cfg: TrialConfig, spec: dict, folder: Path, events: Events) -> di
         _measurement("lambda", stat, record[stat], "1", layer=record["layer"], direction=record["direction"],
                      model=cfg.model.name, method_key=cfg.method_key, note=f"{record['count']} tokens of the val split")
         for record in outcome.pop("lambda", None) or [] for stat in ("mean", "std")])
+    outcome["infer_images_per_s"] = None
     if outcome["status"] == "ok" and cfg.measure.throughput:
         from .data import load_splits
 
-        first = (cfg.measure.batch_sizes[0], _trained_size(cfg))
-        if outcome.get("infer_images_per_s") is not None:
-            # fit measured this one already (same function, same settings)
-            results.append_measurements(folder, _throughput_rows(
-                cfg, {"status": "ok", "images_per_s": outcome["infer_images_per_s"], "peak_mem_mb": None},
-                *first)[:1])
         settings = _measure_settings(cfg)
-        if settings != [first]:
-            num_classes = load_splits(cfg.data).num_classes
-            _measure_models(cfg, settings, num_classes, folder, skip={first})
+        measured = _measure_models(cfg, settings, load_splits(cfg.data).num_classes, folder)
+        # the trial row's number: the first batch size at the trained size (if measured there)
+        first = (cfg.measure.batch_sizes[0], _trained_size(cfg))
+        outcome["infer_images_per_s"] = measured[first if first in measured else settings[0]]["images_per_s"]
     return outcome
 
 
@@ -344,14 +347,6 @@ def _run_resolution(cfg: TrialConfig, spec: dict, folder: Path, events: Events) 
     # ImageNet's 1000 classes: the head's size as in the paper's models.
     _measure_models(cfg, _measure_settings(cfg), 1000, folder)
     return {"status": "ok"}
-
-
-KIND_RUNNERS: dict[str, Callable[[TrialConfig, dict, Path, Events], dict]] = {
-    "train": _run_train,
-    "numerics": _run_numerics,
-    "kernels": _run_kernels,
-    "resolution": _run_resolution,
-}
 
 
 # ----------------------------------------------------------------------------- cost estimates
@@ -491,14 +486,72 @@ def _estimate_resolution(trials: list) -> Estimate:
     return Estimate(total, how)
 
 
-ESTIMATORS: dict[str, Callable[[list], Estimate]] = {
-    "train": _estimate_train,
-    "numerics": _estimate_numerics,
-    "kernels": _estimate_kernels,
-    "resolution": _estimate_resolution,
-}
+# ----------------------------------------------------------------------------- the kinds
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class NumericsParams(_Strict):
+    """Convergence on h' = a h + v(t) (discbench.numerics) at these step counts."""
+
+    steps: list[Annotated[int, Field(gt=0)]] = Field(default_factory=lambda: [40, 80, 160, 320, 640],
+                                                     min_length=2)
+    pole: float = Field(-2.0, lt=0)  # a
+    horizon: float = Field(3.0, gt=0)  # T
+    backend: Literal["reference", "torch", "cpu"] = "reference"
+
+
+class KernelsParams(_Strict):
+    """Scan timings (discbench.bench.time_scan) per backend × length × pass."""
+
+    backends: list[Literal["cpu", "torch", "reference", "mamba_ref"]] = Field(
+        default_factory=lambda: ["cpu", "torch"], min_length=1)
+    lengths: list[Annotated[int, Field(gt=0)]] = Field(default_factory=lambda: [197], min_length=1)
+    batch: int = Field(8, gt=0)
+    dim: int = Field(384, gt=0)
+    state: int = Field(16, gt=0)
+    passes: list[Literal["fwd", "fwd+bwd"]] = Field(default_factory=lambda: ["fwd", "fwd+bwd"], min_length=1)
+    repeats: int = Field(5, gt=0)
+    dtype: Literal["float32", "bfloat16"] = "float32"
+
+
+@dataclass(frozen=True)
+class TrialKind:
+    """Everything about one kind of trial; study.py, runner.py and this module read it from
+    TRIAL_KINDS, so a new kind is one entry there.
+
+    params: its parameters (the study file's `<name>: {...}` section), None if it has none.
+    builds_model: it builds the trial's model (the study checks it can; trial rows name it;
+        the device comes from the training recipe).
+    trains: it trains (its epochs count in progress; its dataset is checked before the run and
+        shown in the trial table and rows).
+    run(cfg, spec, folder, events) -> trial row update ({"status": ...}); writes measurements.
+    estimate(trials) -> Estimate, measured on this machine (`discbench run --dry-run`).
+    measurements: the results.MEASUREMENT_KINDS its rows may have.
+    """
+
+    name: str
+    params: type[BaseModel] | None
+    builds_model: bool
+    trains: bool
+    run: Callable[[TrialConfig, dict, Path, Events], dict]
+    estimate: Callable[[list], Estimate]
+    measurements: tuple[str, ...]
+
+
+TRIAL_KINDS: dict[str, TrialKind] = {kind.name: kind for kind in (
+    TrialKind("train", None, builds_model=True, trains=True, run=_run_train, estimate=_estimate_train,
+              measurements=("throughput", "memory", "transfer", "lambda")),
+    TrialKind("numerics", NumericsParams, builds_model=False, trains=False, run=_run_numerics,
+              estimate=_estimate_numerics, measurements=("convergence", "order", "stability")),
+    TrialKind("kernels", KernelsParams, builds_model=False, trains=False, run=_run_kernels,
+              estimate=_estimate_kernels, measurements=("scan_time",)),
+    TrialKind("resolution", None, builds_model=True, trains=False, run=_run_resolution,
+              estimate=_estimate_resolution, measurements=("throughput", "memory")),
+)}
 
 
 def estimate_seconds(kind: str, trials: list) -> Estimate:
     """Cost of running `trials` one after another on this machine, measured then extrapolated."""
-    return ESTIMATORS[kind](trials)
+    return TRIAL_KINDS[kind].estimate(trials)

@@ -82,9 +82,13 @@ def test_a_run_writes_one_parquet_row_per_trial_with_config_metrics_and_provenan
     assert trials["started_at"].notna().all() and trials["finished_at"].notna().all()
     assert sorted(zip(loaded.epochs["trial_id"], loaded.epochs["epoch"])) == [("foh-paper", 1), ("zoh-canonical", 1)]
     m = loaded.measurements
-    throughput = m[(m["kind"] == "throughput") & (m["trial_id"] == "zoh-canonical")]
-    assert sorted(zip(throughput["batch_size"], throughput["resolution"])) == [(8, 8), (8, 16)]
-    assert (throughput["value"] > 0).all()
+    for kind in ("throughput", "memory"):  # one row of each per (batch, resolution)
+        measured = m[(m["kind"] == kind) & (m["trial_id"] == "zoh-canonical")]
+        assert sorted(zip(measured["batch_size"], measured["resolution"])) == [(8, 8), (8, 16)], kind
+        assert (measured["value"] > 0).all() and (measured["status"] == "ok").all(), kind
+    first = m[(m["kind"] == "throughput") & (m["trial_id"] == "zoh-canonical") & (m["batch_size"] == 8)
+              & (m["resolution"] == trials.loc["zoh-canonical", "image_size"])]
+    assert first["value"].tolist() == [trials.loc["zoh-canonical", "infer_images_per_s"]]
     assert loaded.meta["name"] == "micro" and "methods: [zoh, foh/paper]" in loaded.meta["study_source"]
 
 

@@ -106,3 +106,49 @@ def test_a_finished_trial_is_not_rerun_after_its_data_moved(tmp_path):
     assert trials.run_trial(moved)["attempts"] == 1 and trial_json.read_text() == stored
     retrained = {**spec, "resolved": {**spec["resolved"], "seed": 1}}  # a change that matters
     assert trials.run_trial(retrained)["attempts"] == 2
+
+
+def test_a_kind_registered_in_one_place_is_validated_expanded_and_run(tmp_path, monkeypatch):
+    from pydantic import BaseModel, ConfigDict
+
+    from discbench.study import StudyError, trial_table
+
+    class EchoParams(BaseModel):
+        model_config = ConfigDict(extra="forbid")
+        value: float = 1.0
+
+    def run_echo(cfg, spec, folder, events):
+        results.reset_measurements(folder)
+        results.append_measurements(folder, [{"kind": "order", "name": "echo", "value": spec["params"]["value"],
+                                              "unit": "1", "method_key": cfg.method_key}])
+        return {"status": "ok"}
+
+    echo = trials.TrialKind("echo", EchoParams, builds_model=False, trains=False, run=run_echo,
+                            estimate=lambda ts: trials.Estimate(0.0, []), measurements=("order",))
+    monkeypatch.setitem(trials.TRIAL_KINDS, "echo", echo)
+    path = tmp_path / "echo.yaml"
+    path.write_text("name: echo\ndescription: a throwaway kind\nkind: echo\nmethods: [zoh, foh]\n"
+                    "echo: {value: 2.5}\n")
+    study = load_study(path)
+    assert [t.kind for t in study.trials] == ["echo", "echo"] and study.trials[0].params == {"value": 2.5}
+    assert trial_table(study)[1].split()[2:5] == ["-", "-", "-"]  # no model, data or input
+    spec = trial_spec(study, study.trials[1], tmp_path / "results" / study.name)
+    row = trials.run_trial(spec)
+    assert row["status"] == "ok" and row["kind"] == "echo" and row["model"] is None
+    assert [(m["name"], m["value"], m["method_key"]) for m in _measurements(spec)] == [("echo", 2.5, "foh/canonical")]
+
+    path.write_text("name: echo\ndescription: a throwaway kind\nkind: echo\nmethods: [zoh]\necho: {valu: 2}\n")
+    with pytest.raises(StudyError, match=r"echo\.valu: unknown key; valid keys here: value"):
+        load_study(path)
+    path.write_text("name: echo\ndescription: x\nkind: numerics\nmethods: [zoh]\necho: {value: 2}\n")
+    with pytest.raises(StudyError, match="echo: only for kind 'echo'; this study's kind is 'numerics'"):
+        load_study(path)
+    monkeypatch.delitem(trials.TRIAL_KINDS, "echo")
+    with pytest.raises(StudyError, match="kind: got 'echo'; allowed: 'train', 'numerics'"):
+        path.write_text("name: echo\ndescription: x\nkind: echo\nmethods: [zoh]\n")
+        load_study(path)
+
+
+def test_every_kind_writes_only_documented_measurement_kinds():
+    for kind in trials.TRIAL_KINDS.values():
+        assert kind.measurements and set(kind.measurements) <= set(results.MEASUREMENT_KINDS), kind.name
