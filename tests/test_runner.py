@@ -376,10 +376,11 @@ def test_imagenet_tiny_runs_end_to_end_on_a_generated_image_folder(tmp_path, loc
     assert "asks for 8 GPU(s)" in capsys.readouterr().err
     assert main(args + ["-o", "resources={cpus: 1, gpus: 0, workers: 1}"]) == 0
     loaded = results.load_study(tmp_path / "results" / "imagenet_tiny")
-    assert len(loaded.trials) == 7 and (loaded.trials["status"] == "ok").all()
+    assert len(loaded.trials) == 9 and (loaded.trials["status"] == "ok").all()
     assert set(loaded.trials["method_key"]) == {"zoh/canonical", "foh/canonical", "bilinear/canonical",
                                                 "polynomial/canonical", "highorder/canonical",
-                                                "rk4/canonical", "zoh/paper"}
+                                                "rk4/canonical", "trapezoid/canonical", "zoh/paper",
+                                                "trapezoid/paper"}
     # the Vim-Ti recipe is what ran, with the overrides on top
     assert (loaded.trials["config.train.preset"] == "vim_tiny").all()
     assert (loaded.trials["config.train.model_ema"]).all() and (loaded.trials["config.train.epochs"] == 1).all()

@@ -52,11 +52,11 @@ def test_validate_accepts_the_shipped_studies(capsys):
     assert out.count(": ok — study") == 3 and "trial" in out
 
 
-def test_digits_is_the_seven_methods_on_vim_micro_with_three_seeds():
+def test_digits_is_the_canonical_methods_and_the_paper_baselines_on_vim_micro_with_three_seeds():
     study = load_study(ROOT / "studies" / "digits.yaml")
     keys = list(dict.fromkeys(t.method_key for t in study.trials))
     assert keys == ["zoh/canonical", "foh/canonical", "bilinear/canonical", "polynomial/canonical",
-                    "highorder/canonical", "rk4/canonical", "zoh/paper"]
+                    "highorder/canonical", "rk4/canonical", "trapezoid/canonical", "zoh/paper", "trapezoid/paper"]
     assert sorted((t.method_key, t.config.seed) for t in study.trials) == sorted(
         (key, seed) for key in keys for seed in (0, 1, 2))
     assert {t.config.model.name for t in study.trials} == {"vim_micro"}
@@ -165,7 +165,7 @@ def test_a_trial_key_override_wins_over_named_axes_and_explicit_trials(tmp_path)
     with pytest.raises(StudyError, match="trials\\[0\\]: duplicate trial"):
         load_study(ROOT / "studies" / "resolution.yaml", ["model.name=vim_micro"])
     seeds = load_study(ROOT / "studies" / "cifar100.yaml", ["seed=7"])
-    assert {t.config.seed for t in seeds.trials} == {7} and len(seeds.trials) == 7
+    assert {t.config.seed for t in seeds.trials} == {7} and len(seeds.trials) == 9
     assert seeds.notes == ["override seed: replaces grid axis seed"]
 
 
