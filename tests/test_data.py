@@ -450,4 +450,5 @@ def test_one_training_epoch_on_sequence_data(tmp_path, data):
     log = []
     result = fit(cfg, tmp_path / "trial", on_epoch=log.append)
     assert result["status"] == "ok" and len(log) == 1 and np.isfinite(log[0]["train_loss"])
-    assert result["infer_images_per_s"] > 0 and result["transfer"] == []
+    # inference throughput is the train trial kind's (tests/test_train.py checks its rows for sequences)
+    assert "infer_images_per_s" not in result and result["transfer"] == []
