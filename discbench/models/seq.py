@@ -27,7 +27,7 @@ from timm.layers import trunc_normal_
 from timm.models import register_model
 
 from ..methods import get_method
-from .vim import BIDIRECTIONAL_CHOICES, BiMambaMixer, MixerStack, VimBlock, _check_choice, entrypoint_arguments
+from .vim import BIDIRECTIONAL_CHOICES, MixerStack, _check_choice, entrypoint_arguments, mixer_blocks
 
 Tensor = torch.Tensor
 
@@ -89,16 +89,11 @@ class SequenceMamba(MixerStack, nn.Module):
 
         self.in_proj = nn.Linear(in_chans, embed_dim)
         self.in_drop = nn.Dropout(drop_rate)
-        rates = torch.linspace(0, drop_path_rate, depth).tolist()
-        self.layers = nn.ModuleList([
-            VimBlock(embed_dim,
-                     BiMambaMixer(embed_dim, d_state=d_state, d_conv=d_conv, expand=expand,
-                                  dt_min=dt_min, dt_max=dt_max, bidirectional=bidirectional,
-                                  conv=conv, discretization=method.name, variant=method.variant,
-                                  scan_backend=scan_backend),
-                     drop_path=rate, norm_eps=norm_eps, residual_in_fp32=residual_in_fp32)
-            for rate in rates
-        ])
+        self.layers = mixer_blocks(embed_dim, depth, drop_path_rate, norm_eps, residual_in_fp32,
+                                   d_state=d_state, d_conv=d_conv, expand=expand, dt_min=dt_min,
+                                   dt_max=dt_max, bidirectional=bidirectional, conv=conv,
+                                   discretization=method.name, variant=method.variant,
+                                   scan_backend=scan_backend)
         self.norm_f = nn.RMSNorm(embed_dim, eps=norm_eps)
         self.head = nn.Linear(embed_dim, num_classes) if num_classes > 0 else nn.Identity()
         self._init_weights(depth)

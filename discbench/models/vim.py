@@ -314,6 +314,18 @@ class VimBlock(nn.Module):
 # ----------------------------------------------------------------------------- model
 
 
+def mixer_blocks(embed_dim: int, depth: int, drop_path_rate: float, norm_eps: float, residual_in_fp32: bool,
+                 **mixer_kwargs) -> nn.ModuleList:
+    """`depth` VimBlocks of BiMambaMixer(embed_dim, **mixer_kwargs), drop path rising linearly
+    from 0 to drop_path_rate over the blocks: the stack every family of these blocks builds."""
+    rates = torch.linspace(0, drop_path_rate, depth).tolist()
+    return nn.ModuleList([
+        VimBlock(embed_dim, BiMambaMixer(embed_dim, **mixer_kwargs), drop_path=rate, norm_eps=norm_eps,
+                 residual_in_fp32=residual_in_fp32)
+        for rate in rates
+    ])
+
+
 class MixerStack:
     """What every model built of BiMambaMixer blocks (in `self.layers`) exposes: the scan
     backend, the Δ scale, the SSM parameters exempt from weight decay, Mamba's init of the
@@ -472,16 +484,11 @@ class VisionMamba(MixerStack, nn.Module):
         self.pos_embed = nn.Parameter(torch.zeros(1, num_patches + self.num_prefix_tokens, embed_dim))
         self.pos_drop = nn.Dropout(drop_rate)
 
-        rates = torch.linspace(0, drop_path_rate, depth).tolist()
-        self.layers = nn.ModuleList([
-            VimBlock(embed_dim,
-                     BiMambaMixer(embed_dim, d_state=d_state, d_conv=d_conv, expand=expand,
-                                  dt_min=dt_min, dt_max=dt_max, bidirectional=bidirectional,
-                                  conv=conv, discretization=method.name, variant=method.variant,
-                                  scan_backend=scan_backend),
-                     drop_path=rate, norm_eps=norm_eps, residual_in_fp32=residual_in_fp32)
-            for rate in rates
-        ])
+        self.layers = mixer_blocks(embed_dim, depth, drop_path_rate, norm_eps, residual_in_fp32,
+                                   d_state=d_state, d_conv=d_conv, expand=expand, dt_min=dt_min,
+                                   dt_max=dt_max, bidirectional=bidirectional, conv=conv,
+                                   discretization=method.name, variant=method.variant,
+                                   scan_backend=scan_backend)
         self.norm_f = nn.RMSNorm(embed_dim, eps=norm_eps)
         self.head = nn.Linear(embed_dim, num_classes) if num_classes > 0 else nn.Identity()
         self._init_weights(depth)
