@@ -6,7 +6,9 @@ A study file (see studies/*.yaml):
     name: digits                     # results go to results/<name>/
     description: what it reproduces
     kind: train                      # a name in trials.TRIAL_KINDS: train | numerics | kernels | resolution
-    methods: [zoh, foh, zoh/paper]   # "method" (canonical) or "method/variant", or "all"
+    methods: [zoh, foh, zoh/paper]   # "method" (canonical) or "method/variant", or "all"; in a
+                                     # list, "all/canonical" or "all/paper" is every method in
+                                     # that variant, so methods registered later join the study
     data: {dataset: digits, image_size: 16, batch_size: 64}     # TrialConfig.data
     model: {name: vim_micro, patch_size: 4, kwargs: {}}          # family+size as a timm name; kwargs override
     train: {preset: digits, epochs: 8}                           # preset + overrides (TrainConfig)
@@ -343,10 +345,13 @@ def _method_keys(path: Path, methods: list[str] | str, where: str) -> tuple[list
     keys, problems = [], []
     for i, spec in enumerate(methods):
         name, variant = parse_method(str(spec))
+        if name == "all" and "/" in str(spec) and variant in VARIANTS:
+            keys.extend(f"{method}/{variant}" for method in METHOD_NAMES)
+            continue
         if name not in METHOD_NAMES or variant not in VARIANTS:
             problems.append(f"{path}: {where}[{i}]: unknown method {_describe(spec)}; allowed: "
                             f"{', '.join(METHOD_NAMES)}, each optionally /{' or /'.join(VARIANTS)} "
-                            f"(e.g. zoh/paper), or `all`")
+                            f"(e.g. zoh/paper), all/{' or all/'.join(VARIANTS)}, or `all`")
             continue
         keys.append(f"{name}/{variant}")
     seen = [k for i, k in enumerate(keys) if k in keys[:i]]

@@ -180,19 +180,32 @@ SEQUENCE_STUDIES = ["mnist1d", "sampling_rate", "sequential_digits", "large_step
 
 
 @pytest.mark.parametrize("name", SEQUENCE_STUDIES)
-def test_sequence_studies_run_with_the_conv_on_and_off(name):
+def test_sequence_studies_have_seeds_enough_for_paired_intervals(name):
     study = load_study(ROOT / "studies" / f"{name}.yaml")
-    convs = {t.config.model.kwargs.get("conv") for t in study.trials}
-    assert convs == {"causal", "none"}
+    assert len({t.config.seed for t in study.trials}) >= 3
     assert {t.config.model.name for t in study.trials} <= {"seqmamba_micro", "seqmamba_tiny"}
+    assert "none" in {t.config.model.kwargs.get("conv") for t in study.trials}  # the SSM alone
 
 
-def test_sampling_rate_is_every_registered_method_with_transfer_lengths():
-    from discbench.methods import METHODS
+def test_all_with_a_variant_is_every_registered_method_in_that_variant(tmp_path):
+    from discbench.methods import METHOD_NAMES
+
+    study = load_study(write(tmp_path, MINI.replace("[zoh, foh/paper]", "[all/canonical, zoh/paper]")))
+    assert [t.method_key for t in study.trials] == [f"{m}/canonical" for m in METHOD_NAMES] + ["zoh/paper"]
+    with pytest.raises(StudyError, match=r"methods\[0\]: unknown method 'all/exact'"):
+        load_study(write(tmp_path, MINI.replace("[zoh, foh/paper]", "[all/exact]"), "t.yaml"))
+    with pytest.raises(StudyError, match="zoh/paper listed twice"):
+        load_study(write(tmp_path, MINI.replace("[zoh, foh/paper]", "[all/paper, zoh/paper]"), "u.yaml"))
+
+
+def test_sampling_rate_is_every_registered_method_and_the_control_with_transfer_lengths():
+    from discbench.methods import METHOD_NAMES
 
     study = load_study(ROOT / "studies" / "sampling_rate.yaml")
-    assert {t.method_key for t in study.trials} == set(METHODS)  # a new method flows in
-    assert "foh/paper" in METHODS  # the positive control
+    # a new method flows in through all/canonical; foh/paper is the positive control
+    assert {t.method_key for t in study.trials} == {f"{m}/canonical" for m in METHOD_NAMES} | {
+        "zoh/paper", "foh/paper", "trapezoid/paper"}
+    assert {t.config.model.kwargs["conv"] for t in study.trials} == {"causal", "none"}
     for t in study.trials:
         assert (t.config.data.dataset, t.config.data.seq_length) == ("mnist1d", 40)
         assert t.config.measure.eval_lengths == [20, 40, 72, 144]
