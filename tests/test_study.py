@@ -169,6 +169,30 @@ def test_a_trial_key_override_wins_over_named_axes_and_explicit_trials(tmp_path)
     assert seeds.notes == ["override seed: replaces grid axis seed"]
 
 
+def test_ssd_sizes_is_every_discretization_and_nc_ssd_on_both_sizes_with_vssds_recipe():
+    from discbench.train import effective_lr
+
+    study = load_study(ROOT / "studies" / "ssd_sizes.yaml")
+    methods = ["zoh/canonical", "foh/canonical", "bilinear/canonical", "polynomial/canonical",
+               "highorder/canonical", "rk4/canonical", "trapezoid/canonical", "zoh/paper", "trapezoid/paper"]
+    rows = sorted((t.config.model.name, t.method_key, t.config.model.kwargs.get("ssd_mode", "causal"))
+                  for t in study.trials)
+    assert rows == sorted([(size, key, "causal") for size in ("vssd_tiny", "vssd_small") for key in methods]
+                          + [("vssd_tiny", "zoh/canonical", "non_causal"),
+                             ("vssd_small", "zoh/canonical", "non_causal")])
+    assert {t.config.train.preset for t in study.trials} == {"vssd"}
+    for t in study.trials:
+        data, recipe = t.config.data, t.config.train.resolved()
+        assert (data.dataset, data.image_size, recipe.device, t.resources.gpus) == ("imagenet", 224, "cuda", 1)
+        # VSSD's launch command: 8 GPUs × 128 images; lr 5e-4 per 512 images -> 1e-3
+        assert data.batch_size * t.resources.workers == 1024
+        assert effective_lr(recipe, 1024) == pytest.approx(1e-3)
+        assert (recipe.epochs, recipe.warmup_epochs, recipe.sched, recipe.sched_on_updates) == (300, 20, "cosine", True)
+        assert (recipe.warmup_lr, recipe.min_lr) == (1e-6, 1e-5)  # VSSD's 5e-7, 5e-6 per 512, at 1024
+        assert (recipe.weight_decay, recipe.clip_grad, recipe.drop_path) == (0.05, 5.0, 0.2)
+        assert (recipe.model_ema, recipe.model_ema_decay, recipe.repeated_aug, recipe.amp) == (True, 0.9999, False, "fp16")
+
+
 def test_a_shipped_study_is_found_by_name_from_any_folder(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     assert load_study("digits").path == ROOT / "studies" / "digits.yaml"
