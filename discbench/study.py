@@ -303,7 +303,7 @@ def _loc_path(loc: tuple) -> str:
 SHIPPED_STUDIES = Path(__file__).resolve().parents[1] / "studies"
 # `make study` and a bare `discbench run`: of the studies that run on 2 CPU cores within ten
 # minutes, the one whose method differences stand furthest outside seed noise (README, Studies).
-DEFAULT_STUDY = "digits_noconv"
+DEFAULT_STUDY = "sampling_rate_noconv"
 
 
 def find_study(name: str | Path) -> Path:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -239,6 +240,19 @@ def test_large_step_reaches_steps_far_beyond_one():
     study = load_study(ROOT / "studies" / "large_step.yaml")
     ranges = {(t.config.model.kwargs["dt_min"], t.config.model.kwargs["dt_max"]) for t in study.trials}
     assert (0.001, 0.1) in ranges and max(high for _, high in ranges) * 16 > 100  # |aΔ| up to 16·dt_max
+
+
+def test_the_default_study_is_the_conv_free_half_of_sampling_rate():
+    from discbench.study import DEFAULT_STUDY
+
+    default = load_study(DEFAULT_STUDY)
+    assert default.spec.name == "sampling_rate_noconv"
+    full = load_study(ROOT / "studies" / "sampling_rate.yaml")
+    conv_free = {t.method_key + json.dumps(t.config.model_dump(), sort_keys=True) for t in full.trials
+                 if t.config.model.kwargs["conv"] == "none"}
+    # trial for trial the same configuration, so the default's numbers are sampling_rate's
+    assert {t.method_key + json.dumps(t.config.model_dump(), sort_keys=True) for t in default.trials} == conv_free
+    assert len({t.config.seed for t in default.trials}) >= 3
 
 
 def test_digits_noconv_is_digits_without_the_conv_with_five_seeds():
