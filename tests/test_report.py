@@ -730,3 +730,29 @@ def test_training_length_from_the_transfer_rows_when_the_config_has_none(tmp_pat
     frame = transfer_frame(build_view(results.load_study(study))).set_index("length")
     assert (frame["train_length"] == 100).all() and frame.loc[200, "mean"] == pytest.approx(46.25)
     assert frame.loc[200, "n"] == 1 and math.isnan(frame.loc[200, "std"])
+
+
+def test_transfer_figure_shows_each_difference_to_the_baseline_below_the_accuracies(transfer_view, tmp_path,
+                                                                                    monkeypatch):
+    from discbench.report import figures
+    from discbench.report.aggregate import transfer_frame
+
+    kept = {}
+    monkeypatch.setattr(figures.plt, "close", lambda fig: kept.setdefault("fig", fig))
+    made = figures.transfer_figure(transfer_view, tmp_path)
+    assert made is not None and "difference to zoh/paper" in made.caption
+    axes = kept["fig"].axes
+    panels = len(axes) // 2
+    assert len(axes) == 2 * panels and panels == 2  # conv=causal and conv=none
+    for ax in axes[:panels]:  # accuracy bands never leave 0-100 %
+        for band in ax.collections:
+            ys = np.concatenate([path.vertices[:, 1] for path in band.get_paths()])
+            assert ys.min() >= 0 and ys.max() <= 100
+    frame = transfer_frame(transfer_view)
+    expected = frame[frame["delta"].notna() & (frame["model"] == SEQ_MODEL)]
+    for ax, conv in zip(axes[panels:], ("causal", "none")):
+        assert ax.get_ylabel() == "Δ top-1 vs zoh/paper (points)"
+        plotted = sorted(round(float(y), 6) for line in ax.lines for y in line.get_ydata()
+                         if line.get_linestyle() == "None" and line.get_marker() not in (None, "None", ""))
+        want = expected[[c[1] == conv for c in expected["condition"]]]
+        assert set(round(float(v), 6) for v in want["delta"]) <= set(plotted)

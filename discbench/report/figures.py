@@ -444,46 +444,54 @@ def _setting_title(view: StudyView, model: str, values: tuple) -> str:
 
 
 def transfer_figure(view: StudyView, out_dir: Path) -> FigureFile | None:
-    """Top-1 against evaluation length L′, one line per method, one panel per model and factor
-    combination; the training length marked."""
+    """Top-1 against evaluation length L′, one line per method, one column per model and factor
+    combination; the training length marked. When the study ran the baseline, a second row
+    shows each method's difference to it at every L′ with its 95% interval, so that where the
+    methods part is seen at a glance (a filled marker: the interval excludes 0)."""
     frame = transfer_frame(view)
     if frame.empty:
         return None
     panels = _settings(view, frame)
-    columns = min(len(panels), 3)
-    rows_n = math.ceil(len(panels) / columns)
+    with_delta = bool(frame["delta"].notna().any())
     lengths = sorted(set(frame["length"]))
     log_x = lengths[-1] / lengths[0] >= 4
     style, context = _theme()
     with style, context:
-        fig, axes = plt.subplots(rows_n, columns, squeeze=False, sharey=True,
-                                 figsize=(4.6 * columns + 2.4, 3.8 * rows_n))
-        for ax in axes.flat[len(panels):]:
-            ax.set_visible(False)
-        for ax, (model, values) in zip(axes.flat, panels):
+        fig, axes = plt.subplots(2 if with_delta else 1, len(panels), squeeze=False, sharey="row",
+                                 figsize=(4.6 * len(panels) + 2.4, 3.8 * (2 if with_delta else 1)))
+        for column, (model, values) in enumerate(panels):
             here = frame[(frame["model"] == model).to_numpy() & _has_factors(frame, values)]
-            for condition in [c for c in view.conditions if c[1:] == values]:
+            top = axes[0][column]
+            in_panel = [c for c in view.conditions if c[1:] == values]
+            for slot, condition in enumerate(in_panel):
                 curve = here[_is_condition(here, condition)].sort_values("length")
                 if curve.empty:
                     continue
                 look = method_style(condition[0])
-                ax.plot(curve["length"], curve["mean"], color=look["color"], marker=look["marker"],
-                        markerfacecolor=look["markerfacecolor"], linestyle=look["linestyle"], linewidth=1.4,
-                        markersize=5.5, label=condition[0])
+                top.plot(curve["length"], curve["mean"], color=look["color"], marker=look["marker"],
+                         markerfacecolor=look["markerfacecolor"], linestyle=look["linestyle"], linewidth=1.4,
+                         markersize=5.5, label=condition[0])
                 band = curve[curve["ci_low"].notna()]
-                if len(band):
-                    ax.fill_between(band["length"], band["ci_low"], band["ci_high"], color=look["color"],
-                                    alpha=0.12, linewidth=0)
-            for trained in sorted(set(here["train_length"].dropna())):
-                ax.axvline(trained, color="black", linestyle=":", linewidth=1.2)
-                ax.text(trained, 0.02, f" trained at L={int(trained)}", transform=mtransforms.blended_transform_factory(
-                    ax.transData, ax.transAxes), ha="left", va="bottom", fontsize=7.5)
-            if log_x:
-                ax.set_xscale("log", base=2)
-            _label_log_ticks(ax.xaxis, lengths)
-            ax.set_xlabel("evaluation length L′ (tokens)")
-            ax.set_ylabel("top-1 accuracy (%)")
-            ax.set_title(_setting_title(view, model, values), fontsize=9)
+                if len(band):  # an accuracy's interval beyond 0 or 100 % says nothing more
+                    top.fill_between(band["length"], band["ci_low"].clip(0, 100), band["ci_high"].clip(0, 100),
+                                     color=look["color"], alpha=0.12, linewidth=0)
+                if with_delta:
+                    _transfer_deltas(axes[1][column], curve, look, slot - (len(in_panel) - 1) / 2)
+            for ax in axes[:, column]:
+                for trained in sorted(set(here["train_length"].dropna())):
+                    ax.axvline(trained, color="black", linestyle=":", linewidth=1.2)
+                    ax.text(trained, 0.02, f" trained at L={int(trained)}",
+                            transform=mtransforms.blended_transform_factory(ax.transData, ax.transAxes),
+                            ha="left", va="bottom", fontsize=7.5)
+                if log_x:
+                    ax.set_xscale("log", base=2)
+                _label_log_ticks(ax.xaxis, lengths)
+                ax.set_xlabel("evaluation length L′ (tokens)")
+            top.set_ylabel("top-1 accuracy (%)")
+            top.set_title(_setting_title(view, model, values), fontsize=9)
+            if with_delta:
+                axes[1][column].axhline(0, color="black", linewidth=0.8)
+                axes[1][column].set_ylabel(f"Δ top-1 vs {view.baseline_key} (points)")
         handles, labels = axes[0][0].get_legend_handles_labels()
         fig.legend(handles, labels, loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=8, title="method")
         fig.suptitle(f"{view.name}: top-1 against evaluation length (Δ scaled by L/L′)", fontsize=10)
@@ -491,9 +499,31 @@ def transfer_figure(view: StudyView, out_dir: Path) -> FigureFile | None:
     ids = view.results.measurements.loc[view.results.measurements["kind"] == "transfer", "trial_id"]
     caption = ("Sampling-rate transfer: top-1 (%) of each trained model evaluated at sequence length L′ with its "
                "step Δ scaled by L/L′ (L: training length, dotted line), one line per method (mean over seeds; "
-               f"band: 95% t-interval of the mean, none with one seed); x axis {'log₂' if log_x else 'linear'}. "
-               f"{view.provenance(ids)}.")
+               "band: 95% t-interval of the mean, clipped to 0–100 %, none with one seed)"
+               + (f"; below, each method's difference to {view.baseline_key} at the same L′ with its 95% interval "
+                  "as in the transfer table, methods side by side at each L′, a filled marker where the interval "
+                  "excludes 0" if with_delta else "")
+               + f"; x axis {'log₂' if log_x else 'linear'}. {view.provenance(ids)}.")
     return _save(fig, out_dir, "fig_transfer", "Accuracy against evaluation length", caption)
+
+
+def _transfer_deltas(ax, curve: pd.DataFrame, look: dict, slot: float) -> None:
+    """One method's Δ against the baseline at each L′: marker and 95% interval, nudged sideways
+    by `slot` (its place among the panel's methods, centred on 0) so that methods at one L′ do
+    not hide each other."""
+    rows = curve[curve["delta"].notna()]
+    if rows.empty:
+        return
+    nudge = 2 ** (slot * 0.025)  # multiplicative, as the x axis may be log₂
+    x = rows["length"].to_numpy(float) * nudge
+    low = (rows["delta"] - rows["delta_low"]).fillna(0).to_numpy(float)
+    high = (rows["delta_high"] - rows["delta"]).fillna(0).to_numpy(float)
+    ax.errorbar(x, rows["delta"], yerr=[low, high], color=look["color"], linestyle="none", marker=look["marker"],
+                markersize=5, markerfacecolor="none", elinewidth=1.0, capsize=2)
+    excluded = rows["delta_excludes_zero"].to_numpy(bool)
+    if excluded.any():
+        ax.plot(x[excluded], rows["delta"].to_numpy(float)[excluded], linestyle="none", marker=look["marker"],
+                markersize=5, color=look["color"])
 
 
 def lambda_figure(view: StudyView, out_dir: Path) -> FigureFile | None:
