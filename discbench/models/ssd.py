@@ -1,4 +1,9 @@
-"""A bidirectional Mamba-2 (SSD) vision family with a selectable discretization.
+"""The Mamba-2 (SSD) families with a selectable discretization: images and 1-D sequences.
+
+One file for the family: the mixer (BiSSDMixer), what an SSD model changes in its Mamba-1
+parent (SSDStack), and the two model classes, VisionSSD (VisionMamba's parts) and
+SequenceSSD (SequenceMamba's parts), so a study can swap Mamba-1 blocks for Mamba-2 blocks
+with everything else equal (the `family` axis of the digits and mnist1d studies).
 
 Vim's isotropic design (discbench/models/vim.py: patch embedding, position embedding, class
 token, RMSNorm blocks with an fp32 residual stream, drop path, heads, pooling, the timm
@@ -22,6 +27,13 @@ headdim, ngroups, chunk_size, ssd_mode:
 
 Names: vssd_tiny, vssd_small (224 px, 16×16 patches, D = 192/384, depth 24, the inner width
 2D split into heads of 64) and vssd_micro (32 px, 4×4 patches, D = 48, depth 4, heads of 16).
+
+The sequence family takes seqmamba's arguments plus headdim, ngroups, chunk_size:
+
+    timm.create_model("seqssd_micro", in_chans=1, seq_len=40, num_classes=10, conv="none")
+
+seqssd_micro (D = 32, depth 2) and seqssd_tiny (D = 64, depth 4), heads of 16 and d_state 48,
+chosen so their parameter counts match seqmamba_micro/_tiny within 3%.
 """
 
 from __future__ import annotations
