@@ -756,3 +756,63 @@ def test_transfer_figure_shows_each_difference_to_the_baseline_below_the_accurac
                          if line.get_linestyle() == "None" and line.get_marker() not in (None, "None", ""))
         want = expected[[c[1] == conv for c in expected["condition"]]]
         assert set(round(float(v), 6) for v in want["delta"]) <= set(plotted)
+
+
+# ----------------------------------------------------------------------------- model families side by side
+
+# top-1 per family, method and seed: foh − zoh = +3, +2, +4 on Mamba-1 blocks, −1, +1, −3 on SSD blocks.
+FAMILY_TOP1 = {
+    "vim_micro": {"zoh/paper": (70.0, 72.0, 74.0), "foh/canonical": (73.0, 74.0, 78.0)},
+    "vssd_micro": {"zoh/paper": (60.0, 64.0, 62.0), "foh/canonical": (59.0, 65.0, 59.0)},
+}
+
+
+@pytest.fixture(scope="module")
+def family_study(tmp_path_factory) -> Path:
+    """A study whose grid varies model.name (two families) × 2 methods × 3 seeds."""
+    study = tmp_path_factory.mktemp("results") / "families"
+    results.write_study_meta(study, "families", "name: families\n")
+    for model, by_key in FAMILY_TOP1.items():
+        for key, values in by_key.items():
+            method, variant = key.split("/")
+            for seed, top1 in enumerate(values):
+                row = _row("families", method, variant, seed, "ok", model=model, image_size=16, top1=top1,
+                           top5=top1 + 20, train_images_per_s=TRAIN_IPS[key], peak_mem_mb=100.0)
+                results.write_trial(results.trial_dir(study, row["trial_id"]), row)
+    results.consolidate(study)
+    return study
+
+
+def test_model_families_get_their_own_columns_with_intervals_and_mdes(family_study, tmp_path):
+    view = build_view(results.load_study(family_study))
+    assert view.models == ["vim_micro", "vssd_micro"] and view.factors == []
+    table = accuracy_table(view)
+    data = table.data.set_index(["model", "method_key"])
+    half = T_975[2] / math.sqrt(3)
+    vim, ssd = data.loc[("vim_micro", "foh/canonical")], data.loc[("vssd_micro", "foh/canonical")]
+    assert vim.top1_delta == pytest.approx(3.0) and vim.top1_delta_how == "paired t"
+    assert (vim.top1_delta_low, vim.top1_delta_high) == (pytest.approx(3 - half), pytest.approx(3 + half))
+    assert vim.top1_delta_mde == pytest.approx(stats.minimum_detectable_effect(1.0, 3))
+    # SSD's differences to its own zoh/paper: −1, +1, −3 (mean −1, sd 2)
+    assert ssd.top1_delta == pytest.approx(-1.0) and ssd.top1_delta_how == "paired t"
+    assert (ssd.top1_delta_low, ssd.top1_delta_high) == (pytest.approx(-1 - 2 * half), pytest.approx(-1 + 2 * half))
+    assert ssd.top1_delta_mde == pytest.approx(stats.minimum_detectable_effect(2.0, 3))
+    shown = table.display.set_index("method")
+    assert list(shown.index) == ["zoh/paper", "foh/canonical"]  # one row per method, a column group per family
+    assert shown.loc["zoh/paper", "vim_micro: top-1 (%)"] == "72.00 ± 2.00 (n=3)"
+    assert shown.loc["zoh/paper", "vssd_micro: top-1 (%)"] == "62.00 ± 2.00 (n=3)"
+    assert shown.loc["foh/canonical", "vim_micro: Δ top-1 vs zoh/paper [95% CI]"].startswith("+3.00* [")
+    assert shown.loc["foh/canonical", "vssd_micro: Δ top-1 vs zoh/paper [95% CI]"] == \
+        f"−1.00 [−{1 + 2 * half:.2f}, +{2 * half - 1:.2f}] (paired t)"
+    assert shown.loc["foh/canonical", "vssd_micro: MDE (points)"] == f"{ssd.top1_delta_mde:.2f}"
+    assert shown.loc["zoh/paper", "vssd_micro: Δ top-1 vs zoh/paper [95% CI]"] == "baseline"
+
+    report = build_report(family_study, tmp_path)
+    vim_finding = next(f for f in report.findings if f.startswith("vim_micro:"))
+    ssd_finding = next(f for f in report.findings if f.startswith("vssd_micro:"))
+    assert vim_finding.startswith("vim_micro: 1 of 1 methods differs from zoh/paper in top-1")
+    assert f"foh/canonical +3.00 [+{3 - half:.2f}, +{3 + half:.2f}]" in vim_finding
+    assert ssd_finding.startswith("vssd_micro: no top-1 difference to zoh/paper excludes 0")
+    assert f"no method differs from zoh/paper by more than {ssd.top1_delta_mde:.2f} points" in ssd_finding
+    with Image.open(report.out_dir / "fig_accuracy.png") as image:  # one panel per family
+        assert image.size[0] > 2 * 300

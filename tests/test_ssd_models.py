@@ -140,14 +140,14 @@ def test_shapes_are_checked():
 @pytest.mark.parametrize("method", [m for m in all_methods() if m.takes_lam], ids=lambda m: m.key)
 def test_a_method_with_lam_projects_it_per_head_starting_at_one_half(method):
     mixer = BiSSDMixer(8, d_state=3, headdim=4, chunk_size=3, discretization=method.name, variant=method.variant)
-    assert mixer.reads_lam and mixer.in_proj.out_features == 2 * 16 + 2 * 3 + 2 * 4
+    assert mixer.learns_lambda and mixer.in_proj.out_features == 2 * 16 + 2 * 3 + 2 * 4
     hidden = torch.randn(2, 5, 8)
     logits = mixer.in_proj(hidden)[..., -mixer.nheads:]
     torch.testing.assert_close(torch.sigmoid(logits), torch.full_like(logits, 0.5))
     mixer(hidden).sum().backward()
     assert mixer.in_proj.weight.grad[-mixer.nheads:].abs().sum() > 0  # λ's projection learns
     plain = BiSSDMixer(8, d_state=3, headdim=4, discretization="zoh")
-    assert not plain.reads_lam and plain.in_proj.out_features == 2 * 16 + 2 * 3 + 4
+    assert not plain.learns_lambda and plain.in_proj.out_features == 2 * 16 + 2 * 3 + 4
 
 
 def test_timm_interface():
@@ -181,3 +181,214 @@ def test_a_study_trial_trains_vssd_micro(tmp_path, one_torch_thread):
     assert result["status"] == "ok" and result["epochs_done"] == 1 and result["top1"] is not None
     spec["train"] = {**spec["train"], "lr": 1e30, "clip_grad": 0, "warmup_epochs": 0}
     assert fit(TrialConfig(**spec), tmp_path / "diverged")["status"] == "diverged"
+
+
+# --------------------------------------------------------------------------- the study-facing options
+
+def _mixer(bidirectional: str = "ssm_conv", conv: str = "causal", key: str = "foh/canonical", **kwargs) -> BiSSDMixer:
+    torch.manual_seed(1)
+    name, variant = key.split("/")
+    return BiSSDMixer(8, d_state=3, headdim=4, chunk_size=3, bidirectional=bidirectional, conv=conv,
+                      discretization=name, variant=variant, scan_backend="chunked", **kwargs).double()
+
+
+def _mixer_by_hand(mixer: BiSSDMixer, hidden: torch.Tensor, scale: float) -> torch.Tensor:
+    """The mixer's output written out with the reference ssd_scan (or NC-SSD) on the step
+    softplus(Δ + dt_bias)·scale, handed to the scan with no bias and no softplus."""
+    import torch.nn.functional as F
+
+    from discbench.scan.ssd import ssd_scan
+
+    parts = torch.split(mixer.in_proj(hidden), mixer.split, dim=-1)
+    z, xBC, dt = parts[:3]
+    lam = torch.sigmoid(parts[3]) if mixer.learns_lambda else None
+    E, gn = mixer.d_inner, mixer.ngroups * mixer.d_state
+
+    def conv(seq, layer):
+        if layer is None:
+            return F.silu(seq)
+        width = layer.weight.shape[-1]
+        out = F.conv1d(F.pad(seq.transpose(1, 2), (width - 1, 0)), layer.weight, layer.bias, groups=seq.shape[-1])
+        return F.silu(out).transpose(1, 2)
+
+    def direction(xBC_d, dt_d, lam_d, A_log, dt_bias, D):
+        x, B, C = torch.split(xBC_d, [E, gn, gn], dim=-1)
+        b, l = x.shape[:2]
+        x, B, C = x.unflatten(-1, (mixer.nheads, -1)), B.unflatten(-1, (mixer.ngroups, -1)), C.unflatten(-1, (mixer.ngroups, -1))
+        step = F.softplus(dt_d + dt_bias) * scale
+        if mixer.ssd_mode == "non_causal":
+            y = non_causal_ssd(x, step, -torch.exp(A_log), B, C, D)
+        else:
+            y = ssd_scan(x, step, -torch.exp(A_log), B, C, D=D, method=mixer.method.name,
+                         variant=mixer.method.variant, lam=lam_d, backend="reference")
+        return y.reshape(b, l, E)
+
+    fwd_in = conv(xBC, getattr(mixer, "conv1d", None))
+    y = direction(fwd_in, dt, lam, mixer.A_log, mixer.dt_bias, mixer.D)
+    if mixer.bidirectional != "none":
+        bwd_in = conv(xBC.flip(1), mixer.conv1d_b) if hasattr(mixer, "conv1d_b") else fwd_in.flip(1)
+        y_b = direction(bwd_in, dt.flip(1), None if lam is None else lam.flip(1), mixer.A_b_log, mixer.dt_bias_b,
+                        mixer.D_b)
+        y = (y + y_b.flip(1)) / 2
+    return mixer.out_proj(mixer.norm(y, z))
+
+
+@pytest.mark.parametrize("bidirectional", ["ssm_conv", "ssm", "none"])
+@pytest.mark.parametrize("conv", ["causal", "none"])
+def test_delta_scale_multiplies_every_step_after_softplus_in_every_direction(bidirectional, conv):
+    mixer = _mixer(bidirectional, conv, key="trapezoid/paper")
+    hidden = torch.randn(2, 7, 8, dtype=torch.float64, generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        plain = mixer(hidden)
+        torch.testing.assert_close(plain, _mixer_by_hand(mixer, hidden, 1.0))
+        mixer.delta_scale = 0.3
+        scaled = mixer(hidden)
+        torch.testing.assert_close(scaled, _mixer_by_hand(mixer, hidden, 0.3))
+        assert not torch.allclose(scaled, plain)
+        mixer.delta_scale = 1.0
+        assert torch.equal(mixer(hidden), plain)  # 1.0: the scan is called exactly as without a scale
+
+
+def test_delta_scale_reaches_the_non_causal_ssd():
+    mixer = _mixer("none", key="zoh/canonical", ssd_mode="non_causal")
+    hidden = torch.randn(2, 6, 8, dtype=torch.float64, generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        mixer.delta_scale = 2.5
+        torch.testing.assert_close(mixer(hidden), _mixer_by_hand(mixer, hidden, 2.5))
+
+
+@pytest.mark.parametrize("name", ["vssd_micro", "seqssd_micro"])
+def test_set_delta_scale_reaches_every_ssd_block_and_delta_scaled_restores_it(name):
+    inputs = torch.randn(2, 3, 16, 16) if name.startswith("vssd") else torch.randn(2, 12, 1)
+    size = dict(img_size=16) if name.startswith("vssd") else dict(in_chans=1, seq_len=12)
+    model = timm.create_model(name, num_classes=3, **size).eval()
+    with torch.no_grad():
+        plain = model(inputs)
+        with model.delta_scaled(4.0):
+            assert all(block.mixer.delta_scale == 4.0 for block in model.layers)
+            assert not torch.allclose(model(inputs), plain)
+        assert model.delta_scale == 1.0 and torch.equal(model(inputs), plain)
+
+
+@pytest.mark.parametrize("bidirectional", ["ssm_conv", "ssm", "none"])
+def test_conv_none_has_no_conv_parameters_and_stays_causal(bidirectional):
+    mixer = _mixer(bidirectional, "none")
+    assert not any("conv" in name for name, _ in mixer.named_parameters())
+    with_conv = _mixer(bidirectional, "causal")
+    assert any("conv1d" in name for name, _ in with_conv.named_parameters())
+    if bidirectional == "none":
+        hidden = torch.randn(1, 9, 8, dtype=torch.float64)
+        changed = hidden.clone()
+        changed[:, 4] += 1.0
+        with torch.no_grad():
+            moved = (mixer(changed) - mixer(hidden)).abs().amax(dim=(0, 2)) > 0
+        assert torch.equal(moved, torch.arange(9) >= 4)
+    with pytest.raises(ValueError, match="conv='same' is not valid; choose one of: causal, none"):
+        _mixer(conv="same")
+
+
+@pytest.mark.parametrize("name", ["vssd_micro", "seqssd_micro"])
+def test_dt_range_and_conv_reach_the_ssd_blocks(name):
+    size = dict(img_size=16) if name.startswith("vssd") else dict(in_chans=1, seq_len=12)
+    model = timm.create_model(name, num_classes=3, dt_min=0.5, dt_max=2.0, conv="none", **size)
+    for block in model.layers:
+        assert isinstance(block.mixer, BiSSDMixer) and block.mixer.conv == "none"
+        steps = torch.nn.functional.softplus(torch.cat([block.mixer.dt_bias, getattr(block.mixer, "dt_bias_b",
+                                                                                     block.mixer.dt_bias)]))
+        assert steps.min() >= 0.5 - 1e-6 and steps.max() <= 2.0 + 1e-6
+    with pytest.raises(ValueError, match="needs 0 < dt_min ≤ dt_max"):
+        timm.create_model(name, dt_min=0.2, dt_max=0.1, **size)
+
+
+@pytest.mark.parametrize("name", ["vssd_micro", "seqssd_micro"])
+def test_learned_lambda_is_recorded_per_layer_and_direction(name):
+    """MixerStack.recording_lambda reads the SSD mixer's λ (per head and token, from in_proj):
+    its mean, sd and count over every token, head and input; both directions read the one λ."""
+    size = dict(img_size=16) if name.startswith("vssd") else dict(in_chans=1, seq_len=12)
+    inputs = torch.randn(2, 3, 16, 16) if name.startswith("vssd") else torch.randn(2, 12, 1)
+    model = timm.create_model(name, num_classes=3, discretization="trapezoid", variant="paper", **size).eval()
+    assert model.learns_lambda and not timm.create_model(name, num_classes=3, **size).learns_lambda
+    seen = []
+    for block in model.layers:
+        with torch.no_grad():
+            block.mixer.in_proj.weight[-block.mixer.nheads:].normal_()  # λ no longer ½ everywhere
+        block.mixer.register_forward_hook(lambda mod, args, out: seen.append(
+            torch.sigmoid(mod.in_proj(args[0])[..., -mod.nheads:]).double()))
+    with torch.no_grad(), model.recording_lambda() as summary:
+        model(inputs)
+    directions = ["forward"] if model.layers[0].mixer.bidirectional == "none" else ["forward", "backward"]
+    assert [(r["layer"], r["direction"]) for r in summary] == [(i, d) for i in range(len(model.layers))
+                                                                for d in directions]
+    for record in summary:
+        lam = seen[record["layer"]]
+        assert record["count"] == lam.numel()
+        assert record["mean"] == pytest.approx(lam.mean().item())
+        assert record["std"] == pytest.approx(lam.std(unbiased=False).item())
+    assert all(block.mixer.lam_stats is None for block in model.layers)
+
+
+# --------------------------------------------------------------------------- the 1-D SSD family
+
+def test_sequence_ssd_sizes_match_the_mamba_sequence_family():
+    """seqssd_* are sized to seqmamba_* in parameters (d_state 48, heads of 16); both printed."""
+    from discbench.models import SEQ_MODEL_NAMES, SEQSSD_CONFIGS
+
+    count = lambda model: sum(p.numel() for p in model.parameters())  # noqa: E731
+    for size in ("micro", "tiny"):
+        for conv in ("causal", "none"):
+            mamba = count(timm.create_model(f"seqmamba_{size}", conv=conv))
+            ssd = count(timm.create_model(f"seqssd_{size}", conv=conv))
+            print(f"conv={conv}: seqmamba_{size} {mamba:,} parameters, seqssd_{size} {ssd:,} (10 classes)")
+            assert abs(ssd - mamba) / mamba < 0.05
+    assert set(SEQSSD_CONFIGS) <= set(SEQ_MODEL_NAMES)  # studies read it as sequence-capable
+
+
+@pytest.mark.parametrize("bidirectional", ["ssm_conv", "ssm", "none"])
+@pytest.mark.parametrize("conv", ["causal", "none"])
+@pytest.mark.parametrize("pool", ["mean", "last"])
+def test_sequence_ssd_options(bidirectional, conv, pool):
+    model = timm.create_model("seqssd_micro", num_classes=5, in_chans=2, seq_len=12, bidirectional=bidirectional,
+                              conv=conv, pool=pool).eval()
+    x = torch.randn(2, 12, 2, generator=torch.Generator().manual_seed(4))
+    with torch.no_grad():
+        tokens = model.forward_features(x)
+        pre = model.forward_head(tokens, pre_logits=True)
+        assert model(x).shape == (2, 5) and model(torch.randn(2, 30, 2)).shape == (2, 5)  # any length
+    assert tokens.shape == (2, 12, 32)
+    assert torch.equal(pre, tokens.mean(1) if pool == "mean" else tokens[:, -1])
+    assert all(block.mixer.bidirectional == bidirectional and block.mixer.conv == conv for block in model.layers)
+
+
+def test_sequence_ssd_is_causal_and_states_its_interface():
+    model = timm.create_model("seqssd_micro", num_classes=4, in_chans=2, seq_len=12, conv="none",
+                              pool="last", discretization="highorder").eval().double()
+    # highorder/canonical: a causal stencil (polynomial/ and rk4/canonical read the next token, METHODS.md)
+    assert model.layers[0].mixer.bidirectional == "none" and model.layers[0].mixer.method.key == "highorder/canonical"
+    x = torch.randn(2, 12, 2, dtype=torch.float64)
+    changed = x.clone()
+    changed[:, 3] += 1.0
+    with torch.no_grad():
+        differs = (model.forward_features(x) - model.forward_features(changed)).abs().amax(dim=(0, 2)) > 0
+    assert torch.equal(differs, torch.arange(12) >= 3)
+    assert not any("pos" in n for n, _ in model.named_parameters())
+    assert model.pretrained_cfg["input_size"] == (12, 2) and model.pretrained_cfg["architecture"] == "seqssd_micro"
+    assert model.no_weight_decay() == {n for n, _ in model.named_parameters()
+                                       if n.rsplit(".", 1)[-1] in ("A_log", "D", "dt_bias")}
+    model.set_scan_backend("reference")
+    assert model.scan_backend == "reference"
+    with pytest.raises(ValueError, match="scan_backend='cpu' is not valid for an SSD model"):
+        timm.create_model("seqssd_micro", scan_backend="cpu")
+    with pytest.raises(ValueError, match="no pretrained weights exist"):
+        timm.create_model("seqssd_micro", pretrained=True)
+
+
+@pytest.mark.parametrize("key", ALL_KEYS)
+def test_every_method_trains_through_seqssd_micro(key, one_torch_thread):
+    name, variant = key.split("/")
+    model = timm.create_model("seqssd_micro", num_classes=5, in_chans=1, seq_len=10, conv="none",
+                              discretization=name, variant=variant)
+    logits = model(torch.randn(2, 10, 1, generator=torch.Generator().manual_seed(0)))
+    assert logits.shape == (2, 5) and torch.isfinite(logits).all()
+    logits.sum().backward()
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in model.parameters())
+    assert model.layers[0].mixer.A_log.grad.abs().sum() > 0

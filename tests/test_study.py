@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from discbench.models import SEQ_MODEL_NAMES
 from discbench.cli import main
 from discbench.study import StudyError, load_study, parse_override
 
@@ -53,15 +54,30 @@ def test_validate_accepts_the_shipped_studies(capsys):
     assert out.count(": ok — study") == 3 and "trial" in out
 
 
-def test_digits_is_the_canonical_methods_and_the_paper_baselines_on_vim_micro_with_three_seeds():
+def test_digits_is_the_canonical_methods_and_the_paper_baselines_on_both_families_with_three_seeds():
     study = load_study(ROOT / "studies" / "digits.yaml")
     keys = list(dict.fromkeys(t.method_key for t in study.trials))
     assert keys == ["zoh/canonical", "foh/canonical", "bilinear/canonical", "polynomial/canonical",
                     "highorder/canonical", "rk4/canonical", "trapezoid/canonical", "zoh/paper", "trapezoid/paper"]
-    assert sorted((t.method_key, t.config.seed) for t in study.trials) == sorted(
-        (key, seed) for key in keys for seed in (0, 1, 2))
-    assert {t.config.model.name for t in study.trials} == {"vim_micro"}
+    families = ("vim_micro", "vssd_micro")  # Mamba-1 (Vim) and Mamba-2 (SSD) blocks
+    assert sorted((t.method_key, t.config.model.name, t.config.seed) for t in study.trials) == sorted(
+        (key, model, seed) for key in keys for model in families for seed in (0, 1, 2))
     assert {t.config.data.dataset for t in study.trials} == {"digits"}
+    assert {(t.config.data.image_size, t.config.model.patch_size) for t in study.trials} == {(16, 4)}
+
+
+def test_mnist1d_runs_both_sequence_families_on_the_same_methods_and_seeds():
+    from discbench.methods import METHOD_NAMES
+
+    study = load_study(ROOT / "studies" / "mnist1d.yaml")
+    by_model = {}
+    for t in study.trials:
+        by_model.setdefault(t.config.model.name, set()).add((t.method_key, t.config.seed))
+    assert set(by_model) == {"seqmamba_micro", "seqssd_micro"}
+    assert by_model["seqmamba_micro"] == by_model["seqssd_micro"]
+    keys = {key for key, _ in by_model["seqssd_micro"]}
+    assert keys == {f"{m}/canonical" for m in METHOD_NAMES} | {"zoh/paper", "trapezoid/paper"}
+    assert {t.config.model.kwargs["conv"] for t in study.trials} == {"none"}
 
 
 def write(tmp_path: Path, text: str, name: str = "s.yaml") -> Path:
@@ -208,7 +224,7 @@ SEQUENCE_STUDIES = ["mnist1d", "sampling_rate", "sequential_digits", "large_step
 def test_sequence_studies_have_seeds_enough_for_paired_intervals(name):
     study = load_study(ROOT / "studies" / f"{name}.yaml")
     assert len({t.config.seed for t in study.trials}) >= 3
-    assert {t.config.model.name for t in study.trials} <= {"seqmamba_micro", "seqmamba_tiny"}
+    assert {t.config.model.name for t in study.trials} <= set(SEQ_MODEL_NAMES)
     assert "none" in {t.config.model.kwargs.get("conv") for t in study.trials}  # the SSM alone
 
 

@@ -231,7 +231,8 @@ def test_other_errors_still_raise_from_measurement():
 
 # ------------------------------------------------------------------------------- transfer
 
-def test_a_train_trial_writes_sampling_rate_transfer_rows(tmp_path):
+@pytest.mark.parametrize("model", ["seqmamba_micro", "seqssd_micro"])  # both families
+def test_a_train_trial_writes_sampling_rate_transfer_rows(tmp_path, model):
     """A tiny mnist1d trial: one transfer row per eval length with the report's contract, its
     top-1 that of the trained model on the resampled val signals with Δ × L/L′."""
     import json
@@ -248,10 +249,10 @@ name: transfer
 description: tiny transfer trial
 methods: [foh/paper]
 data: {dataset: mnist1d, seq_length: 16, train_limit: 64, val_limit: 32, batch_size: 16}
-model: {name: seqmamba_micro, kwargs: {depth: 1, conv: none}}
+model: {name: MODEL, kwargs: {depth: 1, conv: none}}
 train: {preset: digits, epochs: 1, device: cpu}
 measure: {throughput: true, batch_sizes: [8], warmup: 0, repeats: 1, eval_lengths: [8, 16, 40]}
-""")
+""".replace("MODEL", model))
     study = load_study(path)
     (trial,) = study.trials
     results.write_study_meta(tmp_path / "results", study.name, study.source)
@@ -263,7 +264,7 @@ measure: {throughput: true, batch_sizes: [8], warmup: 0, repeats: 1, eval_length
     assert [(r["length"], r["delta_scale"]) for r in transfer] == [(8, 2.0), (16, 1.0), (40, 0.4)]
     for r in transfer:
         assert {k: r[k] for k in ("name", "unit", "model", "method_key", "status")} == {
-            "name": "top1", "unit": "%", "model": "seqmamba_micro", "method_key": "foh/paper", "status": "ok"}
+            "name": "top1", "unit": "%", "model": model, "method_key": "foh/paper", "status": "ok"}
         assert 0.0 <= r["value"] <= 100.0
         assert set(r) <= set(results.MEASUREMENT_COLUMNS) | {"kind"}
     # at the trained length (scale 1) it is the trial's own top-1

@@ -164,10 +164,13 @@ SEQ_CONFIGS: dict[str, dict] = {
 }
 
 
-def _create_seq(name: str, pretrained: bool, **kwargs) -> SequenceMamba:
+def create_sequence_model(model_cls: type, configs: dict[str, dict], name: str, pretrained: bool,
+                          **kwargs) -> nn.Module:
+    """`model_cls` (SequenceMamba or a subclass) built with `name`'s architecture defaults
+    (configs) overridden by kwargs, its timm pretrained_cfg stating the per-item input size."""
     kwargs = entrypoint_arguments(name, pretrained, kwargs)
     seq_len = kwargs.get("seq_len", 40)
-    model = SequenceMamba(**{**SEQ_CONFIGS[name], **kwargs})
+    model = model_cls(**{**configs[name], **kwargs})
     model.pretrained_cfg = model.default_cfg = dict(
         architecture=name, input_size=(seq_len, model.in_chans), num_classes=model.num_classes,
         first_conv="in_proj", classifier="head", fixed_input_size=False)
@@ -177,10 +180,10 @@ def _create_seq(name: str, pretrained: bool, **kwargs) -> SequenceMamba:
 @register_model
 def seqmamba_micro(pretrained: bool = False, **kwargs) -> SequenceMamba:
     """CPU-study size: D = 32, depth 2, d_state 16, causal."""
-    return _create_seq("seqmamba_micro", pretrained, **kwargs)
+    return create_sequence_model(SequenceMamba, SEQ_CONFIGS, "seqmamba_micro", pretrained, **kwargs)
 
 
 @register_model
 def seqmamba_tiny(pretrained: bool = False, **kwargs) -> SequenceMamba:
     """CPU-study size: D = 64, depth 4, d_state 16, causal."""
-    return _create_seq("seqmamba_tiny", pretrained, **kwargs)
+    return create_sequence_model(SequenceMamba, SEQ_CONFIGS, "seqmamba_tiny", pretrained, **kwargs)

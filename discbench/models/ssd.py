@@ -1,4 +1,9 @@
-"""A bidirectional Mamba-2 (SSD) vision family with a selectable discretization.
+"""The Mamba-2 (SSD) families with a selectable discretization: images and 1-D sequences.
+
+One file for the family: the mixer (BiSSDMixer), what an SSD model changes in its Mamba-1
+parent (SSDStack), and the two model classes, VisionSSD (VisionMamba's parts) and
+SequenceSSD (SequenceMamba's parts), so a study can swap Mamba-1 blocks for Mamba-2 blocks
+with everything else equal (the `family` axis of the digits and mnist1d studies).
 
 Vim's isotropic design (discbench/models/vim.py: patch embedding, position embedding, class
 token, RMSNorm blocks with an fp32 residual stream, drop path, heads, pooling, the timm
@@ -22,10 +27,18 @@ headdim, ngroups, chunk_size, ssd_mode:
 
 Names: vssd_tiny, vssd_small (224 px, 16×16 patches, D = 192/384, depth 24, the inner width
 2D split into heads of 64) and vssd_micro (32 px, 4×4 patches, D = 48, depth 4, heads of 16).
+
+The sequence family takes seqmamba's arguments plus headdim, ngroups, chunk_size:
+
+    timm.create_model("seqssd_micro", in_chans=1, seq_len=40, num_classes=10, conv="none")
+
+seqssd_micro (D = 32, depth 2) and seqssd_tiny (D = 64, depth 4), heads of 16 and d_state 48,
+chosen so their parameter counts match seqmamba_micro/_tiny within 3%.
 """
 
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
@@ -36,8 +49,10 @@ from timm.models import register_model
 
 from ..methods import get_method
 from ..scan.ssd import SSD_BACKENDS, heads_of_groups, ssd_scan
-from .vim import (BIDIRECTIONAL_CHOICES, create_image_model, VimBlock, VisionMamba, _at_least_fp32,
-                  _check_choice, causal_conv1d_silu, default_cfgs as vim_default_cfgs)
+from .seq import SequenceMamba, create_sequence_model
+from .vim import (BIDIRECTIONAL_CHOICES, CONV_CHOICES, create_image_model, VisionMamba, _at_least_fp32,
+                  _check_choice, add_lambda_stats, causal_conv1d_silu, check_dt_range, mixer_blocks,
+                  default_cfgs as vim_default_cfgs)
 
 Tensor = torch.Tensor
 
@@ -87,7 +102,15 @@ class BiSSDMixer(nn.Module):
     no bias) -> causal depthwise conv1d of width d_conv over (x, B, C), SiLU -> multi-head SSD
     (A = −exp(A_log) per head, Δ = softplus(Δ + dt_bias), skip D per head) -> the directions
     averaged -> gated RMSNorm with z -> out_proj (E -> D, no bias). λ = sigmoid(logits), its
-    projection starts at 0 output (λ = ½), as METHODS.md says for a model.
+    projection starts at 0 output (λ = ½), as METHODS.md says for a model; both directions
+    read the same λ (flipped with the tokens), so their λ records are equal.
+
+    The study-facing options are BiMambaMixer's: conv "causal" or "none" (no conv parameters,
+    each direction's SSD reads silu(x, B, C)); dt_min, dt_max, Mamba's Δ initialisation range
+    (check_dt_range); delta_scale (attribute, default 1.0, set by MixerStack.set_delta_scale):
+    every step Δ = softplus(Δ + dt_bias) of both directions, NC-SSD's too, is multiplied by it;
+    at 1.0 the scan is called exactly as without it; learns_lambda and lam_stats for
+    MixerStack.recording_lambda.
     """
 
     def __init__(
@@ -104,6 +127,7 @@ class BiSSDMixer(nn.Module):
         dt_max: float = 0.1,
         dt_init_floor: float = 1e-4,
         bidirectional: str = "ssm_conv",
+        conv: str = "causal",
         ssd_mode: str = "causal",
         discretization: str = "zoh",
         variant: str = "canonical",
@@ -113,6 +137,8 @@ class BiSSDMixer(nn.Module):
         super().__init__()
         _check_choice("bidirectional", bidirectional, BIDIRECTIONAL_CHOICES)
         _check_choice("ssd_mode", ssd_mode, SSD_MODES)
+        _check_choice("conv", conv, CONV_CHOICES)
+        check_dt_range(dt_min, dt_max)
         self.d_inner = expand * d_model
         if self.d_inner % headdim:
             raise ValueError(f"headdim={headdim} must divide the inner width expand·d_model = {self.d_inner}")
@@ -124,22 +150,26 @@ class BiSSDMixer(nn.Module):
             raise ValueError("ssd_mode='non_causal' reads every token at once; it has no scan directions "
                              f"(bidirectional must be 'none', got {bidirectional!r})")
         self.headdim, self.ngroups, self.d_state, self.chunk_size = headdim, ngroups, d_state, chunk_size
-        self.bidirectional, self.ssd_mode = bidirectional, ssd_mode
+        self.bidirectional, self.ssd_mode, self.conv = bidirectional, ssd_mode, conv
         self.scan_backend = check_ssd_backend(scan_backend)
-        self.reads_lam = ssd_mode == "causal" and self.method.takes_lam
+        self.delta_scale = 1.0
+        self.learns_lambda = ssd_mode == "causal" and self.method.takes_lam
+        # {direction: tensor [Σλ, Σλ², count]} while MixerStack.recording_lambda() is active
+        self.lam_stats: dict[str, Tensor] | None = None
 
         self.split = [self.d_inner, self.d_inner + 2 * ngroups * d_state, self.nheads]  # z, xBC, Δ
-        if self.reads_lam:
+        if self.learns_lambda:
             self.split.append(self.nheads)
         self.in_proj = nn.Linear(d_model, sum(self.split), bias=False)
-        if self.reads_lam:  # λ's logits start at 0 (λ = ½) whatever the input
+        if self.learns_lambda:  # λ's logits start at 0 (λ = ½) whatever the input
             with torch.no_grad():
                 self.in_proj.weight[-self.nheads:].zero_()
         dt_range = (dt_min, dt_max, dt_init_floor)
-        self.conv1d = self._make_conv(d_conv)
+        if conv == "causal":
+            self.conv1d = self._make_conv(d_conv)
         self.A_log, self.dt_bias, self.D = self._make_ssm(A_init_range, dt_range)
         if bidirectional != "none":
-            if bidirectional == "ssm_conv":
+            if bidirectional == "ssm_conv" and conv == "causal":
                 self.conv1d_b = self._make_conv(d_conv)
             self.A_b_log, self.dt_bias_b, self.D_b = self._make_ssm(A_init_range, dt_range)
         self.norm = GatedRMSNorm(self.d_inner, groups=ngroups, eps=norm_eps)
@@ -166,12 +196,16 @@ class BiSSDMixer(nn.Module):
         B = B.unflatten(-1, (self.ngroups, self.d_state))
         C = C.unflatten(-1, (self.ngroups, self.d_state))
         A = -torch.exp(_at_least_fp32(A_log))
+        dt_bias, softplus = _at_least_fp32(dt_bias), True
+        if self.ssd_mode == "non_causal" or self.delta_scale != 1.0:
+            # The step is computed here, softplus(Δ + bias) × delta_scale, and handed on as it is.
+            dt = F.softplus(_at_least_fp32(dt) + dt_bias) * self.delta_scale
+            dt_bias, softplus = None, False
         if self.ssd_mode == "non_causal":
-            dt = F.softplus(_at_least_fp32(dt) + _at_least_fp32(dt_bias))
             y = non_causal_ssd(_at_least_fp32(x), dt, A, _at_least_fp32(B), _at_least_fp32(C), _at_least_fp32(D))
         else:
-            y = ssd_scan(x, dt, A, B, C, self.chunk_size, D=_at_least_fp32(D), dt_bias=_at_least_fp32(dt_bias),
-                         dt_softplus=True, method=self.method.name, variant=self.method.variant,
+            y = ssd_scan(x, dt, A, B, C, self.chunk_size, D=_at_least_fp32(D), dt_bias=dt_bias,
+                         dt_softplus=softplus, method=self.method.name, variant=self.method.variant,
                          lam=lam, backend=self.scan_backend)
         return y.reshape(b, l, self.d_inner).to(xBC.dtype)
 
@@ -179,33 +213,80 @@ class BiSSDMixer(nn.Module):
         """hidden: (b, l, D) -> (b, l, D)."""
         parts = torch.split(self.in_proj(hidden), self.split, dim=-1)
         z, xBC, dt = parts[:3]
-        lam = torch.sigmoid(parts[3]) if self.reads_lam else None
+        lam = torch.sigmoid(parts[3]) if self.learns_lambda else None
 
-        def conv(seq: Tensor, layer: nn.Conv1d) -> Tensor:
+        def conv(seq: Tensor, layer: nn.Conv1d | None) -> Tensor:
+            """silu(causal conv1d(seq)), or silu(seq) when conv="none"; (b, l, channels)."""
+            if layer is None:
+                return F.silu(seq)
             return causal_conv1d_silu(seq.transpose(1, 2), layer.weight, layer.bias).transpose(1, 2)
 
-        xBC_fwd = conv(xBC, self.conv1d)
+        xBC_fwd = conv(xBC, getattr(self, "conv1d", None))
+        if lam is not None:
+            add_lambda_stats(self.lam_stats, "forward", lam)
         y = self._ssd(xBC_fwd, dt, lam, self.A_log, self.dt_bias, self.D)
         if self.bidirectional != "none":
             # The backward direction is the forward computation on the reversed sequence.
-            xBC_bwd = conv(xBC.flip(1), self.conv1d_b) if self.bidirectional == "ssm_conv" else xBC_fwd.flip(1)
+            if self.bidirectional == "ssm_conv" and self.conv == "causal":
+                xBC_bwd = conv(xBC.flip(1), self.conv1d_b)
+            else:  # the backward SSD reads the forward conv's output (or silu(xBC)), reversed
+                xBC_bwd = xBC_fwd.flip(1)
+            if lam is not None:
+                add_lambda_stats(self.lam_stats, "backward", lam)
             y_bwd = self._ssd(xBC_bwd, dt.flip(1), None if lam is None else lam.flip(1),
                               self.A_b_log, self.dt_bias_b, self.D_b)
             y = (y + y_bwd.flip(1)) / 2
         return self.out_proj(self.norm(y, z))
 
 
-class VisionSSD(VisionMamba):
+class SSDStack:
+    """What a model of BiSSDMixer blocks changes in its Mamba-1 parent (VisionMamba or
+    SequenceMamba, which build the shared parts): the blocks themselves, the scan backends
+    (ssd_scan's), the Δ biases exempt from weight decay, and whether a discretization applies.
+    Everything else (Δ scale, learned λ, heads, pooling) is MixerStack's and the parent's."""
+
+    layers: nn.ModuleList
+
+    def _use_ssd_blocks(self, embed_dim: int, depth: int, drop_path_rate: float, norm_eps: float,
+                        residual_in_fp32: bool, **mixer_kwargs) -> None:
+        """Replace the parent's Mamba-1 blocks by BiSSDMixer ones and redo the parent's init."""
+        mixer = functools.partial(BiSSDMixer, norm_eps=norm_eps)  # its gated norm's ε is the blocks'
+        self.layers = mixer_blocks(embed_dim, depth, drop_path_rate, norm_eps, residual_in_fp32, mixer=mixer,
+                                   **mixer_kwargs)
+        self._init_weights(depth)
+
+    @property
+    def discretization_applies(self) -> bool:
+        """False for NC-SSD: without a recurrence there is nothing to discretize."""
+        return self.layers[0].mixer.ssd_mode == "causal"
+
+    @torch.jit.ignore
+    def no_weight_decay(self) -> set[str]:
+        """The parent's (A_log, D, and for images the position embedding and class tokens) and
+        the Δ biases, as Mamba-2."""
+        names = {name for name, _ in self.named_parameters() if name.rsplit(".", 1)[-1] in ("dt_bias", "dt_bias_b")}
+        return super().no_weight_decay() | names
+
+    def set_scan_backend(self, name: str) -> None:
+        """Run every SSD scan on backend `name` ("auto" or a key of discbench.scan.ssd.SSD_BACKENDS)."""
+        check_ssd_backend(name)
+        for block in self.layers:
+            block.mixer.scan_backend = name
+
+
+class VisionSSD(SSDStack, VisionMamba):
     """VisionMamba with BiSSDMixer blocks: images (b, in_chans, H, W) -> logits (b, num_classes).
 
-    Takes VisionMamba's arguments (see there), with scan_backend one of ssd_scan's (auto,
-    chunked, reference), plus headdim, ngroups, chunk_size and ssd_mode ("causal" or
-    "non_causal"). bidirectional defaults to "ssm_conv" for causal and "none" for non_causal.
+    Takes VisionMamba's arguments (see there; conv, dt_min, dt_max reach every BiSSDMixer), with
+    scan_backend one of ssd_scan's (auto, chunked, reference), plus headdim, ngroups, chunk_size
+    and ssd_mode ("causal" or "non_causal"). bidirectional defaults to "ssm_conv" for causal and
+    "none" for non_causal.
     """
 
     def __init__(self, *, d_state: int = 64, d_conv: int = 4, expand: int = 2, headdim: int = 64,
                  ngroups: int = 1, chunk_size: int = 64, ssd_mode: str = "causal",
-                 bidirectional: str | None = None, discretization: str = "zoh", variant: str = "canonical",
+                 bidirectional: str | None = None, conv: str = "causal", dt_min: float = 1e-3,
+                 dt_max: float = 0.1, discretization: str = "zoh", variant: str = "canonical",
                  scan_backend: str = "auto", drop_path_rate: float = 0.0, norm_eps: float = 1e-5,
                  residual_in_fp32: bool = True, depth: int = 24, embed_dim: int = 192, **vim_kwargs):
         _check_choice("ssd_mode", ssd_mode, SSD_MODES)
@@ -218,39 +299,43 @@ class VisionSSD(VisionMamba):
             bidirectional = "ssm_conv" if ssd_mode == "causal" else "none"
         check_ssd_backend(scan_backend)
         # VisionMamba builds the shared parts (and Mamba-1 blocks, replaced below).
-        super().__init__(d_state=d_state, d_conv=d_conv, expand=expand, bidirectional=bidirectional,
-                         discretization=method.name, variant=method.variant, drop_path_rate=drop_path_rate,
-                         norm_eps=norm_eps, residual_in_fp32=residual_in_fp32, depth=depth,
-                         embed_dim=embed_dim, **vim_kwargs)
+        super().__init__(d_state=d_state, d_conv=d_conv, expand=expand, bidirectional=bidirectional, conv=conv,
+                         dt_min=dt_min, dt_max=dt_max, discretization=method.name, variant=method.variant,
+                         drop_path_rate=drop_path_rate, norm_eps=norm_eps, residual_in_fp32=residual_in_fp32,
+                         depth=depth, embed_dim=embed_dim, **vim_kwargs)
         self.ssd_mode = ssd_mode
-        rates = torch.linspace(0, drop_path_rate, depth).tolist()
-        self.layers = nn.ModuleList([
-            VimBlock(embed_dim,
-                     BiSSDMixer(embed_dim, d_state=d_state, d_conv=d_conv, expand=expand, headdim=headdim,
-                                ngroups=ngroups, chunk_size=chunk_size, bidirectional=bidirectional,
-                                ssd_mode=ssd_mode, discretization=method.name, variant=method.variant,
-                                scan_backend=scan_backend, norm_eps=norm_eps),
-                     drop_path=rate, norm_eps=norm_eps, residual_in_fp32=residual_in_fp32)
-            for rate in rates
-        ])
-        self._init_weights(depth)
+        self._use_ssd_blocks(embed_dim, depth, drop_path_rate, norm_eps, residual_in_fp32, d_state=d_state,
+                             d_conv=d_conv, expand=expand, headdim=headdim, ngroups=ngroups, chunk_size=chunk_size,
+                             bidirectional=bidirectional, conv=conv, dt_min=dt_min, dt_max=dt_max,
+                             ssd_mode=ssd_mode, discretization=method.name, variant=method.variant,
+                             scan_backend=scan_backend)
 
-    @property
-    def discretization_applies(self) -> bool:
-        """False for NC-SSD: without a recurrence there is nothing to discretize."""
-        return self.ssd_mode == "causal"
 
-    @torch.jit.ignore
-    def no_weight_decay(self) -> set[str]:
-        """VisionMamba's (position embedding, class tokens, A_log, D) and the Δ biases, as Mamba-2."""
-        names = {name for name, _ in self.named_parameters() if name.rsplit(".", 1)[-1] in ("dt_bias", "dt_bias_b")}
-        return super().no_weight_decay() | names
+class SequenceSSD(SSDStack, SequenceMamba):
+    """SequenceMamba with BiSSDMixer blocks: sequences (b, L, in_chans) -> logits (b, num_classes).
 
-    def set_scan_backend(self, name: str) -> None:
-        """Run every SSD scan on backend `name` ("auto" or a key of discbench.scan.ssd.SSD_BACKENDS)."""
-        check_ssd_backend(name)
-        for block in self.layers:
-            block.mixer.scan_backend = name
+    Takes SequenceMamba's arguments (see there: seq_len, in_chans, conv, bidirectional, default
+    "none" = causal, pool, dt_min, dt_max, discretization, variant, …), with scan_backend one of
+    ssd_scan's (auto, chunked, reference), plus headdim, ngroups and chunk_size. The SSD is
+    causal (no NC-SSD: a sequence model reads its signal in time order).
+    """
+
+    def __init__(self, *, d_state: int = 64, d_conv: int = 4, expand: int = 2, headdim: int = 64,
+                 ngroups: int = 1, chunk_size: int = 64, bidirectional: str = "none", conv: str = "causal",
+                 dt_min: float = 1e-3, dt_max: float = 0.1, discretization: str = "zoh",
+                 variant: str = "canonical", scan_backend: str = "auto", drop_path_rate: float = 0.0,
+                 norm_eps: float = 1e-5, residual_in_fp32: bool = True, depth: int = 4, embed_dim: int = 64,
+                 **seq_kwargs):
+        check_ssd_backend(scan_backend)
+        # SequenceMamba builds and checks the shared parts (and Mamba-1 blocks, replaced below).
+        super().__init__(d_state=d_state, d_conv=d_conv, expand=expand, bidirectional=bidirectional, conv=conv,
+                         dt_min=dt_min, dt_max=dt_max, discretization=discretization, variant=variant,
+                         drop_path_rate=drop_path_rate, norm_eps=norm_eps, residual_in_fp32=residual_in_fp32,
+                         depth=depth, embed_dim=embed_dim, **seq_kwargs)
+        self._use_ssd_blocks(embed_dim, depth, drop_path_rate, norm_eps, residual_in_fp32, d_state=d_state,
+                             d_conv=d_conv, expand=expand, headdim=headdim, ngroups=ngroups, chunk_size=chunk_size,
+                             bidirectional=bidirectional, conv=conv, dt_min=dt_min, dt_max=dt_max,
+                             discretization=self.discretization, variant=self.variant, scan_backend=scan_backend)
 
 
 # ----------------------------------------------------------------------------- registry
@@ -265,6 +350,13 @@ VSSD_CONFIGS: dict[str, dict] = {
 default_cfgs = {
     name: dict(next(c for n, c in vim_default_cfgs.items() if c["input_size"][1:] == to_2tuple(cfg["img_size"])))
     for name, cfg in VSSD_CONFIGS.items()
+}
+
+
+# Sizes matched in parameters to seqmamba_micro/_tiny (tests/test_ssd_models.py prints both).
+SEQSSD_CONFIGS: dict[str, dict] = {
+    "seqssd_micro": dict(embed_dim=32, depth=2, d_state=48, headdim=16),
+    "seqssd_tiny": dict(embed_dim=64, depth=4, d_state=48, headdim=16),
 }
 
 
@@ -288,3 +380,15 @@ def vssd_small(pretrained: bool = False, **kwargs) -> VisionSSD:
 def vssd_micro(pretrained: bool = False, **kwargs) -> VisionSSD:
     """CPU/test size: D = 48, depth 4, 6 heads of 16, d_state 16; 32×32 images, 4×4 patches."""
     return _create_vssd("vssd_micro", pretrained, **kwargs)
+
+
+@register_model
+def seqssd_micro(pretrained: bool = False, **kwargs) -> SequenceSSD:
+    """seqmamba_micro's shape with Mamba-2 blocks: D = 32, depth 2, 4 heads of 16, causal."""
+    return create_sequence_model(SequenceSSD, SEQSSD_CONFIGS, "seqssd_micro", pretrained, **kwargs)
+
+
+@register_model
+def seqssd_tiny(pretrained: bool = False, **kwargs) -> SequenceSSD:
+    """seqmamba_tiny's shape with Mamba-2 blocks: D = 64, depth 4, 8 heads of 16, causal."""
+    return create_sequence_model(SequenceSSD, SEQSSD_CONFIGS, "seqssd_tiny", pretrained, **kwargs)

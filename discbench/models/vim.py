@@ -99,6 +99,16 @@ def causal_conv1d_silu(x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor
 # ----------------------------------------------------------------------------- mixer
 
 
+def add_lambda_stats(stats: dict[str, Tensor] | None, direction: str, lam: Tensor) -> None:
+    """Add λ's running sums [Σλ, Σλ², count] (any shape) to stats[direction]; nothing when
+    stats is None (λ is not being recorded). Every mixer that learns λ records it this way."""
+    if stats is None:
+        return
+    values = lam.detach().double()
+    sums = torch.stack([values.sum(), values.square().sum(), values.new_tensor(values.numel())])
+    stats[direction] = stats.get(direction, 0) + sums.cpu()
+
+
 def _at_least_fp32(t: Tensor) -> Tensor:
     """The SSM's own parameters (A, D, Δ bias) go to the scan in fp32 even in a bf16 model, as upstream."""
     return t.to(torch.promote_types(t.dtype, torch.float32))
@@ -173,7 +183,8 @@ class BiMambaMixer(nn.Module):
             if bidirectional == "ssm_conv" and conv == "causal":
                 self.conv1d_b = self._make_conv(d_conv)
             self.x_proj_b, self.dt_proj_b, self.A_b_log, self.D_b = self._make_ssm()
-        if self.method.takes_lam:
+        self.learns_lambda = self.method.takes_lam
+        if self.learns_lambda:
             self.lam_proj = self._make_lam_proj()
             if bidirectional != "none":
                 self.lam_proj_b = self._make_lam_proj()
@@ -200,10 +211,7 @@ class BiMambaMixer(nn.Module):
         if proj is None:
             return None
         lam = torch.sigmoid(F.linear(hidden, proj.weight, proj.bias)).transpose(1, 2)
-        if self.lam_stats is not None:
-            values = lam.detach().double()
-            sums = torch.stack([values.sum(), values.square().sum(), values.new_tensor(values.numel())])
-            self.lam_stats[direction] = self.lam_stats.get(direction, 0) + sums.cpu()
+        add_lambda_stats(self.lam_stats, direction, lam)
         return lam
 
     def _make_ssm(self) -> tuple[nn.Linear, nn.Linear, nn.Parameter, nn.Parameter]:
@@ -315,21 +323,25 @@ class VimBlock(nn.Module):
 
 
 def mixer_blocks(embed_dim: int, depth: int, drop_path_rate: float, norm_eps: float, residual_in_fp32: bool,
-                 **mixer_kwargs) -> nn.ModuleList:
-    """`depth` VimBlocks of BiMambaMixer(embed_dim, **mixer_kwargs), drop path rising linearly
-    from 0 to drop_path_rate over the blocks: the stack every family of these blocks builds."""
+                 mixer: Callable[..., nn.Module] | None = None, **mixer_kwargs) -> nn.ModuleList:
+    """`depth` VimBlocks of mixer(embed_dim, **mixer_kwargs) (default BiMambaMixer; the SSD
+    family passes BiSSDMixer), drop path rising linearly from 0 to drop_path_rate over the
+    blocks: the stack every family of these blocks builds."""
+    mixer = BiMambaMixer if mixer is None else mixer
     rates = torch.linspace(0, drop_path_rate, depth).tolist()
     return nn.ModuleList([
-        VimBlock(embed_dim, BiMambaMixer(embed_dim, **mixer_kwargs), drop_path=rate, norm_eps=norm_eps,
+        VimBlock(embed_dim, mixer(embed_dim, **mixer_kwargs), drop_path=rate, norm_eps=norm_eps,
                  residual_in_fp32=residual_in_fp32)
         for rate in rates
     ])
 
 
 class MixerStack:
-    """What every model built of BiMambaMixer blocks (in `self.layers`) exposes: the scan
-    backend, the Δ scale, the SSM parameters exempt from weight decay, Mamba's init of the
-    residual-branch output projections. Mixed into VisionMamba and SequenceMamba."""
+    """What every model built of mixer blocks (in `self.layers`) exposes: the scan backend,
+    the Δ scale, the learned λ, the SSM parameters exempt from weight decay, Mamba's init of
+    the residual-branch output projections. Mixed into VisionMamba and SequenceMamba (and
+    through them the SSD family). A mixer provides `scan_backend`, `delta_scale`,
+    `learns_lambda`, `lam_stats` (recorded with add_lambda_stats) and `out_proj`."""
 
     layers: nn.ModuleList
 
@@ -368,8 +380,9 @@ class MixerStack:
 
     @property
     def learns_lambda(self) -> bool:
-        """Whether the mixers project a per-token λ (a method with `takes_lam`)."""
-        return any(getattr(block.mixer, "lam_proj", None) is not None for block in self.layers)
+        """Whether the mixers project a per-token λ (a method with `takes_lam`; each mixer's
+        `learns_lambda`)."""
+        return any(block.mixer.learns_lambda for block in self.layers)
 
     @contextlib.contextmanager
     def recording_lambda(self) -> Iterator[list[dict]]:
@@ -378,7 +391,7 @@ class MixerStack:
         {layer, direction ("forward"/"backward"), mean, std (over every token of every input),
         count}. Empty for a model without λ."""
         summary: list[dict] = []
-        mixers = [block.mixer for block in self.layers if getattr(block.mixer, "lam_proj", None) is not None]
+        mixers = [block.mixer for block in self.layers if block.mixer.learns_lambda]
         for mixer in mixers:
             mixer.lam_stats = {}
         try:
