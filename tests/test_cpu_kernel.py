@@ -322,6 +322,20 @@ def fresh_loader(monkeypatch, tmp_path):
     return tmp_path
 
 
+def test_each_checkout_builds_the_kernel_in_its_own_folder(monkeypatch, tmp_path):
+    """Two checkouts sharing one build folder would rebuild it under each other's workers."""
+    import shutil
+
+    here = cpu._source_hash()
+    copy = tmp_path / "other_checkout" / "csrc"
+    shutil.copytree(cpu.CSRC, copy)
+    monkeypatch.setattr(cpu, "CSRC", copy)
+    copied = cpu._source_hash()
+    assert copied != here and cpu._source_hash() == copied  # same files elsewhere: its own, stable key
+    (copy / cpu.SOURCES[0]).write_text((copy / cpu.SOURCES[0]).read_text() + "\n// edited\n")
+    assert cpu._source_hash() not in (here, copied)  # an edit still rebuilds
+
+
 def test_missing_sources_are_reported(fresh_loader):
     reason = cpu.unavailable_reason()
     assert reason.startswith("the kernel sources are missing:") and "scan_cpu.cpp" in reason

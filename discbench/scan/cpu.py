@@ -3,8 +3,8 @@
 The extension is compiled on first use with torch.utils.cpp_extension (ninja, -O3, OpenMP)
 from csrc/ (a checkout's top-level csrc/, or discbench/csrc/ in an installed wheel, see setup.py)
 and cached under the torch extensions directory (TORCH_EXTENSIONS_DIR), keyed by a hash of
-csrc/, so an edited kernel is rebuilt and an unchanged one loads in well under a second. The
-instruction set (avx512, avx2 or scalar) is chosen at run time from what the CPU supports;
+csrc/ (its files and its path), so an edited kernel is rebuilt and an unchanged one loads in
+well under a second. The instruction set (avx512, avx2 or scalar) is chosen at run time from what the CPU supports;
 DISCBENCH_CPU_ISA (or `use_isa`) forces one.
 """
 
@@ -48,7 +48,11 @@ _isa = os.environ.get("DISCBENCH_CPU_ISA", "auto")
 
 
 def _source_hash() -> str:
+    """Hash of the kernel sources, the torch version and where the sources are."""
     digest = hashlib.sha256()
+    # torch's ninja build names the source paths, so two checkouts sharing one build folder would
+    # rebuild it on every switch between them, rewriting the .so under each other's running workers.
+    digest.update(str(CSRC.resolve()).encode())
     for path in sorted(CSRC.glob("*")):
         if path.suffix in (".h", ".cpp"):
             digest.update(path.name.encode())
