@@ -31,3 +31,23 @@ def test_the_spec_states_the_registry_order_of_each_documented_method():
         stated = cells[-3]  # the column before "measured order"
         assert stated.split()[0] == str(method.order), \
             f"{key}: docs/METHODS.md states order {stated!r}, the registry {method.order}"
+
+
+def test_the_readme_studies_table_lists_every_shipped_study_with_its_trial_count():
+    """README.md's studies table is where users read what a study costs: it must stay true."""
+    import re
+
+    from discbench.study import DEFAULT_STUDY, SHIPPED_STUDIES, load_study
+
+    readme = (SPEC.parents[1] / "README.md").read_text(encoding="utf-8")
+    rows = {}
+    for line in readme.splitlines():
+        found = re.match(r"\| `([a-z0-9_]+)\.yaml` \|", line)
+        if found:  # cells: study, what it reproduces, trials, cost ("\|" inside a cell is text)
+            rows[found.group(1)] = [c.strip() for c in re.split(r"(?<!\\)\|", line)[1:-1]]
+    shipped = sorted(p.stem for p in SHIPPED_STUDIES.glob("*.yaml"))
+    assert sorted(rows) == shipped
+    for name in shipped:
+        assert rows[name][2] == str(len(load_study(name).trials)), f"README.md: trial count of {name}"
+    assert "**the default**" in rows[DEFAULT_STUDY][1]
+    assert f"studies/{DEFAULT_STUDY}.yaml" in readme  # the `make study` line
