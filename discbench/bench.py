@@ -347,6 +347,11 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     scan.add_argument("--dtype", choices=tuple(DTYPES), default="float32", help="input dtype (default float32)")
     scan.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's, all cores)")
     scan.add_argument("--json", action="store_true", help="print one JSON record per row instead of a table")
+    from .bench_model import configure_parser as configure_model
+
+    configure_model(targets.add_parser("model", help="time Vim against DeiT of the same size, inference and a "
+                                                     "training step, side by side in one process",
+                                       description="Vim against DeiT of the same size, side by side in one process"))
 
 
 def _usable_backends(requested: str | None, device: str) -> list[str]:
@@ -470,6 +475,10 @@ def summary(rows: list[dict], backend: str = "cpu") -> list[str]:
 
 
 def run_command(args: argparse.Namespace) -> int:
+    if args.bench_target == "model":
+        from .bench_model import run_model_command
+
+        return run_model_command(args)
     if args.threads is not None:
         torch.set_num_threads(args.threads)
     if args.device is None:

@@ -13,7 +13,7 @@ COMMANDS = {
     "run": ("discbench.runner", "schedule a study's trials on Ray Tune (resumes after a crash)"),
     "validate": ("discbench.study", "check study files without running them"),
     "report": ("discbench.report", "turn results/ into tables and plots under reports/"),
-    "bench": ("discbench.bench", "time the scan backends side by side"),
+    "bench": ("discbench.bench", "time the scan backends, or Vim against DeiT, side by side"),
 }
 
 
