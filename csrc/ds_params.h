@@ -2,11 +2,13 @@
 // Shared by the torch binding (scan_cpu.cpp) and the per-ISA kernel builds (kernel_*.cpp).
 //
 // Layouts (row-major; NP = state padded to a multiple of 16, R = len + kPadFront + kPadBack):
-//   u, delta, z, out, ypre, dout, du, ddelta, dz,   (batch, dim, len) in the caller's token order;
-//   dlam                                            with `reverse` the scan runs last token first
-//   lam                                             (batch, dim, len) with tokens contiguous and
-//                                                   any batch/dim strides (lam_stride_b,
-//                                                   lam_stride_d; 0 for a λ shared by channels)
+//   out, ypre, dout, du, ddelta, dz, dlam           (batch, dim, len) in the caller's token order;
+//                                                   with `reverse` the scan runs last token first
+//   u, delta, z, lam                                (batch, dim, len) likewise, read in place with
+//                                                   tokens contiguous and any batch/dim strides
+//                                                   (*_strides; e.g. z a channel half of one
+//                                                   (b, 2d, l) tensor, λ shared by the channels
+//                                                   with dim stride 0)
 //   A                                               (dim, NP)
 //   Bt, Ct, dB, dC                                  (batch, groups, R, NP), scan position k at row
 //                                                   k + kPadFront (already reversed for `reverse`),
@@ -28,11 +30,15 @@ constexpr int64_t kCkptEvery = 32;  // tokens per checkpoint; a chunk's vectors 
 constexpr int64_t kChunkSlots = 7;  // per-token vectors of the backward's recompute pass (3 + taps [+ 1 with λ])
 constexpr int64_t kStateAlign = 16;
 
+struct DsRowStrides {
+  int64_t batch, dim;  // elements between rows of consecutive batches / channels
+};
+
 struct DsScanParams {
   int64_t batch, dim, len, state_pad, groups, chan_per_group, n_ckpt;
   const float *u, *delta, *A, *Bt, *Ct, *D, *z, *delta_bias;  // D, z, delta_bias may be null
   const float* lam;  // null unless the method takes λ
-  int64_t lam_stride_b, lam_stride_d;
+  DsRowStrides u_strides, delta_strides, z_strides, lam_strides;
   bool softplus, reverse;
   float *out, *last_state, *ckpt, *ypre;  // last_state, ckpt, ypre may be null
   const float *dout, *dlast;              // dlast may be null
@@ -64,11 +70,35 @@ inline int64_t ds_scratch_floats(int64_t len) {
   X(10, "highorder/paper", HighorderPaper, false) X(11, "rk4/paper", Rk4Paper, false)             \
   X(12, "trapezoid/canonical", TrapezoidCanonical, false) X(13, "trapezoid/paper", TrapezoidPaper, true)
 
+// The depthwise causal conv1d (+ SiLU) of ds_conv_kernel.h. x (batch, dim, len) with tokens
+// contiguous and any batch/dim strides; weight (dim, width); bias (dim) or null; out, dout, dx
+// (batch, dim, len) contiguous; dw_part (batch, dim, width), db_part (batch, dim).
+struct DsConvParams {
+  int64_t batch, dim, len, width;
+  const float *x, *weight, *bias;
+  DsRowStrides x_strides;
+  bool silu, reverse;
+  float* out;
+  const float* dout;
+  float *dx, *dw_part, *db_part;
+};
+
+// Floats of one zero-padded row (pad before and after, the row rounded up to whole vectors of 16).
+inline int64_t ds_conv_row_floats(int64_t len, int64_t pad) {
+  return pad + (len + kStateAlign - 1) / kStateAlign * kStateAlign + pad;
+}
+// Scratch of one part: the padded x row and the padded gradient row (pad = width − 1 + 16).
+inline int64_t ds_conv_scratch_floats(int64_t len, int64_t width) {
+  return 2 * ds_conv_row_floats(len, width - 1 + kStateAlign);
+}
+
 #define DS_DECLARE_KERNELS(ns)                                                                  \
   namespace ns {                                                                                \
   void forward_part(const DsScanParams& p, int method, int64_t begin, int64_t end, float* scratch); \
   void backward_part(const DsScanParams& p, int method, int64_t part, int64_t begin, int64_t end, \
                      float* scratch);                                                           \
+  void conv_forward_part(const DsConvParams& p, int64_t begin, int64_t end, float* scratch);   \
+  void conv_backward_part(const DsConvParams& p, int64_t begin, int64_t end, float* scratch);  \
   }
 DS_DECLARE_KERNELS(ds_avx512)
 DS_DECLARE_KERNELS(ds_avx2)

@@ -93,16 +93,17 @@ static inline const float* ds_slab_rows(const DsScanParams& p, const float* pack
   return packed + (slab * (p.len + kPadFront + kPadBack) + kPadFront) * p.state_pad;
 }
 
-// The pair's λ row (tokens contiguous; a λ shared by the channels has lam_stride_d = 0).
-static inline const float* ds_lam_row(const DsScanParams& p, int64_t pair) {
-  return p.lam + (pair / p.dim) * p.lam_stride_b + (pair % p.dim) * p.lam_stride_d;
+// The pair's row of an input read in place (tokens contiguous, any batch/channel strides).
+static inline const float* ds_in_row(const DsScanParams& p, const float* base, const DsRowStrides& s,
+                                     int64_t pair) {
+  return base + (pair / p.dim) * s.batch + (pair % p.dim) * s.dim;
 }
 
 static void ds_prepare_pair(const DsScanParams& p, int64_t pair, const PairScratch& ps) {
   const int64_t L = p.len, di = pair % p.dim;
-  const float* u = p.u + pair * L;
-  const float* delta = p.delta + pair * L;
-  const float* lam = p.lam ? ds_lam_row(p, pair) : nullptr;
+  const float* u = ds_in_row(p, p.u, p.u_strides, pair);
+  const float* delta = ds_in_row(p, p.delta, p.delta_strides, pair);
+  const float* lam = p.lam ? ds_in_row(p, p.lam, p.lam_strides, pair) : nullptr;
   const float bias = p.delta_bias ? p.delta_bias[di] : 0.0f;
   for (int64_t k = -kPadFront; k < 0; ++k) ps.ub[k] = 0.0f;
   for (int64_t k = L; k < L + kPadBack; ++k) ps.ub[k] = 0.0f;
@@ -162,7 +163,7 @@ static void ds_forward_pair(const DsScanParams& p, int64_t pair, const PairScrat
 
   const float D = p.D ? p.D[di] : 0.0f;
   float* out = p.out + pair * L;
-  const float* zg = p.z ? p.z + pair * L : nullptr;
+  const float* zg = p.z ? ds_in_row(p, p.z, p.z_strides, pair) : nullptr;
   float* ypre = p.ypre ? p.ypre + pair * L : nullptr;
   for (int64_t k = 0; k < L; k += kW) {
     const int64_t n = ds_min(kW, L - k);
@@ -194,7 +195,7 @@ static void ds_backward_pair(const DsScanParams& p, int64_t pair, const PairScra
   float* __restrict rows3 = ps.rows3;
   float* __restrict dlg = ps.dlg;
   const float* dout = p.dout + pair * L;
-  const float* zg = p.z ? p.z + pair * L : nullptr;
+  const float* zg = p.z ? ds_in_row(p, p.z, p.z_strides, pair) : nullptr;
   for (int64_t k = 0; k < L; k += kW) {
     const int64_t n = ds_min(kW, L - k);
     const vf d = ds_load_tok(p, dout, k, n);  // zero past the end, so dy is too
@@ -312,7 +313,7 @@ static void ds_backward_pair(const DsScanParams& p, int64_t pair, const PairScra
 
   const float D = p.D ? p.D[di] : 0.0f;
   const float bias = p.delta_bias ? p.delta_bias[di] : 0.0f;
-  const float* delta = p.delta + pair * L;
+  const float* delta = ds_in_row(p, p.delta, p.delta_strides, pair);
   const float* ypre = p.ypre ? p.ypre + pair * L : nullptr;
   float* du = p.du + pair * L;
   float* ddelta = p.ddelta + pair * L;

@@ -1,6 +1,7 @@
-// Torch binding of the fused CPU selective scan: checks arguments, lays the inputs out for the
-// kernels (fp32, B and C token-major and padded), picks the instruction set at run time and runs
-// the kernels over (batch, channel) pairs with at::parallel_for.
+// Torch binding of the fused CPU selective scan and of the depthwise causal conv1d (+ SiLU) that
+// precedes it in a Mamba block: checks arguments, lays the inputs out for the kernels (fp32, B and
+// C token-major and padded; token rows read in place), picks the instruction set at run time and
+// runs the kernels over (batch, channel) pairs with at::parallel_for.
 #include <ATen/Parallel.h>
 #include <torch/extension.h>
 
@@ -20,18 +21,19 @@ using OptTensor = std::optional<Tensor>;
 
 using ForwardFn = void (*)(const DsScanParams&, int, int64_t, int64_t, float*);
 using BackwardFn = void (*)(const DsScanParams&, int, int64_t, int64_t, int64_t, float*);
+using ConvFn = void (*)(const DsConvParams&, int64_t, int64_t, float*);
 
 struct Isa {
   const char* name;
   ForwardFn forward;
   BackwardFn backward;
+  ConvFn conv_forward, conv_backward;
 };
 
-const Isa kIsas[] = {
-    {"avx512", ds_avx512::forward_part, ds_avx512::backward_part},
-    {"avx2", ds_avx2::forward_part, ds_avx2::backward_part},
-    {"scalar", ds_scalar::forward_part, ds_scalar::backward_part},
-};
+#define DS_ISA(ns, name) \
+  { name, ns::forward_part, ns::backward_part, ns::conv_forward_part, ns::conv_backward_part }
+const Isa kIsas[] = {DS_ISA(ds_avx512, "avx512"), DS_ISA(ds_avx2, "avx2"), DS_ISA(ds_scalar, "scalar")};
+#undef DS_ISA
 
 bool cpu_supports(const std::string& name) {
   __builtin_cpu_init();
@@ -98,7 +100,8 @@ void check_tensor(const char* name, const Tensor& t, c10::IntArrayRef shape) {
 // sizes shrink geometrically (guided scheduling), so the parts handed out last are small and a
 // thread that runs out of work waits only for a small part at the end; the boundaries depend on
 // nothing but the pair and thread counts, so results stay deterministic.
-// `run(part, begin, end, scratch)` gets the part's contiguous range of pairs.
+// `run(part, begin, end, scratch)` gets the part's contiguous range of pairs and scratch_floats
+// floats of scratch.
 constexpr int64_t kPartsPerThread = 8;
 constexpr double kPartShrink = 0.85;  // size of a part relative to the one before it
 
@@ -120,12 +123,12 @@ std::vector<int64_t> part_bounds(int64_t pairs, int64_t parts) {
 }
 
 template <class F>
-void for_parts(int64_t pairs, int64_t parts, int64_t len, const F& run) {
+void for_parts(int64_t pairs, int64_t parts, int64_t scratch_floats, const F& run) {
   if (pairs == 0) return;
   const std::vector<int64_t> bounds = part_bounds(pairs, parts);
   std::atomic<int64_t> next{0};
   at::parallel_for(0, std::min<int64_t>(at::get_num_threads(), parts), 1, [&](int64_t, int64_t) {
-    std::vector<float> scratch(ds_scratch_floats(len));
+    std::vector<float> scratch(scratch_floats);
     for (int64_t part = next.fetch_add(1); part < parts; part = next.fetch_add(1))
       run(part, bounds[part], bounds[part + 1], scratch.data());
   });
@@ -152,17 +155,21 @@ Tensor unpack_tokens(const Tensor& packed, int64_t n, int64_t l, bool reverse) {
   return (reverse ? tokens.flip(2) : tokens).transpose(2, 3);
 }
 
-// λ in fp32 with its tokens contiguous; the batch and channel strides are kept as they are, so
+// A (b, d, l) input in fp32 with its tokens contiguous; the batch and channel strides are kept as
+// they are, so a channel slice of a wider tensor (the gate half of Vim's (b, 2d, l) projection) or
 // a λ shared by the channels (an expanded view, stride 0 along d) is read without a copy.
-Tensor lam_rows(const Tensor& lam) {
-  Tensor out = lam.to(torch::kFloat32);
+Tensor token_rows(const Tensor& t) {
+  Tensor out = t.to(torch::kFloat32);
   return out.size(2) > 1 && out.stride(2) != 1 ? out.contiguous() : out;
+}
+DsRowStrides row_strides(const OptTensor& t) {
+  return t ? DsRowStrides{t->stride(0), t->stride(1)} : DsRowStrides{0, 0};
 }
 
 // The validated call: shapes, devices, dtypes, fp32 copies and the kernel layouts.
 struct Call {
   int64_t b, d, l, n, g, np;
-  Tensor u, delta, A, Bt, Ct;
+  Tensor u, delta, A, Bt, Ct;  // u, delta (and z, lam) as token_rows: strides kept
   OptTensor D, z, delta_bias, lam;
   int method;
   bool reverse;
@@ -195,17 +202,17 @@ struct Call {
                 method_takes_lam(method) ? "' needs lam" : "' takes no lam");
     isa = &pick_isa(isa_name);
     np = (n + kStateAlign - 1) / kStateAlign * kStateAlign;
-    u = f32(u_);
-    delta = f32(delta_);
+    u = token_rows(u_);
+    delta = token_rows(delta_);
     // Padded state lanes get a = −1 (finite weights) and B = C = 0, so they stay 0 throughout.
     A = torch::full({d, np}, -1.0f, u.options());
     A.narrow(1, 0, n).copy_(A_);
     Bt = pack_tokens(B_, np, reverse);
     Ct = pack_tokens(C_, np, reverse);
     D = f32_opt(D_);
-    z = f32_opt(z_);
+    if (z_) z = token_rows(*z_);
     delta_bias = f32_opt(bias_);
-    if (lam_) lam = lam_rows(*lam_);
+    if (lam_) lam = token_rows(*lam_);
   }
 
   int64_t n_ckpt() const { return (l + kCkptEvery - 1) / kCkptEvery; }
@@ -218,7 +225,8 @@ struct Call {
     p.Bt = Bt.data_ptr<float>(), p.Ct = Ct.data_ptr<float>();
     p.D = ptr_or_null(D), p.z = ptr_or_null(z), p.delta_bias = ptr_or_null(delta_bias);
     p.lam = ptr_or_null(lam);
-    p.lam_stride_b = lam ? lam->stride(0) : 0, p.lam_stride_d = lam ? lam->stride(1) : 0;
+    p.u_strides = row_strides(u), p.delta_strides = row_strides(delta), p.z_strides = row_strides(z);
+    p.lam_strides = row_strides(lam);
     p.softplus = softplus;
     p.reverse = reverse;
     return p;
@@ -248,7 +256,7 @@ std::vector<Tensor> forward(const Tensor& u, const Tensor& delta, const Tensor& 
   const int64_t pairs = call.b * call.d;
   const ForwardFn fn = call.isa->forward;
   const int id = call.method;
-  for_parts(pairs, parts_for(pairs), call.l, [&](int64_t, int64_t begin, int64_t end, float* scratch) {
+  for_parts(pairs, parts_for(pairs), ds_scratch_floats(call.l), [&](int64_t, int64_t begin, int64_t end, float* scratch) {
     fn(p, id, begin, end, scratch);
   });
   Tensor last_out = last.defined() ? last.narrow(2, 0, call.n).to(u.scalar_type()) : Tensor();
@@ -306,7 +314,7 @@ std::vector<Tensor> backward(const Tensor& u, const Tensor& delta, const Tensor&
   p.slab_part_ids = slab_ids.data_ptr<int64_t>();
   const BackwardFn fn = call.isa->backward;
   const int id = call.method;
-  for_parts(pairs, n_parts, l, [&](int64_t part, int64_t begin, int64_t end, float* scratch) {
+  for_parts(pairs, n_parts, ds_scratch_floats(l), [&](int64_t part, int64_t begin, int64_t end, float* scratch) {
     fn(p, id, part, begin, end, scratch);
   });
   // Shared slabs, summed in part order: the parts are fixed by the shape and thread count, so
@@ -330,12 +338,87 @@ std::vector<Tensor> backward(const Tensor& u, const Tensor& delta, const Tensor&
           lam ? like(dlam, *lam) : Tensor()};
 }
 
+// ----------------------------------------------------------------------------- causal conv1d
+
+// The validated arguments of the depthwise causal conv1d: x (b, d, l) read in place (tokens
+// contiguous), weight (d, w), bias (d) or none, all fp32 for the kernels.
+struct ConvCall {
+  int64_t b, d, l, w;
+  Tensor x, weight;
+  OptTensor bias;
+  const Isa* isa;
+
+  ConvCall(const Tensor& x_, const Tensor& weight_, const OptTensor& bias_, const std::string& isa_name) {
+    TORCH_CHECK(x_.dim() == 3, "discbench CPU causal conv1d: x must be (b, d, l), got shape ", x_.sizes());
+    TORCH_CHECK(weight_.dim() == 2 && weight_.size(0) == x_.size(1) && weight_.size(1) >= 1,
+                "discbench CPU causal conv1d: weight must be (d=", x_.size(1), ", width ≥ 1), got shape ",
+                weight_.sizes());
+    b = x_.size(0), d = x_.size(1), l = x_.size(2), w = weight_.size(1);
+    check_tensor("x", x_, {b, d, l});
+    check_tensor("weight", weight_, {d, w});
+    if (bias_) check_tensor("bias", *bias_, {d});
+    isa = &pick_isa(isa_name);
+    x = token_rows(x_);
+    weight = f32(weight_);
+    bias = f32_opt(bias_);
+  }
+
+  DsConvParams params(bool silu, bool reverse) const {
+    DsConvParams p{};
+    p.batch = b, p.dim = d, p.len = l, p.width = w;
+    p.x = x.data_ptr<float>(), p.weight = weight.data_ptr<float>(), p.bias = ptr_or_null(bias);
+    p.x_strides = DsRowStrides{x.stride(0), x.stride(1)};
+    p.silu = silu, p.reverse = reverse;
+    return p;
+  }
+
+  template <class F>
+  void run(const F& fn) const {
+    const int64_t rows = b * d;
+    for_parts(rows, parts_for(rows), ds_conv_scratch_floats(l, w),
+              [&](int64_t, int64_t begin, int64_t end, float* scratch) { fn(begin, end, scratch); });
+  }
+};
+
+// silu(bias + depthwise causal conv1d(x)) (b, d, l) in x's dtype; `reverse`: the conv runs
+// from the last token to the first (token t sees t … t + w − 1), i.e. flip(conv(flip(x))).
+Tensor conv_forward(const Tensor& x, const Tensor& weight, const OptTensor& bias, bool silu, bool reverse,
+                    const std::string& isa) {
+  ConvCall call(x, weight, bias, isa);
+  Tensor out = torch::empty({call.b, call.d, call.l}, call.x.options());
+  DsConvParams p = call.params(silu, reverse);
+  p.out = out.data_ptr<float>();
+  const ConvFn fn = call.isa->conv_forward;
+  call.run([&](int64_t begin, int64_t end, float* scratch) { fn(p, begin, end, scratch); });
+  return out.to(x.scalar_type());
+}
+
+// [dx, dweight, dbias (undefined without bias)], each in its input's dtype.
+std::vector<Tensor> conv_backward(const Tensor& x, const Tensor& weight, const OptTensor& bias, bool silu,
+                                  bool reverse, const Tensor& dout, const std::string& isa) {
+  ConvCall call(x, weight, bias, isa);
+  check_tensor("dout", dout, {call.b, call.d, call.l});
+  auto opts = call.x.options();
+  Tensor dout32 = f32(dout);
+  Tensor dx = torch::empty({call.b, call.d, call.l}, opts);
+  Tensor dw_part = torch::empty({call.b, call.d, call.w}, opts), db_part = torch::empty({call.b, call.d}, opts);
+  DsConvParams p = call.params(silu, reverse);
+  p.dout = dout32.data_ptr<float>();
+  p.dx = dx.data_ptr<float>(), p.dw_part = dw_part.data_ptr<float>(), p.db_part = db_part.data_ptr<float>();
+  const ConvFn fn = call.isa->conv_backward;
+  call.run([&](int64_t begin, int64_t end, float* scratch) { fn(p, begin, end, scratch); });
+  return {dx.to(x.scalar_type()), dw_part.sum(0).to(weight.scalar_type()),
+          bias ? db_part.sum(0).to(bias->scalar_type()) : Tensor()};
+}
+
 }  // namespace
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.doc() = "discbench fused CPU selective scan (csrc/)";
   m.def("forward", &forward, "selective scan forward");
   m.def("backward", &backward, "selective scan backward");
+  m.def("conv_forward", &conv_forward, "depthwise causal conv1d (+ SiLU) forward");
+  m.def("conv_backward", &conv_backward, "depthwise causal conv1d (+ SiLU) backward");
   m.def("supported_isas", &supported_isas, "instruction sets this CPU runs, widest first");
   m.def("method_keys", []() {
     std::vector<std::string> keys;

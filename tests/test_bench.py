@@ -174,3 +174,39 @@ def test_the_allocator_setting_is_read_from_the_environment(monkeypatch):
     monkeypatch.setenv("LD_PRELOAD", "/usr/lib/libjemalloc.so.2")
     assert allocator_setting() == ("GLIBC_TUNABLES=glibc.malloc.mmap_threshold=1073741824 "
                                    "LD_PRELOAD=/usr/lib/libjemalloc.so.2")
+
+
+MODEL_FIELDS = {"model", "deit", "method", "variant", "task", "resolution", "batch", "amp", "repeats", "threads",
+                "vim_ms_median", "vim_ms_min", "deit_ms_median", "deit_ms_min", "vim_img_s", "deit_img_s", "ratio",
+                "profile", "load_before", "load_after"}
+
+
+def test_bench_model_json_has_one_record_per_case_with_ratio_and_profile(capsys):
+    argv = ["bench", "model", "--model", "vim_micro", "--cases", "inference:16:1,train:16:2", "--patch-size", "4",
+            "--num-classes", "5", "--repeats", "1", "--profile-rows", "3", "--method", "foh/paper", "--json"]
+    assert main(argv) == 0
+    records = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [(r["task"], r["resolution"], r["batch"]) for r in records] == [("inference", 16, 1), ("train", 16, 2)]
+    for r in records:
+        assert MODEL_FIELDS <= set(r)
+        assert (r["model"], r["deit"], r["method"], r["variant"]) == ("vim_micro", "deit_tiny_patch16_224", "foh", "paper")
+        assert r["ratio"] == pytest.approx(r["deit_ms_median"] / r["vim_ms_median"])
+        assert r["vim_img_s"] == pytest.approx(r["batch"] * 1e3 / r["vim_ms_median"])
+        assert 1 <= len(r["profile"]) <= 3
+        assert all({"op", "calls", "self_ms", "self_share", "total_ms"} <= set(row) for row in r["profile"])
+
+
+def test_bench_model_pair_has_the_same_width_and_depth():
+    from discbench.bench_model import build_pair
+
+    vim, deit = build_pair("vim_micro", 16, "zoh", "canonical", num_classes=3, patch_size=4)
+    assert vim.embed_dim == deit.embed_dim == 48
+    assert len(vim.layers) == len(deit.blocks) == 4
+    assert vim.patch_embed.num_patches == deit.patch_embed.num_patches == 16
+
+
+@pytest.mark.parametrize("bad", [["--cases", "infer:16:1"], ["--cases", "train:16"], ["--resolutions", "0"],
+                                 ["--tasks", "predict"], ["--repeats", "0"], ["--method", "euler"]])
+def test_bench_model_rejects_bad_arguments(bad, capsys):
+    assert main(["bench", "model", "--model", "vim_micro", *bad]) == 2
+    assert "discbench bench model:" in capsys.readouterr().err

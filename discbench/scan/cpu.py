@@ -23,7 +23,7 @@ from ..methods import Method
 Tensor = torch.Tensor
 
 CSRC = Path(__file__).resolve().parents[2] / "csrc"
-SOURCES = ("scan_cpu.cpp", "kernel_avx512.cpp", "kernel_avx2.cpp", "kernel_scalar.cpp")
+SOURCES = ("scan_cpu.cpp", "kernel_avx512.cpp", "kernel_avx2.cpp", "kernel_scalar.cpp")  # + the headers of csrc/
 COMPILE_SECONDS = 60  # the first build took 50 s on the 2-core development machine
 
 _extension = None
@@ -98,6 +98,11 @@ def unavailable_reason() -> str | None:
 def supported_isas() -> list[str]:
     """Instruction sets this CPU runs, widest first (e.g. ['avx512', 'avx2', 'scalar'])."""
     return list(extension().supported_isas())
+
+
+def current_isa() -> str:
+    """The instruction set the kernels are called with ('auto' unless forced)."""
+    return _isa
 
 
 @contextlib.contextmanager
