@@ -10,12 +10,16 @@
 //
 // Included inside the build's namespace after ds_simd.h; includes nothing.
 
-// A row copied into zero-padded scratch: pad floats before and after, so reads at t + o_k need
-// no bounds checks.
-static inline void ds_conv_pad_row(const float* src, int64_t len, int64_t pad, float* dst) {
+// A row (tokens `stride` apart) copied into zero-padded scratch: pad floats before and after, so
+// reads at t + o_k need no bounds checks.
+static inline void ds_conv_pad_row(const float* src, int64_t stride, int64_t len, int64_t pad, float* dst) {
   for (int64_t i = 0; i < pad; ++i) dst[i] = 0.0f;
-  for (int64_t t = 0; t < len; t += kW) ds_store(dst + pad + t, ds_load_n(src + t, len - t));
-  for (int64_t i = pad + (len + kW - 1) / kW * kW; i < ds_conv_row_floats(len, pad); ++i) dst[i] = 0.0f;
+  if (stride == 1) {
+    for (int64_t t = 0; t < len; t += kW) ds_store(dst + pad + t, ds_load_n(src + t, len - t));
+  } else {
+    for (int64_t t = 0; t < len; ++t) dst[pad + t] = src[t * stride];
+  }
+  for (int64_t i = pad + len; i < ds_conv_row_floats(len, pad); ++i) dst[i] = 0.0f;
 }
 
 static inline int64_t ds_conv_offset(const DsConvParams& p, int64_t k) {
@@ -33,7 +37,7 @@ void conv_forward_part(const DsConvParams& p, int64_t begin, int64_t end, float*
   float* xp = scratch + pad;
   for (int64_t row = begin; row < end; ++row) {
     const int64_t bi = row / p.dim, di = row % p.dim;
-    ds_conv_pad_row(p.x + bi * p.x_strides.batch + di * p.x_strides.dim, L, pad, scratch);
+    ds_conv_pad_row(p.x + bi * p.x_strides.batch + di * p.x_strides.dim, p.x_strides.len, L, pad, scratch);
     const float* w = p.weight + di * p.width;
     const float bias = p.bias ? p.bias[di] : 0.0f;
     float* out = p.out + row * L;
@@ -50,7 +54,7 @@ void conv_backward_part(const DsConvParams& p, int64_t begin, int64_t end, float
   float* gp = scratch + ds_conv_row_floats(L, pad) + pad;
   for (int64_t row = begin; row < end; ++row) {
     const int64_t bi = row / p.dim, di = row % p.dim;
-    ds_conv_pad_row(p.x + bi * p.x_strides.batch + di * p.x_strides.dim, L, pad, scratch);
+    ds_conv_pad_row(p.x + bi * p.x_strides.batch + di * p.x_strides.dim, p.x_strides.len, L, pad, scratch);
     const float* w = p.weight + di * p.width;
     const float bias = p.bias ? p.bias[di] : 0.0f;
     const float* dout = p.dout + row * L;

@@ -4,11 +4,11 @@
 // Layouts (row-major; NP = state padded to a multiple of 16, R = len + kPadFront + kPadBack):
 //   out, ypre, dout, du, ddelta, dz, dlam           (batch, dim, len) in the caller's token order;
 //                                                   with `reverse` the scan runs last token first
-//   u, delta, z, lam                                (batch, dim, len) likewise, read in place with
-//                                                   tokens contiguous and any batch/dim strides
-//                                                   (*_strides; e.g. z a channel half of one
-//                                                   (b, 2d, l) tensor, λ shared by the channels
-//                                                   with dim stride 0)
+//   u, delta, z, lam                                (batch, dim, len) likewise, any strides
+//                                                   (*_strides; e.g. z a channel half of a
+//                                                   token-major (b, l, 2d) projection, λ shared by
+//                                                   the channels with dim stride 0); rows with
+//                                                   strided tokens are gathered per pair
 //   A                                               (dim, NP)
 //   Bt, Ct, dB, dC                                  (batch, groups, R, NP), scan position k at row
 //                                                   k + kPadFront (already reversed for `reverse`),
@@ -31,7 +31,7 @@ constexpr int64_t kChunkSlots = 7;  // per-token vectors of the backward's recom
 constexpr int64_t kStateAlign = 16;
 
 struct DsRowStrides {
-  int64_t batch, dim;  // elements between rows of consecutive batches / channels
+  int64_t batch, dim, len;  // elements between consecutive batches / channels / tokens
 };
 
 struct DsScanParams {
@@ -50,7 +50,7 @@ struct DsScanParams {
 // Floats of scratch one part needs: kScratchRows per-token rows, each padded to whole vectors
 // (plus the stencil pads), then the chunk's per-token vectors and three row-sum buffers.
 constexpr int64_t kChunkRows = kCkptEvery + 2 * kStateAlign;  // rows of a per-chunk lane buffer
-constexpr int64_t kScratchRows = 9;
+constexpr int64_t kScratchRows = 12;
 inline int64_t ds_scratch_row(int64_t len) {
   return (len + kPadFront + kPadBack + kStateAlign - 1) / kStateAlign * kStateAlign + kStateAlign;
 }
@@ -70,8 +70,7 @@ inline int64_t ds_scratch_floats(int64_t len) {
   X(10, "highorder/paper", HighorderPaper, false) X(11, "rk4/paper", Rk4Paper, false)             \
   X(12, "trapezoid/canonical", TrapezoidCanonical, false) X(13, "trapezoid/paper", TrapezoidPaper, true)
 
-// The depthwise causal conv1d (+ SiLU) of ds_conv_kernel.h. x (batch, dim, len) with tokens
-// contiguous and any batch/dim strides; weight (dim, width); bias (dim) or null; out, dout, dx
+// The depthwise causal conv1d (+ SiLU) of ds_conv_kernel.h. x (batch, dim, len) with any strides; weight (dim, width); bias (dim) or null; out, dout, dx
 // (batch, dim, len) contiguous; dw_part (batch, dim, width), db_part (batch, dim).
 struct DsConvParams {
   int64_t batch, dim, len, width;

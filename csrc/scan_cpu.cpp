@@ -141,12 +141,23 @@ std::optional<Tensor> f32_opt(const OptTensor& t) {
 }
 
 // (b, g, n, l) -> (b, g, kPadFront + l + kPadBack, NP), zero padded: each token's n contiguous,
-// in scan order (last token first when `reverse`).
+// in scan order (last token first when `reverse`). B and C are read with their strides (in Vim
+// they are (b, l, n) slices of x_proj's token-major output, which is this layout already).
 Tensor pack_tokens(const Tensor& B, int64_t state_pad, bool reverse) {
   const int64_t b = B.size(0), g = B.size(1), n = B.size(2), l = B.size(3);
   Tensor out = torch::zeros({b, g, l + kPadFront + kPadBack, state_pad}, B.options().dtype(torch::kFloat32));
-  Tensor tokens = B.transpose(2, 3);
-  out.narrow(2, kPadFront, l).narrow(3, 0, n).copy_(reverse ? tokens.flip(2) : tokens);
+  const Tensor src = B.to(torch::kFloat32);
+  const float* in = src.data_ptr<float>();
+  float* dst = out.data_ptr<float>();
+  const int64_t sb = src.stride(0), sg = src.stride(1), sn = src.stride(2), sl = src.stride(3);
+  const int64_t rows = l + kPadFront + kPadBack;
+  for (int64_t bi = 0; bi < b; ++bi)
+    for (int64_t gi = 0; gi < g; ++gi)
+      for (int64_t k = 0; k < l; ++k) {
+        const float* token = in + bi * sb + gi * sg + (reverse ? l - 1 - k : k) * sl;
+        float* row = dst + ((bi * g + gi) * rows + kPadFront + k) * state_pad;
+        for (int64_t i = 0; i < n; ++i) row[i] = token[i * sn];
+      }
   return out;
 }
 
@@ -155,15 +166,13 @@ Tensor unpack_tokens(const Tensor& packed, int64_t n, int64_t l, bool reverse) {
   return (reverse ? tokens.flip(2) : tokens).transpose(2, 3);
 }
 
-// A (b, d, l) input in fp32 with its tokens contiguous; the batch and channel strides are kept as
-// they are, so a channel slice of a wider tensor (the gate half of Vim's (b, 2d, l) projection) or
-// a λ shared by the channels (an expanded view, stride 0 along d) is read without a copy.
-Tensor token_rows(const Tensor& t) {
-  Tensor out = t.to(torch::kFloat32);
-  return out.size(2) > 1 && out.stride(2) != 1 ? out.contiguous() : out;
-}
+// A (b, d, l) input in fp32 with its strides kept, so a channel slice of a token-major tensor
+// (the gate half of Vim's (b, l, 2d) projection) or a λ shared by the channels (an expanded view,
+// stride 0 along d) is read without a copy (the kernels gather a row whose tokens are strided).
+Tensor token_rows(const Tensor& t) { return t.to(torch::kFloat32); }
 DsRowStrides row_strides(const OptTensor& t) {
-  return t ? DsRowStrides{t->stride(0), t->stride(1)} : DsRowStrides{0, 0};
+  if (!t) return DsRowStrides{0, 0, 1};
+  return DsRowStrides{t->stride(0), t->stride(1), t->size(2) > 1 ? t->stride(2) : 1};
 }
 
 // The validated call: shapes, devices, dtypes, fp32 copies and the kernel layouts.
@@ -340,8 +349,8 @@ std::vector<Tensor> backward(const Tensor& u, const Tensor& delta, const Tensor&
 
 // ----------------------------------------------------------------------------- causal conv1d
 
-// The validated arguments of the depthwise causal conv1d: x (b, d, l) read in place (tokens
-// contiguous), weight (d, w), bias (d) or none, all fp32 for the kernels.
+// The validated arguments of the depthwise causal conv1d: x (b, d, l) read in place (any
+// strides), weight (d, w), bias (d) or none, all fp32 for the kernels.
 struct ConvCall {
   int64_t b, d, l, w;
   Tensor x, weight;
@@ -367,7 +376,7 @@ struct ConvCall {
     DsConvParams p{};
     p.batch = b, p.dim = d, p.len = l, p.width = w;
     p.x = x.data_ptr<float>(), p.weight = weight.data_ptr<float>(), p.bias = ptr_or_null(bias);
-    p.x_strides = DsRowStrides{x.stride(0), x.stride(1)};
+    p.x_strides = row_strides(x);
     p.silu = silu, p.reverse = reverse;
     return p;
   }

@@ -25,9 +25,8 @@ def rel_err(a, b):
 
 def inputs(b=2, d=5, l=37, w=4, seed=0, with_bias=True, sliced=False):
     gen = torch.Generator().manual_seed(seed)
-    # sliced: x is the first channel half of a (b, 2d, l) tensor (Vim's x of xz), read in place.
-    wide = torch.randn(b, 2 * d if sliced else d, l, generator=gen)
-    x = wide[:, :d] if sliced else wide
+    # sliced: x is the first channel half of a token-major (b, l, 2d) tensor (Vim's x of xz), read in place.
+    x = torch.randn(b, l, 2 * d, generator=gen)[..., :d].transpose(1, 2) if sliced else torch.randn(b, d, l, generator=gen)
     weight = 0.5 * torch.randn(d, w, generator=gen)
     bias = torch.randn(d, generator=gen) if with_bias else None
     return x, weight, bias
