@@ -7,6 +7,8 @@
 // Backward (pre recomputed, g_t = dout_t · silu'(pre_t) or dout_t):
 //   dx_t = Σ_k w_k g_{t − o_k},   dw_k = Σ_t g_t x_{t + o_k},   dbias = Σ_t g_t
 // dw and dbias are written per row (dw_part, db_part) and summed over the batch by the caller.
+// x and dout are read with any strides; out and dx are written with out_strides (the caller
+// lays them out like x: channel-major rows, or token-major as Vim's projections are).
 //
 // Included inside the build's namespace after ds_simd.h; includes nothing.
 
@@ -20,6 +22,19 @@ static inline void ds_conv_pad_row(const float* src, int64_t stride, int64_t len
     for (int64_t t = 0; t < len; ++t) dst[pad + t] = src[t * stride];
   }
   for (int64_t i = pad + len; i < ds_conv_row_floats(len, pad); ++i) dst[i] = 0.0f;
+}
+
+// Stores the first n (≤ kW) lanes of v at tokens t … t + n − 1 of a row whose tokens are
+// `stride` apart.
+DS_FN void ds_conv_store(float* row, int64_t stride, int64_t t, vf v, int64_t n) {
+  if (stride == 1) return ds_store_n(row + t, v, n);
+  float lanes[kW];
+  ds_store(lanes, v);
+  for (int64_t i = 0; i < n && i < kW; ++i) row[(t + i) * stride] = lanes[i];
+}
+
+static inline float* ds_conv_row(float* base, const DsRowStrides& s, int64_t dim, int64_t row) {
+  return base + (row / dim) * s.batch + (row % dim) * s.dim;
 }
 
 static inline int64_t ds_conv_offset(const DsConvParams& p, int64_t k) {
@@ -40,10 +55,10 @@ void conv_forward_part(const DsConvParams& p, int64_t begin, int64_t end, float*
     ds_conv_pad_row(p.x + bi * p.x_strides.batch + di * p.x_strides.dim, p.x_strides.len, L, pad, scratch);
     const float* w = p.weight + di * p.width;
     const float bias = p.bias ? p.bias[di] : 0.0f;
-    float* out = p.out + row * L;
+    float* out = ds_conv_row(p.out, p.out_strides, p.dim, row);
     for (int64_t t = 0; t < L; t += kW) {
       const vf pre = ds_conv_pre(p, xp, w, bias, t);
-      ds_store_n(out + t, p.silu ? ds_silu(pre) : pre, L - t);
+      ds_conv_store(out, p.out_strides.len, t, p.silu ? ds_silu(pre) : pre, L - t);
     }
   }
 }
@@ -57,11 +72,12 @@ void conv_backward_part(const DsConvParams& p, int64_t begin, int64_t end, float
     ds_conv_pad_row(p.x + bi * p.x_strides.batch + di * p.x_strides.dim, p.x_strides.len, L, pad, scratch);
     const float* w = p.weight + di * p.width;
     const float bias = p.bias ? p.bias[di] : 0.0f;
-    const float* dout = p.dout + row * L;
-    for (int64_t i = -pad; i < 0; ++i) gp[i] = 0.0f;
+    // dout's row in gp first (gathered when its tokens are strided), zero past the end.
+    ds_conv_pad_row(ds_conv_row(const_cast<float*>(p.dout), p.dout_strides, p.dim, row), p.dout_strides.len, L,
+                    pad, gp - pad);
     vf db = ds_fill<vf>(0.0f);
     for (int64_t t = 0; t < L; t += kW) {
-      const vf d = ds_load_n(dout + t, L - t);  // zero past the end, so g is too
+      const vf d = ds_load(gp + t);  // zero past the end, so g is too
       vf g = d;
       if (p.silu) {
         const vf pre = ds_conv_pre(p, xp, w, bias, t);
@@ -73,11 +89,11 @@ void conv_backward_part(const DsConvParams& p, int64_t begin, int64_t end, float
     }
     const int64_t tail = (L + kW - 1) / kW * kW;
     for (int64_t i = tail; i < tail + pad; ++i) gp[i] = 0.0f;
-    float* dx = p.dx + row * L;
+    float* dx = ds_conv_row(p.dx, p.out_strides, p.dim, row);
     for (int64_t t = 0; t < L; t += kW) {
       vf acc = ds_fill<vf>(0.0f);
       for (int64_t k = 0; k < p.width; ++k) acc += w[k] * ds_load(gp + t - ds_conv_offset(p, k));
-      ds_store_n(dx + t, acc, L - t);
+      ds_conv_store(dx, p.out_strides.len, t, acc, L - t);
     }
     float* dw = p.dw_part + row * p.width;
     for (int64_t k = 0; k < p.width; ++k) {

@@ -70,12 +70,13 @@ inline int64_t ds_scratch_floats(int64_t len) {
   X(10, "highorder/paper", HighorderPaper, false) X(11, "rk4/paper", Rk4Paper, false)             \
   X(12, "trapezoid/canonical", TrapezoidCanonical, false) X(13, "trapezoid/paper", TrapezoidPaper, true)
 
-// The depthwise causal conv1d (+ SiLU) of ds_conv_kernel.h. x (batch, dim, len) with any strides; weight (dim, width); bias (dim) or null; out, dout, dx
-// (batch, dim, len) contiguous; dw_part (batch, dim, width), db_part (batch, dim).
+// The depthwise causal conv1d (+ SiLU) of ds_conv_kernel.h. x, dout (batch, dim, len) with any
+// strides; out, dx (batch, dim, len) with out_strides; weight (dim, width); bias (dim) or null;
+// dw_part (batch, dim, width), db_part (batch, dim).
 struct DsConvParams {
   int64_t batch, dim, len, width;
   const float *x, *weight, *bias;
-  DsRowStrides x_strides;
+  DsRowStrides x_strides, out_strides, dout_strides;
   bool silu, reverse;
   float* out;
   const float* dout;

@@ -381,6 +381,13 @@ struct ConvCall {
     return p;
   }
 
+  // An fp32 (b, d, l) tensor laid out like x: token-major (b, l, d) memory when x's channels are
+  // closer together than its tokens (a slice of Vim's (b, l, 2d) projection), else channel-major.
+  Tensor empty_like_x() const {
+    if (x.stride(1) < x.stride(2)) return torch::empty({b, l, d}, x.options()).transpose(1, 2);
+    return torch::empty({b, d, l}, x.options());
+  }
+
   template <class F>
   void run(const F& fn) const {
     const int64_t rows = b * d;
@@ -389,14 +396,15 @@ struct ConvCall {
   }
 };
 
-// silu(bias + depthwise causal conv1d(x)) (b, d, l) in x's dtype; `reverse`: the conv runs
-// from the last token to the first (token t sees t … t + w − 1), i.e. flip(conv(flip(x))).
+// silu(bias + depthwise causal conv1d(x)) (b, d, l) in x's dtype, laid out like x (empty_like_x);
+// `reverse`: the conv runs from the last token to the first (token t sees t … t + w − 1), i.e. flip(conv(flip(x))).
 Tensor conv_forward(const Tensor& x, const Tensor& weight, const OptTensor& bias, bool silu, bool reverse,
                     const std::string& isa) {
   ConvCall call(x, weight, bias, isa);
-  Tensor out = torch::empty({call.b, call.d, call.l}, call.x.options());
+  Tensor out = call.empty_like_x();
   DsConvParams p = call.params(silu, reverse);
   p.out = out.data_ptr<float>();
+  p.out_strides = row_strides(out);
   const ConvFn fn = call.isa->conv_forward;
   call.run([&](int64_t begin, int64_t end, float* scratch) { fn(p, begin, end, scratch); });
   return out.to(x.scalar_type());
@@ -408,12 +416,13 @@ std::vector<Tensor> conv_backward(const Tensor& x, const Tensor& weight, const O
   ConvCall call(x, weight, bias, isa);
   check_tensor("dout", dout, {call.b, call.d, call.l});
   auto opts = call.x.options();
-  Tensor dout32 = f32(dout);
-  Tensor dx = torch::empty({call.b, call.d, call.l}, opts);
+  Tensor dout32 = token_rows(dout);
+  Tensor dx = call.empty_like_x();
   Tensor dw_part = torch::empty({call.b, call.d, call.w}, opts), db_part = torch::empty({call.b, call.d}, opts);
   DsConvParams p = call.params(silu, reverse);
   p.dout = dout32.data_ptr<float>();
-  p.dx = dx.data_ptr<float>(), p.dw_part = dw_part.data_ptr<float>(), p.db_part = db_part.data_ptr<float>();
+  p.dout_strides = row_strides(dout32);
+  p.dx = dx.data_ptr<float>(), p.out_strides = row_strides(dx), p.dw_part = dw_part.data_ptr<float>(), p.db_part = db_part.data_ptr<float>();
   const ConvFn fn = call.isa->conv_backward;
   call.run([&](int64_t begin, int64_t end, float* scratch) { fn(p, begin, end, scratch); });
   return {dx.to(x.scalar_type()), dw_part.sum(0).to(weight.scalar_type()),

@@ -60,6 +60,17 @@ def test_fused_conv_matches_pytorch_values_and_gradients(isa, reverse, activatio
             assert rel_err(g, w) < 2e-5, name
 
 
+def test_output_and_input_gradient_are_laid_out_like_x():
+    x, weight, bias = inputs(l=21)
+    # Dense layouts, so that autograd keeps the gradient's strides on the leaf.
+    for x in (x.transpose(1, 2).contiguous().transpose(1, 2), x):
+        leaf = x.detach().requires_grad_()
+        out = causal_conv1d_fn(leaf, weight, bias, activation="silu", path="cpu")
+        out.backward(torch.ones_like(out))
+        assert out.stride(1) < out.stride(2) if x.stride(1) < x.stride(2) else out.is_contiguous()
+        assert leaf.grad.stride() == out.stride()
+
+
 def test_reverse_is_the_flipped_causal_conv():
     x, weight, bias = inputs(l=29)
     flipped = causal_conv1d_fn(x.flip(-1), weight, bias, activation="silu", path="cpu").flip(-1)
