@@ -105,3 +105,97 @@ void conv_backward_part(const DsConvParams& p, int64_t begin, int64_t end, float
     p.db_part[row] = ds_hsum(db);
   }
 }
+
+// Token-major layout (x, out, dout, dx all with channel stride 1, as Vim's (b, l, 2d)
+// projection lays them out): vectorised over channels instead of tokens. Work unit: one batch
+// element and one block of kStateAlign (16) channels, unit = batch · blocks + block (the same
+// units in every ISA build), over all tokens, one vector of kW channels at a time.
+struct DsConvBlock {
+  int64_t bi, c0, n;  // batch element, first channel, channels in the block
+};
+
+static inline DsConvBlock ds_conv_block(const DsConvParams& p, int64_t unit) {
+  const int64_t blocks = (p.dim + kStateAlign - 1) / kStateAlign;
+  const int64_t c0 = (unit % blocks) * kStateAlign;
+  return DsConvBlock{unit / blocks, c0, ds_min(kStateAlign, p.dim - c0)};
+}
+
+// Runs body(vector block) over the unit's channels, kW at a time.
+template <class F>
+DS_FN void ds_conv_vectors(const DsConvParams& p, int64_t unit, const F& body) {
+  const DsConvBlock big = ds_conv_block(p, unit);
+  for (int64_t v0 = 0; v0 < big.n; v0 += kW) body(DsConvBlock{big.bi, big.c0 + v0, ds_min(kW, big.n - v0)});
+}
+
+// The block's weights as lanes, wv[k] (k < width), and its bias.
+static inline void ds_conv_block_weights(const DsConvParams& p, const DsConvBlock& blk, float* wv, vf& bias) {
+  for (int64_t k = 0; k < p.width; ++k)
+    for (int64_t i = 0; i < kW; ++i) wv[k * kW + i] = i < blk.n ? p.weight[(blk.c0 + i) * p.width + k] : 0.0f;
+  bias = p.bias ? ds_load_n(p.bias + blk.c0, blk.n) : ds_fill<vf>(0.0f);
+}
+
+DS_FN const float* ds_conv_tm(const float* base, const DsRowStrides& s, const DsConvBlock& blk, int64_t t) {
+  return base + blk.bi * s.batch + t * s.len + blk.c0;
+}
+
+DS_FN vf ds_conv_pre_tm(const DsConvParams& p, const DsConvBlock& blk, const float* wv, vf bias, int64_t t) {
+  vf acc = bias;
+  for (int64_t k = 0; k < p.width; ++k) {
+    const int64_t tt = t + ds_conv_offset(p, k);
+    if (tt >= 0 && tt < p.len) acc += ds_load(wv + k * kW) * ds_load_n(ds_conv_tm(p.x, p.x_strides, blk, tt), blk.n);
+  }
+  return acc;
+}
+
+void conv_forward_tm_part(const DsConvParams& p, int64_t begin, int64_t end, float* scratch) {
+  float* wv = scratch;
+  for (int64_t unit = begin; unit < end; ++unit) ds_conv_vectors(p, unit, [&](const DsConvBlock& blk) {
+    vf bias;
+    ds_conv_block_weights(p, blk, wv, bias);
+    for (int64_t t = 0; t < p.len; ++t) {
+      const vf pre = ds_conv_pre_tm(p, blk, wv, bias, t);
+      ds_store_n(const_cast<float*>(ds_conv_tm(p.out, p.out_strides, blk, t)), p.silu ? ds_silu(pre) : pre, blk.n);
+    }
+  });
+}
+
+void conv_backward_tm_part(const DsConvParams& p, int64_t begin, int64_t end, float* scratch) {
+  float* wv = scratch;
+  float* dwv = wv + p.width * kW;
+  float* g = dwv + p.width * kW;  // [len · kW] dL/dpre per token
+  for (int64_t unit = begin; unit < end; ++unit) ds_conv_vectors(p, unit, [&](const DsConvBlock& blk) {
+    vf bias;
+    ds_conv_block_weights(p, blk, wv, bias);
+    for (int64_t k = 0; k < p.width; ++k) ds_store(dwv + k * kW, ds_fill<vf>(0.0f));
+    vf db = ds_fill<vf>(0.0f);
+    for (int64_t t = 0; t < p.len; ++t) {
+      vf gt = ds_load_n(ds_conv_tm(p.dout, p.dout_strides, blk, t), blk.n);
+      if (p.silu) {
+        const vf pre = ds_conv_pre_tm(p, blk, wv, bias, t);
+        const vf s = ds_sigmoid(pre);
+        gt = gt * (s * (1.0f + pre * (1.0f - s)));
+      }
+      ds_store(g + t * kW, gt);
+      db += gt;
+      for (int64_t k = 0; k < p.width; ++k) {
+        const int64_t tt = t + ds_conv_offset(p, k);
+        if (tt >= 0 && tt < p.len)
+          ds_store(dwv + k * kW, ds_load(dwv + k * kW) + gt * ds_load_n(ds_conv_tm(p.x, p.x_strides, blk, tt), blk.n));
+      }
+    }
+    for (int64_t t = 0; t < p.len; ++t) {
+      vf acc = ds_fill<vf>(0.0f);
+      for (int64_t k = 0; k < p.width; ++k) {
+        const int64_t tt = t - ds_conv_offset(p, k);
+        if (tt >= 0 && tt < p.len) acc += ds_load(wv + k * kW) * ds_load(g + tt * kW);
+      }
+      ds_store_n(const_cast<float*>(ds_conv_tm(p.dx, p.out_strides, blk, t)), acc, blk.n);
+    }
+    float lanes[kW];
+    ds_store(lanes, db);
+    for (int64_t i = 0; i < blk.n; ++i) p.db_part[blk.bi * p.dim + blk.c0 + i] = lanes[i];
+    for (int64_t k = 0; k < p.width; ++k)
+      for (int64_t i = 0; i < blk.n; ++i)
+        p.dw_part[(blk.bi * p.dim + blk.c0 + i) * p.width + k] = dwv[k * kW + i];
+  });
+}

@@ -72,7 +72,8 @@ inline int64_t ds_scratch_floats(int64_t len) {
 
 // The depthwise causal conv1d (+ SiLU) of ds_conv_kernel.h. x, dout (batch, dim, len) with any
 // strides; out, dx (batch, dim, len) with out_strides; weight (dim, width); bias (dim) or null;
-// dw_part (batch, dim, width), db_part (batch, dim).
+// dw_part (batch, dim, width), db_part (batch, dim). The *_tm kernels take the token-major case
+// (channel stride 1 in x, out, dout and dx).
 struct DsConvParams {
   int64_t batch, dim, len, width;
   const float *x, *weight, *bias;
@@ -87,9 +88,13 @@ struct DsConvParams {
 inline int64_t ds_conv_row_floats(int64_t len, int64_t pad) {
   return pad + (len + kStateAlign - 1) / kStateAlign * kStateAlign + pad;
 }
-// Scratch of one part: the padded x row and the padded gradient row (pad = width − 1 + 16).
+// Scratch of one part: the padded x row and the padded gradient row (pad = width − 1 + 16); in
+// the token-major path the block's weights and their gradient (width vectors each) and one
+// gradient vector per token.
 inline int64_t ds_conv_scratch_floats(int64_t len, int64_t width) {
-  return 2 * ds_conv_row_floats(len, width - 1 + kStateAlign);
+  const int64_t rows = 2 * ds_conv_row_floats(len, width - 1 + kStateAlign);
+  const int64_t token_major = (2 * width + len) * kStateAlign;
+  return rows > token_major ? rows : token_major;
 }
 
 #define DS_DECLARE_KERNELS(ns)                                                                  \
@@ -99,6 +104,8 @@ inline int64_t ds_conv_scratch_floats(int64_t len, int64_t width) {
                      float* scratch);                                                           \
   void conv_forward_part(const DsConvParams& p, int64_t begin, int64_t end, float* scratch);   \
   void conv_backward_part(const DsConvParams& p, int64_t begin, int64_t end, float* scratch);  \
+  void conv_forward_tm_part(const DsConvParams& p, int64_t begin, int64_t end, float* scratch); \
+  void conv_backward_tm_part(const DsConvParams& p, int64_t begin, int64_t end, float* scratch); \
   }
 DS_DECLARE_KERNELS(ds_avx512)
 DS_DECLARE_KERNELS(ds_avx2)

@@ -27,11 +27,15 @@ struct Isa {
   const char* name;
   ForwardFn forward;
   BackwardFn backward;
-  ConvFn conv_forward, conv_backward;
+  ConvFn conv_forward, conv_backward;        // over (batch, channel) rows
+  ConvFn conv_forward_tm, conv_backward_tm;  // token-major: over (batch, channel block) units
 };
 
-#define DS_ISA(ns, name) \
-  { name, ns::forward_part, ns::backward_part, ns::conv_forward_part, ns::conv_backward_part }
+#define DS_ISA(ns, name)                                                                        \
+  {                                                                                             \
+    name, ns::forward_part, ns::backward_part, ns::conv_forward_part, ns::conv_backward_part, \
+        ns::conv_forward_tm_part, ns::conv_backward_tm_part                                   \
+  }
 const Isa kIsas[] = {DS_ISA(ds_avx512, "avx512"), DS_ISA(ds_avx2, "avx2"), DS_ISA(ds_scalar, "scalar")};
 #undef DS_ISA
 
@@ -388,10 +392,14 @@ struct ConvCall {
     return torch::empty({b, d, l}, x.options());
   }
 
+  bool token_major() const { return x.stride(1) == 1 && d > 1; }
+
+  // Runs the row kernel over (batch, channel) rows, or in the token-major layout the _tm kernel
+  // over (batch, block of 16 channels) units.
   template <class F>
-  void run(const F& fn) const {
-    const int64_t rows = b * d;
-    for_parts(rows, parts_for(rows), ds_conv_scratch_floats(l, w),
+  void run(bool tm, const F& fn) const {
+    const int64_t units = tm ? b * ((d + kStateAlign - 1) / kStateAlign) : b * d;
+    for_parts(units, parts_for(units), ds_conv_scratch_floats(l, w),
               [&](int64_t, int64_t begin, int64_t end, float* scratch) { fn(begin, end, scratch); });
   }
 };
@@ -405,8 +413,9 @@ Tensor conv_forward(const Tensor& x, const Tensor& weight, const OptTensor& bias
   DsConvParams p = call.params(silu, reverse);
   p.out = out.data_ptr<float>();
   p.out_strides = row_strides(out);
-  const ConvFn fn = call.isa->conv_forward;
-  call.run([&](int64_t begin, int64_t end, float* scratch) { fn(p, begin, end, scratch); });
+  const bool tm = call.token_major();
+  const ConvFn fn = tm ? call.isa->conv_forward_tm : call.isa->conv_forward;
+  call.run(tm, [&](int64_t begin, int64_t end, float* scratch) { fn(p, begin, end, scratch); });
   return out.to(x.scalar_type());
 }
 
@@ -416,15 +425,17 @@ std::vector<Tensor> conv_backward(const Tensor& x, const Tensor& weight, const O
   ConvCall call(x, weight, bias, isa);
   check_tensor("dout", dout, {call.b, call.d, call.l});
   auto opts = call.x.options();
+  const bool tm = call.token_major();
   Tensor dout32 = token_rows(dout);
+  if (tm && dout32.stride(1) != 1) dout32 = dout32.transpose(1, 2).contiguous().transpose(1, 2);
   Tensor dx = call.empty_like_x();
   Tensor dw_part = torch::empty({call.b, call.d, call.w}, opts), db_part = torch::empty({call.b, call.d}, opts);
   DsConvParams p = call.params(silu, reverse);
   p.dout = dout32.data_ptr<float>();
   p.dout_strides = row_strides(dout32);
   p.dx = dx.data_ptr<float>(), p.out_strides = row_strides(dx), p.dw_part = dw_part.data_ptr<float>(), p.db_part = db_part.data_ptr<float>();
-  const ConvFn fn = call.isa->conv_backward;
-  call.run([&](int64_t begin, int64_t end, float* scratch) { fn(p, begin, end, scratch); });
+  const ConvFn fn = tm ? call.isa->conv_backward_tm : call.isa->conv_backward;
+  call.run(tm, [&](int64_t begin, int64_t end, float* scratch) { fn(p, begin, end, scratch); });
   return {dx.to(x.scalar_type()), dw_part.sum(0).to(weight.scalar_type()),
           bias ? db_part.sum(0).to(bias->scalar_type()) : Tensor()};
 }
