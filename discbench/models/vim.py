@@ -8,8 +8,9 @@ names match upstream, so an upstream checkpoint's state dict loads as is.
 
 What discbench adds: every scan goes through `discbench.selective_scan` with the configured
 `discretization` (method) and `variant`, in BOTH directions. The backward direction is the
-forward computation on the reversed sequence (flip, conv + scan, flip back), so a stencil's
-"previous" tokens are those to the right, as METHODS.md requires.
+forward computation on the reversed sequence (flip, conv + scan, flip back; on the CPU kernel
+the same run in reverse inside the kernels, see BiMambaMixer), so a stencil's "previous" tokens
+are those to the right, as METHODS.md requires.
 
 Registered in timm (importing `discbench.models` registers them):
 
@@ -22,9 +23,7 @@ which default to 32×32 images with 4×4 patches. All accept img_size, patch_siz
 
 from __future__ import annotations
 
-import functools
 import math
-from typing import Callable
 
 import torch
 import torch.nn as nn
@@ -34,8 +33,10 @@ from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from timm.layers import DropPath, PatchEmbed, lecun_normal_, to_2tuple, trunc_normal_
 from timm.models import register_model
 
+from ..causal_conv1d import causal_conv1d_fn
 from ..methods import get_method
-from ..scan import BACKENDS, selective_scan
+from ..scan import BACKENDS, resolve_backend, selective_scan
+from ..scan.cpu import selective_scan_reversed
 
 Tensor = torch.Tensor
 
@@ -64,27 +65,17 @@ def check_scan_backend(name: str) -> str:
 # ----------------------------------------------------------------------------- conv1d
 
 
-@functools.lru_cache(maxsize=1)
-def _cuda_causal_conv1d() -> Callable | None:
-    """causal-conv1d's fused CUDA function, or None when the package or its extension is absent."""
-    try:
-        from causal_conv1d import causal_conv1d_fn
-    except (ImportError, OSError):  # not installed, or its compiled extension cannot load
-        return None
-    return causal_conv1d_fn
-
-
-def causal_conv1d_silu(x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
-    """silu(depthwise causal conv1d(x)): output token k sees input tokens k-w+1 … k.
+def causal_conv1d_silu(x: Tensor, weight: Tensor, bias: Tensor | None, reverse: bool = False,
+                       fused: bool = True) -> Tensor:
+    """silu(depthwise causal conv1d(x)): output token k sees input tokens k-w+1 … k (with
+    `reverse` k … k+w-1, the conv of the reversed sequence without flipping it).
 
     x: (b, e, l); weight: (e, 1, w) as nn.Conv1d stores it; bias: (e,). Returns (b, e, l).
-    On CUDA tensors the fused causal-conv1d kernel is used when it is installed.
+    fused: the fused kernel where there is one (CPU: discbench's, CUDA: causal-conv1d when
+    installed), see discbench.causal_conv1d; else PyTorch's conv1d.
     """
-    fused = _cuda_causal_conv1d() if x.is_cuda else None
-    if fused is not None:
-        return fused(x, weight.squeeze(1), bias, activation="silu")
-    width = weight.shape[-1]
-    return F.silu(F.conv1d(F.pad(x, (width - 1, 0)), weight, bias, groups=x.shape[1]))
+    return causal_conv1d_fn(x, weight.squeeze(1), bias, activation="silu", reverse=reverse,
+                            path="auto" if fused else "torch")
 
 
 # ----------------------------------------------------------------------------- mixer
@@ -108,7 +99,15 @@ class BiMambaMixer(nn.Module):
     bidirectional: "ssm_conv" (Vim's default) each direction has its own conv1d and SSM
     parameters; "ssm" the backward SSM (x_proj_b, dt_proj_b, A_b_log, D_b) reads the reversed
     output of the single forward conv1d; "none" forward direction only.
+
+    fast_path (attribute, default True): where the scan runs on the fused CPU kernel, the mixer
+    keeps the projections token-major ((b, l, ·), as F.linear makes them) and the kernels read
+    them in place with their strides, and the backward direction's conv and scan run in reverse
+    inside the kernels: no flips, no transposing copies. The numbers are those of the flip path
+    (False, used on every other backend) up to fp32 rounding (tests/test_vim_fast_path.py).
     """
+
+    fast_path = True
 
     def __init__(
         self,
@@ -170,36 +169,53 @@ class BiMambaMixer(nn.Module):
             dt = dt.clamp(min=floor)
             dt_proj.bias.copy_(dt + torch.log(-torch.expm1(-dt)))
 
+    def _on_fast_path(self, hidden: Tensor) -> bool:
+        """Whether this call takes the fast path: asked for, and the scan lands on the CPU kernel."""
+        if not self.fast_path or hidden.device.type != "cpu":
+            return False
+        return resolve_backend(self.scan_backend, hidden.device, hidden.dtype, self.method.key).name == "cpu"
+
     def _scan(self, x: Tensor, gate: Tensor, x_proj: nn.Linear, dt_proj: nn.Linear,
-              A_log: Tensor, D: Tensor) -> Tensor:
-        """One direction's SSM in scan order: x, gate (b, E, l) -> gated output (b, E, l)."""
+              A_log: Tensor, D: Tensor, reverse: bool, fast: bool) -> Tensor:
+        """One direction's SSM: x, gate (b, E, l) in token order -> gated output (b, E, l) in token order.
+
+        reverse: the backward direction (the recurrence runs from the last token to the first);
+        on the fast path inside the kernel, else by flipping the inputs and the output.
+        """
         x_dbl = F.linear(x.transpose(1, 2), x_proj.weight)  # (b, l, dt_rank + 2N)
         dt_low, B, C = torch.split(x_dbl, [self.dt_rank, self.d_state, self.d_state], dim=-1)
-        delta = torch.matmul(dt_proj.weight, dt_low.transpose(1, 2))  # (b, E, l)
-        return selective_scan(
-            x, delta, -torch.exp(_at_least_fp32(A_log)),
-            B.transpose(1, 2).contiguous(), C.transpose(1, 2).contiguous(),
-            _at_least_fp32(D), z=gate, delta_bias=_at_least_fp32(dt_proj.bias), delta_softplus=True,
-            method=self.method.name, variant=self.method.variant, backend=self.scan_backend,
-        )
+        delta = F.linear(dt_low, dt_proj.weight).transpose(1, 2)  # (b, E, l), token-major memory
+        B, C = B.transpose(1, 2), C.transpose(1, 2)  # (b, N, l) views
+        A = -torch.exp(_at_least_fp32(A_log))
+        kwargs = dict(D=_at_least_fp32(D), delta_bias=_at_least_fp32(dt_proj.bias), delta_softplus=True,
+                      method=self.method.name, variant=self.method.variant)
+        if fast and reverse:
+            return selective_scan_reversed(x, delta, A, B, C, z=gate, **kwargs)
+        if not fast:
+            B, C = B.contiguous(), C.contiguous()
+        if reverse:
+            x, delta, B, C, gate = (t.flip(-1) for t in (x, delta, B, C, gate))
+        out = selective_scan(x, delta, A, B, C, z=gate, backend=self.scan_backend, **kwargs)
+        return out.flip(-1) if reverse else out
 
     def forward_directions(self, hidden: Tensor) -> tuple[Tensor, Tensor | None]:
         """The two directions' gated scan outputs in original token order, (b, E, l) each.
 
         hidden: (b, l, D). The second is None when bidirectional="none".
         """
-        xz = torch.matmul(self.in_proj.weight, hidden.transpose(1, 2))  # (b, 2E, l)
-        x, gate = xz.chunk(2, dim=1)
-        x_fwd = causal_conv1d_silu(x, self.conv1d.weight, self.conv1d.bias)
-        out_fwd = self._scan(x_fwd, gate, self.x_proj, self.dt_proj, self.A_log, self.D)
+        fast = self._on_fast_path(hidden)
+        xz = F.linear(hidden, self.in_proj.weight)  # (b, l, 2E)
+        x, gate = (t.transpose(1, 2) for t in xz.chunk(2, dim=-1))  # (b, E, l) views
+        x_fwd = causal_conv1d_silu(x, self.conv1d.weight, self.conv1d.bias, fused=fast)
+        out_fwd = self._scan(x_fwd, gate, self.x_proj, self.dt_proj, self.A_log, self.D, False, fast)
         if self.bidirectional == "none":
             return out_fwd, None
         if self.bidirectional == "ssm_conv":
-            x_bwd = causal_conv1d_silu(x.flip(-1), self.conv1d_b.weight, self.conv1d_b.bias)
-        else:  # "ssm": the backward SSM reads the forward conv's output, reversed
-            x_bwd = x_fwd.flip(-1)
-        out_bwd = self._scan(x_bwd, gate.flip(-1), self.x_proj_b, self.dt_proj_b, self.A_b_log, self.D_b)
-        return out_fwd, out_bwd.flip(-1)
+            x_bwd = causal_conv1d_silu(x, self.conv1d_b.weight, self.conv1d_b.bias, reverse=True, fused=fast)
+        else:  # "ssm": the backward SSM reads the forward conv's output, in reverse
+            x_bwd = x_fwd
+        out_bwd = self._scan(x_bwd, gate, self.x_proj_b, self.dt_proj_b, self.A_b_log, self.D_b, True, fast)
+        return out_fwd, out_bwd
 
     def forward(self, hidden: Tensor) -> Tensor:
         """hidden: (b, l, D) -> (b, l, D)."""
