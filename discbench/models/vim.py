@@ -204,14 +204,16 @@ class BiMambaMixer(nn.Module):
         hidden: (b, l, D). The second is None when bidirectional="none".
         """
         fast = self._on_fast_path(hidden)
+        fused_conv = fast or hidden.device.type != "cpu"  # the CPU flip path keeps PyTorch's conv1d
         xz = F.linear(hidden, self.in_proj.weight)  # (b, l, 2E)
         x, gate = (t.transpose(1, 2) for t in xz.chunk(2, dim=-1))  # (b, E, l) views
-        x_fwd = causal_conv1d_silu(x, self.conv1d.weight, self.conv1d.bias, fused=fast)
+        x_fwd = causal_conv1d_silu(x, self.conv1d.weight, self.conv1d.bias, fused=fused_conv)
         out_fwd = self._scan(x_fwd, gate, self.x_proj, self.dt_proj, self.A_log, self.D, False, fast)
         if self.bidirectional == "none":
             return out_fwd, None
         if self.bidirectional == "ssm_conv":
-            x_bwd = causal_conv1d_silu(x, self.conv1d_b.weight, self.conv1d_b.bias, reverse=True, fused=fast)
+            x_bwd = causal_conv1d_silu(x, self.conv1d_b.weight, self.conv1d_b.bias, reverse=True,
+                                       fused=fused_conv)
         else:  # "ssm": the backward SSM reads the forward conv's output, in reverse
             x_bwd = x_fwd
         out_bwd = self._scan(x_bwd, gate, self.x_proj_b, self.dt_proj_b, self.A_b_log, self.D_b, True, fast)
