@@ -170,10 +170,15 @@ Tensor unpack_tokens(const Tensor& packed, int64_t n, int64_t l, bool reverse) {
   return (reverse ? tokens.flip(2) : tokens).transpose(2, 3);
 }
 
-// A (b, d, l) input in fp32 with its strides kept, so a channel slice of a token-major tensor
-// (the gate half of Vim's (b, l, 2d) projection) or a λ shared by the channels (an expanded view,
-// stride 0 along d) is read without a copy (the kernels gather a row whose tokens are strided).
-Tensor token_rows(const Tensor& t) { return t.to(torch::kFloat32); }
+// A (b, d, l) input in fp32 with its batch and channel strides kept, so a channel slice of a
+// wider tensor or a λ shared by the channels (an expanded view, stride 0 along d) is read without
+// a copy. Strided tokens (a token-major (b, l, ·) projection) are made contiguous by ATen's
+// blocked transpose: gathering them per (batch, channel) row in the kernel was measured 2× slower
+// for the whole Vim-Ti forward (tokens 1.5–3 KB apart fall into a few L1 sets and miss).
+Tensor token_rows(const Tensor& t) {
+  Tensor out = t.to(torch::kFloat32);
+  return out.size(2) > 1 && out.stride(2) != 1 ? out.contiguous() : out;
+}
 DsRowStrides row_strides(const OptTensor& t) {
   if (!t) return DsRowStrides{0, 0, 1};
   return DsRowStrides{t->stride(0), t->stride(1), t->size(2) > 1 ? t->stride(2) : 1};
@@ -371,7 +376,7 @@ struct ConvCall {
     check_tensor("weight", weight_, {d, w});
     if (bias_) check_tensor("bias", *bias_, {d});
     isa = &pick_isa(isa_name);
-    x = token_rows(x_);
+    x = x_.to(torch::kFloat32);  // strides kept: token-major x takes the _tm kernels
     weight = f32(weight_);
     bias = f32_opt(bias_);
   }
@@ -426,7 +431,7 @@ std::vector<Tensor> conv_backward(const Tensor& x, const Tensor& weight, const O
   check_tensor("dout", dout, {call.b, call.d, call.l});
   auto opts = call.x.options();
   const bool tm = call.token_major();
-  Tensor dout32 = token_rows(dout);
+  Tensor dout32 = dout.to(torch::kFloat32);
   if (tm && dout32.stride(1) != 1) dout32 = dout32.transpose(1, 2).contiguous().transpose(1, 2);
   Tensor dx = call.empty_like_x();
   Tensor dw_part = torch::empty({call.b, call.d, call.w}, opts), db_part = torch::empty({call.b, call.d}, opts);
