@@ -2,11 +2,13 @@
 // Shared by the torch binding (scan_cpu.cpp) and the per-ISA kernel builds (kernel_*.cpp).
 //
 // Layouts (row-major; NP = state padded to a multiple of 16, R = len + kPadFront + kPadBack):
-//   u, delta, z, out, ypre, dout, du, ddelta, dz,   (batch, dim, len) in the caller's token order;
-//   dlam                                            with `reverse` the scan runs last token first
-//   lam                                             (batch, dim, len) with tokens contiguous and
-//                                                   any batch/dim strides (lam_stride_b,
-//                                                   lam_stride_d; 0 for a λ shared by channels)
+//   out, ypre, dout, du, ddelta, dz, dlam           (batch, dim, len) in the caller's token order;
+//                                                   with `reverse` the scan runs last token first
+//   u, delta, z, lam                                (batch, dim, len) likewise, any strides
+//                                                   (*_strides; e.g. z a channel half of a
+//                                                   token-major (b, l, 2d) projection, λ shared by
+//                                                   the channels with dim stride 0); rows with
+//                                                   strided tokens are gathered per pair
 //   A                                               (dim, NP)
 //   Bt, Ct, dB, dC                                  (batch, groups, R, NP), scan position k at row
 //                                                   k + kPadFront (already reversed for `reverse`),
@@ -28,11 +30,15 @@ constexpr int64_t kCkptEvery = 32;  // tokens per checkpoint; a chunk's vectors 
 constexpr int64_t kChunkSlots = 7;  // per-token vectors of the backward's recompute pass (3 + taps [+ 1 with λ])
 constexpr int64_t kStateAlign = 16;
 
+struct DsRowStrides {
+  int64_t batch, dim, len;  // elements between consecutive batches / channels / tokens
+};
+
 struct DsScanParams {
   int64_t batch, dim, len, state_pad, groups, chan_per_group, n_ckpt;
   const float *u, *delta, *A, *Bt, *Ct, *D, *z, *delta_bias;  // D, z, delta_bias may be null
   const float* lam;  // null unless the method takes λ
-  int64_t lam_stride_b, lam_stride_d;
+  DsRowStrides u_strides, delta_strides, z_strides, lam_strides;
   bool softplus, reverse;
   float *out, *last_state, *ckpt, *ypre;  // last_state, ckpt, ypre may be null
   const float *dout, *dlast;              // dlast may be null
@@ -44,7 +50,7 @@ struct DsScanParams {
 // Floats of scratch one part needs: kScratchRows per-token rows, each padded to whole vectors
 // (plus the stencil pads), then the chunk's per-token vectors and three row-sum buffers.
 constexpr int64_t kChunkRows = kCkptEvery + 2 * kStateAlign;  // rows of a per-chunk lane buffer
-constexpr int64_t kScratchRows = 9;
+constexpr int64_t kScratchRows = 12;
 inline int64_t ds_scratch_row(int64_t len) {
   return (len + kPadFront + kPadBack + kStateAlign - 1) / kStateAlign * kStateAlign + kStateAlign;
 }
@@ -64,11 +70,42 @@ inline int64_t ds_scratch_floats(int64_t len) {
   X(10, "highorder/paper", HighorderPaper, false) X(11, "rk4/paper", Rk4Paper, false)             \
   X(12, "trapezoid/canonical", TrapezoidCanonical, false) X(13, "trapezoid/paper", TrapezoidPaper, true)
 
+// The depthwise causal conv1d (+ SiLU) of ds_conv_kernel.h. x, dout (batch, dim, len) with any
+// strides; out, dx (batch, dim, len) with out_strides; weight (dim, width); bias (dim) or null;
+// dw_part (batch, dim, width), db_part (batch, dim). The *_tm kernels take the token-major case
+// (channel stride 1 in x, out, dout and dx).
+struct DsConvParams {
+  int64_t batch, dim, len, width;
+  const float *x, *weight, *bias;
+  DsRowStrides x_strides, out_strides, dout_strides;
+  bool silu, reverse;
+  float* out;
+  const float* dout;
+  float *dx, *dw_part, *db_part;
+};
+
+// Floats of one zero-padded row (pad before and after, the row rounded up to whole vectors of 16).
+inline int64_t ds_conv_row_floats(int64_t len, int64_t pad) {
+  return pad + (len + kStateAlign - 1) / kStateAlign * kStateAlign + pad;
+}
+// Scratch of one part: the padded x row and the padded gradient row (pad = width − 1 + 16); in
+// the token-major path the block's weights and their gradient (width vectors each) and one
+// gradient vector per token.
+inline int64_t ds_conv_scratch_floats(int64_t len, int64_t width) {
+  const int64_t rows = 2 * ds_conv_row_floats(len, width - 1 + kStateAlign);
+  const int64_t token_major = (2 * width + len) * kStateAlign;
+  return rows > token_major ? rows : token_major;
+}
+
 #define DS_DECLARE_KERNELS(ns)                                                                  \
   namespace ns {                                                                                \
   void forward_part(const DsScanParams& p, int method, int64_t begin, int64_t end, float* scratch); \
   void backward_part(const DsScanParams& p, int method, int64_t part, int64_t begin, int64_t end, \
                      float* scratch);                                                           \
+  void conv_forward_part(const DsConvParams& p, int64_t begin, int64_t end, float* scratch);   \
+  void conv_backward_part(const DsConvParams& p, int64_t begin, int64_t end, float* scratch);  \
+  void conv_forward_tm_part(const DsConvParams& p, int64_t begin, int64_t end, float* scratch); \
+  void conv_backward_tm_part(const DsConvParams& p, int64_t begin, int64_t end, float* scratch); \
   }
 DS_DECLARE_KERNELS(ds_avx512)
 DS_DECLARE_KERNELS(ds_avx2)

@@ -9,5 +9,6 @@ namespace ds_avx2 {
 #include "ds_simd.h"
 #include "ds_methods.h"
 #include "ds_scan_kernel.h"
+#include "ds_conv_kernel.h"
 }  // namespace ds_avx2
 #pragma GCC pop_options

@@ -7,4 +7,5 @@ namespace ds_scalar {
 #include "ds_simd.h"
 #include "ds_methods.h"
 #include "ds_scan_kernel.h"
+#include "ds_conv_kernel.h"
 }  // namespace ds_scalar

@@ -1,6 +1,7 @@
-// Torch binding of the fused CPU selective scan: checks arguments, lays the inputs out for the
-// kernels (fp32, B and C token-major and padded), picks the instruction set at run time and runs
-// the kernels over (batch, channel) pairs with at::parallel_for.
+// Torch binding of the fused CPU selective scan and of the depthwise causal conv1d (+ SiLU) that
+// precedes it in a Mamba block: checks arguments, lays the inputs out for the kernels (fp32, B and
+// C token-major and padded; token rows read in place), picks the instruction set at run time and
+// runs the kernels over (batch, channel) pairs with at::parallel_for.
 #include <ATen/Parallel.h>
 #include <torch/extension.h>
 
@@ -20,18 +21,23 @@ using OptTensor = std::optional<Tensor>;
 
 using ForwardFn = void (*)(const DsScanParams&, int, int64_t, int64_t, float*);
 using BackwardFn = void (*)(const DsScanParams&, int, int64_t, int64_t, int64_t, float*);
+using ConvFn = void (*)(const DsConvParams&, int64_t, int64_t, float*);
 
 struct Isa {
   const char* name;
   ForwardFn forward;
   BackwardFn backward;
+  ConvFn conv_forward, conv_backward;        // over (batch, channel) rows
+  ConvFn conv_forward_tm, conv_backward_tm;  // token-major: over (batch, channel block) units
 };
 
-const Isa kIsas[] = {
-    {"avx512", ds_avx512::forward_part, ds_avx512::backward_part},
-    {"avx2", ds_avx2::forward_part, ds_avx2::backward_part},
-    {"scalar", ds_scalar::forward_part, ds_scalar::backward_part},
-};
+#define DS_ISA(ns, name)                                                                        \
+  {                                                                                             \
+    name, ns::forward_part, ns::backward_part, ns::conv_forward_part, ns::conv_backward_part, \
+        ns::conv_forward_tm_part, ns::conv_backward_tm_part                                   \
+  }
+const Isa kIsas[] = {DS_ISA(ds_avx512, "avx512"), DS_ISA(ds_avx2, "avx2"), DS_ISA(ds_scalar, "scalar")};
+#undef DS_ISA
 
 bool cpu_supports(const std::string& name) {
   __builtin_cpu_init();
@@ -98,7 +104,8 @@ void check_tensor(const char* name, const Tensor& t, c10::IntArrayRef shape) {
 // sizes shrink geometrically (guided scheduling), so the parts handed out last are small and a
 // thread that runs out of work waits only for a small part at the end; the boundaries depend on
 // nothing but the pair and thread counts, so results stay deterministic.
-// `run(part, begin, end, scratch)` gets the part's contiguous range of pairs.
+// `run(part, begin, end, scratch)` gets the part's contiguous range of pairs and scratch_floats
+// floats of scratch.
 constexpr int64_t kPartsPerThread = 8;
 constexpr double kPartShrink = 0.85;  // size of a part relative to the one before it
 
@@ -120,12 +127,12 @@ std::vector<int64_t> part_bounds(int64_t pairs, int64_t parts) {
 }
 
 template <class F>
-void for_parts(int64_t pairs, int64_t parts, int64_t len, const F& run) {
+void for_parts(int64_t pairs, int64_t parts, int64_t scratch_floats, const F& run) {
   if (pairs == 0) return;
   const std::vector<int64_t> bounds = part_bounds(pairs, parts);
   std::atomic<int64_t> next{0};
   at::parallel_for(0, std::min<int64_t>(at::get_num_threads(), parts), 1, [&](int64_t, int64_t) {
-    std::vector<float> scratch(ds_scratch_floats(len));
+    std::vector<float> scratch(scratch_floats);
     for (int64_t part = next.fetch_add(1); part < parts; part = next.fetch_add(1))
       run(part, bounds[part], bounds[part + 1], scratch.data());
   });
@@ -138,12 +145,23 @@ std::optional<Tensor> f32_opt(const OptTensor& t) {
 }
 
 // (b, g, n, l) -> (b, g, kPadFront + l + kPadBack, NP), zero padded: each token's n contiguous,
-// in scan order (last token first when `reverse`).
+// in scan order (last token first when `reverse`). B and C are read with their strides (in Vim
+// they are (b, l, n) slices of x_proj's token-major output, which is this layout already).
 Tensor pack_tokens(const Tensor& B, int64_t state_pad, bool reverse) {
   const int64_t b = B.size(0), g = B.size(1), n = B.size(2), l = B.size(3);
   Tensor out = torch::zeros({b, g, l + kPadFront + kPadBack, state_pad}, B.options().dtype(torch::kFloat32));
-  Tensor tokens = B.transpose(2, 3);
-  out.narrow(2, kPadFront, l).narrow(3, 0, n).copy_(reverse ? tokens.flip(2) : tokens);
+  const Tensor src = B.to(torch::kFloat32);
+  const float* in = src.data_ptr<float>();
+  float* dst = out.data_ptr<float>();
+  const int64_t sb = src.stride(0), sg = src.stride(1), sn = src.stride(2), sl = src.stride(3);
+  const int64_t rows = l + kPadFront + kPadBack;
+  for (int64_t bi = 0; bi < b; ++bi)
+    for (int64_t gi = 0; gi < g; ++gi)
+      for (int64_t k = 0; k < l; ++k) {
+        const float* token = in + bi * sb + gi * sg + (reverse ? l - 1 - k : k) * sl;
+        float* row = dst + ((bi * g + gi) * rows + kPadFront + k) * state_pad;
+        for (int64_t i = 0; i < n; ++i) row[i] = token[i * sn];
+      }
   return out;
 }
 
@@ -152,17 +170,24 @@ Tensor unpack_tokens(const Tensor& packed, int64_t n, int64_t l, bool reverse) {
   return (reverse ? tokens.flip(2) : tokens).transpose(2, 3);
 }
 
-// λ in fp32 with its tokens contiguous; the batch and channel strides are kept as they are, so
-// a λ shared by the channels (an expanded view, stride 0 along d) is read without a copy.
-Tensor lam_rows(const Tensor& lam) {
-  Tensor out = lam.to(torch::kFloat32);
+// A (b, d, l) input in fp32 with its batch and channel strides kept, so a channel slice of a
+// wider tensor or a λ shared by the channels (an expanded view, stride 0 along d) is read without
+// a copy. Strided tokens (a token-major (b, l, ·) projection) are made contiguous by ATen's
+// blocked transpose: gathering them per (batch, channel) row in the kernel was measured 2× slower
+// for the whole Vim-Ti forward (tokens 1.5–3 KB apart fall into a few L1 sets and miss).
+Tensor token_rows(const Tensor& t) {
+  Tensor out = t.to(torch::kFloat32);
   return out.size(2) > 1 && out.stride(2) != 1 ? out.contiguous() : out;
+}
+DsRowStrides row_strides(const OptTensor& t) {
+  if (!t) return DsRowStrides{0, 0, 1};
+  return DsRowStrides{t->stride(0), t->stride(1), t->size(2) > 1 ? t->stride(2) : 1};
 }
 
 // The validated call: shapes, devices, dtypes, fp32 copies and the kernel layouts.
 struct Call {
   int64_t b, d, l, n, g, np;
-  Tensor u, delta, A, Bt, Ct;
+  Tensor u, delta, A, Bt, Ct;  // u, delta (and z, lam) as token_rows: strides kept
   OptTensor D, z, delta_bias, lam;
   int method;
   bool reverse;
@@ -195,17 +220,17 @@ struct Call {
                 method_takes_lam(method) ? "' needs lam" : "' takes no lam");
     isa = &pick_isa(isa_name);
     np = (n + kStateAlign - 1) / kStateAlign * kStateAlign;
-    u = f32(u_);
-    delta = f32(delta_);
+    u = token_rows(u_);
+    delta = token_rows(delta_);
     // Padded state lanes get a = −1 (finite weights) and B = C = 0, so they stay 0 throughout.
     A = torch::full({d, np}, -1.0f, u.options());
     A.narrow(1, 0, n).copy_(A_);
     Bt = pack_tokens(B_, np, reverse);
     Ct = pack_tokens(C_, np, reverse);
     D = f32_opt(D_);
-    z = f32_opt(z_);
+    if (z_) z = token_rows(*z_);
     delta_bias = f32_opt(bias_);
-    if (lam_) lam = lam_rows(*lam_);
+    if (lam_) lam = token_rows(*lam_);
   }
 
   int64_t n_ckpt() const { return (l + kCkptEvery - 1) / kCkptEvery; }
@@ -218,7 +243,8 @@ struct Call {
     p.Bt = Bt.data_ptr<float>(), p.Ct = Ct.data_ptr<float>();
     p.D = ptr_or_null(D), p.z = ptr_or_null(z), p.delta_bias = ptr_or_null(delta_bias);
     p.lam = ptr_or_null(lam);
-    p.lam_stride_b = lam ? lam->stride(0) : 0, p.lam_stride_d = lam ? lam->stride(1) : 0;
+    p.u_strides = row_strides(u), p.delta_strides = row_strides(delta), p.z_strides = row_strides(z);
+    p.lam_strides = row_strides(lam);
     p.softplus = softplus;
     p.reverse = reverse;
     return p;
@@ -248,7 +274,7 @@ std::vector<Tensor> forward(const Tensor& u, const Tensor& delta, const Tensor& 
   const int64_t pairs = call.b * call.d;
   const ForwardFn fn = call.isa->forward;
   const int id = call.method;
-  for_parts(pairs, parts_for(pairs), call.l, [&](int64_t, int64_t begin, int64_t end, float* scratch) {
+  for_parts(pairs, parts_for(pairs), ds_scratch_floats(call.l), [&](int64_t, int64_t begin, int64_t end, float* scratch) {
     fn(p, id, begin, end, scratch);
   });
   Tensor last_out = last.defined() ? last.narrow(2, 0, call.n).to(u.scalar_type()) : Tensor();
@@ -306,7 +332,7 @@ std::vector<Tensor> backward(const Tensor& u, const Tensor& delta, const Tensor&
   p.slab_part_ids = slab_ids.data_ptr<int64_t>();
   const BackwardFn fn = call.isa->backward;
   const int id = call.method;
-  for_parts(pairs, n_parts, l, [&](int64_t part, int64_t begin, int64_t end, float* scratch) {
+  for_parts(pairs, n_parts, ds_scratch_floats(l), [&](int64_t part, int64_t begin, int64_t end, float* scratch) {
     fn(p, id, part, begin, end, scratch);
   });
   // Shared slabs, summed in part order: the parts are fixed by the shape and thread count, so
@@ -330,12 +356,103 @@ std::vector<Tensor> backward(const Tensor& u, const Tensor& delta, const Tensor&
           lam ? like(dlam, *lam) : Tensor()};
 }
 
+// ----------------------------------------------------------------------------- causal conv1d
+
+// The validated arguments of the depthwise causal conv1d: x (b, d, l) read in place (any
+// strides), weight (d, w), bias (d) or none, all fp32 for the kernels.
+struct ConvCall {
+  int64_t b, d, l, w;
+  Tensor x, weight;
+  OptTensor bias;
+  const Isa* isa;
+
+  ConvCall(const Tensor& x_, const Tensor& weight_, const OptTensor& bias_, const std::string& isa_name) {
+    TORCH_CHECK(x_.dim() == 3, "discbench CPU causal conv1d: x must be (b, d, l), got shape ", x_.sizes());
+    TORCH_CHECK(weight_.dim() == 2 && weight_.size(0) == x_.size(1) && weight_.size(1) >= 1,
+                "discbench CPU causal conv1d: weight must be (d=", x_.size(1), ", width ≥ 1), got shape ",
+                weight_.sizes());
+    b = x_.size(0), d = x_.size(1), l = x_.size(2), w = weight_.size(1);
+    check_tensor("x", x_, {b, d, l});
+    check_tensor("weight", weight_, {d, w});
+    if (bias_) check_tensor("bias", *bias_, {d});
+    isa = &pick_isa(isa_name);
+    x = x_.to(torch::kFloat32);  // strides kept: token-major x takes the _tm kernels
+    weight = f32(weight_);
+    bias = f32_opt(bias_);
+  }
+
+  DsConvParams params(bool silu, bool reverse) const {
+    DsConvParams p{};
+    p.batch = b, p.dim = d, p.len = l, p.width = w;
+    p.x = x.data_ptr<float>(), p.weight = weight.data_ptr<float>(), p.bias = ptr_or_null(bias);
+    p.x_strides = row_strides(x);
+    p.silu = silu, p.reverse = reverse;
+    return p;
+  }
+
+  // An fp32 (b, d, l) tensor laid out like x: token-major (b, l, d) memory when x's channels are
+  // closer together than its tokens (a slice of Vim's (b, l, 2d) projection), else channel-major.
+  Tensor empty_like_x() const {
+    if (x.stride(1) < x.stride(2)) return torch::empty({b, l, d}, x.options()).transpose(1, 2);
+    return torch::empty({b, d, l}, x.options());
+  }
+
+  bool token_major() const { return x.stride(1) == 1 && d > 1; }
+
+  // Runs the row kernel over (batch, channel) rows, or in the token-major layout the _tm kernel
+  // over (batch, block of 16 channels) units.
+  template <class F>
+  void run(bool tm, const F& fn) const {
+    const int64_t units = tm ? b * ((d + kStateAlign - 1) / kStateAlign) : b * d;
+    for_parts(units, parts_for(units), ds_conv_scratch_floats(l, w),
+              [&](int64_t, int64_t begin, int64_t end, float* scratch) { fn(begin, end, scratch); });
+  }
+};
+
+// silu(bias + depthwise causal conv1d(x)) (b, d, l) in x's dtype, laid out like x (empty_like_x);
+// `reverse`: the conv runs from the last token to the first (token t sees t … t + w − 1), i.e. flip(conv(flip(x))).
+Tensor conv_forward(const Tensor& x, const Tensor& weight, const OptTensor& bias, bool silu, bool reverse,
+                    const std::string& isa) {
+  ConvCall call(x, weight, bias, isa);
+  Tensor out = call.empty_like_x();
+  DsConvParams p = call.params(silu, reverse);
+  p.out = out.data_ptr<float>();
+  p.out_strides = row_strides(out);
+  const bool tm = call.token_major();
+  const ConvFn fn = tm ? call.isa->conv_forward_tm : call.isa->conv_forward;
+  call.run(tm, [&](int64_t begin, int64_t end, float* scratch) { fn(p, begin, end, scratch); });
+  return out.to(x.scalar_type());
+}
+
+// [dx, dweight, dbias (undefined without bias)], each in its input's dtype.
+std::vector<Tensor> conv_backward(const Tensor& x, const Tensor& weight, const OptTensor& bias, bool silu,
+                                  bool reverse, const Tensor& dout, const std::string& isa) {
+  ConvCall call(x, weight, bias, isa);
+  check_tensor("dout", dout, {call.b, call.d, call.l});
+  auto opts = call.x.options();
+  const bool tm = call.token_major();
+  Tensor dout32 = dout.to(torch::kFloat32);
+  if (tm && dout32.stride(1) != 1) dout32 = dout32.transpose(1, 2).contiguous().transpose(1, 2);
+  Tensor dx = call.empty_like_x();
+  Tensor dw_part = torch::empty({call.b, call.d, call.w}, opts), db_part = torch::empty({call.b, call.d}, opts);
+  DsConvParams p = call.params(silu, reverse);
+  p.dout = dout32.data_ptr<float>();
+  p.dout_strides = row_strides(dout32);
+  p.dx = dx.data_ptr<float>(), p.out_strides = row_strides(dx), p.dw_part = dw_part.data_ptr<float>(), p.db_part = db_part.data_ptr<float>();
+  const ConvFn fn = tm ? call.isa->conv_backward_tm : call.isa->conv_backward;
+  call.run(tm, [&](int64_t begin, int64_t end, float* scratch) { fn(p, begin, end, scratch); });
+  return {dx.to(x.scalar_type()), dw_part.sum(0).to(weight.scalar_type()),
+          bias ? db_part.sum(0).to(bias->scalar_type()) : Tensor()};
+}
+
 }  // namespace
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.doc() = "discbench fused CPU selective scan (csrc/)";
   m.def("forward", &forward, "selective scan forward");
   m.def("backward", &backward, "selective scan backward");
+  m.def("conv_forward", &conv_forward, "depthwise causal conv1d (+ SiLU) forward");
+  m.def("conv_backward", &conv_backward, "depthwise causal conv1d (+ SiLU) backward");
   m.def("supported_isas", &supported_isas, "instruction sets this CPU runs, widest first");
   m.def("method_keys", []() {
     std::vector<std::string> keys;

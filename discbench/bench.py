@@ -41,6 +41,7 @@ from typing import Callable
 
 import torch
 
+from .allocator import allocator_setting
 from .methods import METHOD_NAMES, METHODS, get_method
 from .scan import BACKENDS
 from .scan.ssd import SSD_BACKENDS
@@ -195,16 +196,6 @@ def _time_rounds(runs: list[Callable[[], None]], repeats: int, device: str) -> l
         for run, row_times in zip(runs, times):
             row_times.append(timed(run))
     return times
-
-
-MALLOC_ENV = ("GLIBC_TUNABLES", "MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_", "MALLOC_ARENA_MAX", "LD_PRELOAD")
-
-
-def allocator_setting() -> str:
-    """The environment that decides this process's malloc behaviour: "glibc defaults", or the
-    variables that change it (GLIBC_TUNABLES, MALLOC_*_, an LD_PRELOADed allocator)."""
-    set_ = [f"{name}={os.environ[name]}" for name in MALLOC_ENV if os.environ.get(name)]
-    return " ".join(set_) if set_ else "glibc defaults"
 
 
 def default_device() -> str:

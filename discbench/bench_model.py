@@ -11,8 +11,11 @@ vim_micro a DeiT-Ti with their width and depth) are timed on random images:
 The two models' calls alternate (one Vim call, one DeiT call per round, after one warm-up call of
 each), so load from other processes falls on both alike; the ratio reported is DeiT's median
 time / Vim's median time, i.e. Vim's throughput as a fraction of DeiT's (above 1: Vim faster).
-The header states the load average before and after. `--profile-rows N` adds torch.profiler's top
-N operators (by self CPU time) of one Vim call per (task, resolution, batch).
+The header states the load average before and after and the allocator setting (by default freed
+memory is kept in the process, as trials run, see discbench.allocator; `--allocator glibc` keeps
+glibc's defaults). `--flip-path` also times the same Vim on its flip path (the mixer without the
+CPU fast path) in the same rounds. `--profile-rows N` adds torch.profiler's top N operators (by
+self CPU time) of one Vim call per (task, resolution, batch).
 """
 
 from __future__ import annotations
@@ -29,8 +32,11 @@ from typing import Callable
 import torch
 import torch.nn as nn
 
+from .allocator import allocator_setting, retain_freed_memory
+
 TASKS = ("inference", "train")
 AMP_CHOICES = ("off", "bf16")
+ALLOCATOR_CHOICES = ("retain", "glibc")
 # Vim name -> (timm DeiT name, overrides giving DeiT the Vim's width and depth).
 DEIT_OF: dict[str, tuple[str, dict]] = {
     "vim_tiny_patch16_224": ("deit_tiny_patch16_224", {}),
@@ -126,14 +132,32 @@ def profile_rows(run: Callable[[], None], top: int) -> list[dict]:
             for e in events[:top]]
 
 
+def _flip_path(model: nn.Module, run: Callable[[], None]) -> Callable[[], None]:
+    """`run` with every Vim mixer of `model` on its flip path (fast_path False) for the call."""
+    def flipped() -> None:
+        mixers = [block.mixer for block in model.layers]
+        for mixer in mixers:
+            mixer.fast_path = False
+        try:
+            run()
+        finally:
+            for mixer in mixers:
+                mixer.fast_path = True
+    return flipped
+
+
 def time_pair(vim: str, case: Case, method: str = "zoh", variant: str = "canonical", repeats: int = 5,
               num_classes: int = 1000, amp: str = "off", profile_top: int = 0,
-              patch_size: int | None = None) -> dict:
+              patch_size: int | None = None, flip_path: bool = False) -> dict:
     """One record: Vim and DeiT medians/minima (ms per call), images/s, DeiT time / Vim time,
-    and optionally Vim's profile rows."""
+    and optionally Vim's profile rows. flip_path: also time the same Vim on its flip path (no
+    CPU fast path: flips, transposing copies, PyTorch's conv1d) in the same rounds, adding
+    vim_flip_ms_median and fast_speedup (flip-path time / fast-path time)."""
     vim_model, deit_model = build_pair(vim, case.resolution, method, variant, num_classes, patch_size)
     runs = [make_run(vim_model, case, num_classes, amp), make_run(deit_model, case, num_classes, amp)]
-    vim_ms, deit_ms = interleaved_times(runs, repeats)
+    if flip_path:
+        runs.append(_flip_path(vim_model, runs[0]))
+    vim_ms, deit_ms, *flip_ms = interleaved_times(runs, repeats)
     record = {"model": vim, "deit": DEIT_OF[vim][0], "method": method, "variant": variant, "task": case.task,
               "resolution": case.resolution, "batch": case.batch, "amp": amp, "repeats": repeats,
               "threads": torch.get_num_threads(),
@@ -142,6 +166,9 @@ def time_pair(vim: str, case: Case, method: str = "zoh", variant: str = "canonic
     record["vim_img_s"] = case.batch * 1e3 / record["vim_ms_median"]
     record["deit_img_s"] = case.batch * 1e3 / record["deit_ms_median"]
     record["ratio"] = record["deit_ms_median"] / record["vim_ms_median"]
+    if flip_path:
+        record["vim_flip_ms_median"] = statistics.median(flip_ms[0])
+        record["fast_speedup"] = record["vim_flip_ms_median"] / record["vim_ms_median"]
     record["profile"] = profile_rows(runs[0], profile_top) if profile_top > 0 else []
     return record
 
@@ -173,6 +200,11 @@ def configure_parser(model: argparse.ArgumentParser) -> None:
     model.add_argument("--profile-rows", type=int, default=10,
                        help="torch.profiler's top operators of one Vim call per case (default 10; 0: none)")
     model.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    model.add_argument("--flip-path", action="store_true",
+                       help="also time the same Vim on its flip path (no CPU fast path) in the same rounds")
+    model.add_argument("--allocator", choices=ALLOCATOR_CHOICES, default="retain",
+                       help="retain: keep freed memory in the process, as trials do (default); glibc: glibc's "
+                            "defaults (see discbench.allocator)")
     model.add_argument("--json", action="store_true", help="one JSON record per case instead of a table")
 
 
@@ -205,12 +237,16 @@ def run_model_command(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"discbench bench model: {exc}", file=sys.stderr)
         return 2
+    if args.allocator == "retain":
+        retain_freed_memory()
+    allocator = allocator_setting()
     load_before = os.getloadavg()[0]
     records = []
     for case in cases:
         record = time_pair(args.model, case, spec.name, spec.variant, args.repeats, args.num_classes, args.amp,
-                           args.profile_rows, args.patch_size)
+                           args.profile_rows, args.patch_size, args.flip_path)
         record["load_before"], record["load_after"] = load_before, os.getloadavg()[0]
+        record["allocator"] = allocator
         records.append(record)
         if args.json:
             print(json.dumps(record), flush=True)
@@ -220,12 +256,15 @@ def run_model_command(args: argparse.Namespace) -> int:
     if args.json:
         return 0
     print(f"{args.model} ({spec.key}) vs {DEIT_OF[args.model][0]}, {torch.get_num_threads()} threads, amp {args.amp}, "
-          f"{args.repeats} interleaved repeats; load average {load_before:.2f} before, {os.getloadavg()[0]:.2f} after")
+          f"{args.repeats} interleaved repeats; load average {load_before:.2f} before, {os.getloadavg()[0]:.2f} after; "
+          f"allocator: {allocator}")
+    flip = " flip ms  fast speedup" if args.flip_path else ""
     print(f"{'task':<10} {'px':>5} {'batch':>5} {'vim ms':>9} {'deit ms':>9} {'vim img/s':>10} {'deit img/s':>10} "
-          f"{'ratio':>6}")
+          f"{'ratio':>6}{flip}")
     for r in records:
+        flip = f" {r['vim_flip_ms_median']:8.1f} {r['fast_speedup']:13.2f}" if args.flip_path else ""
         print(f"{r['task']:<10} {r['resolution']:>5} {r['batch']:>5} {r['vim_ms_median']:9.1f} {r['deit_ms_median']:9.1f} "
-              f"{r['vim_img_s']:10.2f} {r['deit_img_s']:10.2f} {r['ratio']:6.2f}")
+              f"{r['vim_img_s']:10.2f} {r['deit_img_s']:10.2f} {r['ratio']:6.2f}{flip}")
     for r in records:
         if r["profile"]:
             print(f"\nVim profile, {r['task']} {r['resolution']}px batch {r['batch']} (one call, by self CPU time):")

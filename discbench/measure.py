@@ -7,7 +7,8 @@ Peak memory (`peak_mem_mb`, MiB):
   every `interval_s` by a background thread. Not `ru_maxrss`: Ray reuses worker processes, so the
   process-wide maximum could be an earlier trial's. It includes everything resident in the
   process (Python, torch, the dataset); `peak_mem_delta_mb` is the increase over the RSS at the
-  window's start (memory freed by an earlier trial and reused is not counted in the delta).
+  window's start, which first returns the free memory malloc holds (discbench.allocator), so
+  memory freed earlier and reused inside the window is counted in the delta.
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ from typing import Any
 
 import psutil
 import torch
+
+from .allocator import release_freed_memory
 
 MIB = 2.0 ** 20
 
@@ -51,6 +54,8 @@ class PeakMemory:
             torch.cuda.reset_peak_memory_stats(self.device)
             self.start_mb = self.peak_mb = torch.cuda.memory_allocated(self.device) / MIB
         else:
+            # Free memory malloc kept (retain_freed_memory) would be reused unseen by RSS.
+            release_freed_memory()
             self.start_mb = self.peak_mb = self._process.memory_info().rss / MIB
             self._stop.clear()
             self._thread = threading.Thread(target=self._sample, name="discbench-peak-rss", daemon=True)

@@ -10,7 +10,8 @@ import json
 import pytest
 import torch
 
-from discbench.bench import (SLOW_BACKENDS, add_vs_mamba, allocator_setting, mamba_selective_scan_ref, summary,
+from discbench.allocator import allocator_setting
+from discbench.bench import (SLOW_BACKENDS, add_vs_mamba, mamba_selective_scan_ref, summary,
                              time_scan)
 from discbench.cli import main
 from discbench.scan import BACKENDS
@@ -209,6 +210,7 @@ def test_bench_scan_on_cuda_states_every_row_against_the_mamba_kernel(capsys):
 
 
 def test_the_allocator_setting_is_read_from_the_environment(monkeypatch):
+    monkeypatch.setattr("discbench.allocator._retained", False)
     for name in ("GLIBC_TUNABLES", "MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_", "MALLOC_ARENA_MAX", "LD_PRELOAD"):
         monkeypatch.delenv(name, raising=False)
     assert allocator_setting() == "glibc defaults"
@@ -220,7 +222,7 @@ def test_the_allocator_setting_is_read_from_the_environment(monkeypatch):
 
 MODEL_FIELDS = {"model", "deit", "method", "variant", "task", "resolution", "batch", "amp", "repeats", "threads",
                 "vim_ms_median", "vim_ms_min", "deit_ms_median", "deit_ms_min", "vim_img_s", "deit_img_s", "ratio",
-                "profile", "load_before", "load_after"}
+                "profile", "load_before", "load_after", "allocator"}
 
 
 def test_bench_model_json_has_one_record_per_case_with_ratio_and_profile(capsys):
@@ -252,3 +254,12 @@ def test_bench_model_pair_has_the_same_width_and_depth():
 def test_bench_model_rejects_bad_arguments(bad, capsys):
     assert main(["bench", "model", "--model", "vim_micro", *bad]) == 2
     assert "discbench bench model:" in capsys.readouterr().err
+
+
+def test_bench_model_flip_path_times_the_same_vim_without_the_fast_path(capsys):
+    argv = ["bench", "model", "--model", "vim_micro", "--cases", "inference:16:1", "--patch-size", "4",
+            "--num-classes", "5", "--repeats", "1", "--profile-rows", "0", "--flip-path", "--json"]
+    assert main(argv) == 0
+    (record,) = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert record["fast_speedup"] == pytest.approx(record["vim_flip_ms_median"] / record["vim_ms_median"])
+    assert "mallopt" in record["allocator"]  # the default --allocator retain

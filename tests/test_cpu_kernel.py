@@ -399,3 +399,37 @@ def test_reversed_scan_equals_the_scan_of_flipped_tokens(method, l):
         if v is not None:
             want["d" + key] = v.grad.flip(-1) if key in ("u", "delta", "z", "B", "C", "lam") else v.grad
     assert_matches(got, want)
+
+
+@pytest.mark.parametrize("method", ["zoh/canonical", "rk4/paper", "trapezoid/paper"])
+@pytest.mark.parametrize("reverse", [False, True])
+def test_inputs_are_read_with_their_strides_as_a_model_lays_them_out(method, reverse):
+    """u, delta, z as channel slices of token-major (b, l, ·) tensors and B, C as (b, l, n) slices
+    of one (b, l, r + 2n) projection (Vim's layouts) give exactly what contiguous copies give."""
+    b, d, l, n, r = 2, 6, 37, 5, 3
+    gen = torch.Generator().manual_seed(5)
+    wide = torch.randn(b, l, 3 * d, generator=gen)
+    proj = torch.randn(b, l, r + 2 * n, generator=gen)
+    strided = {"u": wide[..., :d].transpose(1, 2), "delta": 0.5 * wide[..., d:2 * d].transpose(1, 2) - 1.0,
+               "z": wide[..., 2 * d:].transpose(1, 2), "B": proj[..., r:r + n].transpose(1, 2),
+               "C": proj[..., r + n:].transpose(1, 2), "A": -3.0 * torch.rand(d, n, generator=gen) - 0.1,
+               "D": torch.randn(d, generator=gen), "delta_bias": 0.3 * torch.randn(d, generator=gen),
+               "lam": torch.sigmoid(torch.randn(b, 1, l, generator=gen)).expand(b, d, l)}
+    assert strided["u"].stride(2) != 1 and strided["B"].stride(2) != 1
+    if not get_method(method).takes_lam:
+        strided["lam"] = None
+
+    def scan(tensors):
+        leaves = {k: (v.detach().requires_grad_() if v is not None else None) for k, v in tensors.items()}
+        fn = cpu.selective_scan_reversed if reverse else selective_scan
+        kwargs = {} if reverse else {"backend": "cpu"}
+        out = fn(leaves["u"], leaves["delta"], leaves["A"], leaves["B"], leaves["C"], D=leaves["D"], z=leaves["z"],
+                 delta_bias=leaves["delta_bias"], delta_softplus=True, method=method, lam=leaves["lam"], **kwargs)
+        (out * torch.linspace(-1, 1, out.numel()).view(out.shape)).sum().backward()
+        return out.detach(), {k: v.grad for k, v in leaves.items() if v is not None}
+
+    got_out, got_grads = scan(strided)
+    want_out, want_grads = scan({k: (v.contiguous() if v is not None else None) for k, v in strided.items()})
+    assert torch.equal(got_out, want_out)
+    for key, grad in want_grads.items():
+        assert torch.equal(got_grads[key], grad), key

@@ -10,9 +10,9 @@ import torch
 import torch.nn.functional as F
 
 import discbench.models  # noqa: F401  (registers the Vim models in timm)
+from discbench.causal_conv1d import causal_conv1d_fn
 from discbench.methods import all_methods
 from discbench.models import VIM_MODEL_NAMES, VisionMamba
-from discbench.models.vim import causal_conv1d_silu
 from discbench.methods import get_method
 from discbench.scan import BACKENDS
 
@@ -251,7 +251,7 @@ def test_causal_conv_matches_upstream_padded_conv():
     conv = torch.nn.Conv1d(6, 6, 4, groups=6, padding=3)
     x = torch.randn(2, 6, 9)
     with torch.no_grad():
-        torch.testing.assert_close(causal_conv1d_silu(x, conv.weight, conv.bias), F.silu(conv(x)[..., :9]))
+        torch.testing.assert_close(causal_conv1d_fn(x, conv.weight.squeeze(1), conv.bias, activation="silu"), F.silu(conv(x)[..., :9]))
 
 
 def test_residual_stream_stays_fp32():

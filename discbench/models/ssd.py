@@ -47,11 +47,12 @@ import torch.nn.functional as F
 from timm.layers import to_2tuple
 from timm.models import register_model
 
+from ..causal_conv1d import causal_conv1d_fn
 from ..methods import get_method
 from ..scan.ssd import SSD_BACKENDS, heads_of_groups, ssd_scan
 from .seq import SequenceMamba, create_sequence_model
 from .vim import (BIDIRECTIONAL_CHOICES, CONV_CHOICES, create_image_model, VisionMamba, _at_least_fp32,
-                  _check_choice, add_lambda_stats, causal_conv1d_silu, check_dt_range, mixer_blocks,
+                  _check_choice, add_lambda_stats, check_dt_range, mixer_blocks,
                   default_cfgs as vim_default_cfgs)
 
 Tensor = torch.Tensor
@@ -219,7 +220,7 @@ class BiSSDMixer(nn.Module):
             """silu(causal conv1d(seq)), or silu(seq) when conv="none"; (b, l, channels)."""
             if layer is None:
                 return F.silu(seq)
-            return causal_conv1d_silu(seq.transpose(1, 2), layer.weight, layer.bias).transpose(1, 2)
+            return causal_conv1d_fn(seq.transpose(1, 2), layer.weight.squeeze(1), layer.bias, activation="silu").transpose(1, 2)
 
         xBC_fwd = conv(xBC, getattr(self, "conv1d", None))
         if lam is not None:

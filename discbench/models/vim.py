@@ -8,7 +8,8 @@ names match upstream, so an upstream checkpoint's state dict loads as is.
 
 What discbench adds: every scan goes through `discbench.selective_scan` with the configured
 `discretization` (method) and `variant`, in BOTH directions. The backward direction is the
-forward computation on the reversed sequence (flip, conv + scan, flip back), so a stencil's
+forward computation on the reversed sequence (flip, conv + scan, flip back; on the CPU kernel
+the same run in reverse inside the kernels, see BiMambaMixer.fast_path), so a stencil's
 "previous" tokens are those to the right, as METHODS.md requires.
 
 Registered in timm (importing `discbench.models` registers them):
@@ -23,7 +24,6 @@ which default to 32×32 images with 4×4 patches. All accept img_size, patch_siz
 from __future__ import annotations
 
 import contextlib
-import functools
 import math
 from typing import Callable, Iterator
 
@@ -35,8 +35,10 @@ from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from timm.layers import DropPath, PatchEmbed, lecun_normal_, to_2tuple, trunc_normal_
 from timm.models import register_model
 
+from ..causal_conv1d import causal_conv1d_fn
 from ..methods import get_method
-from ..scan import BACKENDS, selective_scan
+from ..scan import BACKENDS, resolve_backend, selective_scan
+from ..scan.cpu import selective_scan_reversed
 
 Tensor = torch.Tensor
 
@@ -68,32 +70,6 @@ def check_scan_backend(name: str) -> str:
     if why is not None:
         raise RuntimeError(f"scan_backend={name!r} is not available here: {why}")
     return name
-
-
-# ----------------------------------------------------------------------------- conv1d
-
-
-@functools.lru_cache(maxsize=1)
-def _cuda_causal_conv1d() -> Callable | None:
-    """causal-conv1d's fused CUDA function, or None when the package or its extension is absent."""
-    try:
-        from causal_conv1d import causal_conv1d_fn
-    except (ImportError, OSError):  # not installed, or its compiled extension cannot load
-        return None
-    return causal_conv1d_fn
-
-
-def causal_conv1d_silu(x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
-    """silu(depthwise causal conv1d(x)): output token k sees input tokens k-w+1 … k.
-
-    x: (b, e, l); weight: (e, 1, w) as nn.Conv1d stores it; bias: (e,). Returns (b, e, l).
-    On CUDA tensors the fused causal-conv1d kernel is used when it is installed.
-    """
-    fused = _cuda_causal_conv1d() if x.is_cuda else None
-    if fused is not None:
-        return fused(x, weight.squeeze(1), bias, activation="silu")
-    width = weight.shape[-1]
-    return F.silu(F.conv1d(F.pad(x, (width - 1, 0)), weight, bias, groups=x.shape[1]))
 
 
 # ----------------------------------------------------------------------------- mixer
@@ -142,7 +118,15 @@ class BiMambaMixer(nn.Module):
     step Δ = softplus(dt_proj(x) + bias) of both directions is multiplied by it, the change of
     step a change of sampling rate implies (trained at L samples, run at L′: L/L′). At 1.0 the
     scan is called exactly as without it.
+
+    fast_path (attribute, default True): where the scan lands on the fused CPU kernel, every
+    product writes the channel-major (b, ·, l) layout the kernels read (no transposing copies),
+    and the backward direction's conv and scan run in reverse inside the kernels (no flips). The
+    numbers are the flip path's (False; every other backend) up to fp32 rounding
+    (tests/test_vim_fast_path.py).
     """
+
+    fast_path = True
 
     def __init__(
         self,
@@ -193,7 +177,7 @@ class BiMambaMixer(nn.Module):
         self.out_proj = nn.Linear(self.d_inner, d_model, bias=False)
 
     def _make_conv(self, d_conv: int) -> nn.Conv1d:
-        # Padding is applied in causal_conv1d_silu, so the layer holds weights only.
+        # Padding is applied by causal_conv1d_fn, so the layer holds weights only.
         return nn.Conv1d(self.d_inner, self.d_inner, d_conv, groups=self.d_inner, bias=True)
 
     def _make_lam_proj(self) -> nn.Linear:
@@ -235,62 +219,92 @@ class BiMambaMixer(nn.Module):
             dt = dt.clamp(min=floor)
             dt_proj.bias.copy_(dt + torch.log(-torch.expm1(-dt)))
 
-    def _scan(self, x: Tensor, gate: Tensor, x_proj: nn.Linear, dt_proj: nn.Linear,
-              A_log: Tensor, D: Tensor, lam: Tensor | None = None) -> Tensor:
-        """One direction's SSM in scan order: x, gate (b, E, l) -> gated output (b, E, l).
+    def _on_fast_path(self, hidden: Tensor) -> bool:
+        """Whether this call takes the fast path: asked for, and the scan lands on the CPU kernel."""
+        if not self.fast_path or hidden.device.type != "cpu":
+            return False
+        return resolve_backend(self.scan_backend, hidden.device, hidden.dtype, self.method.key).name == "cpu"
 
-        lam: (b, 1, l) in scan order for a method that takes λ (expanded over the channels
-        without a copy), else None.
+    def _scan(self, x: Tensor, gate: Tensor, x_proj: nn.Linear, dt_proj: nn.Linear, A_log: Tensor, D: Tensor,
+              lam: Tensor | None = None, reverse: bool = False, fast: bool = False) -> Tensor:
+        """One direction's SSM: x, gate (b, E, l) in token order -> gated output (b, E, l) in token order.
+
+        lam: (b, 1, l) in token order for a method that takes λ (expanded over the channels
+        without a copy), else None. reverse: the backward direction (the recurrence runs from the
+        last token to the first); on the fast path inside the kernel, else by flipping the inputs
+        and the output.
 
         The one place the scan is called. With delta_scale ≠ 1 the step is computed here,
         softplus(delta + bias) × delta_scale, and handed to the scan as it is.
         """
-        x_dbl = F.linear(x.transpose(1, 2), x_proj.weight)  # (b, l, dt_rank + 2N)
-        dt_low, B, C = torch.split(x_dbl, [self.dt_rank, self.d_state, self.d_state], dim=-1)
-        delta = torch.matmul(dt_proj.weight, dt_low.transpose(1, 2))  # (b, E, l)
+        if fast:  # channel-major products straight from x: B, C are (b, N, l) views of x_dbl
+            x_dbl = torch.bmm(x_proj.weight.expand(x.shape[0], -1, -1), x)  # (b, dt_rank + 2N, l)
+            dt_low, B, C = torch.split(x_dbl, [self.dt_rank, self.d_state, self.d_state], dim=1)
+            delta = torch.bmm(dt_proj.weight.expand(x.shape[0], -1, -1), dt_low)  # (b, E, l)
+        else:
+            x_dbl = F.linear(x.transpose(1, 2), x_proj.weight)  # (b, l, dt_rank + 2N)
+            dt_low, B, C = torch.split(x_dbl, [self.dt_rank, self.d_state, self.d_state], dim=-1)
+            delta = torch.matmul(dt_proj.weight, dt_low.transpose(1, 2))  # (b, E, l)
+            B, C = B.transpose(1, 2).contiguous(), C.transpose(1, 2).contiguous()
         delta_bias, softplus = _at_least_fp32(dt_proj.bias), True
         if self.delta_scale != 1.0:
             delta = F.softplus(delta + delta_bias[:, None]) * self.delta_scale
             delta_bias, softplus = None, False
-        return selective_scan(
-            x, delta, -torch.exp(_at_least_fp32(A_log)),
-            B.transpose(1, 2).contiguous(), C.transpose(1, 2).contiguous(),
-            _at_least_fp32(D), z=gate, delta_bias=delta_bias, delta_softplus=softplus,
-            method=self.method.name, variant=self.method.variant, backend=self.scan_backend,
-            lam=None if lam is None else lam.expand_as(x),
-        )
+        lam = None if lam is None else lam.expand_as(x)
+        kwargs = dict(D=_at_least_fp32(D), z=gate, delta_bias=delta_bias, delta_softplus=softplus,
+                      method=self.method.name, variant=self.method.variant, lam=lam)
+        A = -torch.exp(_at_least_fp32(A_log))
+        if fast and reverse:
+            return selective_scan_reversed(x, delta, A, B, C, **kwargs)
+        if reverse:
+            x, delta, B, C, kwargs["z"] = (t.flip(-1) for t in (x, delta, B, C, gate))
+            kwargs["lam"] = None if lam is None else lam.flip(-1)
+        out = selective_scan(x, delta, A, B, C, backend=self.scan_backend, **kwargs)
+        return out.flip(-1) if reverse else out
 
-    def _conv_silu(self, x: Tensor, conv: nn.Conv1d | None) -> Tensor:
-        """silu(causal conv1d(x)) in scan order, or silu(x) when conv="none"; (b, E, l)."""
+    def _conv_silu(self, x: Tensor, conv: nn.Conv1d | None, reverse: bool, fast: bool) -> Tensor:
+        """silu(causal conv1d(x)), or silu(x) when conv="none"; x (b, E, l) in token order -> (b, E, l).
+
+        reverse: the backward direction's conv (token t sees t … t + w − 1); on the fast path the
+        fused kernel runs it in reverse, else x is flipped in and out. PyTorch's conv1d outside
+        the fast path on the CPU, the fused kernels elsewhere (see discbench.causal_conv1d).
+        """
         if conv is None:
             return F.silu(x)
-        return causal_conv1d_silu(x, conv.weight, conv.bias)
+        path = "auto" if fast or x.device.type != "cpu" else "torch"
+        return causal_conv1d_fn(x, conv.weight.squeeze(1), conv.bias, activation="silu", reverse=reverse, path=path)
 
     def forward_directions(self, hidden: Tensor) -> tuple[Tensor, Tensor | None]:
         """The two directions' gated scan outputs in original token order, (b, E, l) each.
 
         hidden: (b, l, D). The second is None when bidirectional="none".
         """
-        xz = torch.matmul(self.in_proj.weight, hidden.transpose(1, 2))  # (b, 2E, l)
+        fast = self._on_fast_path(hidden)
+        if fast:  # (b, 2E, l) written by the product itself (matmul would transpose a copy)
+            xz = torch.bmm(self.in_proj.weight.expand(hidden.shape[0], -1, -1), hidden.transpose(1, 2))
+        else:
+            xz = torch.matmul(self.in_proj.weight, hidden.transpose(1, 2))  # (b, 2E, l)
         x, gate = xz.chunk(2, dim=1)
-        x_fwd = self._conv_silu(x, getattr(self, "conv1d", None))
+        x_fwd = self._conv_silu(x, getattr(self, "conv1d", None), False, fast)
         lam_fwd = self._lam(hidden, getattr(self, "lam_proj", None), "forward")
-        out_fwd = self._scan(x_fwd, gate, self.x_proj, self.dt_proj, self.A_log, self.D, lam_fwd)
+        out_fwd = self._scan(x_fwd, gate, self.x_proj, self.dt_proj, self.A_log, self.D, lam_fwd, False, fast)
         if self.bidirectional == "none":
             return out_fwd, None
         if self.bidirectional == "ssm_conv" and self.conv == "causal":
-            x_bwd = self._conv_silu(x.flip(-1), self.conv1d_b)
+            x_bwd = self._conv_silu(x, self.conv1d_b, True, fast)
         else:  # the backward SSM reads the forward conv's output (or silu(x)), reversed
-            x_bwd = x_fwd.flip(-1)
+            x_bwd = x_fwd
         lam_bwd = self._lam(hidden, getattr(self, "lam_proj_b", None), "backward")
-        out_bwd = self._scan(x_bwd, gate.flip(-1), self.x_proj_b, self.dt_proj_b, self.A_b_log, self.D_b,
-                             None if lam_bwd is None else lam_bwd.flip(-1))
-        return out_fwd, out_bwd.flip(-1)
+        out_bwd = self._scan(x_bwd, gate, self.x_proj_b, self.dt_proj_b, self.A_b_log, self.D_b, lam_bwd, True,
+                             fast)
+        return out_fwd, out_bwd
 
     def forward(self, hidden: Tensor) -> Tensor:
         """hidden: (b, l, D) -> (b, l, D)."""
         out_fwd, out_bwd = self.forward_directions(hidden)
         mixed = out_fwd if out_bwd is None else (out_fwd + out_bwd) / 2
+        if self._on_fast_path(hidden):  # read (b, E, l) as it is, no transposing copy
+            return torch.bmm(mixed.transpose(1, 2), self.out_proj.weight.t().expand(hidden.shape[0], -1, -1))
         return self.out_proj(mixed.transpose(1, 2))
 
 

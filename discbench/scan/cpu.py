@@ -139,6 +139,11 @@ def supported_isas() -> list[str]:
     return list(extension().supported_isas())
 
 
+def current_isa() -> str:
+    """The instruction set the kernels are called with ('auto' unless forced)."""
+    return _isa
+
+
 @contextlib.contextmanager
 def use_isa(name: str):
     """Force the kernels' instruction set ('auto', 'avx512', 'avx2', 'scalar') inside the block."""
