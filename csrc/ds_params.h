@@ -4,11 +4,13 @@
 // Layouts (row-major; NP = state padded to a multiple of 16, R = len + kPadFront + kPadBack):
 //   out, ypre, dout, du, ddelta, dz, dlam           (batch, dim, len) in the caller's token order;
 //                                                   with `reverse` the scan runs last token first
-//   u, delta, z, lam                                (batch, dim, len) likewise, any strides
-//                                                   (*_strides; e.g. z a channel half of a
-//                                                   token-major (b, l, 2d) projection, λ shared by
-//                                                   the channels with dim stride 0); rows with
-//                                                   strided tokens are gathered per pair
+//   u, delta, z, lam                                (batch, dim, len) likewise, tokens contiguous,
+//                                                   any batch/dim strides (*_strides; e.g. z a
+//                                                   channel half of a (b, 2d, l) projection, λ
+//                                                   shared by the channels with dim stride 0)
+//   delta with delta_proj                           (batch, rank, len) likewise: Δ before its bias
+//                                                   is delta_proj (dim, rank) times these rows
+//                                                   (Mamba's dt_proj inside the kernel)
 //   A                                               (dim, NP)
 //   Bt, Ct, dB, dC                                  (batch, groups, R, NP), scan position k at row
 //                                                   k + kPadFront (already reversed for `reverse`),
@@ -39,6 +41,8 @@ struct DsScanParams {
   const float *u, *delta, *A, *Bt, *Ct, *D, *z, *delta_bias;  // D, z, delta_bias may be null
   const float* lam;  // null unless the method takes λ
   DsRowStrides u_strides, delta_strides, z_strides, lam_strides;
+  const float* delta_proj;  // (dim, delta_rank) or null: delta is then Δ itself
+  int64_t delta_rank;
   bool softplus, reverse;
   float *out, *last_state, *ckpt, *ypre;  // last_state, ckpt, ypre may be null
   const float *dout, *dlast;              // dlast may be null
@@ -50,7 +54,7 @@ struct DsScanParams {
 // Floats of scratch one part needs: kScratchRows per-token rows, each padded to whole vectors
 // (plus the stencil pads), then the chunk's per-token vectors and three row-sum buffers.
 constexpr int64_t kChunkRows = kCkptEvery + 2 * kStateAlign;  // rows of a per-chunk lane buffer
-constexpr int64_t kScratchRows = 12;
+constexpr int64_t kScratchRows = 10;
 inline int64_t ds_scratch_row(int64_t len) {
   return (len + kPadFront + kPadBack + kStateAlign - 1) / kStateAlign * kStateAlign + kStateAlign;
 }

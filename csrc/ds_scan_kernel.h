@@ -69,8 +69,7 @@ struct PairScratch {
   float* dub;  // [len] padded dL/du through the drive
   float* lam;  // [len]        λ (methods that take one)
   float* dlg;  // [len]        dL/dλ
-  float* zrow;  // [len]       z (or λ while preparing) gathered when its tokens are strided
-  float* tmp;   // [2 len]     u and Δ gathered when their tokens are strided
+  float* pre;   // [len]        Δ + bias before the softplus (the backward's softplus')
   float* chunk;                 // [kCkptEvery * kChunkSlots * kW] the recompute pass's per-token vectors
   float* rows1, *rows2, *rows3;  // [kChunkRows * kW] per-token lane vectors awaiting ds_row_sums
 };
@@ -87,8 +86,7 @@ static PairScratch ds_scratch(const DsScanParams& p, float* s) {
   ps.dub = s + 6 * stride + kPadFront;
   ps.lam = s + 7 * stride;
   ps.dlg = s + 8 * stride;
-  ps.zrow = s + 9 * stride;
-  ps.tmp = s + 10 * stride;
+  ps.pre = s + 9 * stride;
   ps.chunk = s + kScratchRows * stride;
   ps.rows1 = ps.chunk + kCkptEvery * kChunkSlots * kStateAlign;
   ps.rows2 = ps.rows1 + kChunkRows * kStateAlign;
@@ -102,28 +100,35 @@ static inline const float* ds_slab_rows(const DsScanParams& p, const float* pack
   return packed + (slab * (p.len + kPadFront + kPadBack) + kPadFront) * p.state_pad;
 }
 
-// The pair's row of an input in token order: read in place when its tokens are contiguous, else
-// (e.g. z a channel slice of a token-major (b, l, 2d) projection) gathered into `tmp` [len].
+// The pair's row of a token-indexed input (tokens contiguous: the binding guarantees it).
 static inline const float* ds_in_row(const DsScanParams& p, const float* base, const DsRowStrides& s,
-                                     int64_t pair, float* tmp) {
-  const float* row = base + (pair / p.dim) * s.batch + (pair % p.dim) * s.dim;
-  if (s.len == 1) return row;
-  for (int64_t k = 0; k < p.len; ++k) tmp[k] = row[k * s.len];
-  return tmp;
+                                     int64_t pair) {
+  return base + (pair / p.dim) * s.batch + (pair % p.dim) * s.dim;
+}
+
+// Δ before its bias at scan positions k .. k + n − 1: read, or with delta_proj the pair's row of
+// delta_proj times the batch element's `rank` rows (dt_proj's product, kept out of memory).
+DS_FN vf ds_raw_delta(const DsScanParams& p, int64_t pair, int64_t k, int64_t n) {
+  if (!p.delta_proj) return ds_load_tok(p, ds_in_row(p, p.delta, p.delta_strides, pair), k, n);
+  const float* w = p.delta_proj + (pair % p.dim) * p.delta_rank;
+  const float* rows = p.delta + (pair / p.dim) * p.delta_strides.batch;
+  vf x = w[0] * ds_load_tok(p, rows, k, n);
+  for (int64_t r = 1; r < p.delta_rank; ++r) x += w[r] * ds_load_tok(p, rows + r * p.delta_strides.dim, k, n);
+  return x;
 }
 
 static void ds_prepare_pair(const DsScanParams& p, int64_t pair, const PairScratch& ps) {
   const int64_t L = p.len, di = pair % p.dim;
-  const float* u = ds_in_row(p, p.u, p.u_strides, pair, ps.tmp);
-  const float* delta = ds_in_row(p, p.delta, p.delta_strides, pair, ps.tmp + ds_scratch_row(L));
-  const float* lam = p.lam ? ds_in_row(p, p.lam, p.lam_strides, pair, ps.zrow) : nullptr;
+  const float* u = ds_in_row(p, p.u, p.u_strides, pair);
+  const float* lam = p.lam ? ds_in_row(p, p.lam, p.lam_strides, pair) : nullptr;
   const float bias = p.delta_bias ? p.delta_bias[di] : 0.0f;
   for (int64_t k = -kPadFront; k < 0; ++k) ps.ub[k] = 0.0f;
   for (int64_t k = L; k < L + kPadBack; ++k) ps.ub[k] = 0.0f;
   for (int64_t k = 0; k < L; k += kW) {
     const int64_t n = ds_min(kW, L - k);
     ds_store_n(ps.ub + k, ds_load_tok(p, u, k, n), n);
-    const vf x = ds_load_tok(p, delta, k, n) + bias;
+    const vf x = ds_raw_delta(p, pair, k, n) + bias;
+    ds_store(ps.pre + k, x);
     ds_store(ps.dt + k, p.softplus ? ds_softplus(x) : x);
     if (lam) ds_store(ps.lam + k, ds_load_tok(p, lam, k, n));
   }
@@ -176,7 +181,7 @@ static void ds_forward_pair(const DsScanParams& p, int64_t pair, const PairScrat
 
   const float D = p.D ? p.D[di] : 0.0f;
   float* out = p.out + pair * L;
-  const float* zg = p.z ? ds_in_row(p, p.z, p.z_strides, pair, ps.zrow) : nullptr;
+  const float* zg = p.z ? ds_in_row(p, p.z, p.z_strides, pair) : nullptr;
   float* ypre = p.ypre ? p.ypre + pair * L : nullptr;
   for (int64_t k = 0; k < L; k += kW) {
     const int64_t n = ds_min(kW, L - k);
@@ -208,7 +213,7 @@ static void ds_backward_pair(const DsScanParams& p, int64_t pair, const PairScra
   float* __restrict rows3 = ps.rows3;
   float* __restrict dlg = ps.dlg;
   const float* dout = p.dout + pair * L;
-  const float* zg = p.z ? ds_in_row(p, p.z, p.z_strides, pair, ps.zrow) : nullptr;
+  const float* zg = p.z ? ds_in_row(p, p.z, p.z_strides, pair) : nullptr;
   for (int64_t k = 0; k < L; k += kW) {
     const int64_t n = ds_min(kW, L - k);
     const vf d = ds_load_tok(p, dout, k, n);  // zero past the end, so dy is too
@@ -325,8 +330,6 @@ static void ds_backward_pair(const DsScanParams& p, int64_t pair, const PairScra
   }
 
   const float D = p.D ? p.D[di] : 0.0f;
-  const float bias = p.delta_bias ? p.delta_bias[di] : 0.0f;
-  const float* delta = ds_in_row(p, p.delta, p.delta_strides, pair, ps.tmp);
   const float* ypre = p.ypre ? p.ypre + pair * L : nullptr;
   float* du = p.du + pair * L;
   float* ddelta = p.ddelta + pair * L;
@@ -340,7 +343,7 @@ static void ds_backward_pair(const DsScanParams& p, int64_t pair, const PairScra
     ds_store_tok(p, du, k, ds_load(dub + k) + dyk * D, n);
     vf draw = ds_load_n(dtg + k, n);
     // softplus'(x) = σ(x) = 1 − e^{−softplus(x)}, from the Δ already at hand
-    if (p.softplus) draw *= ds_sigmoid_from_softplus(ds_load_tok(p, delta, k, n) + bias, ds_load(dt + k));
+    if (p.softplus) draw *= ds_sigmoid_from_softplus(ds_load(ps.pre + k), ds_load(dt + k));
     ds_store_tok(p, ddelta, k, draw, n);
     ddb += draw;
     if constexpr (M::kTakesLam) ds_store_tok(p, dlam, k, ds_load_n(dlg + k, n), n);

@@ -174,7 +174,8 @@ Tensor unpack_tokens(const Tensor& packed, int64_t n, int64_t l, bool reverse) {
 // wider tensor or a λ shared by the channels (an expanded view, stride 0 along d) is read without
 // a copy. Strided tokens (a token-major (b, l, ·) projection) are made contiguous by ATen's
 // blocked transpose: gathering them per (batch, channel) row in the kernel was measured 2× slower
-// for the whole Vim-Ti forward (tokens 1.5–3 KB apart fall into a few L1 sets and miss).
+// for the whole Vim-Ti forward (tokens 1.5–3 KB apart fall into a few L1 sets and miss), so the
+// kernels always see contiguous tokens.
 Tensor token_rows(const Tensor& t) {
   Tensor out = t.to(torch::kFloat32);
   return out.size(2) > 1 && out.stride(2) != 1 ? out.contiguous() : out;
@@ -188,14 +189,14 @@ DsRowStrides row_strides(const OptTensor& t) {
 struct Call {
   int64_t b, d, l, n, g, np;
   Tensor u, delta, A, Bt, Ct;  // u, delta (and z, lam) as token_rows: strides kept
-  OptTensor D, z, delta_bias, lam;
+  OptTensor D, z, delta_bias, lam, delta_proj;
   int method;
   bool reverse;
   const Isa* isa;
 
   Call(const Tensor& u_, const Tensor& delta_, const Tensor& A_, const Tensor& B_, const Tensor& C_,
        const OptTensor& D_, const OptTensor& z_, const OptTensor& bias_, const OptTensor& lam_,
-       const std::string& key, bool reverse_, const std::string& isa_name)
+       const OptTensor& proj_, const std::string& key, bool reverse_, const std::string& isa_name)
       : reverse(reverse_) {
     TORCH_CHECK(u_.dim() == 3, "discbench CPU scan: u must be (b, d, l), got shape ", u_.sizes());
     b = u_.size(0), d = u_.size(1), l = u_.size(2);
@@ -207,7 +208,14 @@ struct Call {
     g = B_.size(1);
     TORCH_CHECK(g > 0 && d % g == 0, "discbench CPU scan: B has ", g, " groups, which must divide d=", d);
     check_tensor("u", u_, {b, d, l});
-    check_tensor("delta", delta_, {b, d, l});
+    if (proj_) {  // delta holds dt_proj's input, (b, rank, l); Δ = delta_proj · delta
+      TORCH_CHECK(proj_->dim() == 2 && proj_->size(0) == d && proj_->size(1) > 0,
+                  "discbench CPU scan: delta_proj must be (d=", d, ", rank), got shape ", proj_->sizes());
+      check_tensor("delta_proj", *proj_, {d, proj_->size(1)});
+      check_tensor("delta", delta_, {b, proj_->size(1), l});
+    } else {
+      check_tensor("delta", delta_, {b, d, l});
+    }
     check_tensor("A", A_, {d, n});
     check_tensor("B", B_, {b, g, n, l});
     check_tensor("C", C_, {b, g, n, l});
@@ -231,6 +239,7 @@ struct Call {
     if (z_) z = token_rows(*z_);
     delta_bias = f32_opt(bias_);
     if (lam_) lam = token_rows(*lam_);
+    delta_proj = f32_opt(proj_);
   }
 
   int64_t n_ckpt() const { return (l + kCkptEvery - 1) / kCkptEvery; }
@@ -245,6 +254,8 @@ struct Call {
     p.lam = ptr_or_null(lam);
     p.u_strides = row_strides(u), p.delta_strides = row_strides(delta), p.z_strides = row_strides(z);
     p.lam_strides = row_strides(lam);
+    p.delta_proj = ptr_or_null(delta_proj);
+    p.delta_rank = delta_proj ? delta_proj->size(1) : 0;
     p.softplus = softplus;
     p.reverse = reverse;
     return p;
@@ -254,13 +265,15 @@ struct Call {
 // Returns [out (u's dtype), last_state (b, d, n) or empty, ckpt or empty, y before the gate or
 // empty]; ckpt and y are what `backward` needs (only when `for_backward`). With `reverse` the
 // scan runs from the last token to the first (the flipped scan of a bidirectional block) while
-// inputs and output stay in token order: flip(scan(flip(inputs))) without the copies.
+// inputs and output stay in token order: flip(scan(flip(inputs))) without the copies. With
+// delta_proj (d, rank), delta is (b, rank, l) and Δ before its bias is delta_proj · delta, per
+// batch element, computed inside the kernel (Mamba's dt_proj without writing Δ out).
 std::vector<Tensor> forward(const Tensor& u, const Tensor& delta, const Tensor& A, const Tensor& B,
                             const Tensor& C, const OptTensor& D, const OptTensor& z,
-                            const OptTensor& delta_bias, const OptTensor& lam, bool softplus,
-                            const std::string& method, bool reverse, bool return_last_state,
+                            const OptTensor& delta_bias, const OptTensor& lam, const OptTensor& delta_proj,
+                            bool softplus, const std::string& method, bool reverse, bool return_last_state,
                             bool for_backward, const std::string& isa) {
-  Call call(u, delta, A, B, C, D, z, delta_bias, lam, method, reverse, isa);
+  Call call(u, delta, A, B, C, D, z, delta_bias, lam, delta_proj, method, reverse, isa);
   auto opts = call.u.options();
   Tensor out = torch::empty({call.b, call.d, call.l}, opts);
   Tensor last = return_last_state ? torch::zeros({call.b, call.d, call.np}, opts) : Tensor();
@@ -282,15 +295,17 @@ std::vector<Tensor> forward(const Tensor& u, const Tensor& delta, const Tensor& 
 }
 
 // Gradients [du, ddelta, dA, dB, dC, dD, dz, ddelta_bias, dlam], each in its input's dtype
-// (undefined for an absent optional input; dlam (b, d, l) even for an expanded lam).
+// (undefined for an absent optional input; dlam (b, d, l) even for an expanded lam). With
+// delta_proj, ddelta is the fp32 gradient of Δ before its bias, (b, d, l): the caller takes it
+// through the projection (two small products).
 // dlast: gradient of the returned last state, if any.
 std::vector<Tensor> backward(const Tensor& u, const Tensor& delta, const Tensor& A, const Tensor& B,
                              const Tensor& C, const OptTensor& D, const OptTensor& z,
-                             const OptTensor& delta_bias, const OptTensor& lam, bool softplus,
-                             const std::string& method, bool reverse, const Tensor& ckpt,
+                             const OptTensor& delta_bias, const OptTensor& lam, const OptTensor& delta_proj,
+                             bool softplus, const std::string& method, bool reverse, const Tensor& ckpt,
                              const OptTensor& ypre, const Tensor& dout, const OptTensor& dlast,
                              const std::string& isa) {
-  Call call(u, delta, A, B, C, D, z, delta_bias, lam, method, reverse, isa);
+  Call call(u, delta, A, B, C, D, z, delta_bias, lam, delta_proj, method, reverse, isa);
   check_tensor("dout", dout, {call.b, call.d, call.l});
   TORCH_CHECK(ckpt.sizes() == c10::IntArrayRef({call.b, call.d, call.n_ckpt(), call.np}),
               "discbench CPU scan: checkpoints do not match the inputs");
@@ -346,7 +361,7 @@ std::vector<Tensor> backward(const Tensor& u, const Tensor& delta, const Tensor&
   }
   auto like = [](const Tensor& grad, const Tensor& input) { return grad.to(input.scalar_type()); };
   return {like(du, u),
-          like(ddelta, delta),
+          call.delta_proj ? ddelta : like(ddelta, delta),
           like(dA_part.sum(0).narrow(1, 0, call.n), A),
           like(unpack_tokens(dB, call.n, l, reverse), B).contiguous(),
           like(unpack_tokens(dC, call.n, l, reverse), C).contiguous(),

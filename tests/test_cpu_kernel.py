@@ -222,7 +222,8 @@ def test_float64_is_refused_with_a_clear_error():
     with pytest.raises(ValueError, match="backend 'cpu' takes float32, bfloat16, got float64"):
         selective_scan(*args, backend="cpu")
     with pytest.raises(RuntimeError, match="u must be float32 or bfloat16, got Double"):
-        cpu.extension().forward(*args, None, None, None, None, False, "zoh/canonical", False, False, False, "auto")
+        cpu.extension().forward(*args, None, None, None, None, None, False, "zoh/canonical", False, False, False,
+                                "auto")
 
 
 def test_direct_kernel_calls_check_shapes_devices_methods_and_isas():
@@ -231,7 +232,7 @@ def test_direct_kernel_calls_check_shapes_devices_methods_and_isas():
     base = [t[k] for k in ("u", "delta", "A", "B", "C")]
 
     def call(*args, method="zoh/canonical", isa="auto", lam=None):
-        return ext.forward(*args, None, None, None, lam, False, method, False, False, False, isa)
+        return ext.forward(*args, None, None, None, lam, None, False, method, False, False, False, isa)
 
     with pytest.raises(RuntimeError, match=r"delta must have shape \[2, 6, 5\]"):
         call(base[0], base[1][:, :, :4], *base[2:])
@@ -376,10 +377,10 @@ def test_reversed_scan_equals_the_scan_of_flipped_tokens(method, l):
     if not get_method(method).takes_lam:
         inputs["lam"] = None
     leaves = {k: (v.detach().clone().requires_grad_() if v is not None else None) for k, v in inputs.items()}
-    out, last = cpu.selective_scan_reversed(
+    out, last = cpu.selective_scan_block(
         leaves["u"], leaves["delta"], leaves["A"], leaves["B"], leaves["C"], D=leaves["D"], z=leaves["z"],
         delta_bias=leaves["delta_bias"], delta_softplus=True, return_last_state=True, method=method,
-        lam=leaves["lam"],
+        lam=leaves["lam"], reverse=True,
     )
     gen = torch.Generator().manual_seed(3)
     gout, glast = torch.randn(out.shape, generator=gen), torch.randn(last.shape, generator=gen)
@@ -421,8 +422,8 @@ def test_inputs_are_read_with_their_strides_as_a_model_lays_them_out(method, rev
 
     def scan(tensors):
         leaves = {k: (v.detach().requires_grad_() if v is not None else None) for k, v in tensors.items()}
-        fn = cpu.selective_scan_reversed if reverse else selective_scan
-        kwargs = {} if reverse else {"backend": "cpu"}
+        fn = cpu.selective_scan_block if reverse else selective_scan
+        kwargs = {"reverse": True} if reverse else {"backend": "cpu"}
         out = fn(leaves["u"], leaves["delta"], leaves["A"], leaves["B"], leaves["C"], D=leaves["D"], z=leaves["z"],
                  delta_bias=leaves["delta_bias"], delta_softplus=True, method=method, lam=leaves["lam"], **kwargs)
         (out * torch.linspace(-1, 1, out.numel()).view(out.shape)).sum().backward()
@@ -433,3 +434,47 @@ def test_inputs_are_read_with_their_strides_as_a_model_lays_them_out(method, rev
     assert torch.equal(got_out, want_out)
     for key, grad in want_grads.items():
         assert torch.equal(got_grads[key], grad), key
+
+
+@pytest.mark.parametrize("method", ["zoh/canonical", "polynomial/paper", "rk4/canonical", "trapezoid/paper"])
+@pytest.mark.parametrize("reverse", [False, True])
+def test_delta_projection_inside_the_kernel_equals_the_projected_delta(method, reverse):
+    """delta_proj (d, r) with delta (b, r, l) gives what Δ = delta_proj · delta passed whole gives
+    (float64 reference backend on flipped tokens for the reverse scan), outputs and gradients of
+    every input, the projection's weight and its input included."""
+    b, d, l, n, r = 2, 6, 37, 5, 3
+    inputs = make_inputs(l=l, g=2)
+    if not get_method(method).takes_lam:
+        inputs["lam"] = None
+    gen = torch.Generator().manual_seed(8)
+    inputs["low"] = 0.5 * torch.randn(b, r, l, generator=gen)
+    inputs["proj"] = torch.randn(d, r, generator=gen) / r
+    del inputs["delta"]
+    weights = torch.linspace(-1, 1, b * d * l).view(b, d, l)
+
+    def run(tensors, dtype, fused):
+        leaves = {k: (v.detach().to(dtype).requires_grad_() if v is not None else None) for k, v in tensors.items()}
+        common = dict(D=leaves["D"], z=leaves["z"], delta_bias=leaves["delta_bias"], delta_softplus=True,
+                      method=method, lam=leaves["lam"])
+        if fused:
+            out = cpu.selective_scan_block(leaves["u"], leaves["low"], leaves["A"], leaves["B"], leaves["C"],
+                                           delta_proj=leaves["proj"], reverse=reverse, **common)
+        else:
+            flip = (lambda t: t.flip(-1)) if reverse else (lambda t: t)
+            delta = torch.matmul(leaves["proj"], leaves["low"])
+            common.update(z=flip(leaves["z"]), lam=None if leaves["lam"] is None else flip(leaves["lam"]))
+            out = flip(selective_scan(flip(leaves["u"]), flip(delta), leaves["A"], flip(leaves["B"]),
+                                      flip(leaves["C"]), backend="reference", **common))
+        (out * weights.to(dtype)).sum().backward()
+        return {"out": out.detach(), **{"d" + k: v.grad for k, v in leaves.items() if v is not None}}
+
+    got = run(inputs, torch.float32, fused=True)
+    want = run(inputs, torch.float64, fused=False)
+    assert set(got) == set(want)
+    assert_matches(got, want)
+
+
+def test_delta_projection_shapes_are_checked():
+    t = make_inputs(l=5)
+    with pytest.raises(ValueError, match=r"with delta_proj \(d, r\), delta must be \(b, r, l\)"):
+        cpu.selective_scan_block(t["u"], torch.randn(2, 3, 5), t["A"], t["B"], t["C"], delta_proj=torch.randn(6, 4))

@@ -55,6 +55,23 @@ def test_fast_path_equals_flip_path(key, bidirectional):
         assert err < 1e-5, (name, err)
 
 
+@pytest.mark.parametrize("key", ["zoh/canonical", "trapezoid/paper"])
+def test_fast_path_equals_flip_path_with_a_scaled_step(key):
+    """With delta_scale ≠ 1 the fast path forms Δ outside the kernel (dt_proj is inside it only at 1)."""
+    method = METHODS[key]
+    torch.manual_seed(0)
+    model = timm.create_model("vim_micro", num_classes=5, img_size=16, patch_size=4, scan_backend="cpu",
+                              discretization=method.name, variant=method.variant)
+    model.set_delta_scale(0.5)
+    x = torch.randn(2, 3, 16, 16, generator=torch.Generator().manual_seed(1))
+    target = torch.tensor([4, 1])
+    flip_logits, flip_grads = _run(model, x, target, fast=False)
+    fast_logits, fast_grads = _run(model, x, target, fast=True)
+    torch.testing.assert_close(fast_logits, flip_logits, rtol=1e-5, atol=1e-6)
+    for name, want in flip_grads.items():
+        torch.testing.assert_close(fast_grads[name], want, rtol=1e-4, atol=1e-5 * float(want.abs().max()) + 1e-12)
+
+
 def test_fast_path_is_taken_only_on_the_cpu_kernel():
     model = timm.create_model("vim_micro", num_classes=5, img_size=16, patch_size=4, scan_backend="cpu")
     mixer, hidden = model.layers[0].mixer, torch.zeros(1, 3, 48)

@@ -38,7 +38,7 @@ from timm.models import register_model
 from ..causal_conv1d import causal_conv1d_fn
 from ..methods import get_method
 from ..scan import BACKENDS, resolve_backend, selective_scan
-from ..scan.cpu import selective_scan_reversed
+from ..scan.cpu import selective_scan_block
 
 Tensor = torch.Tensor
 
@@ -237,29 +237,31 @@ class BiMambaMixer(nn.Module):
         The one place the scan is called. With delta_scale ≠ 1 the step is computed here,
         softplus(delta + bias) × delta_scale, and handed to the scan as it is.
         """
-        if fast:  # channel-major products straight from x: B, C are (b, N, l) views of x_dbl
+        A = -torch.exp(_at_least_fp32(A_log))
+        kwargs = dict(D=_at_least_fp32(D), z=gate, method=self.method.name, variant=self.method.variant,
+                      lam=None if lam is None else lam.expand_as(x))
+        delta_bias = _at_least_fp32(dt_proj.bias)
+        if fast:  # channel-major products straight from x: dt_low, B, C are (b, ·, l) views of x_dbl
             x_dbl = torch.bmm(x_proj.weight.expand(x.shape[0], -1, -1), x)  # (b, dt_rank + 2N, l)
             dt_low, B, C = torch.split(x_dbl, [self.dt_rank, self.d_state, self.d_state], dim=1)
-            delta = torch.bmm(dt_proj.weight.expand(x.shape[0], -1, -1), dt_low)  # (b, E, l)
-        else:
-            x_dbl = F.linear(x.transpose(1, 2), x_proj.weight)  # (b, l, dt_rank + 2N)
-            dt_low, B, C = torch.split(x_dbl, [self.dt_rank, self.d_state, self.d_state], dim=-1)
-            delta = torch.matmul(dt_proj.weight, dt_low.transpose(1, 2))  # (b, E, l)
-            B, C = B.transpose(1, 2).contiguous(), C.transpose(1, 2).contiguous()
-        delta_bias, softplus = _at_least_fp32(dt_proj.bias), True
+            if self.delta_scale == 1.0:  # dt_proj inside the kernel
+                return selective_scan_block(x, dt_low, A, B, C, delta_bias=delta_bias, delta_softplus=True,
+                                            delta_proj=dt_proj.weight, reverse=reverse, **kwargs)
+            delta = F.softplus(torch.bmm(dt_proj.weight.expand(x.shape[0], -1, -1), dt_low) + delta_bias[:, None])
+            return selective_scan_block(x, delta * self.delta_scale, A, B, C, reverse=reverse, **kwargs)
+        x_dbl = F.linear(x.transpose(1, 2), x_proj.weight)  # (b, l, dt_rank + 2N)
+        dt_low, B, C = torch.split(x_dbl, [self.dt_rank, self.d_state, self.d_state], dim=-1)
+        delta = torch.matmul(dt_proj.weight, dt_low.transpose(1, 2))  # (b, E, l)
+        B, C = B.transpose(1, 2).contiguous(), C.transpose(1, 2).contiguous()
+        softplus = True
         if self.delta_scale != 1.0:
             delta = F.softplus(delta + delta_bias[:, None]) * self.delta_scale
             delta_bias, softplus = None, False
-        lam = None if lam is None else lam.expand_as(x)
-        kwargs = dict(D=_at_least_fp32(D), z=gate, delta_bias=delta_bias, delta_softplus=softplus,
-                      method=self.method.name, variant=self.method.variant, lam=lam)
-        A = -torch.exp(_at_least_fp32(A_log))
-        if fast and reverse:
-            return selective_scan_reversed(x, delta, A, B, C, **kwargs)
         if reverse:
             x, delta, B, C, kwargs["z"] = (t.flip(-1) for t in (x, delta, B, C, gate))
-            kwargs["lam"] = None if lam is None else lam.flip(-1)
-        out = selective_scan(x, delta, A, B, C, backend=self.scan_backend, **kwargs)
+            kwargs["lam"] = None if lam is None else kwargs["lam"].flip(-1)
+        out = selective_scan(x, delta, A, B, C, delta_bias=delta_bias, delta_softplus=softplus,
+                             backend=self.scan_backend, **kwargs)
         return out.flip(-1) if reverse else out
 
     def _conv_silu(self, x: Tensor, conv: nn.Conv1d | None, reverse: bool, fast: bool) -> Tensor:
@@ -274,12 +276,13 @@ class BiMambaMixer(nn.Module):
         path = "auto" if fast or x.device.type != "cpu" else "torch"
         return causal_conv1d_fn(x, conv.weight.squeeze(1), conv.bias, activation="silu", reverse=reverse, path=path)
 
-    def forward_directions(self, hidden: Tensor) -> tuple[Tensor, Tensor | None]:
+    def forward_directions(self, hidden: Tensor, fast: bool | None = None) -> tuple[Tensor, Tensor | None]:
         """The two directions' gated scan outputs in original token order, (b, E, l) each.
 
-        hidden: (b, l, D). The second is None when bidirectional="none".
+        hidden: (b, l, D). The second is None when bidirectional="none". fast: take the fast path
+        (default: wherever `_on_fast_path` allows).
         """
-        fast = self._on_fast_path(hidden)
+        fast = self._on_fast_path(hidden) if fast is None else fast
         if fast:  # (b, 2E, l) written by the product itself (matmul would transpose a copy)
             xz = torch.bmm(self.in_proj.weight.expand(hidden.shape[0], -1, -1), hidden.transpose(1, 2))
         else:
@@ -301,10 +304,16 @@ class BiMambaMixer(nn.Module):
 
     def forward(self, hidden: Tensor) -> Tensor:
         """hidden: (b, l, D) -> (b, l, D)."""
-        out_fwd, out_bwd = self.forward_directions(hidden)
+        fast = self._on_fast_path(hidden)
+        out_fwd, out_bwd = self.forward_directions(hidden, fast)
+        if fast:  # (b, E, l) read as it is (no transposing copy); the average's ½ goes into the
+            # weight, which is exact (a power of two) and saves a pass over the activations
+            weight = self.out_proj.weight.t()
+            mixed = out_fwd if out_bwd is None else out_fwd + out_bwd
+            if out_bwd is not None:
+                weight = weight * 0.5
+            return torch.bmm(mixed.transpose(1, 2), weight.expand(hidden.shape[0], -1, -1))
         mixed = out_fwd if out_bwd is None else (out_fwd + out_bwd) / 2
-        if self._on_fast_path(hidden):  # read (b, E, l) as it is, no transposing copy
-            return torch.bmm(mixed.transpose(1, 2), self.out_proj.weight.t().expand(hidden.shape[0], -1, -1))
         return self.out_proj(mixed.transpose(1, 2))
 
 

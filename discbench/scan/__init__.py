@@ -154,11 +154,14 @@ def _check_lam(lam, method: Method) -> None:
 def validate(u, delta, A, B, C, D, z, delta_bias, lam=None) -> tuple[Tensor, Tensor]:
     """Check shapes, dtypes, devices and finiteness; return B, C as (b, g, n, l).
 
-    Δ is checked for nan/inf only on the devices of FINITE_DELTA_CHECK_DEVICES (no sync).
+    Δ is checked for nan/inf only on the devices of FINITE_DELTA_CHECK_DEVICES (no sync); delta
+    None skips every check of Δ (a caller passing Δ in another form checks it itself).
     `lam`, when given, is checked like delta ((b, d, l), floating point, u's device); whether a
     method needs it is checked by `_check_lam`.
     """
     for name, t in (("u", u), ("delta", delta), ("A", A), ("B", B), ("C", C)):
+        if t is None and name == "delta":
+            continue
         if not isinstance(t, Tensor):
             raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
     if u.dim() != 3:
@@ -166,7 +169,8 @@ def validate(u, delta, A, B, C, D, z, delta_bias, lam=None) -> tuple[Tensor, Ten
     if not u.is_floating_point():
         raise TypeError(f"u must be a floating-point tensor, got {u.dtype}")
     batch, channels, length = u.shape
-    _check_shape("delta", delta, (batch, channels, length))
+    if delta is not None:  # None: the caller checked a Δ it passes in another form
+        _check_shape("delta", delta, (batch, channels, length))
     if A.dim() != 2 or A.shape[0] != channels:
         raise ValueError(f"A must be (d={channels}, n), got {tuple(A.shape)}")
     state = A.shape[1]
@@ -179,7 +183,7 @@ def validate(u, delta, A, B, C, D, z, delta_bias, lam=None) -> tuple[Tensor, Ten
             if not isinstance(t, Tensor):
                 raise TypeError(f"{name} must be a torch.Tensor or None, got {type(t).__name__}")
             _check_shape(name, t, shape)
-    tensors = {"u": u, "delta": delta, "A": A, "B": B, "C": C}
+    tensors = {"u": u, "A": A, "B": B, "C": C, **({} if delta is None else {"delta": delta})}
     tensors.update({k: v for k, (v, _) in optional.items() if v is not None})
     for name, t in tensors.items():
         if t.device != u.device:
@@ -188,7 +192,7 @@ def validate(u, delta, A, B, C, D, z, delta_bias, lam=None) -> tuple[Tensor, Ten
             raise TypeError(f"{name} must be a floating-point tensor, got {t.dtype}")
     # One reduction first: a nan or inf makes the sum non-finite, and a full isfinite pass
     # costs as much as a fast scan, so it runs only to confirm.
-    if (delta.device.type in FINITE_DELTA_CHECK_DEVICES and delta.numel()
+    if (delta is not None and delta.device.type in FINITE_DELTA_CHECK_DEVICES and delta.numel()
             and not bool(torch.isfinite(delta.sum())) and not bool(torch.isfinite(delta).all())):
         raise NonFiniteInputError("delta has non-finite values (nan or inf); Δ must be finite")
     return B, C

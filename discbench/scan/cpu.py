@@ -156,19 +156,23 @@ def use_isa(name: str):
 
 
 class SelectiveScanCPU(torch.autograd.Function):
-    """Forward saves the inputs and the state checkpoints; backward recomputes the rest in C++."""
+    """Forward saves the inputs and the state checkpoints; backward recomputes the rest in C++.
+
+    With delta_proj (d, r), delta is dt_proj's input (b, r, l) and the kernel forms Δ = delta_proj
+    · delta itself; backward takes the kernel's gradient of Δ through that product here.
+    """
 
     @staticmethod
-    def forward(ctx, u, delta, A, B, C, D, z, delta_bias, lam, delta_softplus, return_last_state, method_key,
-                reverse, isa):
+    def forward(ctx, u, delta, A, B, C, D, z, delta_bias, lam, delta_proj, delta_softplus, return_last_state,
+                method_key, reverse, isa):
         ext = extension()
-        for_backward = any(ctx.needs_input_grad[:9])
+        for_backward = any(ctx.needs_input_grad[:10])
         out, last, ckpt, ypre = ext.forward(
-            u, delta, A, B, C, D, z, delta_bias, lam, delta_softplus, method_key, reverse,
+            u, delta, A, B, C, D, z, delta_bias, lam, delta_proj, delta_softplus, method_key, reverse,
             return_last_state, for_backward, isa,
         )
         if for_backward:
-            ctx.save_for_backward(u, delta, A, B, C, D, z, delta_bias, lam, ckpt,
+            ctx.save_for_backward(u, delta, A, B, C, D, z, delta_bias, lam, delta_proj, ckpt,
                                   ypre if z is not None else None)
         ctx.config = (delta_softplus, method_key, reverse, isa)
         ctx.return_last_state = return_last_state
@@ -176,46 +180,63 @@ class SelectiveScanCPU(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, dout, dlast=None):
-        u, delta, A, B, C, D, z, delta_bias, lam, ckpt, ypre = ctx.saved_tensors
+        u, delta, A, B, C, D, z, delta_bias, lam, delta_proj, ckpt, ypre = ctx.saved_tensors
         softplus, method_key, reverse, isa = ctx.config
-        grads = extension().backward(
-            u, delta, A, B, C, D, z, delta_bias, lam, softplus, method_key, reverse, ckpt, ypre,
+        du, ddelta, *rest = extension().backward(
+            u, delta, A, B, C, D, z, delta_bias, lam, delta_proj, softplus, method_key, reverse, ckpt, ypre,
             dout.contiguous(), dlast, isa,
         )
-        return (*grads, None, None, None, None, None)
+        dproj = None
+        if delta_proj is not None:  # ddelta is the fp32 gradient of Δ = delta_proj · delta
+            if ctx.needs_input_grad[9]:
+                dproj = torch.matmul(ddelta, delta.float().transpose(1, 2)).sum(0).to(delta_proj.dtype)
+            ddelta = torch.matmul(delta_proj.float().t(), ddelta).to(delta.dtype) if ctx.needs_input_grad[1] else None
+        return (du, ddelta, *rest, dproj, None, None, None, None, None)
 
 
 def selective_scan_cpu(u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_last_state, method: Method,
-                       lam=None, reverse: bool = False):
+                       lam=None, reverse: bool = False, delta_proj=None):
     """The `cpu` backend (signature of discbench.scan.BACKENDS); B, C as (b, g, n, l).
 
     lam (b, d, l): read in place when its tokens are contiguous, whatever its batch and channel
     strides (an expanded λ shared by the channels costs no copy); its gradient is (b, d, l).
-    reverse=True scans from the last token to the first with inputs and output in token order,
-    i.e. flip(scan(flip(inputs))) along l, without the copies.
+    reverse and delta_proj: see selective_scan_block.
     """
     return SelectiveScanCPU.apply(
-        u, delta, A, B, C, D, z, delta_bias, lam, bool(delta_softplus), bool(return_last_state), method.key,
-        bool(reverse), _isa,
+        u, delta, A, B, C, D, z, delta_bias, lam, delta_proj, bool(delta_softplus), bool(return_last_state),
+        method.key, bool(reverse), _isa,
     )
 
 
-def selective_scan_reversed(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False,
-                            return_last_state=False, method="zoh", variant="canonical", lam=None):
-    """The backward-direction scan of a bidirectional (Vim) block on the CPU kernel.
+def selective_scan_block(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False,
+                         return_last_state=False, method="zoh", variant="canonical", lam=None, delta_proj=None,
+                         reverse=False):
+    """A Mamba block's scan on the CPU kernel, with two things discbench.selective_scan does not do.
 
-    Arguments and results as discbench.selective_scan, all in token order; the recurrence runs
-    from token l−1 down to 0 (a stencil's "previous" samples are the tokens to the right, as
-    METHODS.md states for the backward scan). Equals flip(selective_scan(flip(inputs))) along l
-    but without copying u, delta, B, C, z and out (and their gradients) into flipped order: the
-    kernel reads and writes the token-indexed tensors back to front.
+    Arguments and results as discbench.selective_scan, all in token order, plus:
+    delta_proj (d, r): Mamba's dt_proj weight inside the kernel. delta is then dt_proj's input,
+        (b, r, l), and Δ before delta_bias is delta_proj · delta per batch element (the same
+        numbers up to fp32 rounding, without writing Δ to memory); gradients flow to both.
+    reverse: the backward-direction scan of a bidirectional block: the recurrence runs from token
+        l−1 down to 0 (a stencil's "previous" samples are the tokens to the right, as METHODS.md
+        states for the backward scan). Equals flip(selective_scan(flip(inputs))) along l without
+        copying anything into flipped order: the kernel reads and writes back to front.
     """
-    from . import _check_lam, resolve_backend, validate
+    from . import NonFiniteInputError, _check_lam, resolve_backend, validate
     from ..methods import method_of_call
 
     spec = method_of_call(method, variant)
     _check_lam(lam, spec)
-    B, C = validate(u, delta, A, B, C, D, z, delta_bias, lam)
+    if delta_proj is None:
+        B, C = validate(u, delta, A, B, C, D, z, delta_bias, lam)
+    else:
+        if delta_proj.dim() != 2 or delta_proj.shape[0] != u.shape[1] or delta.dim() != 3 or \
+                tuple(delta.shape) != (u.shape[0], delta_proj.shape[1], u.shape[2]):
+            raise ValueError(f"with delta_proj (d, r), delta must be (b, r, l): got delta_proj "
+                             f"{tuple(delta_proj.shape)}, delta {tuple(delta.shape)}, u {tuple(u.shape)}")
+        B, C = validate(u, None, A, B, C, D, z, delta_bias, lam)
+        if not bool(torch.isfinite(delta.sum())) and not bool(torch.isfinite(delta).all()):
+            raise NonFiniteInputError("delta has non-finite values (nan or inf); Δ must be finite")
     resolve_backend("cpu", u.device, u.dtype)
     return selective_scan_cpu(u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_last_state, spec,
-                              lam, reverse=True)
+                              lam, reverse=reverse, delta_proj=delta_proj)
