@@ -283,7 +283,9 @@ class BiMambaMixer(nn.Module):
         (default: wherever `_on_fast_path` allows).
         """
         fast = self._on_fast_path(hidden) if fast is None else fast
-        if fast:  # (b, 2E, l) written by the product itself (matmul would transpose a copy)
+        if fast:  # (b, 2E, l) written by the product itself (matmul would transpose a copy). One
+            # product for the whole batch viewed as (b, 2E, l) is 1.3× faster itself but leaves
+            # channel rows b·l apart, which made the conv and scan reading them 1.4× slower.
             xz = torch.bmm(self.in_proj.weight.expand(hidden.shape[0], -1, -1), hidden.transpose(1, 2))
         else:
             xz = torch.matmul(self.in_proj.weight, hidden.transpose(1, 2))  # (b, 2E, l)
