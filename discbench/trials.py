@@ -154,16 +154,23 @@ def _measurement(kind: str, name: str, value: Any, unit: str, **context: Any) ->
     return {"kind": kind, "name": name, "value": value, "unit": unit, **context}
 
 
-def _throughput_rows(cfg: TrialConfig, measured: dict, batch_size: int, size: int) -> list[dict]:
-    """Throughput and memory rows; `size` is the resolution (image data) or length (sequences)."""
+def _throughput_rows(cfg: TrialConfig, measured: dict, batch_size: int, size: int, device_type: str) -> list[dict]:
+    """Throughput and memory rows; `size` is the resolution (image data) or length (sequences).
+    On the CPU also the peak RSS above the window's start (peak_mem_delta_mb): the process's own
+    RSS (Python, torch, about 0.9 GiB) would swamp what the model allocates."""
     from .data import DATASETS
 
     where = "length" if DATASETS[cfg.data.dataset].is_sequence else "resolution"
     context = dict(model=cfg.model.name, method_key=cfg.method_key, batch_size=batch_size,
                    status=measured["status"], **{where: size})
-    return [_measurement("throughput", "infer_images_per_s", measured["images_per_s"], "images/s", **context),
+    rows = [_measurement("throughput", "infer_images_per_s", measured["images_per_s"], "images/s", **context),
             _measurement("memory", "peak_mem_mb", measured["peak_mem_mb"], "MiB",
                          note="CUDA: max allocated; CPU: peak RSS of the process", **context)]
+    if device_type == "cpu":
+        rows.append(_measurement("memory", "peak_mem_delta_mb", measured.get("peak_mem_delta_mb"), "MiB",
+                                 note="CPU: peak RSS above the RSS at the window's start (inputs, "
+                                      "activations, workspace)", **context))
+    return rows
 
 
 def _transfer_rows(cfg: TrialConfig, transfer: list[dict]) -> list[dict]:
@@ -220,13 +227,13 @@ def _measure_models(cfg: TrialConfig, settings: list[tuple[int, int]], num_class
             model = None
         for batch_size in [b for b, r in settings if r == size]:
             if model is None:
-                measured = {"status": "oom", "images_per_s": None, "peak_mem_mb": None}
+                measured = {"status": "oom", "images_per_s": None, "peak_mem_mb": None, "peak_mem_delta_mb": None}
             else:
                 measured = inference_throughput(model, batch_size=batch_size, input_size=input_size(sized.data),
                                                 device=device, warmup=cfg.measure.warmup,
                                                 repeats=cfg.measure.repeats, amp=recipe.amp)
             out[(batch_size, size)] = measured
-            results.append_measurements(folder, _throughput_rows(cfg, measured, batch_size, size))
+            results.append_measurements(folder, _throughput_rows(cfg, measured, batch_size, size, device.type))
         del model
         if device.type == "cuda":
             torch.cuda.empty_cache()

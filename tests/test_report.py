@@ -816,3 +816,19 @@ def test_model_families_get_their_own_columns_with_intervals_and_mdes(family_stu
     assert f"no method differs from zoh/paper by more than {ssd.top1_delta_mde:.2f} points" in ssd_finding
     with Image.open(report.out_dir / "fig_accuracy.png") as image:  # one panel per family
         assert image.size[0] > 2 * 300
+
+
+def test_cpu_studies_report_the_memory_above_the_idle_process():
+    """On the CPU the process's own RSS (~0.9 GiB of Python and torch) would swamp a model's
+    memory, so a study with peak_mem_delta_mb rows reports those; a GPU study its peak."""
+    from discbench.config import TrialConfig
+    from discbench.report.aggregate import memory_metric
+    from discbench.trials import _throughput_rows
+
+    cfg = TrialConfig.model_validate({"model": {"name": "vim_micro"}})
+    measured = {"status": "ok", "images_per_s": 10.0, "peak_mem_mb": 900.0, "peak_mem_delta_mb": 12.5}
+    cpu_rows = pd.DataFrame(_throughput_rows(cfg, measured, 4, 32, "cpu"))
+    cuda_rows = pd.DataFrame(_throughput_rows(cfg, measured, 4, 32, "cuda"))
+    assert cpu_rows.set_index("name").loc["peak_mem_delta_mb", "value"] == 12.5
+    assert memory_metric(cpu_rows) == "peak_mem_delta_mb"
+    assert "peak_mem_delta_mb" not in set(cuda_rows["name"]) and memory_metric(cuda_rows) == "peak_mem_mb"

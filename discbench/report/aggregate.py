@@ -19,6 +19,7 @@ COST_COLUMNS = {
     "train_images_per_s": "train images/s",
     "infer_images_per_s": "infer images/s",
     "peak_mem_mb": "peak memory (MiB)",
+    "peak_mem_delta_mb": "peak memory above the idle process (MiB)",
 }
 
 
@@ -197,6 +198,12 @@ def cost_frame(view: StudyView) -> pd.DataFrame:
             rows.append({"model": model, "condition": condition, "method_key": condition[0],
                          **{f: v for f, v in zip(view.factors, condition[1:])}, **entry})
     return pd.DataFrame(rows)
+
+
+def memory_metric(frame: pd.DataFrame) -> str:
+    """The memory measurement a report shows: on the CPU the peak RSS above the window's start
+    (peak_mem_delta_mb, what the model allocates), else the peak (CUDA: max allocated)."""
+    return "peak_mem_delta_mb" if (frame["name"] == "peak_mem_delta_mb").any() else "peak_mem_mb"
 
 
 def resolution_frame(view: StudyView) -> pd.DataFrame:

@@ -24,7 +24,8 @@ import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 
 from ..methods import METHODS, parse_method  # noqa: E402
-from .aggregate import accuracy_frame, cost_frame, lambda_frame, resolution_frame, transfer_frame  # noqa: E402
+from .aggregate import (COST_COLUMNS, accuracy_frame, cost_frame, lambda_frame, memory_metric,  # noqa: E402
+                        resolution_frame, transfer_frame)
 from .study_view import StudyView  # noqa: E402
 from .tables import by_condition, condition_at, row_keys_of, side_factor, side_values  # noqa: E402
 
@@ -364,7 +365,7 @@ def resolution_figure(view: StudyView, out_dir: Path) -> FigureFile | None:
         return None
     panels = [(name, label) for name, label in (("infer_images_per_s", "inference images/s"),
                                                 ("train_images_per_s", "training images/s"),
-                                                ("peak_mem_mb", "peak memory (MiB)"))
+                                                (memory_metric(frame), COST_COLUMNS[memory_metric(frame)]))
               if (frame["name"] == name).any()]
     series = list(dict.fromkeys(zip(frame["model"], frame["method_key"].fillna(""), frame["batch_size"])))
     single_method = len({s[1] for s in series}) == 1
