@@ -2,11 +2,13 @@
 
 With glibc's defaults a freed block above the mmap threshold (dynamic, 128 KiB rising to the
 largest block freed so far) is unmapped, and free memory at the top of the heap beyond the trim
-threshold goes back to the kernel; the next tensor of that size then page-faults in afresh. A
-Vim block allocates a dozen (b, 2E, l)-sized tensors per call, so with the defaults Vim-Ti's
-inference at 224 px, batch 8, spent about a third of its time in page faults: 470–550 ms per
-forward with the defaults against 320–390 ms with `retain_freed_memory` on this 2-core machine
-(five calls each way, same process layout).
+threshold goes back to the kernel; the next tensor of that size then page-faults in afresh.
+Measured with `discbench bench model` (Vim-Ti, 2 threads, 7 repeats; one run with this setting,
+one with `--allocator glibc`, on this 2-core machine): inference at 1024 px, batch 1, 976 against
+1105 ms per image; at 224 px, batch 8, 364 against 362 ms; a training step at 224 px, batch 8,
+1318 against 1262 ms (runs differ by up to ±5 % on their own). An earlier state of the Vim
+block, which allocated two more (b, E, l) tensors per direction, took 470–550 ms per 224 px
+batch with the defaults against 320–390 ms with this setting.
 
 `retain_freed_memory()` keeps freed memory in the process (mallopt: mmap threshold 32 MiB, glibc's
 largest; trim threshold 1 GiB); trials and `discbench bench model` call it. Resident memory then
