@@ -54,7 +54,7 @@ struct DsScanParams {
 // Floats of scratch one part needs: kScratchRows per-token rows, each padded to whole vectors
 // (plus the stencil pads), then the chunk's per-token vectors and three row-sum buffers.
 constexpr int64_t kChunkRows = kCkptEvery + 2 * kStateAlign;  // rows of a per-chunk lane buffer
-constexpr int64_t kScratchRows = 10;
+constexpr int64_t kScratchRows = 11;
 inline int64_t ds_scratch_row(int64_t len) {
   return (len + kPadFront + kPadBack + kStateAlign - 1) / kStateAlign * kStateAlign + kStateAlign;
 }
