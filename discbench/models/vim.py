@@ -284,13 +284,16 @@ class BiMambaMixer(nn.Module):
         """
         fast = self._on_fast_path(hidden) if fast is None else fast
         if fast:  # (b, 2E, l) written by the product itself (matmul would transpose a copy), its
-            # rows padded to whole cache lines: with Vim's odd token counts (197, 4097) the product
-            # ran up to 1.35× slower (Vim-Ti at 1024 px: 9.4 against 6.9 ms per layer, this CPU).
-            # The kernels read the (b, 2E, l) view with its strides. (One product for the whole
-            # batch, viewed as (b, 2E, l), is faster itself but leaves channel rows b·l apart,
-            # which made the conv and scan reading them 1.4× slower.)
+            # rows padded to whole cache lines without autograd: with Vim's odd token counts (197,
+            # 4097) the product ran up to 1.35× slower (Vim-Ti at 1024 px: 9.4 against 6.9 ms per
+            # layer, this CPU); in training the slice's backward zero-fills the padded gradient,
+            # which cost more (19 ms per Vim-Ti step at 224 px, batch 8). The kernels read the
+            # (b, 2E, l) view with its strides. (One product for the whole batch, viewed as
+            # (b, 2E, l), is faster itself but leaves channel rows b·l apart, which made the conv
+            # and scan reading them 1.4× slower.)
             b, l = hidden.shape[:2]
-            tokens = F.pad(hidden, (0, 0, 0, -l % 16)) if l % 16 else hidden
+            pad = -l % 16 if not torch.is_grad_enabled() else 0
+            tokens = F.pad(hidden, (0, 0, 0, pad)) if pad else hidden
             xz = torch.bmm(self.in_proj.weight.expand(b, -1, -1), tokens.transpose(1, 2))[..., :l]
         else:
             xz = torch.matmul(self.in_proj.weight, hidden.transpose(1, 2))  # (b, 2E, l)
