@@ -230,11 +230,13 @@ def selective_scan_block(u, delta, A, B, C, D=None, z=None, delta_bias=None, del
     if delta_proj is None:
         B, C = validate(u, delta, A, B, C, D, z, delta_bias, lam)
     else:
-        if delta_proj.dim() != 2 or delta_proj.shape[0] != u.shape[1] or delta.dim() != 3 or \
-                tuple(delta.shape) != (u.shape[0], delta_proj.shape[1], u.shape[2]):
-            raise ValueError(f"with delta_proj (d, r), delta must be (b, r, l): got delta_proj "
-                             f"{tuple(delta_proj.shape)}, delta {tuple(delta.shape)}, u {tuple(u.shape)}")
         B, C = validate(u, None, A, B, C, D, z, delta_bias, lam)
+        if not (isinstance(delta, torch.Tensor) and isinstance(delta_proj, torch.Tensor) and delta_proj.dim() == 2
+                and delta_proj.shape[0] == u.shape[1]
+                and tuple(delta.shape) == (u.shape[0], delta_proj.shape[1], u.shape[2])):
+            shape = lambda t: tuple(t.shape) if isinstance(t, torch.Tensor) else type(t).__name__
+            raise ValueError(f"with delta_proj (d, r), delta must be (b, r, l): got delta_proj "
+                             f"{shape(delta_proj)}, delta {shape(delta)}, u {tuple(u.shape)}")
         if not bool(torch.isfinite(delta.sum())) and not bool(torch.isfinite(delta).all()):
             raise NonFiniteInputError("delta has non-finite values (nan or inf); Δ must be finite")
     resolve_backend("cpu", u.device, u.dtype)
