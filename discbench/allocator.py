@@ -1,19 +1,18 @@
-"""What this process's malloc does with freed memory.
+"""What this process's malloc does with freed memory: the project's one setting for CPU runs.
 
 With glibc's defaults a freed block above the mmap threshold (dynamic, 128 KiB rising to the
 largest block freed so far) is unmapped, and free memory at the top of the heap beyond the trim
-threshold goes back to the kernel; the next tensor of that size then page-faults in afresh.
-`retain_freed_memory()` keeps freed memory in the process instead (mallopt: mmap threshold 32
-MiB, glibc's largest; trim threshold 1 GiB). `discbench bench model --allocator retain` uses it;
-trials keep glibc's defaults, because with the current Vim block it no longer pays: Vim-Ti at
-1024 px, batch 1, took 826 and 883 ms per image in two runs with it and 846 ms without; at
-224 px, batch 8, 335–367 against 353 ms (7 repeats each, this 2-core machine). It did pay for
-an earlier state of the block, which allocated two more (b, E, l) tensors per direction:
-470–550 ms per 224 px batch with the defaults against 320–390 ms retained.
+threshold goes back to the kernel; the next tensor of that size then page-faults in afresh, as
+often as the heap's history decides. Measured with `discbench bench model` on this 2-core
+machine (Vim-Ti, 2 threads, 7 repeats, the same code): with glibc's defaults two runs took 353
+and 494 ms per 224 px batch of 8 and 846 and 1097 ms per 1024 px image; with
+`retain_freed_memory` two runs took 335 and 367 ms and 826 and 883 ms.
 
-`release_freed_memory()` (malloc_trim) returns the free memory malloc holds to the kernel; a CPU
-peak-memory window starts with it (see discbench.measure), so memory freed earlier and reused
-inside the window counts in the window's peak RSS above its start.
+`retain_freed_memory()` keeps freed memory in the process (mallopt: mmap threshold 32 MiB,
+glibc's largest; trim threshold 1 GiB); trials and `discbench bench model` call it. Resident
+memory then stays at its high-water mark, so a CPU peak-memory window starts with
+`release_freed_memory()` (malloc_trim) and measures what is really allocated inside it (see
+discbench.measure).
 """
 
 from __future__ import annotations

@@ -11,8 +11,9 @@ vim_micro a DeiT-Ti with their width and depth) are timed on random images:
 The two models' calls alternate (one Vim call, one DeiT call per round, after one warm-up call of
 each), so load from other processes falls on both alike; the ratio reported is DeiT's median
 time / Vim's median time, i.e. Vim's throughput as a fraction of DeiT's (above 1: Vim faster).
-The header states the load average before and after and the allocator setting (`--allocator
-retain` keeps freed memory in the process, see discbench.allocator). `--flip-path` also times the same Vim on its flip path (the mixer without the
+The header states the load average before and after and the allocator setting (by default freed
+memory is kept in the process, as trials run, see discbench.allocator; `--allocator glibc` keeps
+glibc's defaults). `--flip-path` also times the same Vim on its flip path (the mixer without the
 CPU fast path) in the same rounds. `--profile-rows N` adds torch.profiler's top N operators (by
 self CPU time) of one Vim call per (task, resolution, batch).
 """
@@ -35,7 +36,7 @@ from .allocator import allocator_setting, retain_freed_memory
 
 TASKS = ("inference", "train")
 AMP_CHOICES = ("off", "bf16")
-ALLOCATOR_CHOICES = ("glibc", "retain")
+ALLOCATOR_CHOICES = ("retain", "glibc")
 # Vim name -> (timm DeiT name, overrides giving DeiT the Vim's width and depth).
 DEIT_OF: dict[str, tuple[str, dict]] = {
     "vim_tiny_patch16_224": ("deit_tiny_patch16_224", {}),
@@ -201,9 +202,9 @@ def configure_parser(model: argparse.ArgumentParser) -> None:
     model.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     model.add_argument("--flip-path", action="store_true",
                        help="also time the same Vim on its flip path (no CPU fast path) in the same rounds")
-    model.add_argument("--allocator", choices=ALLOCATOR_CHOICES, default="glibc",
-                       help="glibc: glibc's defaults, as trials run (default); retain: keep freed memory in the "
-                            "process (see discbench.allocator)")
+    model.add_argument("--allocator", choices=ALLOCATOR_CHOICES, default="retain",
+                       help="retain: keep freed memory in the process, as trials do (default); glibc: glibc's "
+                            "defaults (see discbench.allocator)")
     model.add_argument("--json", action="store_true", help="one JSON record per case instead of a table")
 
 

@@ -37,6 +37,7 @@ from typing import Annotated, Any, Callable, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from . import results
+from .allocator import retain_freed_memory
 from .config import TrialConfig, without_result_neutral
 from .data import DATASETS
 
@@ -130,6 +131,7 @@ def run_trial(spec: dict[str, Any], events: Events | None = None) -> dict[str, A
             if events.started:
                 events.started(epochs_done)
 
+        retain_freed_memory()  # no page faults for every large tensor (discbench.allocator)
         try:
             outcome = TRIAL_KINDS[spec["kind"]].run(cfg, spec, folder, Events(started, events.epoch))
         except Exception as exc:  # recorded, then raised again so that Ray retries the trial
