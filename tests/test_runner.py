@@ -82,10 +82,12 @@ def test_a_run_writes_one_parquet_row_per_trial_with_config_metrics_and_provenan
     assert trials["started_at"].notna().all() and trials["finished_at"].notna().all()
     assert sorted(zip(loaded.epochs["trial_id"], loaded.epochs["epoch"])) == [("foh-paper", 1), ("zoh-canonical", 1)]
     m = loaded.measurements
-    for kind in ("throughput", "memory"):  # one row of each per (batch, resolution)
-        measured = m[(m["kind"] == kind) & (m["trial_id"] == "zoh-canonical")]
-        assert sorted(zip(measured["batch_size"], measured["resolution"])) == [(8, 8), (8, 16)], kind
-        assert (measured["value"] > 0).all() and (measured["status"] == "ok").all(), kind
+    # one row of each per (batch, resolution); on the CPU also the peak RSS above the window's start
+    for name in ("infer_images_per_s", "peak_mem_mb", "peak_mem_delta_mb"):
+        measured = m[(m["name"] == name) & (m["trial_id"] == "zoh-canonical")]
+        assert sorted(zip(measured["batch_size"], measured["resolution"])) == [(8, 8), (8, 16)], name
+        assert (measured["value"] >= 0).all() and (measured["status"] == "ok").all(), name
+        assert name == "peak_mem_delta_mb" or (measured["value"] > 0).all(), name
     first = m[(m["kind"] == "throughput") & (m["trial_id"] == "zoh-canonical") & (m["batch_size"] == 8)
               & (m["resolution"] == trials.loc["zoh-canonical", "image_size"])]
     assert first["value"].tolist() == [trials.loc["zoh-canonical", "infer_images_per_s"]]
@@ -179,6 +181,11 @@ def _cli(*args: str) -> list[str]:
     return [sys.executable, "-m", "discbench.cli", *args]
 
 
+def _lines(path: Path) -> int:
+    """Lines of a text file, 0 while it does not exist."""
+    return len(path.read_text().splitlines()) if path.exists() else 0
+
+
 def _wait_for(condition, timeout: float, what: str, process: subprocess.Popen | None = None) -> None:
     deadline = time.monotonic() + timeout
     while not condition():
@@ -270,15 +277,18 @@ def test_sigkill_mid_trial_then_rerun_resumes_without_redoing_finished_trials(tm
 
 @pytest.mark.slow
 def test_ctrl_c_stops_cleanly_and_says_how_to_resume(tmp_path):
-    study = micro_study(tmp_path, name="interrupted", epochs=20, concurrent=1)
+    # 60 epochs of a quarter second each: Ctrl-C lands well inside the first trial (with 20,
+    # a whole trial took 5 s and a fresh-clone run once finished before the signal took effect)
+    study = micro_study(tmp_path, name="interrupted", epochs=60, concurrent=1)
     out_dir = tmp_path / "results"
     run = subprocess.Popen(_cli("run", str(study), "--results-dir", str(out_dir), "--num-cpus", "2"),
                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
     children = []
     try:
-        _wait_for(lambda: (out_dir / "interrupted" / "trials" / "zoh-canonical" / "checkpoint.pt").exists(),
-                  240, "a checkpoint", run)
+        trial = out_dir / "interrupted" / "trials" / "zoh-canonical"
+        _wait_for(lambda: (trial / "checkpoint.pt").exists() and _lines(trial / "epochs.jsonl") >= 2,
+                  240, "a checkpoint after two epochs", run)
         children = psutil.Process(run.pid).children(recursive=True)
         run.send_signal(signal.SIGINT)
         output, _ = run.communicate(timeout=120)
@@ -297,7 +307,7 @@ def test_ctrl_c_stops_cleanly_and_says_how_to_resume(tmp_path):
     assert ("resumed", "zoh-canonical") in progress_events(again.stdout)
     assert results.read_trial(out_dir / "interrupted" / "trials" / "zoh-canonical")["resumed_from_epoch"] >= 1
     final = results.load_study(out_dir / "interrupted")
-    assert (final.trials["status"] == "ok").all() and len(final.epochs) == 2 * 20
+    assert (final.trials["status"] == "ok").all() and len(final.epochs) == 2 * 60
 
 
 # Ray's command line through this interpreter (its console script `ray` is only on PATH in an

@@ -271,10 +271,14 @@ measure: {throughput: true, batch_sizes: [8], warmup: 0, repeats: 1, eval_length
     assert transfer[1]["value"] == row["top1"]
     # after training: one throughput and one memory row per (batch, length), at the trained length
     throughput = [r for r in rows if r["kind"] == "throughput"]
-    memory = [r for r in rows if r["kind"] == "memory"]
+    memory = [r for r in rows if r["name"] == "peak_mem_mb"]
     for measured in (throughput, memory):
         assert [(r["batch_size"], r["length"], r["status"]) for r in measured] == [(8, 16, "ok")]
         assert measured[0]["value"] > 0 and measured[0].get("resolution") is None
+    # on the CPU also the peak RSS above the measurement window's start
+    above_start = [r for r in rows if r["name"] == "peak_mem_delta_mb"]
+    assert [(r["kind"], r["batch_size"], r["length"]) for r in above_start] == [("memory", 8, 16)]
+    assert above_start[0]["value"] >= 0
     assert row["infer_images_per_s"] == throughput[0]["value"]
     assert row["image_size"] is None
     table = results.consolidate(tmp_path / "results").measurements
