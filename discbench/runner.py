@@ -24,7 +24,9 @@ import hashlib
 import json
 import os
 import shutil
+import signal
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -290,9 +292,40 @@ def _trainable(config: dict) -> None:
     tune.report({"event": "finished", "status": row["status"]})
 
 
-def _progress_callback(progress: Progress, study_path: Path) -> Any:
-    """A Ray Tune callback that feeds Progress and consolidates after each finished trial
-    (defined here because importing ray.tune at module level would slow every command)."""
+class _CtrlC:
+    """Ctrl-C during tuner.fit(), made to stick: the handler records it and raises KeyboardInterrupt
+    as Python's own does, and the callback Tune calls at every step of its loop raises it again
+    while it is recorded. A KeyboardInterrupt raised wherever the signal happened to land can be
+    swallowed inside Tune's loop: in two fresh-clone test runs the study went on to finish both
+    trials after its Ctrl-C."""
+
+    def __init__(self):
+        self.requested = False  # a plain flag: Tune pickles its callbacks, and both sides run in the main thread
+
+    def _handle(self, signum, frame) -> None:
+        self.requested = True
+        raise KeyboardInterrupt
+
+    def check(self) -> None:
+        if self.requested:
+            raise KeyboardInterrupt
+
+    def run(self, fit) -> None:
+        """fit() with this handler on SIGINT (main thread only); KeyboardInterrupt if it was pressed."""
+        if threading.current_thread() is not threading.main_thread():
+            return fit()
+        previous = signal.signal(signal.SIGINT, self._handle)
+        try:
+            fit()
+        finally:
+            signal.signal(signal.SIGINT, previous)
+        self.check()  # pressed, but Tune's loop ended normally
+
+
+def _progress_callback(progress: Progress, study_path: Path, ctrl_c: _CtrlC) -> Any:
+    """A Ray Tune callback that feeds Progress, consolidates after each finished trial and
+    re-raises a recorded Ctrl-C at every step (defined here because importing ray.tune at module
+    level would slow every command)."""
     from ray import tune
 
     class Callback(tune.Callback):
@@ -324,6 +357,7 @@ def _progress_callback(progress: Progress, study_path: Path) -> Any:
             results.consolidate(study_path)
 
         def on_step_end(self, iteration, trials, **info):
+            ctrl_c.check()
             if time.monotonic() - progress.last_status >= STATUS_EVERY_S:
                 progress.status()
 
@@ -349,7 +383,8 @@ def _tune(study: Study, specs: list[dict], study_path: Path, progress: Progress,
     experiment = ray_dir / TUNE_NAME
     plan_file = ray_dir / TUNE_PLAN
     trainable = tune.with_resources(_trainable, _trial_resources)
-    callbacks = [_progress_callback(progress, study_path)]
+    ctrl_c = _CtrlC()
+    callbacks = [_progress_callback(progress, study_path, ctrl_c)]
     run_config = tune.RunConfig(
         name=TUNE_NAME, storage_path=str(ray_dir), verbose=0, callbacks=callbacks,
         failure_config=tune.FailureConfig(max_failures=study.spec.retries))
@@ -370,7 +405,7 @@ def _tune(study: Study, specs: list[dict], study_path: Path, progress: Progress,
             tune_config=tune.TuneConfig(num_samples=1, max_concurrent_trials=max_concurrent,
                                         trial_name_creator=_trial_name, trial_dirname_creator=_trial_name),
             run_config=run_config)
-    tuner.fit()
+    ctrl_c.run(tuner.fit)
 
 
 # ----------------------------------------------------------------------------- command

@@ -394,3 +394,28 @@ def test_imagenet_tiny_runs_end_to_end_on_a_generated_image_folder(tmp_path, loc
     # the Vim-Ti recipe is what ran, with the overrides on top
     assert (loaded.trials["config.train.preset"] == "vim_tiny").all()
     assert (loaded.trials["config.train.model_ema"]).all() and (loaded.trials["config.train.epochs"] == 1).all()
+
+
+def test_a_ctrl_c_swallowed_inside_the_loop_still_interrupts_the_run():
+    """The run's SIGINT handler records Ctrl-C, so a KeyboardInterrupt that Tune's loop swallows
+    is raised again when the loop ends (and at every step, by the progress callback)."""
+    from discbench.runner import _CtrlC
+
+    previous = signal.getsignal(signal.SIGINT)
+    steps = []
+
+    def fit():  # a loop that swallows the KeyboardInterrupt raised where the signal landed
+        try:
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(1.0)
+        except KeyboardInterrupt:
+            steps.append("swallowed")
+
+    ctrl_c = _CtrlC()
+    with pytest.raises(KeyboardInterrupt):
+        ctrl_c.run(fit)
+    assert steps == ["swallowed"] and ctrl_c.requested
+    assert signal.getsignal(signal.SIGINT) is previous
+    with pytest.raises(KeyboardInterrupt):
+        ctrl_c.check()  # what the progress callback calls at every step of Tune's loop
+    _CtrlC().run(lambda: None)  # no Ctrl-C: nothing raised
