@@ -18,66 +18,15 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from .data import DATASET_NAMES, DATASETS
+from .data import DATASETS, DataConfig
 from .methods import check_method_name, check_variant, parse_method
+from .schema import NO_EFFECT_ON_RESULT, Strict
 
 Positive = Annotated[float, Field(gt=0)]
 NonNegative = Annotated[float, Field(ge=0)]
 Probability = Annotated[float, Field(ge=0, le=1)]
 PositiveInt = Annotated[int, Field(gt=0)]
 NonNegativeInt = Annotated[int, Field(ge=0)]
-
-
-# Marks a field that does not change a trial's result (where data lives, how it is read, which
-# backend computes the same method, which device): not a factor of a study, and free to change
-# between a run and its resumption. `result_neutral_fields()` lists the marked fields.
-NO_EFFECT_ON_RESULT = {"affects_result": False}
-
-
-class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
-
-
-class DataConfig(Strict):
-    dataset: Literal[DATASET_NAMES] = "digits"  # type: ignore[valid-type]
-    # where the user's dataset lives (data.DATASETS says which need it)
-    root: str | None = Field(None, json_schema_extra=NO_EFFECT_ON_RESULT)
-    image_size: int = Field(16, gt=0)  # image data: pixels, square (ignored for sequence data)
-    # sequence data: tokens per item (default: the dataset's length); only datasets that can
-    # be resampled (mnist1d) take other lengths
-    seq_length: int | None = Field(None, gt=1)
-    permute: bool = False  # sequence data: tokens in one fixed random order (permuted MNIST)
-    num_classes: int | None = Field(None, gt=1)  # synthetic only; others know their classes
-    # Use only N training / validation images: a fixed random subset (seed 0, the same for every
-    # trial and seed, so trials differ only in what they study). For `synthetic` these are the
-    # split sizes (default 1024 / 256).
-    train_limit: int | None = Field(None, gt=0)
-    val_limit: int | None = Field(None, gt=0)
-    batch_size: int = Field(64, gt=0)  # per data-parallel worker
-    eval_batch_size: int | None = Field(None, gt=0)  # default: batch_size
-    workers: int = Field(0, ge=0, json_schema_extra=NO_EFFECT_ON_RESULT)  # DataLoader worker processes
-
-    @model_validator(mode="after")
-    def _classes_only_for_synthetic(self) -> "DataConfig":
-        if self.num_classes is not None and self.dataset != "synthetic":
-            raise ValueError(f"data.num_classes is only for dataset 'synthetic'; dataset "
-                             f"{self.dataset!r} knows its own classes (remove num_classes)")
-        return self
-
-    @model_validator(mode="after")
-    def _sequence_options(self) -> "DataConfig":
-        info = DATASETS[self.dataset]
-        sequences = [name for name, d in DATASETS.items() if d.is_sequence]
-        if not info.is_sequence and (self.seq_length is not None or self.permute):
-            key = "seq_length" if self.seq_length is not None else "permute"
-            raise ValueError(f"data.{key} is for sequence data ({', '.join(sequences)}); dataset "
-                             f"{self.dataset!r} is image data")
-        if info.is_sequence and self.seq_length not in (None, info.default_length) and not info.resamples:
-            resampling = [name for name, d in DATASETS.items() if d.resamples]
-            raise ValueError(f"data.seq_length: dataset {self.dataset!r} has a fixed length of "
-                             f"{info.default_length} tokens, got {self.seq_length}; datasets that can be "
-                             f"made at any length: {', '.join(resampling)}")
-        return self
 
 
 class ModelConfig(Strict):
@@ -266,7 +215,7 @@ class TrialConfig(Strict):
     def _fits_the_data(self) -> "TrialConfig":
         """Options that only make sense for image data (or only for resampling sequence data)."""
         info = DATASETS[self.data.dataset]
-        if info.is_sequence:
+        if info.modality == "sequence":
             recipe = self.train.resolved()
             image_only = [f"train.{name}: {value}" for name, value, off in (
                 ("augment", recipe.augment, False), ("mixup", recipe.mixup, 0),

@@ -1,6 +1,7 @@
-"""Datasets: one registry (`DATASETS`) of everything known about each dataset, the raw
-splits of every dataset, checked before training, and the train/eval transforms of a recipe
-(timm's `create_transform`). Adding a dataset is one loader and one `DatasetInfo` here.
+"""Datasets: one registry (`DATASETS`) of everything known about each dataset (classes,
+modality, input size, which `DataConfig` options it takes), the trial's data section
+(`DataConfig`), and the raw splits of every dataset, checked before training. Adding a dataset
+is one loader and one `DatasetInfo` here. The recipe's transforms are training's (train.py).
 
 Image datasets yield `(PIL.Image in RGB mode, int label)` before transforms, so one transform
 pipeline (and every timm augmentation) serves all of them; after transforms an item is
@@ -38,18 +39,17 @@ import pickle
 import random
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Literal, Sequence
+from typing import Any, Callable, Literal, Sequence
 
 import numpy as np
 import torch
 from PIL import Image
+from pydantic import Field, model_validator
 from torch.utils.data import Dataset, Subset
 
-if TYPE_CHECKING:  # config.py reads the registry below, so only for annotations
-    from .config import DataConfig, TrainConfig
+from .schema import NO_EFFECT_ON_RESULT, Strict
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
-SYNTHETIC_DEFAULT_CLASSES = 10
 MNIST1D_NATIVE_LENGTH = 72  # the generator's template_len + padding[1]: its signals' own length
 PERMUTATION_SEED = 0  # the one fixed token permutation of data.permute
 
@@ -127,20 +127,6 @@ class SyntheticImages(Dataset):
         return Image.fromarray(pixels, mode="RGB"), label
 
 
-class Transformed(Dataset):
-    """A raw dataset with a transform applied to its images."""
-
-    def __init__(self, base: Dataset, transform: Callable):
-        self.base, self.transform = base, transform
-
-    def __len__(self) -> int:
-        return len(self.base)
-
-    def __getitem__(self, index: int):
-        image, label = self.base[index]
-        return self.transform(image), label
-
-
 # ---------------------------------------------------------------------------------- loaders
 
 
@@ -166,7 +152,7 @@ def _digits(data: DataConfig) -> Splits:
 
 
 def _synthetic(data: DataConfig) -> Splits:
-    classes = data.num_classes or SYNTHETIC_DEFAULT_CLASSES
+    classes = DATASETS["synthetic"].classes(data)
     default_train, default_val = DATASETS["synthetic"].sizes
     n_train = data.train_limit or default_train
     n_val = data.val_limit or default_val
@@ -446,82 +432,145 @@ def _sequential_digits(data: DataConfig) -> Splits:
 
 # ----------------------------------------------------------------------------- the registry
 
+ITEMS = {"image": "images", "sequence": "sequences"}  # what one item of each modality is called
+
 
 @dataclass(frozen=True)
 class DatasetInfo:
     """Everything discbench knows about one dataset; registered once in DATASETS.
 
     modality: "image" items are (PIL RGB image, label) before transforms; "sequence" items are
-    (float tensor (L, channels), label) and take no transforms. sizes: (train, val) items of
-    the full dataset, when known (None: depends on the user's files). default_length: a
-    sequence dataset's length when data.seq_length is not set; resamples: whether it can be
-    made at any data.seq_length (the same signals resampled, for sampling-rate transfer).
+    (float tensor (L, channels), label) and take no transforms. num_classes: its classes (None:
+    as many as the user's class folders). sizes: (train, val) items of the full dataset, when
+    known (None: depends on the user's files). default_length: a sequence dataset's length when
+    data.seq_length is not set; resamples: whether it can be made at any data.seq_length (the
+    same signals resampled, for sampling-rate transfer). generated: made on demand, so
+    data.train_limit / data.val_limit are its split sizes and data.num_classes may set its
+    classes (num_classes is then the default).
     """
 
     name: str
-    loader: Callable[["DataConfig"], Splits]
+    loader: Callable[[DataConfig], Splits]
     modality: Literal["image", "sequence"]
     needs_root: bool
     source: str  # where to get it, or how it is made
+    num_classes: int | None
     sizes: tuple[int, int] | None = None
     channels: int = 3
     default_length: int | None = None
     resamples: bool = False
+    generated: bool = False
 
     @property
-    def is_sequence(self) -> bool:
-        return self.modality == "sequence"
+    def items(self) -> str:
+        """What one item is called, plural ("images", "sequences"): throughput's unit."""
+        return ITEMS[self.modality]
+
+    def classes(self, data: DataConfig) -> int | None:
+        """The number of classes `data` gives (None: counted in the user's files)."""
+        return data.num_classes or self.num_classes
+
+    def sequence_length(self, data: DataConfig) -> int:
+        """Tokens per item: data.seq_length, else the dataset's default length."""
+        if self.modality != "sequence":
+            raise ValueError(f"dataset {self.name!r} is image data; it has no sequence length")
+        return data.seq_length or self.default_length
+
+    def input_size(self, data: DataConfig) -> tuple[int, ...]:
+        """One item's tensor shape as the model takes it: (3, image_size, image_size) for images,
+        (L, channels) for sequences (timm's pretrained_cfg["input_size"] convention)."""
+        if self.modality == "sequence":
+            return (self.sequence_length(data), self.channels)
+        return (3, data.image_size, data.image_size)
+
+    def validate(self, data: DataConfig) -> None:
+        """Raise ValueError for a DataConfig option this dataset does not take."""
+        if data.num_classes is not None and not self.generated:
+            generated = [name for name, d in DATASETS.items() if d.generated]
+            raise ValueError(f"data.num_classes is only for generated datasets ({', '.join(generated)}); "
+                             f"dataset {self.name!r} knows its own classes (remove num_classes)")
+        if self.modality != "sequence" and (data.seq_length is not None or data.permute):
+            key = "seq_length" if data.seq_length is not None else "permute"
+            sequences = [name for name, d in DATASETS.items() if d.modality == "sequence"]
+            raise ValueError(f"data.{key} is for sequence data ({', '.join(sequences)}); dataset "
+                             f"{self.name!r} is image data")
+        if self.modality == "sequence" and data.seq_length not in (None, self.default_length) \
+                and not self.resamples:
+            resampling = [name for name, d in DATASETS.items() if d.resamples]
+            raise ValueError(f"data.seq_length: dataset {self.name!r} has a fixed length of "
+                             f"{self.default_length} tokens, got {data.seq_length}; datasets that can be "
+                             f"made at any length: {', '.join(resampling)}")
 
 
 DATASETS: dict[str, DatasetInfo] = {d.name: d for d in [
     DatasetInfo("digits", _digits, "image", False, "ships with scikit-learn (sklearn.datasets.load_digits)",
-                (1437, 360)),
+                10, (1437, 360)),
     DatasetInfo("synthetic", _synthetic, "image", False, "generated (class patterns plus noise)",
-                (1024, 256)),
+                10, (1024, 256), generated=True),
     DatasetInfo("cifar10", _cifar10, "image", True,
                 "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz (unpack it: it holds "
-                "cifar-10-batches-py/)", (50_000, 10_000)),
+                "cifar-10-batches-py/)", 10, (50_000, 10_000)),
     DatasetInfo("cifar100", _cifar100, "image", True,
                 "https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz (unpack it: it holds "
-                "cifar-100-python/)", (50_000, 10_000)),
+                "cifar-100-python/)", 100, (50_000, 10_000)),
     DatasetInfo("imagefolder", _imagefolder, "image", True,
                 "any folder with train/<class>/<image> and val/<class>/<image> (the class "
-                "folders of train and val must match)"),
+                "folders of train and val must match)", None),
     DatasetInfo("imagenet", _imagefolder, "image", True,
                 "https://image-net.org/download.php (ILSVRC2012 train and val, needs an account); "
                 "unpack train into train/<wnid>/ and sort val into val/<wnid>/ (e.g. with the "
-                "widely used valprep.sh)", (1_281_167, 50_000)),
+                "widely used valprep.sh)", 1000, (1_281_167, 50_000)),
     DatasetInfo("tiny_imagenet", _tiny_imagenet, "image", True,
                 "http://cs231n.stanford.edu/tiny-imagenet-200.zip (unzip it: it holds "
-                "tiny-imagenet-200/)", (100_000, 10_000)),
+                "tiny-imagenet-200/)", 200, (100_000, 10_000)),
     DatasetInfo("imagenette", _imagenette, "image", True,
                 "https://s3.amazonaws.com/fast-ai-imageclas/imagenette2-320.tgz (unpack it: it "
-                "holds imagenette2-320/train and imagenette2-320/val)", (9_469, 3_925)),
+                "holds imagenette2-320/train and imagenette2-320/val)", 10, (9_469, 3_925)),
     DatasetInfo("mnist1d", _mnist1d, "sequence", False,
                 "generated by the mnist1d package's procedural generator (never downloaded)",
-                (4000, 1000), channels=1, default_length=40, resamples=True),
+                10, (4000, 1000), channels=1, default_length=40, resamples=True),
     DatasetInfo("sequential_digits", _sequential_digits, "sequence", False,
                 "ships with scikit-learn (sklearn.datasets.load_digits), pixels in raster order",
-                (1437, 360), channels=1, default_length=64),
+                10, (1437, 360), channels=1, default_length=64),
 ]}
-DATASET_NAMES = tuple(DATASETS)
+
+
+class DataConfig(Strict):
+    """A trial's data section (TrialConfig.data); DATASETS[dataset].validate checks the options
+    against the dataset."""
+
+    dataset: Literal[tuple(DATASETS)] = "digits"  # type: ignore[valid-type]
+    # where the user's dataset lives (DatasetInfo.needs_root says which need it)
+    root: str | None = Field(None, json_schema_extra=NO_EFFECT_ON_RESULT)
+    image_size: int = Field(16, gt=0)  # image data: pixels, square (ignored for sequence data)
+    # sequence data: tokens per item (default: the dataset's length); only datasets that can
+    # be resampled (mnist1d) take other lengths
+    seq_length: int | None = Field(None, gt=1)
+    permute: bool = False  # sequence data: tokens in one fixed random order (permuted MNIST)
+    num_classes: int | None = Field(None, gt=1)  # generated datasets only; others know their classes
+    # Use only N training / validation images: a fixed random subset (seed 0, the same for every
+    # trial and seed, so trials differ only in what they study). For a generated dataset these
+    # are the split sizes (default: its DatasetInfo.sizes).
+    train_limit: int | None = Field(None, gt=0)
+    val_limit: int | None = Field(None, gt=0)
+    batch_size: int = Field(64, gt=0)  # per data-parallel worker
+    eval_batch_size: int | None = Field(None, gt=0)  # default: batch_size
+    workers: int = Field(0, ge=0, json_schema_extra=NO_EFFECT_ON_RESULT)  # DataLoader worker processes
+
+    @model_validator(mode="after")
+    def _fits_the_dataset(self) -> DataConfig:
+        DATASETS[self.dataset].validate(self)
+        return self
 
 
 def sequence_length(data: DataConfig) -> int:
     """Tokens per item of a sequence dataset: data.seq_length, else the dataset's default."""
-    info = DATASETS[data.dataset]
-    if not info.is_sequence:
-        raise ValueError(f"dataset {data.dataset!r} is image data; it has no sequence length")
-    return data.seq_length or info.default_length
+    return DATASETS[data.dataset].sequence_length(data)
 
 
 def input_size(data: DataConfig) -> tuple[int, ...]:
-    """One item's tensor shape as the model takes it: (3, image_size, image_size) for images,
-    (L, channels) for sequences (timm's pretrained_cfg["input_size"] convention)."""
-    info = DATASETS[data.dataset]
-    if info.is_sequence:
-        return (sequence_length(data), info.channels)
-    return (3, data.image_size, data.image_size)
+    """One item's tensor shape as the model takes it (DatasetInfo.input_size)."""
+    return DATASETS[data.dataset].input_size(data)
 
 
 def _fixed_subset(dataset: Dataset, limit: int | None) -> Dataset:
@@ -537,50 +586,9 @@ def load_splits(data: DataConfig) -> Splits:
 
     Raises DatasetError when the dataset is missing or malformed.
     """
-    splits = DATASETS[data.dataset].loader(data)
-    if data.dataset == "synthetic":
+    info = DATASETS[data.dataset]
+    splits = info.loader(data)
+    if info.generated:
         return splits  # the limits already are its sizes
     return Splits(_fixed_subset(splits.train, data.train_limit), _fixed_subset(splits.val, data.val_limit),
                   splits.num_classes, splits.classes)
-
-
-# ------------------------------------------------------------------------------- transforms
-
-def build_transforms(image_size: int, recipe: TrainConfig) -> tuple[Callable, Callable]:
-    """(train, eval) transforms: PIL RGB image -> float tensor (3, image_size, image_size).
-
-    Train: timm's `create_transform(is_training=True)` with the recipe's augmentation (random
-    resized crop, flip, RandAugment, random erasing), or resize + centre crop when `augment` is
-    off. As DeiT does for CIFAR-sized inputs (≤ 32 px), the random resized crop is replaced by a
-    resize to image_size and a random crop with image_size/8 padding. Eval: resize to
-    image_size / eval_crop_ratio and centre crop (timm's eval transform).
-    """
-    from timm.data import create_transform
-    from torchvision import transforms as T
-
-    auto_augment = None if recipe.auto_augment == "none" else recipe.auto_augment
-    train = create_transform(
-        input_size=image_size, is_training=True, no_aug=not recipe.augment, hflip=recipe.hflip,
-        color_jitter=recipe.color_jitter, auto_augment=auto_augment,
-        interpolation=recipe.train_interpolation, re_prob=recipe.reprob, re_mode=recipe.remode,
-        re_count=recipe.recount, crop_pct=1.0)
-    if recipe.augment and image_size <= 32:
-        train.transforms[0] = T.Compose([T.Resize(image_size), T.RandomCrop(image_size, padding=image_size // 8)])
-    evaluate = create_transform(input_size=image_size, is_training=False, interpolation="bicubic",
-                                crop_pct=recipe.eval_crop_ratio)
-    return train, evaluate
-
-
-def build_datasets(data: DataConfig, recipe: TrainConfig) -> tuple[Dataset, Dataset, int]:
-    """(train, val, num_classes); recipe must be resolved.
-
-    Image data get the recipe's transforms. Sequence data are used as they are: the image
-    augmentations (augment, mixup, cutmix) are refused for them when the config is validated,
-    and the fields that only act through `augment` (auto_augment, color_jitter, hflip,
-    train_interpolation, reprob, remode, recount) or on images (eval_crop_ratio) are ignored.
-    """
-    splits = load_splits(data)
-    if DATASETS[data.dataset].is_sequence:
-        return splits.train, splits.val, splits.num_classes
-    train_tf, eval_tf = build_transforms(data.image_size, recipe)
-    return Transformed(splits.train, train_tf), Transformed(splits.val, eval_tf), splits.num_classes

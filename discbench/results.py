@@ -8,7 +8,12 @@ race): `trials/<trial_id>/trial.json` (the row, rewritten atomically when it cha
     results/<study>/study.json            name, schema version, the study file, provenance
     results/<study>/trials.parquet        one row per trial (TRIAL_COLUMNS + config.* columns)
     results/<study>/epochs.parquet        one row per trial and epoch (EPOCH_COLUMNS)
-    results/<study>/measurements.parquet  long form: one measured value per row (MEASUREMENT_COLUMNS)
+    results/<study>/measurements.parquet  long form: one measured value per row; its columns are
+                                          kinds.measurement_columns(): the quantity, name, value,
+                                          unit, status, note and each quantity's context columns
+
+Schema version 2: the measurements' `kind` column is `quantity` (what was measured; "kind" is
+a trial's kind), and a sequence model's inference throughput is infer_sequences_per_s.
 """
 
 from __future__ import annotations
@@ -25,7 +30,9 @@ from typing import Any, Iterable
 
 import pandas as pd
 
-SCHEMA_VERSION = 1
+from .kinds import measurement_columns, quantities
+
+SCHEMA_VERSION = 2
 STUDY_FILE = "study.json"
 TRIALS_TABLE = "trials.parquet"
 EPOCHS_TABLE = "epochs.parquet"
@@ -39,7 +46,7 @@ STATUSES = ("ok", "diverged", "failed", "running")
 TRIAL_COLUMNS = [
     "study", "trial_id", "method", "variant", "method_key", "seed", "model", "dataset",
     "image_size", "status", "top1", "top5", "train_loss", "epochs_done", "train_time_s",
-    "train_images_per_s", "infer_images_per_s", "peak_mem_mb", "params", "diverged_at",
+    "train_images_per_s", "infer_images_per_s", "infer_sequences_per_s", "peak_mem_mb", "params", "diverged_at",
     "error", "traceback", "started_at", "finished_at", "config",
     "discbench_version", "git_commit", "torch_version", "device", "host", "schema_version",
 ]
@@ -47,32 +54,6 @@ EPOCH_COLUMNS = [
     "trial_id", "epoch", "train_loss", "val_loss", "top1", "top5", "lr", "images_per_s",
     "epoch_time_s", "peak_mem_mb",
 ]
-MEASUREMENT_COLUMNS = [
-    "trial_id", "kind", "name", "value", "unit", "model", "method_key", "backend", "pass",
-    "batch_size", "resolution", "length", "steps", "dt", "status", "note", "delta_scale", "layer", "direction",
-]
-
-
-# What each measurement kind records (value in `unit`; other columns give its context).
-# append_measurements refuses a row of any other kind: a new kind is documented here first.
-MEASUREMENT_KINDS = {
-    "convergence": "name='error': |h(T) - exact| on h' = a h + v(t); method_key, steps, dt",
-    "order": "name='measured_order' (value) beside name='stated_order'; method_key",
-    "stability": "name='bound': most negative z with |Ā(z)| <= 1 (-inf: A-stable); method_key",
-    "throughput": "name='infer_images_per_s' or 'train_images_per_s'; model, method_key, batch_size, "
-                  "resolution, status ('ok' or 'oom')",
-    "memory": "name='peak_mem_mb'; model, method_key, batch_size, resolution, status ('ok' or 'oom')",
-    "scan_time": "name='ms_median' / 'ms_min'; method_key, backend, pass ('fwd' or 'fwd+bwd'), "
-                 "batch_size, length",
-    "transfer": "name='top1' (%): a model trained at one length evaluated on the same signals resampled "
-                "to `length` with every Δ × delta_scale (= trained length / length); model, method_key, "
-                "status 'ok'",
-    "lambda": "name='mean' / 'std' (unit 1): the learned per-token λ of a trapezoid/paper model over every "
-              "token of the val split after training; model, method_key, layer (0-based), direction "
-              "('forward' or 'backward')",
-}
-
-
 class ResultsError(RuntimeError):
     """A results folder that is missing, empty, foreign or of another schema version."""
 
@@ -181,14 +162,38 @@ def reset_epochs(trial_path: Path, keep_through_epoch: int) -> None:
     _atomic_write_text(path, "".join(json.dumps(r, default=str) + "\n" for r in kept))
 
 
-def append_measurements(trial_path: Path, rows: Iterable[dict[str, Any]]) -> None:
-    """Append measurement rows; each row's kind must be one of MEASUREMENT_KINDS."""
+def append_measurements(trial_path: Path, rows: Iterable[dict[str, Any]],
+                        allowed: Iterable[str] | None = None) -> None:
+    """Append measurement rows; each row's quantity must be one of `allowed` (default: every
+    quantity a registered trial kind declares, kinds.quantities())."""
     rows = list(rows)
-    unknown = sorted({str(r.get("kind")) for r in rows} - set(MEASUREMENT_KINDS))
+    allowed = list(quantities() if allowed is None else allowed)
+    unknown = sorted({str(r.get("quantity")) for r in rows} - set(allowed))
     if unknown:
-        raise ValueError(f"measurement kind(s) {', '.join(unknown)} not in results.MEASUREMENT_KINDS "
-                         f"({', '.join(MEASUREMENT_KINDS)}); document a new kind there first")
+        raise ValueError(f"measured quantity {', '.join(unknown)} not among {', '.join(allowed)}; a trial "
+                         f"kind declares the quantities it measures (TrialKind.quantities)")
     _append_jsonl(Path(trial_path) / "measurements.jsonl", rows)
+
+
+@dataclass
+class TrialRecorder:
+    """A running trial's rows, written to its folder (kinds.Recorder): epochs, and measurements
+    of the quantities its kind declares (`quantities`) only."""
+
+    folder: Path
+    quantities: tuple[str, ...]
+
+    def reset_epochs(self, keep_through_epoch: int) -> None:
+        reset_epochs(self.folder, keep_through_epoch)
+
+    def append_epoch(self, record: dict[str, Any]) -> None:
+        append_epoch(self.folder, record)
+
+    def reset_measurements(self) -> None:
+        reset_measurements(self.folder)
+
+    def append_measurements(self, rows: Iterable[dict[str, Any]]) -> None:
+        append_measurements(self.folder, rows, self.quantities)
 
 
 def _read_jsonl(path: Path) -> list[dict]:
@@ -254,7 +259,7 @@ def consolidate(study_path: Path) -> StudyResults:
                              for m in _read_jsonl(path / "measurements.jsonl")]
     trials = _frame(trial_rows, TRIAL_COLUMNS)
     epochs = _frame(epoch_rows, EPOCH_COLUMNS)
-    measurements = _frame(measurement_rows, MEASUREMENT_COLUMNS)
+    measurements = _frame(measurement_rows, measurement_columns())
     _atomic_write_parquet(study_path / TRIALS_TABLE, trials)
     _atomic_write_parquet(study_path / EPOCHS_TABLE, epochs)
     _atomic_write_parquet(study_path / MEASUREMENTS_TABLE, measurements)

@@ -35,7 +35,8 @@ from typing import Any
 from . import results
 from .study import DEFAULT_STUDY, Study, StudyError, add_override_arguments, load_study, trial_table
 from .config import config_differences
-from .trials import FINISHED, TRIAL_KINDS, comparable
+from .kinds import TRIAL_KINDS
+from .trials import FINISHED, comparable
 
 LOCK_FILE = ".lock"
 RAY_DIR = "ray"
@@ -89,7 +90,7 @@ class StudyLock:
 
 # ----------------------------------------------------------------------------- plan
 
-def trial_spec(study: Study, trial, study_path: Path) -> dict[str, Any]:
+def trial_dict(study: Study, trial, study_path: Path) -> dict[str, Any]:
     """What a Ray trial needs, as plain data (see discbench.trials)."""
     return {"trial_id": trial.trial_id, "kind": trial.kind, "study": study.name,
             "study_path": str(study_path), "trial_config": trial.config.model_dump(mode="json"),
@@ -280,15 +281,16 @@ def _trainable(config: dict) -> None:
     import torch
     from ray import tune
 
-    from .trials import Events, run_trial
+    from .kinds import Events
+    from .trials import run_trial
 
-    spec = config["trial"]
-    torch.set_num_threads(max(1, int(spec["resources"]["cpus"])))
+    trial = config["trial"]
+    torch.set_num_threads(max(1, int(trial["resources"]["cpus"])))
     events = Events(
         started=lambda epochs_done: tune.report({"event": "start", "epochs_done": epochs_done}),
         epoch=lambda record: tune.report({"event": "epoch", **record}),
     )
-    row = run_trial(spec, events)
+    row = run_trial(trial, events)
     tune.report({"event": "finished", "status": row["status"]})
 
 
@@ -368,15 +370,15 @@ def _trial_name(trial) -> str:
     return trial.config["trial"]["trial_id"]
 
 
-def _plan_digest(specs: list[dict]) -> str:
-    return hashlib.sha1(json.dumps(specs, sort_keys=True).encode()).hexdigest()
+def _plan_digest(trials: list[dict]) -> str:
+    return hashlib.sha1(json.dumps(trials, sort_keys=True).encode()).hexdigest()
 
 
-def _tune(study: Study, specs: list[dict], study_path: Path, progress: Progress,
+def _tune(study: Study, trials: list[dict], study_path: Path, progress: Progress,
           max_concurrent: int | None) -> None:
-    """Run `specs` with Ray Tune. Ray's experiment in ray/ is restored (Tuner.restore) when it
-    was created for exactly these trial specs, i.e. the previous run was interrupted before
-    any trial finished; otherwise a new experiment runs the unfinished trials."""
+    """Run `trials` (trial dicts) with Ray Tune. Ray's experiment in ray/ is restored
+    (Tuner.restore) when it was created for exactly these trials, i.e. the previous run was
+    interrupted before any trial finished; otherwise a new experiment runs the unfinished trials."""
     from ray import tune
 
     ray_dir = (study_path / RAY_DIR).resolve()
@@ -388,7 +390,7 @@ def _tune(study: Study, specs: list[dict], study_path: Path, progress: Progress,
     run_config = tune.RunConfig(
         name=TUNE_NAME, storage_path=str(ray_dir), verbose=0, callbacks=callbacks,
         failure_config=tune.FailureConfig(max_failures=study.spec.retries))
-    plan = _plan_digest(specs)
+    plan = _plan_digest(trials)
     stored_plan = plan_file.read_text().strip() if plan_file.exists() else None
     if stored_plan == plan and tune.Tuner.can_restore(str(experiment)):
         progress.say(f"restoring Ray Tune's experiment in {experiment}")
@@ -401,7 +403,7 @@ def _tune(study: Study, specs: list[dict], study_path: Path, progress: Progress,
         plan_file.write_text(plan)
         tuner = tune.Tuner(
             trainable,
-            param_space={"trial": tune.grid_search(specs)},
+            param_space={"trial": tune.grid_search(trials)},
             tune_config=tune.TuneConfig(num_samples=1, max_concurrent_trials=max_concurrent,
                                         trial_name_creator=_trial_name, trial_dirname_creator=_trial_name),
             run_config=run_config)
@@ -577,10 +579,10 @@ def _run(study: Study, study_path: Path, args: argparse.Namespace) -> int:
         concurrency = _concurrency(study, args.max_concurrent, cpus)
         epochs = {t.trial_id: (t.config.train.resolved().epochs if TRIAL_KINDS[t.kind].trains else 1) for t in todo}
         progress = Progress(total=len(todo), epochs=epochs, concurrency=concurrency)
-        specs = [trial_spec(study, t, study_path) for t in todo]
+        trial_dicts = [trial_dict(study, t, study_path) for t in todo]
         start = time.monotonic()
         try:
-            _tune(study, specs, study_path, progress, args.max_concurrent or study.spec.max_concurrent)
+            _tune(study, trial_dicts, study_path, progress, args.max_concurrent or study.spec.max_concurrent)
         except KeyboardInterrupt:
             if started_ray:  # stop the trials before gathering what they wrote
                 ray.shutdown()

@@ -5,7 +5,7 @@ A study file (see studies/*.yaml):
 
     name: digits                     # results go to results/<name>/
     description: what it reproduces
-    kind: train                      # a name in trials.TRIAL_KINDS: train | numerics | kernels | resolution
+    kind: train                      # a trial kind (discbench/kinds/): train | numerics | kernels | resolution
     methods: [zoh, foh, zoh/paper]   # "method" (canonical) or "method/variant", or "all"; in a
                                      # list, "all/canonical" or "all/paper" is every method in
                                      # that variant, so methods registered later join the study
@@ -52,7 +52,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 from .config import TrialConfig
 from .data import DATASETS
 from .methods import METHOD_NAMES, METHODS, VARIANTS, parse_method
-from .trials import TRIAL_KINDS, KernelsParams, NumericsParams, TrialKind
+from .kinds import DEFAULT_KIND, TRIAL_KINDS, TrialKind
 
 # Trial config keys a study sets at its top level (the rest are study settings).
 TRIAL_SECTIONS = ("data", "model", "train", "measure", "seed")
@@ -97,11 +97,11 @@ class Resources(_Strict):
 
 class _StudyFields(_Strict):
     """The study file's top level (trial sections stay mappings here; TrialConfig checks them).
-    `kind` and the kinds' parameter sections come from trials.TRIAL_KINDS (see _spec_model)."""
+    `kind` and the kinds' parameter sections come from kinds.TRIAL_KINDS (see _spec_model)."""
 
     name: str = Field(pattern=STUDY_NAME)
     description: str = Field(min_length=1)
-    kind: str = "train"
+    kind: str = DEFAULT_KIND
     methods: list[str] | Literal["all"] = Field(min_length=1)
     data: dict[str, Any] = Field(default_factory=dict)
     model: dict[str, Any] = Field(default_factory=dict)
@@ -122,11 +122,11 @@ def _spec_model(kinds: tuple[TrialKind, ...]) -> type[_StudyFields]:
     names = tuple(k.name for k in kinds)
     sections = {k.name: (k.params | None, None) for k in kinds if k.params is not None}
     return create_model("StudySpec", __base__=_StudyFields, __doc__=_StudyFields.__doc__,
-                        __module__=__name__, kind=(Literal[names], "train"), **sections)  # type: ignore[valid-type]
+                        __module__=__name__, kind=(Literal[names], DEFAULT_KIND), **sections)  # type: ignore[valid-type]
 
 
 def study_spec_model() -> type[_StudyFields]:
-    """The StudySpec model of the kinds registered now (trials.TRIAL_KINDS)."""
+    """The StudySpec model of the kinds registered now (kinds.TRIAL_KINDS)."""
     return _spec_model(tuple(TRIAL_KINDS.values()))
 
 
@@ -343,13 +343,13 @@ def _method_keys(path: Path, methods: list[str] | str, where: str) -> tuple[list
     if methods == "all":
         return list(METHODS), []
     keys, problems = [], []
-    for i, spec in enumerate(methods):
-        name, variant = parse_method(str(spec))
-        if name == "all" and "/" in str(spec) and variant in VARIANTS:
+    for i, method in enumerate(methods):
+        name, variant = parse_method(str(method))
+        if name == "all" and "/" in str(method) and variant in VARIANTS:
             keys.extend(f"{method}/{variant}" for method in METHOD_NAMES)
             continue
         if name not in METHOD_NAMES or variant not in VARIANTS:
-            problems.append(f"{path}: {where}[{i}]: unknown method {_describe(spec)}; allowed: "
+            problems.append(f"{path}: {where}[{i}]: unknown method {_describe(method)}; allowed: "
                             f"{', '.join(METHOD_NAMES)}, each optionally /{' or /'.join(VARIANTS)} "
                             f"(e.g. zoh/paper), all/{' or all/'.join(VARIANTS)}, or `all`")
             continue
@@ -514,12 +514,12 @@ def _expand(path: Path, spec: _StudyFields, raw: dict, overrides: list[tuple[str
     for t_index, extra in enumerate(spec.trials):
         extra = dict(extra)
         explicit_id = extra.pop("id", None)
-        method_spec = extra.pop("method", None)
+        method = extra.pop("method", None)
         where = f"trials[{t_index}]"
-        if method_spec is None:
+        if method is None:
             problems.append(f"{path}: {where}.method: required in an explicit trial (e.g. method: foh/paper)")
             continue
-        keys, bad = _method_keys(path, [method_spec], f"{where}.method")
+        keys, bad = _method_keys(path, [method], f"{where}.method")
         if bad:
             problems += [p.replace(f"{where}.method[0]", f"{where}.method") for p in bad]
             continue
@@ -672,7 +672,7 @@ def run_command(args: argparse.Namespace) -> int:
             print("\n".join(exc.problems), file=sys.stderr)
             status = 1
             continue
-        kinds = f"{study.spec.kind}, " if study.spec.kind != "train" else ""
+        kinds = f"{study.spec.kind}, " if study.spec.kind != DEFAULT_KIND else ""
         print(f"{name}: ok — study {study.name!r} ({kinds}{len(study.trials)} trials)")
         for note in study.notes:
             print(f"  note: {note}")
@@ -682,5 +682,4 @@ def run_command(args: argparse.Namespace) -> int:
 
 
 __all__ = ["find_study", "DEFAULT_STUDY", "Study", "StudySpec", "Trial", "Resources", "StudyError", "load_study",
-           "parse_override", "trial_table", "configure_parser", "run_command", "add_override_arguments",
-           "NumericsParams", "KernelsParams"]
+           "parse_override", "trial_table", "configure_parser", "run_command", "add_override_arguments"]

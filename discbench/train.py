@@ -34,7 +34,7 @@ import torch.distributed as dist
 from torch.utils.data import DataLoader, Dataset, Subset
 
 from .config import PRESETS, TrainConfig, TrialConfig, config_differences, without_result_neutral
-from .data import DatasetError, build_datasets
+from .data import DATASETS, DataConfig, DatasetError, input_size, load_splits
 from .measure import PeakMemory, amp_autocast
 from .scan import NonFiniteInputError
 
@@ -119,6 +119,13 @@ def effective_lr(recipe: TrainConfig, global_batch: int) -> float:
     return recipe.lr
 
 
+def model_modality(name: str) -> str:
+    """What a timm model reads: "sequence" for discbench's sequence models, else "image"."""
+    from .models import SEQ_MODEL_NAMES
+
+    return "sequence" if name in SEQ_MODEL_NAMES else "image"
+
+
 def model_arguments(cfg: TrialConfig, num_classes: int) -> dict[str, Any]:
     """timm.create_model's keyword arguments for the trial's model (beside its name and the
     recipe's dropout rates): model.kwargs, then the input the data give (image data: img_size,
@@ -130,15 +137,14 @@ def model_arguments(cfg: TrialConfig, num_classes: int) -> dict[str, Any]:
     """
     import timm
 
-    from .data import DATASETS, input_size
     from .models import DISCRETIZED_MODEL_NAMES, SEQ_MODEL_NAMES
 
     name = cfg.model.name
     if not timm.is_model(name):
         raise ValueError(f"model.name {name!r} is not a timm model; discbench's are "
                          f"{', '.join(DISCRETIZED_MODEL_NAMES)} (and timm's, e.g. deit_tiny_patch16_224)")
-    sequence_data = DATASETS[cfg.data.dataset].is_sequence
-    if sequence_data != (name in SEQ_MODEL_NAMES):
+    sequence_data = DATASETS[cfg.data.dataset].modality == "sequence"
+    if model_modality(name) != DATASETS[cfg.data.dataset].modality:
         data_kind, wanted = (("sequence", f"one of {', '.join(SEQ_MODEL_NAMES)}") if sequence_data
                              else ("image", "an image model (vim_*, deit_*, …)"))
         raise ValueError(f"model.name {name!r} cannot read dataset {cfg.data.dataset!r}, which is "
@@ -165,6 +171,61 @@ def build_model(cfg: TrialConfig, num_classes: int, recipe: TrainConfig) -> torc
     kwargs = model_arguments(cfg, num_classes)
     kwargs.update(drop_rate=recipe.drop, drop_path_rate=recipe.drop_path)
     return timm.create_model(cfg.model.name, pretrained=False, **kwargs)
+
+
+class Transformed(Dataset):
+    """A raw dataset with a transform applied to its images."""
+
+    def __init__(self, base: Dataset, transform: Callable):
+        self.base, self.transform = base, transform
+
+    def __len__(self) -> int:
+        return len(self.base)
+
+    def __getitem__(self, index: int):
+        image, label = self.base[index]
+        return self.transform(image), label
+
+
+
+def build_transforms(image_size: int, recipe: TrainConfig) -> tuple[Callable, Callable]:
+    """(train, eval) transforms: PIL RGB image -> float tensor (3, image_size, image_size).
+
+    Train: timm's `create_transform(is_training=True)` with the recipe's augmentation (random
+    resized crop, flip, RandAugment, random erasing), or resize + centre crop when `augment` is
+    off. As DeiT does for CIFAR-sized inputs (≤ 32 px), the random resized crop is replaced by a
+    resize to image_size and a random crop with image_size/8 padding. Eval: resize to
+    image_size / eval_crop_ratio and centre crop (timm's eval transform).
+    """
+    from timm.data import create_transform
+    from torchvision import transforms as T
+
+    auto_augment = None if recipe.auto_augment == "none" else recipe.auto_augment
+    train = create_transform(
+        input_size=image_size, is_training=True, no_aug=not recipe.augment, hflip=recipe.hflip,
+        color_jitter=recipe.color_jitter, auto_augment=auto_augment,
+        interpolation=recipe.train_interpolation, re_prob=recipe.reprob, re_mode=recipe.remode,
+        re_count=recipe.recount, crop_pct=1.0)
+    if recipe.augment and image_size <= 32:
+        train.transforms[0] = T.Compose([T.Resize(image_size), T.RandomCrop(image_size, padding=image_size // 8)])
+    evaluate = create_transform(input_size=image_size, is_training=False, interpolation="bicubic",
+                                crop_pct=recipe.eval_crop_ratio)
+    return train, evaluate
+
+
+def build_datasets(data: DataConfig, recipe: TrainConfig) -> tuple[Dataset, Dataset, int]:
+    """(train, val, num_classes); recipe must be resolved.
+
+    Image data get the recipe's transforms. Sequence data are used as they are: the image
+    augmentations (augment, mixup, cutmix) are refused for them when the config is validated,
+    and the fields that only act through `augment` (auto_augment, color_jitter, hflip,
+    train_interpolation, reprob, remode, recount) or on images (eval_crop_ratio) are ignored.
+    """
+    splits = load_splits(data)
+    if DATASETS[data.dataset].modality == "sequence":
+        return splits.train, splits.val, splits.num_classes
+    train_tf, eval_tf = build_transforms(data.image_size, recipe)
+    return Transformed(splits.train, train_tf), Transformed(splits.val, eval_tf), splits.num_classes
 
 
 def _resume_fingerprint(cfg: TrialConfig) -> dict[str, Any]:
@@ -495,7 +556,7 @@ def transfer_accuracy(cfg: TrialConfig, model: torch.nn.Module, device: torch.de
     Returns [{length: L′, delta_scale: L/L′, top1}] in the order of eval_lengths ([] when
     none are asked for). The model's Δ scale is restored afterwards.
     """
-    from .data import load_splits, sequence_length
+    from .data import sequence_length
 
     if not cfg.measure.eval_lengths:
         return []

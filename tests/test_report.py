@@ -21,8 +21,10 @@ from discbench import results
 from discbench.cli import main as cli_main
 from discbench.report import build_report, stats
 from discbench.report.study_view import build_view
+from discbench.kinds.kernels import scan_time_table
+from discbench.kinds.numerics import numerics_table
 from discbench.report.tables import (ablation_bidirectional_table, ablation_classification_table, accuracy_table, cost_table,
-                                     numerics_table, published_accuracy_table, scan_time_table)
+                                     published_accuracy_table)
 
 T_975 = {1: 12.706204736174707, 2: 4.302652729911275}  # Student t quantiles (0.975; dof), from tables
 
@@ -51,14 +53,14 @@ def _row(study: str, method: str, variant: str, seed: int, status: str, *, model
 
 def _numerics_rows(key: str) -> list[dict]:
     order = STATED[key]
-    rows = [{"kind": "convergence", "name": "error", "value": 0.5 * (3 / n) ** order, "unit": "abs",
+    rows = [{"quantity": "convergence", "name": "error", "value": 0.5 * (3 / n) ** order, "unit": "abs",
              "method_key": key, "steps": n, "dt": 3 / n} for n in (40, 80, 160, 320)]
-    rows.append({"kind": "order", "name": "measured_order", "value": order + 0.01, "method_key": key})
-    rows.append({"kind": "order", "name": "stated_order", "value": order, "method_key": key})
-    rows.append({"kind": "stability", "name": "bound", "value": -2.785 if key.startswith("rk4") else -math.inf,
+    rows.append({"quantity": "order", "name": "measured_order", "value": order + 0.01, "method_key": key})
+    rows.append({"quantity": "order", "name": "stated_order", "value": order, "method_key": key})
+    rows.append({"quantity": "stability", "name": "bound", "value": -2.785 if key.startswith("rk4") else -math.inf,
                  "method_key": key})
     ms = {"zoh/paper": 2.0, "foh/canonical": 3.0, "rk4/canonical": 5.0}[key]
-    rows += [{"kind": "scan_time", "name": "ms_median", "value": ms * length / 64, "unit": "ms", "method_key": key,
+    rows += [{"quantity": "scan_time", "name": "ms_median", "value": ms * length / 64, "unit": "ms", "method_key": key,
               "backend": "torch", "pass": "fwd", "batch_size": 2, "length": length} for length in (64, 256)]
     return rows
 
@@ -71,10 +73,10 @@ def _resolution_rows() -> list[dict]:
             status = "oom" if oom_from and resolution >= oom_from else "ok"
             scale = 4.0 ** step
             context = dict(model=model, method_key="zoh/paper", batch_size=8, resolution=resolution, status=status)
-            rows.append({"kind": "throughput", "name": "infer_images_per_s",
+            rows.append({"quantity": "throughput", "name": "infer_images_per_s",
                          "value": None if status == "oom" else ips / scale * (1 if model.startswith("deit") else 1.5 ** step),
                          "unit": "images/s", **context})
-            rows.append({"kind": "memory", "name": "peak_mem_mb", "value": None if status == "oom" else mem * scale,
+            rows.append({"quantity": "memory", "name": "peak_mem_mb", "value": None if status == "oom" else mem * scale,
                          "unit": "MiB", **context})
     return rows
 
@@ -552,12 +554,12 @@ def transfer_study(tmp_path_factory) -> Path:
                 path = results.trial_dir(study, row["trial_id"])
                 results.write_trial(path, row)
                 results.append_measurements(path, [
-                    {"kind": "transfer", "name": "top1", "value": _seq_top1(key, conv, seed, length), "unit": "%",
+                    {"quantity": "transfer", "name": "top1", "value": _seq_top1(key, conv, seed, length), "unit": "%",
                      "length": length, "delta_scale": TRAIN_LENGTH / length, "method_key": key,
                      "model": SEQ_MODEL, "status": "ok"} for length in EVAL_LENGTHS])
                 if method == "trapezoid":
                     results.append_measurements(path, [
-                        {"kind": "lambda", "name": name, "unit": "1", "layer": layer, "direction": direction,
+                        {"quantity": "lambda", "name": name, "unit": "1", "layer": layer, "direction": direction,
                          "method_key": key, "model": SEQ_MODEL,
                          "value": (0.5 + 0.1 * layer + 0.01 * seed + (0.2 if direction == "backward" else 0.0))
                          if name == "mean" else 0.05 * (layer + 1)}
@@ -704,9 +706,9 @@ def test_numerics_table_shows_why_no_order_was_fitted(tmp_path):
     path = results.trial_dir(study, row["trial_id"])
     results.write_trial(path, row)
     results.append_measurements(path, [
-        {"kind": "order", "name": "measured_order", "value": None, "method_key": "zoh/paper",
+        {"quantity": "order", "name": "measured_order", "value": None, "method_key": "zoh/paper",
          "note": "need ≥ 2 errors above the rounding floor to fit an order, got 1"},
-        {"kind": "stability", "name": "bound", "value": -math.inf, "method_key": "zoh/paper"}])
+        {"quantity": "stability", "name": "bound", "value": -math.inf, "method_key": "zoh/paper"}])
     results.consolidate(study)
     table = numerics_table(build_view(results.load_study(study)))
     shown = table.display.set_index("method")
@@ -723,7 +725,7 @@ def test_training_length_from_the_transfer_rows_when_the_config_has_none(tmp_pat
     path = results.trial_dir(study, row["trial_id"])
     results.write_trial(path, row)
     results.append_measurements(path, [
-        {"kind": "transfer", "name": "top1", "value": 40.0 + length / 32, "unit": "%", "length": length,
+        {"quantity": "transfer", "name": "top1", "value": 40.0 + length / 32, "unit": "%", "length": length,
          "delta_scale": 100 / length, "method_key": "zoh/paper", "model": SEQ_MODEL, "status": "ok"}
         for length in (50, 100, 200)])
     results.consolidate(study)
@@ -823,12 +825,12 @@ def test_cpu_studies_report_the_memory_above_the_idle_process():
     memory, so a study with peak_mem_delta_mb rows reports those; a GPU study its peak."""
     from discbench.config import TrialConfig
     from discbench.report.aggregate import memory_metric
-    from discbench.trials import _throughput_rows
+    from discbench.kinds._inference import _rows
 
     cfg = TrialConfig.model_validate({"model": {"name": "vim_micro"}})
     measured = {"status": "ok", "images_per_s": 10.0, "peak_mem_mb": 900.0, "peak_mem_delta_mb": 12.5}
-    cpu_rows = pd.DataFrame(_throughput_rows(cfg, measured, 4, 32, "cpu"))
-    cuda_rows = pd.DataFrame(_throughput_rows(cfg, measured, 4, 32, "cuda"))
+    cpu_rows = pd.DataFrame(_rows(cfg, measured, 4, 32, "cpu"))
+    cuda_rows = pd.DataFrame(_rows(cfg, measured, 4, 32, "cuda"))
     assert cpu_rows.set_index("name").loc["peak_mem_delta_mb", "value"] == 12.5
     assert memory_metric(cpu_rows) == "peak_mem_delta_mb"
     assert "peak_mem_delta_mb" not in set(cuda_rows["name"]) and memory_metric(cuda_rows) == "peak_mem_mb"

@@ -92,12 +92,11 @@ def read_study(path: Path) -> StudyResults:
 
 def build_report(study_path: Path, out_root: Path, formats: set[str] = frozenset(FORMATS)) -> ReportFiles:
     """Write every table and figure of one study under out_root/<study name>/."""
+    from .contents import build_figures, build_tables
     from .document import write_html, write_index
-    from .figures import build_figures
     from .findings import accuracy_findings
     from .render import write_table
     from .study_view import build_view
-    from .tables import build_tables
 
     results = read_study(study_path)
     if results.trials.empty:

@@ -18,6 +18,7 @@ from .study_view import StudyView, divergence_text
 COST_COLUMNS = {
     "train_images_per_s": "train images/s",
     "infer_images_per_s": "infer images/s",
+    "infer_sequences_per_s": "infer sequences/s",
     "peak_mem_mb": "peak memory (MiB)",
     "peak_mem_delta_mb": "peak memory above the idle process (MiB)",
 }
@@ -93,7 +94,7 @@ def transfer_frame(view: StudyView) -> pd.DataFrame:
     L′), is_baseline. Empty when the study has no transfer rows.
     """
     m = view.results.measurements
-    m = m[(m["kind"] == "transfer") & (m["name"] == "top1")].copy()
+    m = m[(m["quantity"] == "transfer") & (m["name"] == "top1")].copy()
     m["value"] = pd.to_numeric(m["value"], errors="coerce")
     m = m[m["status"].fillna("ok").eq("ok") & m["value"].notna()]
     if m.empty:
@@ -142,7 +143,7 @@ def lambda_frame(view: StudyView) -> pd.DataFrame:
     without name="std" rows). λ is dimensionless. Empty when the study has no λ rows.
     """
     m = view.results.measurements
-    m = m[m["kind"] == "lambda"].copy()
+    m = m[m["quantity"] == "lambda"].copy()
     m["value"] = pd.to_numeric(m["value"], errors="coerce")
     trials = view.trials.set_index("trial_id")
     m = m[m["trial_id"].isin(trials.index) & m["value"].notna()]
@@ -211,7 +212,7 @@ def resolution_frame(view: StudyView) -> pd.DataFrame:
     resolution, name) with the mean value (NaN where out of memory) and status ('oom' if any
     repeat ran out of memory)."""
     m = view.results.measurements
-    m = m[m["kind"].isin(["throughput", "memory"])].copy()
+    m = m[m["quantity"].isin(["throughput", "memory"])].copy()
     if m.empty:
         return m
     trial_model = dict(zip(view.trials["trial_id"], view.trials["model"]))

@@ -30,7 +30,6 @@ from .study_view import StudyView  # noqa: E402
 from .tables import by_condition, condition_at, row_keys_of, side_factor, side_values  # noqa: E402
 
 DPI = 150
-REFERENCE_OFFSET = 3.0  # convergence figure: how far below the data the stated-order line runs
 _MARKERS = ["o", "s", "^", "D", "v", "P", "X", "*", "<", ">", "h", "p"]
 _LINESTYLES = ["-", "--", "-.", ":", (0, (5, 1, 1, 1, 1, 1)), (0, (1, 1)), (0, (8, 2)),
                (0, (3, 1, 1, 1)), (0, (5, 2, 1, 2)), (0, (2, 2)), (0, (6, 1, 2, 1)), (0, (4, 1))]
@@ -305,58 +304,6 @@ def training_curves_figure(view: StudyView, out_dir: Path) -> FigureFile | None:
     return _save(fig, out_dir, "fig_training_curves", "Training curves", caption)
 
 
-# ----------------------------------------------------------------------------- numerics
-
-def convergence_figure(view: StudyView, out_dir: Path) -> FigureFile | None:
-    m = view.results.measurements
-    m = m[(m["kind"] == "convergence") & (m["name"] == "error")].copy()
-    if m.empty:
-        return None
-    m["dt"] = pd.to_numeric(m["dt"], errors="coerce")
-    m["value"] = pd.to_numeric(m["value"], errors="coerce")
-    m = m[(m["dt"] > 0) & (m["value"] > 0)]
-    if m.empty:
-        return None
-    keys = [k for k in METHODS if k in set(m["method_key"])] + sorted(set(m["method_key"]) - set(METHODS))
-    variants = list(dict.fromkeys(parse_method(k)[1] for k in keys))
-    style, context = _theme()
-    with style, context:
-        fig, axes = plt.subplots(1, len(variants), squeeze=False, sharey=True,
-                                 figsize=(5.0 * len(variants) + 0.5, 5.4))
-        for ax, variant in zip(axes[0], variants):
-            for key in [k for k in keys if parse_method(k)[1] == variant]:
-                curve = m[m["method_key"] == key].groupby("dt")["value"].mean().sort_index()
-                look = method_style(key)
-                spec = METHODS.get(key)
-                ax.plot(curve.index, curve.to_numpy(), color=look["color"], marker=look["marker"],
-                        markerfacecolor=look["markerfacecolor"], linestyle="-", linewidth=1.4, markersize=6,
-                        label=f"{key} (stated order {spec.order})" if spec else key)
-                if spec is not None:
-                    # The stated order as a reference slope, REFERENCE_OFFSET below the finest
-                    # measured point so that it does not hide a line that has exactly that slope.
-                    dt0, e0 = curve.index[0], curve.iloc[0] / REFERENCE_OFFSET
-                    dts = np.array([curve.index.min(), curve.index.max()])
-                    ax.plot(dts, e0 * (dts / dt0) ** spec.order, color=look["color"], linestyle="--",
-                            linewidth=1.1, dashes=(4, 3))
-            ax.set_xscale("log")
-            ax.set_yscale("log")
-            _label_log_ticks(ax.xaxis, sorted(set(m["dt"])))
-            ax.set_xlabel("step size Δt")
-            if ax is axes[0][0]:
-                ax.set_ylabel("global error |h(T) − exact|")
-            ax.set_title(f"variant: {variant}")
-            ax.legend(fontsize=7.5, loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=2, frameon=False)
-        fig.suptitle("Convergence on h' = a h + v(t): measured error (solid) and stated order (dashed)", fontsize=10)
-        fig.tight_layout()
-    ids = view.results.measurements.loc[view.results.measurements["kind"] == "convergence", "trial_id"]
-    caption = ("Convergence: global error at t = T against the step size Δt, log-log, one solid line per "
-               "method; the dashed line of the same colour has the slope of the order METHODS.md states, "
-               f"drawn {REFERENCE_OFFSET:g}× below the finest measured point (a method converges at its stated "
-               f"order where the two are parallel). Methods with equal errors draw on top of each other; "
-               f"hollow markers show the one beneath. {view.provenance(ids)}.")
-    return _save(fig, out_dir, "fig_convergence", "Convergence order", caption)
-
-
 # ----------------------------------------------------------------------------- resolution
 
 def resolution_figure(view: StudyView, out_dir: Path) -> FigureFile | None:
@@ -413,7 +360,7 @@ def resolution_figure(view: StudyView, out_dir: Path) -> FigureFile | None:
         fig.legend(handles, labels, loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=8)
         fig.suptitle(f"{view.name}: throughput and memory against resolution (log scales)", fontsize=10)
         fig.tight_layout()
-    ids = view.results.measurements.loc[view.results.measurements["kind"].isin(["throughput", "memory"]), "trial_id"]
+    ids = view.results.measurements.loc[view.results.measurements["quantity"].isin(["throughput", "memory"]), "trial_id"]
     caption = ("Resolution scaling (as the Vim paper's Figure 1): throughput and peak memory against input "
                "resolution, both axes logarithmic, one line per model; a ✕ at the top marks a resolution "
                f"that ran out of memory, where the line stops. {view.provenance(ids)}.")
@@ -497,7 +444,7 @@ def transfer_figure(view: StudyView, out_dir: Path) -> FigureFile | None:
         fig.legend(handles, labels, loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=8, title="method")
         fig.suptitle(f"{view.name}: top-1 against evaluation length (Δ scaled by L/L′)", fontsize=10)
         fig.tight_layout()
-    ids = view.results.measurements.loc[view.results.measurements["kind"] == "transfer", "trial_id"]
+    ids = view.results.measurements.loc[view.results.measurements["quantity"] == "transfer", "trial_id"]
     caption = ("Sampling-rate transfer: top-1 (%) of each trained model evaluated at sequence length L′ with its "
                "step Δ scaled by L/L′ (L: training length, dotted line), one line per method (mean over seeds; "
                "band: 95% t-interval of the mean, clipped to 0–100 %, none with one seed)"
@@ -566,17 +513,8 @@ def lambda_figure(view: StudyView, out_dir: Path) -> FigureFile | None:
         fig.legend(handles, labels, loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=8, title="method")
         fig.suptitle(f"{view.name}: learned λ per layer", fontsize=10)
         fig.tight_layout()
-    ids = view.results.measurements.loc[view.results.measurements["kind"] == "lambda", "trial_id"]
+    ids = view.results.measurements.loc[view.results.measurements["quantity"] == "lambda", "trial_id"]
     caption = ("Learned λ per layer (dimensionless), one panel per scan direction: line = mean over seeds of each "
                "trial's per-layer mean λ, bar = sd of those means over seeds, band = ± the within-layer sd of λ "
                f"averaged over seeds. {view.provenance(ids)}.")
     return _save(fig, out_dir, "fig_lambda", "Learned λ per layer", caption)
-
-
-BUILDERS = (accuracy_figure, tradeoff_figure, training_curves_figure, transfer_figure, lambda_figure,
-            convergence_figure, resolution_figure)
-
-
-def build_figures(view: StudyView, out_dir: Path) -> list[FigureFile]:
-    """Every figure the study has data for, saved under out_dir."""
-    return [f for f in (builder(view, out_dir) for builder in BUILDERS) if f is not None]

@@ -28,7 +28,6 @@ _NOT_FACTORS = {
     "config.method", "config.variant", "config.seed", "config.model.name",
     *(f"config.{path}" for path in result_neutral_fields()),
 }
-PROVENANCE_COLUMNS = ("device", "discbench_version", "torch_version", "git_commit")
 
 
 @dataclass

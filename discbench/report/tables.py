@@ -67,12 +67,6 @@ def _magnitude(value: float) -> str:
     return f"{value:,.{digits}f}"
 
 
-def _bound(value: float) -> str:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return DASH
-    return "A-stable (−∞)" if math.isinf(value) and value < 0 else _num(value, 3)
-
-
 def by_condition(frame: pd.DataFrame) -> dict[tuple, pd.Series]:
     """Rows keyed by their condition tuple (pandas would read a tuple label as a multi-level key)."""
     return {row["condition"]: row for _, row in frame.iterrows()}
@@ -267,7 +261,7 @@ def transfer_table(view: StudyView) -> Table | None:
                 display[prefix + "MDE"] = [mde_text(here[c]) if c in here else DASH for c in conditions]
     data = frame.drop(columns=["condition"]).rename(columns={f: view.factor_label(f) for f in view.factors})
     trained = sorted({int(v) for v in frame["train_length"].dropna()})
-    ids = view.results.measurements.loc[view.results.measurements["kind"] == "transfer", "trial_id"]
+    ids = view.results.measurements.loc[view.results.measurements["quantity"] == "transfer", "trial_id"]
     caption = (
         f"Sampling-rate transfer: top-1 (%) of each trained model evaluated at sequence length L′ "
         f"(training length L = {', '.join(map(str, trained)) or 'unknown'}; the step Δ scaled by L/L′), "
@@ -300,7 +294,7 @@ def lambda_table(view: StudyView) -> Table | None:
     display["λ: mean ± sd over seeds"] = [_mean_std(m, s, int(n), 3)
                                           for m, s, n in zip(frame["mean"], frame["std"], frame["n"])]
     display["within-layer sd of λ"] = [_num(v, 3) for v in frame["spread"]]
-    ids = view.results.measurements.loc[view.results.measurements["kind"] == "lambda", "trial_id"]
+    ids = view.results.measurements.loc[view.results.measurements["quantity"] == "lambda", "trial_id"]
     caption = ("Learned λ per layer and scan direction (dimensionless): the mean over seeds of each trial's "
                "per-layer mean λ ± the sample sd of those means over seeds (n = seeds), and the within-layer "
                "sd of λ (over every token of the val split, as each trial recorded it; λ is one value per "
@@ -316,7 +310,7 @@ def lambda_table(view: StudyView) -> Table | None:
 def _scan_times(view: StudyView) -> pd.DataFrame:
     """Mean ms_median per (method_key, backend, pass, batch_size, length)."""
     m = view.results.measurements
-    m = m[(m["kind"] == "scan_time") & (m["name"] == "ms_median")]
+    m = m[(m["quantity"] == "scan_time") & (m["name"] == "ms_median")]
     if m.empty:
         return m
     keys = ["method_key", "backend", "pass", "batch_size", "length"]
@@ -373,28 +367,6 @@ def cost_table(view: StudyView) -> Table | None:
     return Table("cost", "Cost", caption, display, data)
 
 
-def scan_time_table(view: StudyView) -> Table | None:
-    scans = _scan_times(view)
-    if scans.empty or len(scans.drop_duplicates(["backend", "pass", "batch_size", "length"])) == \
-            len(scans.drop_duplicates(["backend", "pass"])):
-        return None  # one size per backend and pass: the cost table already shows it all
-    scans = scans.assign(setting=[f"{b} {p}, b={_int(bs)}, L={_int(length)}" for b, p, bs, length in
-                                  zip(scans["backend"], scans["pass"], scans["batch_size"], scans["length"])])
-    keys = _registry_order(scans["method_key"].unique(), view.baseline_key)
-    display = pd.DataFrame({"method": keys})
-    for setting, group in scans.groupby("setting", sort=False):
-        times = dict(zip(group["method_key"], group["value"]))
-        base = times.get(view.baseline_key, math.nan)
-        display[f"{setting} (ms)"] = [
-            DASH if k not in times else _num(times[k], 3)
-            + ("" if k == view.baseline_key else f" ({_ratio(times[k] / base)})") for k in keys]
-    ids = view.results.measurements.loc[view.results.measurements["kind"] == "scan_time", "trial_id"]
-    caption = ("Selective-scan time: median ms per call for each backend, pass (fwd or fwd+bwd), batch b "
-               f"and sequence length L; in parentheses the ratio to {view.baseline_key}. "
-               f"Measured on {view.provenance(ids)}.")
-    return Table("scan_time", "Scan time", caption, display, scans.drop(columns=["setting"]))
-
-
 def _int(value) -> str:
     try:
         return str(int(value))
@@ -405,51 +377,6 @@ def _int(value) -> str:
 def _registry_order(keys, baseline: str) -> list[str]:
     order = {k: i for i, k in enumerate(METHODS)}
     return sorted(set(keys), key=lambda k: (k != baseline, order.get(k, len(order)), k))
-
-
-# ----------------------------------------------------------------------------- numerics
-
-def numerics_table(view: StudyView) -> Table | None:
-    m = view.results.measurements
-    order = m[(m["kind"] == "order") & (m["name"] == "measured_order")]
-    bound = m[(m["kind"] == "stability") & (m["name"] == "bound")]
-    if order.empty and bound.empty:
-        return None
-    keys = _registry_order(list(order["method_key"]) + list(bound["method_key"]), view.baseline_key)
-    keys = [k for k in METHODS if k in keys] + [k for k in keys if k not in METHODS]
-    rows = []
-    for key in keys:
-        spec = METHODS.get(key)
-        mine = order[order["method_key"] == key]
-        measured_order = pd.to_numeric(mine["value"], errors="coerce")
-        measured_bound = bound.loc[bound["method_key"] == key, "value"].astype(float)
-        # A trial records NaN with a note when no order could be fitted (trials._run_numerics).
-        why = [str(n) for n in mine["note"].dropna() if str(n)] if measured_order.isna().all() else []
-        rows.append({
-            "method_key": key,
-            "stated_order": spec.order if spec else math.nan,
-            "measured_order": measured_order.mean() if measured_order.notna().any() else math.nan,
-            "order_note": why[0] if why else "",
-            "stated_stability_bound": spec.stability_bound if spec else math.nan,
-            "measured_stability_bound": measured_bound.mean() if len(measured_bound) else math.nan,
-        })
-    data = pd.DataFrame(rows)
-    display = pd.DataFrame({
-        "method": data["method_key"],
-        "stated order (METHODS.md)": [_int(v) if not math.isnan(v) else DASH for v in data["stated_order"]],
-        "measured order": [f"no fit ({note})" if note else _num(v, 2)
-                           for v, note in zip(data["measured_order"], data["order_note"])],
-        "stated stability bound": [_bound(v) for v in data["stated_stability_bound"]],
-        "measured stability bound": [_bound(v) for v in data["measured_stability_bound"]],
-    })
-    ids = m.loc[m["kind"].isin(["order", "stability"]), "trial_id"]
-    caption = ("Numerics on h' = a h + v(t): global convergence order fitted to the error at t = T "
-               "against the step size (order 0: does not converge), and the stability bound, the most "
-               "negative z = aΔ with |Ā(z)| ≤ 1 on all of [z, 0] (A-stable: for every z ≤ 0), each "
-               "beside the value docs/METHODS.md states (the method registry); 'no fit': the trial recorded "
-               "no order, with its reason. "
-               f"Measured on {view.provenance(ids)}.")
-    return Table("numerics", "Numerics: order and stability", caption, display, data)
 
 
 # ----------------------------------------------------------------------------- ablations
@@ -680,7 +607,7 @@ def efficiency_table(view: StudyView) -> Table | None:
                           "speed_ratio": speed, "memory_saved_pct": saved,
                           "published_speed_ratio": claim["speedup_vs_deit"] if is_claim else math.nan,
                           "published_memory_saved_pct": claim["memory_saved_pct"] if is_claim else math.nan})
-    ids = view.results.measurements.loc[view.results.measurements["kind"].isin(["throughput", "memory"]), "trial_id"]
+    ids = view.results.measurements.loc[view.results.measurements["quantity"].isin(["throughput", "memory"]), "trial_id"]
     what_memory = ("peak memory above the idle process (MiB; the CPU's RSS, whose ~0.9 GiB of Python and torch "
                    "would swamp the model's)" if memory == "peak_mem_delta_mb" else "peak memory (MiB)")
     caption = (f"Efficiency, {vim} against {deit}: batch inference images/s and {what_memory} per "
@@ -730,24 +657,3 @@ def missing_table(view: StudyView) -> Table | None:
                "diverged trials (a result, but excluded from means), and seeds that a model and condition "
                "did not run although the study ran them elsewhere.")
     return Table("missing", "Missing, failed and diverged trials", caption, frame, frame)
-
-
-def build_tables(view: StudyView) -> tuple[list[Table], list[str]]:
-    """Every table the study has data for, and a note for each comparison it cannot make."""
-    notes: list[str] = []
-    has_accuracy = view.trials["top1"].notna().any() or (view.trials["status"] == "diverged").any()
-    tables = [accuracy_table(view)] if has_accuracy else []
-    if not has_accuracy:
-        notes.append("Accuracy: no trial of this study recorded a top-1 accuracy.")
-    published_table, why = published_accuracy_table(view)
-    if why:
-        notes.append(why)
-    for builder in (transfer_table, lambda_table, cost_table, scan_time_table, numerics_table,
-                    ablation_bidirectional_table, ablation_classification_table):
-        table = builder(view)
-        if table is not None:
-            tables.append(table)
-    for table in (published_table, efficiency_table(view), missing_table(view)):
-        if table is not None:
-            tables.append(table)
-    return tables, notes
