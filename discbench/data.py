@@ -213,7 +213,8 @@ def _read_cifar_pickle(path: Path, label_key: bytes, dataset: str) -> tuple[np.n
 
 
 def _cifar(data: DataConfig, folder_name: str, train_files: Sequence[str], test_file: str,
-           label_key: bytes, num_classes: int) -> Splits:
+           label_key: bytes) -> Splits:
+    num_classes = DATASETS[data.dataset].num_classes
     root = _locate(_need_root(data), [folder_name], test_file)
     missing = [name for name in (*train_files, test_file) if not (root / name).is_file()]
     if missing:
@@ -236,11 +237,11 @@ def _cifar(data: DataConfig, folder_name: str, train_files: Sequence[str], test_
 
 def _cifar10(data: DataConfig) -> Splits:
     return _cifar(data, "cifar-10-batches-py", [f"data_batch_{i}" for i in range(1, 6)], "test_batch",
-                  b"labels", 10)
+                  b"labels")
 
 
 def _cifar100(data: DataConfig) -> Splits:
-    return _cifar(data, "cifar-100-python", ["train"], "test", b"fine_labels", 100)
+    return _cifar(data, "cifar-100-python", ["train"], "test", b"fine_labels")
 
 
 def _images_in(folder: Path) -> list[Path]:

@@ -11,8 +11,9 @@ import pytest
 import torch
 from PIL import Image
 
-from discbench.config import DataConfig, TrainConfig, TrialConfig
-from discbench.data import DatasetError, SyntheticImages, build_datasets, load_splits
+from discbench.config import TrainConfig, TrialConfig
+from discbench.data import DATASETS, DataConfig, DatasetError, SyntheticImages, load_splits
+from discbench.train import build_datasets
 from discbench.train import fit
 
 
@@ -266,26 +267,36 @@ def test_too_few_images_for_one_batch_is_an_error_before_training(tmp_path):
         fit(cfg, tmp_path / "trial")
 
 
-def test_num_classes_only_for_synthetic():
-    with pytest.raises(ValueError, match="num_classes is only for dataset 'synthetic'"):
+def test_num_classes_only_for_generated_datasets():
+    with pytest.raises(ValueError, match=r"num_classes is only for generated datasets \(synthetic\)"):
         DataConfig(dataset="digits", num_classes=3)
+    splits = load_splits(DataConfig(dataset="synthetic", num_classes=3, train_limit=6, val_limit=3))
+    assert splits.num_classes == 3 and sorted({splits.train[i][1] for i in range(6)}) == [0, 1, 2]
 
 
 # --------------------------------------------------------------------------- the registry
 
-def test_every_dataset_is_registered_once_with_its_facts():
-    from discbench.config import DataConfig as Config
-    from discbench.data import DATASETS
+def test_an_unknown_dataset_is_refused_with_the_registered_names():
+    with pytest.raises(ValueError, match="'digits', 'synthetic', 'cifar10'.*'sequential_digits'"):
+        DataConfig(dataset="mnist")
 
-    allowed = Config.model_fields["dataset"].annotation.__args__
-    assert tuple(allowed) == tuple(DATASETS)
-    for name, info in DATASETS.items():
-        assert info.name == name and info.source and info.modality in ("image", "sequence")
-        assert info.is_sequence == (info.default_length is not None)
-    # the sizes stated for the datasets that need no files are the ones loaded
-    for name in [n for n, d in DATASETS.items() if not d.needs_root]:
-        splits = load_splits(DataConfig(dataset=name))
-        assert (len(splits.train), len(splits.val)) == DATASETS[name].sizes, name
+
+@pytest.mark.parametrize("name", [n for n, d in DATASETS.items() if not d.needs_root])
+def test_the_registered_facts_are_what_the_dataset_loads(name):
+    """Classes, split sizes and item shape as DatasetInfo states them, for every dataset that
+    needs no files."""
+    info = DATASETS[name]
+    data = DataConfig(dataset=name, image_size=8)
+    splits = load_splits(data)
+    assert splits.num_classes == info.num_classes == info.classes(data)
+    assert (len(splits.train), len(splits.val)) == info.sizes
+    item, label = splits.train[0]
+    if info.modality == "sequence":
+        assert tuple(item.shape) == info.input_size(data) == (info.default_length, info.channels)
+    else:
+        train, _, _ = build_datasets(data, TrainConfig().resolved())
+        assert tuple(train[0][0].shape) == info.input_size(data) == (3, 8, 8) and item.mode == "RGB"
+    assert 0 <= label < info.num_classes
 
 
 def test_missing_root_is_a_study_error_only_for_datasets_that_need_one(tmp_path):

@@ -29,7 +29,7 @@ def test_two_cpu_workers_train_one_trial_and_resume_from_its_checkpoint(tmp_path
     assert all(set(r) == EPOCH_KEYS and math.isfinite(r["train_loss"]) for r in log)
     assert result["status"] == "ok" and result["epochs_done"] == 2
     assert result["top1"] == log[-1]["top1"]
-    assert "infer_images_per_s" not in result  # measured after training by the train trial kind (trials.py)
+    assert "infer_images_per_s" not in result  # measured after training by the train trial kind (discbench/kinds/train.py)
     # 2 workers × 16 images per step: 128 images make 4 steps of 32 per epoch (images/s is
     # steps × batch × workers over the training seconds the checkpoint's history keeps)
     assert result["train_images_per_s"] > 0

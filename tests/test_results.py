@@ -69,9 +69,9 @@ def test_reset_epochs_keeps_the_epochs_a_checkpoint_has_and_skips_a_line_cut_by_
 def test_reset_measurements_starts_a_trial_s_measurements_over(tmp_path):
     folder = results.trial_dir(tmp_path / "s", "t")
     results.reset_measurements(folder)  # none yet
-    results.append_measurements(folder, [{"kind": "throughput", "name": "infer_images_per_s", "value": 1.0}])
+    results.append_measurements(folder, [{"quantity": "throughput", "name": "infer_images_per_s", "value": 1.0}])
     results.reset_measurements(folder)
-    results.append_measurements(folder, [{"kind": "throughput", "name": "infer_images_per_s", "value": 2.0}])
+    results.append_measurements(folder, [{"quantity": "throughput", "name": "infer_images_per_s", "value": 2.0}])
     rows = [json.loads(line) for line in (folder / "measurements.jsonl").read_text().splitlines()]
     assert [r["value"] for r in rows] == [2.0]
 
@@ -83,7 +83,7 @@ def test_consolidate_gathers_finished_running_and_empty_trial_folders(tmp_path):
                                "config": {"train": {"epochs": 2}, "measure": {"batch_sizes": [8, 16]}}})
     for epoch in (1, 2):
         results.append_epoch(done, _epoch(epoch))
-    results.append_measurements(done, [{"kind": "throughput", "name": "infer_images_per_s", "value": 5.0,
+    results.append_measurements(done, [{"quantity": "throughput", "name": "infer_images_per_s", "value": 5.0,
                                         "unit": "images/s", "batch_size": 8}])
     running = results.trial_dir(study, "b-running")  # killed during its second epoch
     results.write_trial(running, {"trial_id": "b-running", "status": "running", "config": {"train": {"epochs": 2}}})

@@ -88,7 +88,7 @@ def test_a_run_writes_one_parquet_row_per_trial_with_config_metrics_and_provenan
         assert sorted(zip(measured["batch_size"], measured["resolution"])) == [(8, 8), (8, 16)], name
         assert (measured["value"] >= 0).all() and (measured["status"] == "ok").all(), name
         assert name == "peak_mem_delta_mb" or (measured["value"] > 0).all(), name
-    first = m[(m["kind"] == "throughput") & (m["trial_id"] == "zoh-canonical") & (m["batch_size"] == 8)
+    first = m[(m["quantity"] == "throughput") & (m["trial_id"] == "zoh-canonical") & (m["batch_size"] == 8)
               & (m["resolution"] == trials.loc["zoh-canonical", "image_size"])]
     assert first["value"].tolist() == [trials.loc["zoh-canonical", "infer_images_per_s"]]
     assert loaded.meta["name"] == "micro" and "methods: [zoh, foh/paper]" in loaded.meta["study_source"]

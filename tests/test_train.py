@@ -239,9 +239,10 @@ def test_a_train_trial_writes_sampling_rate_transfer_rows(tmp_path, model):
 
     from discbench import results
     from discbench.data import load_splits
+    from discbench.kinds import measurement_columns
     from discbench.study import load_study
     from discbench.trials import run_trial
-    from discbench.runner import trial_spec
+    from discbench.runner import trial_dict
 
     path = tmp_path / "transfer.yaml"
     path.write_text("""
@@ -256,42 +257,45 @@ measure: {throughput: true, batch_sizes: [8], warmup: 0, repeats: 1, eval_length
     study = load_study(path)
     (trial,) = study.trials
     results.write_study_meta(tmp_path / "results", study.name, study.source)
-    row = run_trial(trial_spec(study, trial, tmp_path / "results"))
+    row = run_trial(trial_dict(study, trial, tmp_path / "results"))
     assert row["status"] == "ok" and "transfer" not in row
     folder = tmp_path / "results" / "trials" / trial.trial_id
     rows = [json.loads(line) for line in (folder / "measurements.jsonl").read_text().splitlines()]
-    transfer = [r for r in rows if r["kind"] == "transfer"]
+    transfer = [r for r in rows if r["quantity"] == "transfer"]
     assert [(r["length"], r["delta_scale"]) for r in transfer] == [(8, 2.0), (16, 1.0), (40, 0.4)]
     for r in transfer:
         assert {k: r[k] for k in ("name", "unit", "model", "method_key", "status")} == {
             "name": "top1", "unit": "%", "model": model, "method_key": "foh/paper", "status": "ok"}
         assert 0.0 <= r["value"] <= 100.0
-        assert set(r) <= set(results.MEASUREMENT_COLUMNS) | {"kind"}
+        assert set(r) <= set(measurement_columns())
     # at the trained length (scale 1) it is the trial's own top-1
     assert transfer[1]["value"] == row["top1"]
     # after training: one throughput and one memory row per (batch, length), at the trained length
-    throughput = [r for r in rows if r["kind"] == "throughput"]
+    throughput = [r for r in rows if r["quantity"] == "throughput"]
     memory = [r for r in rows if r["name"] == "peak_mem_mb"]
     for measured in (throughput, memory):
         assert [(r["batch_size"], r["length"], r["status"]) for r in measured] == [(8, 16, "ok")]
         assert measured[0]["value"] > 0 and measured[0].get("resolution") is None
     # on the CPU also the peak RSS above the measurement window's start
     above_start = [r for r in rows if r["name"] == "peak_mem_delta_mb"]
-    assert [(r["kind"], r["batch_size"], r["length"]) for r in above_start] == [("memory", 8, 16)]
+    assert [(r["quantity"], r["batch_size"], r["length"]) for r in above_start] == [("memory", 8, 16)]
     assert above_start[0]["value"] >= 0
-    assert row["infer_images_per_s"] == throughput[0]["value"]
+    # a sequence model's throughput counts sequences
+    assert [(r["name"], r["unit"]) for r in throughput] == [("infer_sequences_per_s", "sequences/s")]
+    assert row["infer_sequences_per_s"] == throughput[0]["value"] and "infer_images_per_s" not in row
     assert row["image_size"] is None
     table = results.consolidate(tmp_path / "results").measurements
-    assert list(table.columns[:len(results.MEASUREMENT_COLUMNS)]) == results.MEASUREMENT_COLUMNS
+    assert list(table.columns[:len(measurement_columns())]) == measurement_columns()
     assert len(load_splits(trial.config.data).val) == 32
 
 
-def test_measurement_kinds_are_documented_before_they_are_written(tmp_path):
+def test_a_quantity_no_trial_kind_declares_is_refused(tmp_path):
     from discbench import results
 
-    with pytest.raises(ValueError, match="measurement kind\\(s\\) lambdas not in results.MEASUREMENT_KINDS"):
-        results.append_measurements(tmp_path, [{"kind": "lambdas", "name": "x", "value": 1.0}])
-    assert "transfer" in results.MEASUREMENT_KINDS
+    with pytest.raises(ValueError, match="measured quantity lambdas not among"):
+        results.append_measurements(tmp_path, [{"quantity": "lambdas", "name": "x", "value": 1.0}])
+    results.append_measurements(tmp_path, [{"quantity": "lambda", "name": "mean", "value": 1.0}])
+    assert not (tmp_path / "measurements.jsonl").read_text().count("lambdas")
 
 
 # ------------------------------------------------------------------------------- learned λ
@@ -302,7 +306,7 @@ def test_a_trapezoid_paper_trial_writes_its_learned_lambda_per_layer_and_directi
     import json
 
     from discbench import results
-    from discbench.runner import trial_spec
+    from discbench.runner import trial_dict
     from discbench.study import load_study
     from discbench.trials import run_trial
 
@@ -320,11 +324,11 @@ measure: {throughput: false}
     results.write_study_meta(tmp_path / "results", study.name, study.source)
     rows = {}
     for trial in study.trials:
-        row = run_trial(trial_spec(study, trial, tmp_path / "results"))
+        row = run_trial(trial_dict(study, trial, tmp_path / "results"))
         assert row["status"] == "ok" and "lambda" not in row
         folder = tmp_path / "results" / "trials" / trial.trial_id
         rows[trial.method_key] = [r for r in map(json.loads, (folder / "measurements.jsonl").read_text().splitlines())
-                                  if r["kind"] == "lambda"]
+                                  if r["quantity"] == "lambda"]
     assert rows["trapezoid/canonical"] == []
     lam = rows["trapezoid/paper"]
     assert sorted((r["layer"], r["direction"], r["name"]) for r in lam) == sorted(
