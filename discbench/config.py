@@ -16,7 +16,7 @@ import json
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, Field, field_validator, model_validator
 
 from .data import DATASETS, DataConfig
 from .methods import check_method_name, check_variant, parse_method
