@@ -266,25 +266,25 @@ def _model_at(model: type[BaseModel], loc: tuple) -> type[BaseModel] | None:
 
 def _error_text(error: dict, model: type[BaseModel]) -> str:
     """'<problem>; got <value>; allowed: <values>' for one pydantic error."""
-    kind, ctx, loc = error["type"], error.get("ctx") or {}, error["loc"]
+    error_type, ctx, loc = error["type"], error.get("ctx") or {}, error["loc"]
     got = f"got {_describe(error.get('input'))}"
-    if kind == "extra_forbidden":
+    if error_type == "extra_forbidden":
         holder = _model_at(model, loc)
         valid = ", ".join(holder.model_fields) if holder else "see the documentation"
         return f"unknown key; valid keys here: {valid}"
-    if kind == "missing":
+    if error_type == "missing":
         return "required but missing"
-    if kind == "literal_error":
+    if error_type == "literal_error":
         return f"{got}; allowed: {ctx.get('expected')}"
-    if kind in ("greater_than", "greater_than_equal", "less_than", "less_than_equal"):
-        sign = {"greater_than": ">", "greater_than_equal": "≥", "less_than": "<", "less_than_equal": "≤"}[kind]
+    if error_type in ("greater_than", "greater_than_equal", "less_than", "less_than_equal"):
+        sign = {"greater_than": ">", "greater_than_equal": "≥", "less_than": "<", "less_than_equal": "≤"}[error_type]
         bound = next(iter(ctx.values()))
         return f"{got}; must be {sign} {bound}"
-    if kind == "value_error":
+    if error_type == "value_error":
         return f"{str(ctx.get('error', error['msg']))}"
-    if kind == "too_short":
+    if error_type == "too_short":
         return f"{got}; needs at least {ctx.get('min_length')} item(s)"
-    if kind == "string_pattern_mismatch":
+    if error_type == "string_pattern_mismatch":
         return f"{got}; must match {ctx.get('pattern')} (letters, digits, _ . -)"
     expected = error["msg"].replace("Input should be ", "expected ")
     return f"{got}; {expected}"
@@ -672,8 +672,8 @@ def run_command(args: argparse.Namespace) -> int:
             print("\n".join(exc.problems), file=sys.stderr)
             status = 1
             continue
-        kinds = f"{study.spec.kind}, " if study.spec.kind != DEFAULT_KIND else ""
-        print(f"{name}: ok — study {study.name!r} ({kinds}{len(study.trials)} trials)")
+        kind = f"{study.spec.kind}, " if study.spec.kind != DEFAULT_KIND else ""
+        print(f"{name}: ok — study {study.name!r} ({kind}{len(study.trials)} trials)")
         for note in study.notes:
             print(f"  note: {note}")
         if args.list:

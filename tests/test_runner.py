@@ -167,13 +167,19 @@ def test_a_trial_with_two_data_parallel_workers_runs_under_tune(tmp_path, local_
     assert list(trials["status"]) == ["ok"] and json.loads(trials["resources"][0])["workers"] == 2
 
 
-def test_dry_run_prints_the_trials_and_a_measured_estimate(tmp_path, capsys):
+def test_dry_run_prints_the_trials_and_a_measured_estimate(tmp_path, capsys, monkeypatch):
+    from discbench import measure
+
+    # the measured throughputs fixed, so that the estimate's arithmetic is what is checked:
+    # 2 trials × 3 epochs × (64 training images / 100 per s + 32 val images / 400 per s) = 4.32 s
+    monkeypatch.setattr(measure, "training_throughput", lambda *a, **k: {"status": "ok", "images_per_s": 100.0})
+    monkeypatch.setattr(measure, "inference_throughput", lambda *a, **k: {"status": "ok", "images_per_s": 400.0})
     study = micro_study(tmp_path, name="dry", epochs=3)
     assert main(["run", str(study), "--results-dir", str(tmp_path / "results"), "--dry-run"]) == 0
     out = capsys.readouterr().out
     assert "zoh-canonical" in out and "foh-paper" in out and "pending" in out
-    assert "measured: vim_micro zoh/canonical 8px:" in out and "train / " in out and "images/s" in out
-    assert "estimate: " in out
+    assert "measured: vim_micro zoh/canonical 8px: 100 train / 400 eval images/s (batch 16," in out
+    assert "estimate: 0m04s of trial time" in out
     assert not (tmp_path / "results").exists()  # a dry run writes nothing
 
 

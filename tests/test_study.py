@@ -51,7 +51,13 @@ def test_every_shipped_study_validates(path):
 def test_validate_accepts_the_shipped_studies(capsys):
     assert main(["validate", *map(str, STUDIES[:3]), "--list"]) == 0
     out = capsys.readouterr().out
-    assert out.count(": ok — study") == 3 and "trial" in out
+    assert out.count(": ok — study") == 3
+    for path in STUDIES[:3]:
+        study = load_study(path)
+        assert f"study {study.name!r} ({len(study.trials)} trials)" in out or \
+            f"study {study.name!r} ({study.spec.kind}, {len(study.trials)} trials)" in out
+        listed = [line.split()[0] for line in out.splitlines() if line.startswith("  ")]
+        assert all(t.trial_id in listed for t in study.trials), path.name
 
 
 def test_digits_is_the_canonical_methods_and_the_paper_baselines_on_both_families_with_three_seeds():
