@@ -116,8 +116,6 @@ class TrainConfig(Strict):
         return TrainConfig(**values)
 
 
-RECIPE_FIELDS = tuple(name for name in TrainConfig.model_fields if name != "preset")
-
 # The DeiT recipe as the Vim paper states it (section 4.1, "following DeiT") with the remaining
 # values from Vim's main.py defaults: AdamW, lr 5e-4 per 512 images scaled linearly (1e-3 at the
 # paper's global batch 1024), weight decay 0.05, 300 epochs, cosine with 5 warm-up epochs from
