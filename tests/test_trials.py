@@ -1,5 +1,6 @@
 """discbench.trials without Ray: run_trial's bookkeeping in trial.json (ok, skip, failed and
 retried, busy folder) on real numerics trials, what may change between a run and its resume,
+what the kernels and resolution kinds record and report,
 and that a trial kind is one registration (discbench.kinds) from study file to report."""
 
 from __future__ import annotations
@@ -8,7 +9,9 @@ import dataclasses
 import fcntl
 import json
 import os
+from pathlib import Path
 
+import pandas as pd
 import pytest
 
 from discbench import kinds, results, trials
@@ -196,3 +199,62 @@ def test_every_kind_file_is_registered_with_report_builders_that_exist():
         assert all(callable(resolve_builder(b)) for b in (*kind.tables, *kind.figures)), kind.name
     with pytest.raises(ValueError, match="report builder 'discbench.report.tables:no_such_table'"):
         resolve_builder("discbench.report.tables:no_such_table")
+
+
+def _run_study(tmp_path, text: str) -> tuple[Path, list[dict]]:
+    """Run every trial of a study file through run_trial (no Ray); its results folder and rows."""
+    path = tmp_path / "study.yaml"
+    path.write_text(text)
+    study = load_study(path)
+    study_path = tmp_path / "results" / study.name
+    results.write_study_meta(study_path, study.name, text)
+    rows = [trials.run_trial(trial_dict(study, t, study_path)) for t in study.trials]
+    return study_path, rows
+
+
+def test_a_kernels_trial_times_each_backend_length_and_pass_and_reports_them(tmp_path):
+    from discbench.report import build_report
+
+    study_path, rows = _run_study(tmp_path, """
+name: kernels_tiny
+description: two methods, two backends, two lengths
+kind: kernels
+methods: [zoh/paper, foh]
+kernels: {backends: [torch, reference], lengths: [8, 16], batch: 1, dim: 4, state: 2, passes: [fwd], repeats: 1}
+""")
+    assert [r["status"] for r in rows] == ["ok", "ok"] and rows[0]["model"] is None
+    m = results.consolidate(study_path).measurements
+    assert set(m["quantity"]) == {"scan_time"} and set(m["name"]) == {"ms_median", "ms_min"}
+    median = m[m["name"] == "ms_median"]
+    assert sorted(zip(median["method_key"], median["backend"], median["length"])) == sorted(
+        (k, b, n) for k in ("zoh/paper", "foh/canonical") for b in ("torch", "reference") for n in (8, 16))
+    assert (median["value"] > 0).all() and (median["pass"] == "fwd").all()
+    report = build_report(study_path, tmp_path / "reports")
+    scan_time = pd.read_csv(report.out_dir / "scan_time.csv")
+    mean = median.groupby(["method_key", "backend", "length"])["value"].mean()
+    for row in scan_time.itertuples():
+        assert row.value == pytest.approx(mean[(row.method_key, row.backend, row.length)])
+    assert {p.name for p in report.files} >= {"cost.md", "scan_time.md"}
+
+
+def test_a_resolution_trial_measures_each_batch_and_resolution_and_reports_them(tmp_path):
+    from discbench.report import build_report
+
+    study_path, rows = _run_study(tmp_path, """
+name: resolution_tiny
+description: an untrained micro model at two resolutions
+kind: resolution
+methods: [zoh/paper]
+model: {name: vim_micro, patch_size: 4}
+train: {device: cpu}
+measure: {batch_sizes: [1, 2], resolutions: [8, 16], warmup: 0, repeats: 1}
+""")
+    assert rows[0]["status"] == "ok" and rows[0]["model"] == "vim_micro" and rows[0]["dataset"] is None
+    m = results.consolidate(study_path).measurements
+    throughput = m[m["quantity"] == "throughput"]
+    assert set(throughput["name"]) == {"infer_images_per_s"} and set(throughput["unit"]) == {"images/s"}
+    assert sorted(zip(throughput["batch_size"], throughput["resolution"])) == [(1, 8), (1, 16), (2, 8), (2, 16)]
+    assert (throughput["status"] == "ok").all() and (throughput["value"] > 0).all()
+    assert set(m.loc[m["quantity"] == "memory", "name"]) == {"peak_mem_mb", "peak_mem_delta_mb"}
+    report = build_report(study_path, tmp_path / "reports")
+    assert "fig_resolution.png" in {p.name for p in report.files}
