@@ -114,7 +114,7 @@ class BiSSDMixer(nn.Module):
     MixerStack.recording_lambda.
     """
 
-    no_weight_decay_names = ("A_log", "A_b_log", "D", "D_b", "dt_bias", "dt_bias_b")  # Mamba-2's
+    no_weight_decay_names = ("A_log", "A_b_log", "D", "D_b", "dt_bias", "dt_bias_b")  # A, D, Δ biases, as Mamba-2
     check_scan_backend = staticmethod(check_ssd_backend)
 
     def __init__(
