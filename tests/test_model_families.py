@@ -82,6 +82,8 @@ def test_the_built_model_states_its_cfg_and_takes_the_method():
     with pytest.raises(ValueError, match="depth must be a positive integer, got 0"):
         timm.create_model("toy_seqnet", depth=0)
     assert FamilyCfg().modality == "image" and not FamilyCfg().discretized  # what timm's own models are
+    with pytest.raises(ValueError, match="modality='audio' is not valid; choose one of: image, sequence"):
+        FamilyCfg(modality="audio")
 
 
 def test_study_validation_and_training_take_the_new_family(tmp_path):

@@ -11,14 +11,14 @@ from __future__ import annotations
 
 import functools
 from dataclasses import dataclass
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal, TypeVar, get_args
 
+import timm
 import torch.nn as nn
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
-from timm.models import PretrainedCfg, build_model_with_cfg
+from timm.models import PretrainedCfg, build_model_with_cfg, get_pretrained_cfg
 
 Modality = Literal["image", "sequence"]
-MODALITIES: tuple[str, ...] = ("image", "sequence")
 ModelT = TypeVar("ModelT", bound=nn.Module)
 
 
@@ -27,13 +27,19 @@ class FamilyCfg(PretrainedCfg):
     """timm's pretrained cfg plus what the harness must know before building the model.
 
     modality: "image" (input (b, C, H, W), input_size (C, H, W)) or "sequence" (input
-    (b, L, C); its cfg has no input_size, which timm reads as (C, H, W), and the built model's
-    states (L, C)). discretized: the model takes `method=`, `variant=` and `scan_backend=`.
-    The defaults are what every other timm model is: an image classifier without a discretization.
+    (b, L, C); the registered cfg has no input_size, since timm would read it as (C, H, W); the
+    built model's states (L, C)). discretized: the model takes `method=`, `variant=` and
+    `scan_backend=`. The defaults are what every other timm model is: an image classifier
+    without a discretization.
     """
 
     modality: Modality = "image"
     discretized: bool = False
+
+    def __post_init__(self) -> None:
+        if self.modality not in get_args(Modality):
+            raise ValueError(f"modality={self.modality!r} is not valid; choose one of: "
+                             f"{', '.join(get_args(Modality))}")
 
 
 def image_cfg(img_size: int, **kwargs: Any) -> FamilyCfg:
@@ -85,9 +91,6 @@ def model_info(name: str) -> ModelInfo:
 
     Raises ValueError for a name timm does not know.
     """
-    import timm
-    from timm.models import get_pretrained_cfg
-
     if not timm.is_model(name):
         raise ValueError(f"unknown model {name!r}; allowed: {', '.join(family_names())} or a timm model "
                          "(e.g. deit_tiny_patch16_224)")
@@ -99,9 +102,6 @@ def model_info(name: str) -> ModelInfo:
 
 def family_names(modality: str | None = None) -> list[str]:
     """The registered names with a FamilyCfg (discbench's families), of `modality` if given."""
-    import timm
-    from timm.models import get_pretrained_cfg
-
     cfgs = ((name, get_pretrained_cfg(name)) for name in timm.list_models())
     return [name for name, cfg in cfgs
             if isinstance(cfg, FamilyCfg) and modality in (None, cfg.modality)]
