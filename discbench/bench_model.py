@@ -56,23 +56,20 @@ class Case:
 
 def build_pair(vim: str, resolution: int, method: str, variant: str, num_classes: int = 1000,
                patch_size: int | None = None, extra: dict | None = None) -> tuple[nn.Module, nn.Module]:
-    """(Vim, DeiT) for `resolution`-pixel images, same patch size, seeded the same."""
+    """(Vim, DeiT) for `resolution`-pixel images, same patch size (default: the Vim's), seeded the same."""
     import timm
 
-    from .models.vim import VIM_CONFIGS  # registers the Vim models in timm
+    from . import models  # noqa: F401  (registers the Vim models in timm)
 
     if vim not in DEIT_OF:
         raise ValueError(f"unknown model {vim!r}; valid: {', '.join(DEIT_OF)}")
-    patch = patch_size or VIM_CONFIGS[vim]["patch_size"]
-    if resolution % patch:
-        raise ValueError(f"resolution {resolution} is not a multiple of the patch size {patch}")
     torch.manual_seed(0)
-    vim_model = timm.create_model(vim, img_size=resolution, patch_size=patch, num_classes=num_classes,
-                                  discretization=method, variant=variant, **(extra or {}))
+    vim_model = timm.create_model(vim, img_size=resolution, num_classes=num_classes, method=method, variant=variant,
+                                  **({"patch_size": patch_size} if patch_size else {}), **(extra or {}))
     deit_name, deit_kwargs = DEIT_OF[vim]
     torch.manual_seed(0)
-    deit_model = timm.create_model(deit_name, img_size=resolution, patch_size=patch, num_classes=num_classes,
-                                   **deit_kwargs)
+    deit_model = timm.create_model(deit_name, img_size=resolution, patch_size=vim_model.patch_embed.patch_size,
+                                   num_classes=num_classes, **deit_kwargs)
     return vim_model, deit_model
 
 

@@ -119,39 +119,29 @@ def effective_lr(recipe: TrainConfig, global_batch: int) -> float:
     return recipe.lr
 
 
-def model_modality(name: str) -> str:
-    """What a timm model reads: "sequence" for discbench's sequence models, else "image"."""
-    from .models import SEQ_MODEL_NAMES
-
-    return "sequence" if name in SEQ_MODEL_NAMES else "image"
-
-
 def model_arguments(cfg: TrialConfig, num_classes: int) -> dict[str, Any]:
     """timm.create_model's keyword arguments for the trial's model (beside its name and the
     recipe's dropout rates): model.kwargs, then the input the data give (image data: img_size,
     in_chans 3, patch_size if set; sequence data: seq_len and in_chans, the dataset's
-    channels), num_classes, and for discbench's models the discretization and scan backend.
+    channels), num_classes, and for a discretized model (`model_info`) the method, variant and
+    scan backend.
 
     Raises ValueError when the model cannot read the data (an image model on sequence data or
     the reverse) or is not a timm model.
     """
-    import timm
-
-    from .models import DISCRETIZED_MODEL_NAMES, SEQ_MODEL_NAMES
+    from .models import family_names, model_info
 
     name = cfg.model.name
-    if not timm.is_model(name):
-        raise ValueError(f"model.name {name!r} is not a timm model; discbench's are "
-                         f"{', '.join(DISCRETIZED_MODEL_NAMES)} (and timm's, e.g. deit_tiny_patch16_224)")
-    sequence_data = DATASETS[cfg.data.dataset].modality == "sequence"
-    if model_modality(name) != DATASETS[cfg.data.dataset].modality:
-        data_kind, wanted = (("sequence", f"one of {', '.join(SEQ_MODEL_NAMES)}") if sequence_data
-                             else ("image", "an image model (vim_*, deit_*, …)"))
+    info = model_info(name)
+    modality = DATASETS[cfg.data.dataset].modality
+    if info.modality != modality:
+        wanted = (f"one of {', '.join(family_names('sequence'))}" if modality == "sequence"
+                  else f"an image model, one of {', '.join(family_names('image'))} or timm's (e.g. deit_tiny_patch16_224)")
         raise ValueError(f"model.name {name!r} cannot read dataset {cfg.data.dataset!r}, which is "
-                         f"{data_kind} data; use {wanted}")
+                         f"{modality} data; use {wanted}")
     kwargs: dict[str, Any] = dict(cfg.model.kwargs)
     kwargs["num_classes"] = num_classes
-    if sequence_data:
+    if modality == "sequence":
         kwargs["seq_len"], kwargs["in_chans"] = input_size(cfg.data)
         if cfg.model.patch_size is not None:
             raise ValueError(f"model.patch_size is for image models; {name} reads one sample per token")
@@ -159,8 +149,8 @@ def model_arguments(cfg: TrialConfig, num_classes: int) -> dict[str, Any]:
         kwargs.update(img_size=cfg.data.image_size, in_chans=3)
         if cfg.model.patch_size is not None:
             kwargs["patch_size"] = cfg.model.patch_size
-    if name in DISCRETIZED_MODEL_NAMES:
-        kwargs.update(discretization=cfg.method, variant=cfg.variant, scan_backend=cfg.model.scan_backend)
+    if info.discretized:
+        kwargs.update(method=cfg.method, variant=cfg.variant, scan_backend=cfg.model.scan_backend)
     return kwargs
 
 
@@ -578,7 +568,9 @@ def learned_lambda(model: torch.nn.Module, loader: DataLoader, device: torch.dev
     """The per-token λ a trapezoid/paper model computes over `loader` (its val split): one record
     {layer, direction, mean, std, count} per layer and scan direction ([] for a model without λ).
     """
-    if not getattr(model, "learns_lambda", False):
+    from .models import MixerStack
+
+    if not (isinstance(model, MixerStack) and model.learns_lambda):
         return []
     model.eval()
     with model.recording_lambda() as summary:

@@ -12,7 +12,7 @@ import torch.nn.functional as F
 import discbench.models  # noqa: F401  (registers the Vim models in timm)
 from discbench.causal_conv1d import causal_conv1d_fn
 from discbench.methods import all_methods
-from discbench.models import VIM_MODEL_NAMES, VisionMamba
+from discbench.models import VisionMamba
 from discbench.methods import get_method
 from discbench.scan import BACKENDS
 
@@ -52,7 +52,7 @@ def upstream_vim_param_count(dim: int, depth: int, d_state: int = 16, patch: int
 
 
 def test_parameter_counts_match_upstream(capsys):
-    counts = {name: count(timm.create_model(name)) for name in VIM_MODEL_NAMES}
+    counts = {name: count(timm.create_model(name)) for name in timm.list_models("vim_*")}
     with capsys.disabled():
         print("\nVim parameter counts (1000 classes, default image size):")
         for name, n in counts.items():
@@ -100,8 +100,8 @@ def test_max_pool_takes_max_of_per_token_logits():
 @pytest.mark.parametrize("key", METHOD_KEYS)
 def test_every_method_trains_both_directions(key):
     name, variant = key.split("/")
-    model = micro(discretization=name, variant=variant)
-    assert (model.discretization, model.variant) == (name, variant)
+    model = micro(method=name, variant=variant)
+    assert (model.method, model.variant) == (name, variant)
     assert all(block.mixer.method.key == key for block in model.layers)
     logits = model(images())
     assert torch.isfinite(logits).all()
@@ -153,7 +153,7 @@ def test_backward_direction_is_the_mirrored_scan(key):
     offsets relative to the scan direction) -> flip back, with the gate flipped alongside.
     """
     name, variant = key.split("/")
-    mixer = micro(discretization=name, variant=variant).layers[0].mixer.double()
+    mixer = micro(method=name, variant=variant).layers[0].mixer.double()
     _mirror_backward_from_forward(mixer)
     hidden = torch.randn(2, 17, 48, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
@@ -173,7 +173,7 @@ def test_each_direction_sees_the_tokens_its_stencil_names(key, reach, direction)
     direction's outputs 0 … j + reach, where reach is the stencil's largest forward offset.
     """
     name, variant = key.split("/")
-    mixer = micro(discretization=name, variant=variant).layers[0].mixer.double()
+    mixer = micro(method=name, variant=variant).layers[0].mixer.double()
     silenced = mixer.conv1d_b if direction == "forward" else mixer.conv1d
     with torch.no_grad():
         silenced.weight.zero_()
@@ -194,7 +194,7 @@ def test_zoh_paper_mixer_equals_upstream_bimamba_v2(selective_scan_ref):
     the way upstream writes it (xz flipped as a whole, nn.Conv1d padded and cut, /2 before
     out_proj), with mamba_ssm's selective_scan_ref as the scan."""
     scan_ref = selective_scan_ref
-    mixer = micro(discretization="zoh", variant="paper").layers[1].mixer
+    mixer = micro(method="zoh", variant="paper").layers[1].mixer
     hidden = torch.randn(2, 17, 48, generator=torch.Generator().manual_seed(3))
     seqlen = hidden.shape[1]
 
@@ -232,7 +232,7 @@ def test_scan_backends_give_the_same_model(key, backend):
     """The same Vim, forward and gradients, on backend "reference" and on `backend`."""
     name, variant = key.split("/")
     torch.manual_seed(0)
-    model = micro(discretization=name, variant=variant, scan_backend="reference")
+    model = micro(method=name, variant=variant, scan_backend="reference")
     x, target = images(), torch.tensor([4, 1])
     results = []
     for chosen in ("reference", backend):
@@ -287,7 +287,7 @@ def test_no_weight_decay_names_exist():
 
 
 @pytest.mark.parametrize("kwargs,message", [
-    (dict(discretization="euler"), "unknown method 'euler'; valid methods: zoh, foh"),
+    (dict(method="euler"), "unknown method 'euler'; valid methods: zoh, foh"),
     (dict(variant="textbook"), "unknown variant 'textbook'; valid variants: canonical, paper"),
     (dict(cls_token="tail"), "cls_token='tail' is not valid; choose one of: middle, head, double, none"),
     (dict(pool="sum"), "pool='sum' is not valid"),
@@ -339,12 +339,12 @@ def test_trapezoid_paper_adds_one_lambda_projection_per_direction_starting_at_on
     trapezoid/canonical computes with the same other weights, and λ's projection gets a gradient."""
     for key in METHOD_KEYS:
         name, variant = key.split("/")
-        extra = count(timm.create_model("vim_tiny_patch16_224", discretization=name, variant=variant)) - 7_148_008
+        extra = count(timm.create_model("vim_tiny_patch16_224", method=name, variant=variant)) - 7_148_008
         assert extra == (24 * 2 * 193 if get_method(key).takes_lam else 0), key
     for bidirectional in ("ssm_conv", "ssm", "none"):
-        paper = timm.create_model("vim_micro", discretization="trapezoid", variant="paper", num_classes=3,
+        paper = timm.create_model("vim_micro", method="trapezoid", variant="paper", num_classes=3,
                                   img_size=8, bidirectional=bidirectional, scan_backend="reference")
-        canonical = timm.create_model("vim_micro", discretization="trapezoid", variant="canonical",
+        canonical = timm.create_model("vim_micro", method="trapezoid", variant="canonical",
                                       num_classes=3, img_size=8, bidirectional=bidirectional,
                                       scan_backend="reference")
         missing, unexpected = paper.load_state_dict(canonical.state_dict(), strict=False)
@@ -483,7 +483,7 @@ def sequences(batch: int = 2, length: int = 12, channels: int = 2) -> torch.Tens
 @pytest.mark.parametrize("key", METHOD_KEYS)
 def test_sequence_model_trains_with_every_method(key):
     name, variant = key.split("/")
-    model = seq_model(discretization=name, variant=variant, conv="none", bidirectional="ssm")
+    model = seq_model(method=name, variant=variant, conv="none", bidirectional="ssm")
     assert all(block.mixer.method.key == key for block in model.layers)
     logits = model(sequences())
     assert logits.shape == (2, 5) and torch.isfinite(logits).all()

@@ -8,39 +8,41 @@ import torch
 
 import discbench.models  # noqa: F401  (registers the families in timm)
 from discbench import all_methods
-from discbench.models import VIM_MODEL_NAMES, VSSD_CONFIGS
+from discbench.models import model_info
 from discbench.models.ssd import BiSSDMixer, non_causal_ssd
 
 ALL_KEYS = [m.key for m in all_methods()]
 
 
-def expected_parameters(name: str, num_classes: int) -> int:
-    """The parameter count of `name` from its configuration, counted by hand (Vim's shared
-    parts, and per block: in_proj, two convs over (x, B, C), A_log/dt_bias/D per direction, the
-    gated norm, out_proj, the block's RMSNorm)."""
-    cfg = dict(VSSD_CONFIGS[name])
-    D, depth, n, p = cfg["embed_dim"], cfg["depth"], cfg["d_state"], cfg["headdim"]
+def expected_parameters(model, num_classes: int) -> int:
+    """The parameter count of a VisionSSD from its sizes, counted by hand (Vim's shared parts,
+    and per block: in_proj, two convs over (x, B, C), A_log/dt_bias/D per direction, the gated
+    norm, out_proj, the block's RMSNorm)."""
+    mixer = model.layers[0].mixer
+    D, depth, n, p = model.embed_dim, len(model.layers), mixer.d_state, mixer.headdim
     E = 2 * D
     heads, conv_channels = E // p, E + 2 * n
-    mixer = D * (E + conv_channels + heads) + 2 * conv_channels * (4 + 1) + 2 * 3 * heads + E + E * D
-    patches = (cfg["img_size"] // cfg["patch_size"]) ** 2
-    shared = 3 * cfg["patch_size"] ** 2 * D + D + D + (patches + 1) * D + D + D * num_classes + num_classes
-    return shared + depth * (mixer + D)
+    per_mixer = D * (E + conv_channels + heads) + 2 * conv_channels * (4 + 1) + 2 * 3 * heads + E + E * D
+    (patch, _), patches = model.patch_embed.patch_size, model.patch_embed.num_patches
+    shared = 3 * patch ** 2 * D + D + D + (patches + 1) * D + D + D * num_classes + num_classes
+    return shared + depth * (per_mixer + D)
 
 
-@pytest.mark.parametrize("name", list(VSSD_CONFIGS))
+@pytest.mark.parametrize("name", timm.list_models("vssd_*"))
 def test_parameter_counts(name):
     model = timm.create_model(name, num_classes=1000)
     count = sum(p.numel() for p in model.parameters())
     print(f"{name}: {count:,} parameters ({count / 1e6:.2f} M) with 1000 classes")
-    assert count == expected_parameters(name, 1000)
-    assert name in VIM_MODEL_NAMES  # studies pass it discretization=, variant=, scan_backend=
+    assert count == expected_parameters(model, 1000)
+    # studies pass it method=, variant=, scan_backend= and image data
+    assert model_info(name) == model_info("vim_micro") == model_info("vim_tiny_patch16_224")
+    assert (model_info(name).modality, model_info(name).discretized) == ("image", True)
 
 
 @pytest.mark.parametrize("key", ALL_KEYS)
 def test_every_method_trains_through_vssd_micro(key, one_torch_thread):
     name, variant = key.split("/")
-    model = timm.create_model("vssd_micro", num_classes=5, discretization=name, variant=variant)
+    model = timm.create_model("vssd_micro", num_classes=5, method=name, variant=variant)
     images = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))
     logits = model(images)
     assert logits.shape == (2, 5) and torch.isfinite(logits).all()
@@ -54,7 +56,7 @@ def _mirrored_mixer(key: str, seed: int = 0, **kwargs) -> BiSSDMixer:
     """A mixer whose backward direction has the forward direction's parameters."""
     torch.manual_seed(seed)
     name, variant = key.split("/")
-    mixer = BiSSDMixer(8, d_state=3, headdim=4, chunk_size=3, discretization=name, variant=variant, **kwargs).double()
+    mixer = BiSSDMixer(8, d_state=3, headdim=4, chunk_size=3, method=name, variant=variant, **kwargs).double()
     with torch.no_grad():
         mixer.conv1d_b.weight.copy_(mixer.conv1d.weight)
         mixer.conv1d_b.bias.copy_(mixer.conv1d.bias)
@@ -76,7 +78,7 @@ def test_both_directions_scan_the_reversed_sequence_alike(key):
 
 
 def test_forward_only_causal_mixer_does_not_read_later_tokens():
-    mixer = BiSSDMixer(8, d_state=3, headdim=4, chunk_size=3, bidirectional="none", discretization="highorder").double()
+    mixer = BiSSDMixer(8, d_state=3, headdim=4, chunk_size=3, bidirectional="none", method="highorder").double()
     hidden = torch.randn(1, 9, 8, dtype=torch.float64)
     changed = hidden.clone()
     changed[:, 6] += 1.0
@@ -86,7 +88,7 @@ def test_forward_only_causal_mixer_does_not_read_later_tokens():
 
 
 def test_scan_backends_agree_and_are_checked():
-    model = timm.create_model("vssd_micro", num_classes=3, discretization="bilinear").double()
+    model = timm.create_model("vssd_micro", num_classes=3, method="bilinear").double()
     images = torch.randn(1, 3, 32, 32, dtype=torch.float64)
     chunked = model(images)
     model.set_scan_backend("reference")
@@ -121,9 +123,9 @@ def test_non_causal_mode_refuses_a_discretization():
     assert not model.discretization_applies and model.layers[0].mixer.bidirectional == "none"
     assert model(torch.randn(1, 3, 32, 32)).shape == (1, 3)
     assert timm.create_model("vssd_micro", num_classes=3).discretization_applies
-    refused = "no recurrence, so no discretization applies to it; got discretization='foh/canonical'"
+    refused = "no recurrence, so no discretization applies to it; got method='foh/canonical'"
     with pytest.raises(ValueError, match=refused):
-        timm.create_model("vssd_micro", ssd_mode="non_causal", discretization="foh")
+        timm.create_model("vssd_micro", ssd_mode="non_causal", method="foh")
     with pytest.raises(ValueError, match="it has no scan directions"):
         timm.create_model("vssd_micro", ssd_mode="non_causal", bidirectional="ssm_conv")
     with pytest.raises(ValueError, match="ssd_mode='sideways' is not valid; choose one of: causal, non_causal"):
@@ -139,14 +141,14 @@ def test_shapes_are_checked():
 
 @pytest.mark.parametrize("method", [m for m in all_methods() if m.takes_lam], ids=lambda m: m.key)
 def test_a_method_with_lam_projects_it_per_head_starting_at_one_half(method):
-    mixer = BiSSDMixer(8, d_state=3, headdim=4, chunk_size=3, discretization=method.name, variant=method.variant)
+    mixer = BiSSDMixer(8, d_state=3, headdim=4, chunk_size=3, method=method.name, variant=method.variant)
     assert mixer.learns_lambda and mixer.in_proj.out_features == 2 * 16 + 2 * 3 + 2 * 4
     hidden = torch.randn(2, 5, 8)
     logits = mixer.in_proj(hidden)[..., -mixer.nheads:]
     torch.testing.assert_close(torch.sigmoid(logits), torch.full_like(logits, 0.5))
     mixer(hidden).sum().backward()
     assert mixer.in_proj.weight.grad[-mixer.nheads:].abs().sum() > 0  # λ's projection learns
-    plain = BiSSDMixer(8, d_state=3, headdim=4, discretization="zoh")
+    plain = BiSSDMixer(8, d_state=3, headdim=4, method="zoh")
     assert not plain.learns_lambda and plain.in_proj.out_features == 2 * 16 + 2 * 3 + 4
 
 
@@ -189,7 +191,7 @@ def _mixer(bidirectional: str = "ssm_conv", conv: str = "causal", key: str = "fo
     torch.manual_seed(1)
     name, variant = key.split("/")
     return BiSSDMixer(8, d_state=3, headdim=4, chunk_size=3, bidirectional=bidirectional, conv=conv,
-                      discretization=name, variant=variant, scan_backend="chunked", **kwargs).double()
+                      method=name, variant=variant, scan_backend="chunked", **kwargs).double()
 
 
 def _mixer_by_hand(mixer: BiSSDMixer, hidden: torch.Tensor, scale: float) -> torch.Tensor:
@@ -306,7 +308,7 @@ def test_learned_lambda_is_recorded_per_layer_and_direction(name):
     its mean, sd and count over every token, head and input; both directions read the one λ."""
     size = dict(img_size=16) if name.startswith("vssd") else dict(in_chans=1, seq_len=12)
     inputs = torch.randn(2, 3, 16, 16) if name.startswith("vssd") else torch.randn(2, 12, 1)
-    model = timm.create_model(name, num_classes=3, discretization="trapezoid", variant="paper", **size).eval()
+    model = timm.create_model(name, num_classes=3, method="trapezoid", variant="paper", **size).eval()
     assert model.learns_lambda and not timm.create_model(name, num_classes=3, **size).learns_lambda
     seen = []
     for block in model.layers:
@@ -331,8 +333,6 @@ def test_learned_lambda_is_recorded_per_layer_and_direction(name):
 
 def test_sequence_ssd_sizes_match_the_mamba_sequence_family():
     """seqssd_* are sized to seqmamba_* in parameters (d_state 48, heads of 16); both printed."""
-    from discbench.models import SEQ_MODEL_NAMES, SEQSSD_CONFIGS
-
     count = lambda model: sum(p.numel() for p in model.parameters())  # noqa: E731
     for size in ("micro", "tiny"):
         for conv in ("causal", "none"):
@@ -340,7 +340,8 @@ def test_sequence_ssd_sizes_match_the_mamba_sequence_family():
             ssd = count(timm.create_model(f"seqssd_{size}", conv=conv))
             print(f"conv={conv}: seqmamba_{size} {mamba:,} parameters, seqssd_{size} {ssd:,} (10 classes)")
             assert abs(ssd - mamba) / mamba < 0.05
-    assert set(SEQSSD_CONFIGS) <= set(SEQ_MODEL_NAMES)  # studies read it as sequence-capable
+    for name in timm.list_models("seqssd_*"):  # studies give them sequences and a method
+        assert (model_info(name).modality, model_info(name).discretized) == ("sequence", True)
 
 
 @pytest.mark.parametrize("bidirectional", ["ssm_conv", "ssm", "none"])
@@ -361,7 +362,7 @@ def test_sequence_ssd_options(bidirectional, conv, pool):
 
 def test_sequence_ssd_is_causal_and_states_its_interface():
     model = timm.create_model("seqssd_micro", num_classes=4, in_chans=2, seq_len=12, conv="none",
-                              pool="last", discretization="highorder").eval().double()
+                              pool="last", method="highorder").eval().double()
     # highorder/canonical: a causal stencil (polynomial/ and rk4/canonical read the next token, METHODS.md)
     assert model.layers[0].mixer.bidirectional == "none" and model.layers[0].mixer.method.key == "highorder/canonical"
     x = torch.randn(2, 12, 2, dtype=torch.float64)
@@ -386,7 +387,7 @@ def test_sequence_ssd_is_causal_and_states_its_interface():
 def test_every_method_trains_through_seqssd_micro(key, one_torch_thread):
     name, variant = key.split("/")
     model = timm.create_model("seqssd_micro", num_classes=5, in_chans=1, seq_len=10, conv="none",
-                              discretization=name, variant=variant)
+                              method=name, variant=variant)
     logits = model(torch.randn(2, 10, 1, generator=torch.Generator().manual_seed(0)))
     assert logits.shape == (2, 5) and torch.isfinite(logits).all()
     logits.sum().backward()

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from discbench.models import SEQ_MODEL_NAMES
+from discbench.models import model_info
 from discbench.cli import main
 from discbench.study import StudyError, load_study, parse_override
 
@@ -230,7 +230,7 @@ SEQUENCE_STUDIES = ["mnist1d", "sampling_rate", "sequential_digits", "large_step
 def test_sequence_studies_have_seeds_enough_for_paired_intervals(name):
     study = load_study(ROOT / "studies" / f"{name}.yaml")
     assert len({t.config.seed for t in study.trials}) >= 3
-    assert {t.config.model.name for t in study.trials} <= set(SEQ_MODEL_NAMES)
+    assert {model_info(t.config.model.name).modality for t in study.trials} == {"sequence"}
     assert "none" in {t.config.model.kwargs.get("conv") for t in study.trials}  # the SSM alone
 
 

@@ -16,7 +16,7 @@ import torch.nn.functional as F
 
 import discbench.models  # noqa: F401  (registers the Vim models in timm)
 from discbench.methods import METHODS
-from discbench.models.vim import BIDIRECTIONAL_CHOICES
+from discbench.models.stack import BIDIRECTIONAL_CHOICES
 from discbench.scan import BACKENDS
 
 pytestmark = pytest.mark.skipif(BACKENDS["cpu"].unavailable_reason() is not None,
@@ -39,7 +39,7 @@ def test_fast_path_equals_flip_path(key, bidirectional):
     method = METHODS[key]
     torch.manual_seed(0)
     model = timm.create_model("vim_micro", num_classes=5, img_size=16, patch_size=4, scan_backend="cpu",
-                              discretization=method.name, variant=method.variant, bidirectional=bidirectional)
+                              method=method.name, variant=method.variant, bidirectional=bidirectional)
     x = torch.randn(2, 3, 16, 16, generator=torch.Generator().manual_seed(1))
     target = torch.tensor([4, 1])
     flip_logits, flip_grads = _run(model, x, target, fast=False)
@@ -65,7 +65,7 @@ def test_fast_path_equals_flip_path_with_a_scaled_step(key):
     method = METHODS[key]
     torch.manual_seed(0)
     model = timm.create_model("vim_micro", num_classes=5, img_size=16, patch_size=4, scan_backend="cpu",
-                              discretization=method.name, variant=method.variant)
+                              method=method.name, variant=method.variant)
     model.set_delta_scale(0.5)
     x = torch.randn(2, 3, 16, 16, generator=torch.Generator().manual_seed(1))
     target = torch.tensor([4, 1])

@@ -1,15 +1,24 @@
-"""Models of discbench. Importing this package registers the Vim, SSD and sequence families in timm."""
+"""Models of discbench. Importing this package imports every module in it, so each model family
+registers itself in timm.
 
-from .seq import SEQ_CONFIGS, SequenceMamba
-from .ssd import SEQSSD_CONFIGS, VSSD_CONFIGS, BiSSDMixer, SequenceSSD, VisionSSD
-from .vim import VIM_CONFIGS, BiMambaMixer, MixerStack, VimBlock, VisionMamba
+A family is one module here: a `MixerStack` subclass, its names registered with timm
+(`default_cfgs` of `FamilyCfg`s stating modality and discretization, entrypoints built with
+`build_family_model`). What the harness needs of a name is `model_info(name)`.
+"""
 
-VIM_MODEL_NAMES = tuple(VIM_CONFIGS) + tuple(VSSD_CONFIGS)  # images (b, 3, H, W)
-SEQ_MODEL_NAMES = tuple(SEQ_CONFIGS) + tuple(SEQSSD_CONFIGS)  # sequences (b, L, channels)
-# Names that take discbench's discretization arguments (discretization, variant, scan_backend);
-# every other timm name (e.g. the DeiT baselines) takes timm's own only.
-DISCRETIZED_MODEL_NAMES = VIM_MODEL_NAMES + SEQ_MODEL_NAMES
+import importlib
+import pkgutil
 
-__all__ = ["VisionMamba", "SequenceMamba", "VimBlock", "BiMambaMixer", "MixerStack", "VIM_CONFIGS",
-           "SEQ_CONFIGS", "VIM_MODEL_NAMES", "SEQ_MODEL_NAMES", "DISCRETIZED_MODEL_NAMES",
-           "VisionSSD", "SequenceSSD", "BiSSDMixer", "VSSD_CONFIGS", "SEQSSD_CONFIGS"]
+from .mamba import BiMambaMixer
+from .registry import FamilyCfg, ModelInfo, build_family_model, family_names, image_cfg, model_info, sequence_cfg
+from .seq import SequenceMamba
+from .ssd import BiSSDMixer, SequenceSSD, VisionSSD
+from .stack import MixerStack, VimBlock, mixer_blocks
+from .vim import VisionMamba
+
+for _module in pkgutil.iter_modules(__path__):
+    importlib.import_module(f"{__name__}.{_module.name}")
+
+__all__ = ["MixerStack", "VimBlock", "mixer_blocks", "BiMambaMixer", "BiSSDMixer", "VisionMamba", "SequenceMamba",
+           "VisionSSD", "SequenceSSD", "FamilyCfg", "ModelInfo", "build_family_model", "image_cfg", "sequence_cfg",
+           "model_info", "family_names"]

@@ -8,7 +8,7 @@ with everything else equal (the `family` axis of the digits and mnist1d studies)
 Vim's isotropic design (discbench/models/vim.py: patch embedding, position embedding, class
 token, RMSNorm blocks with an fp32 residual stream, drop path, heads, pooling, the timm
 interface) with Vim's Mamba-1 mixer replaced by a Mamba-2 mixer, run through
-`discbench.ssd_scan` with the configured `discretization` and `variant` in both directions.
+`discbench.ssd_scan` with the configured `method` and `variant` in both directions.
 Everything but the mixer is VisionMamba's own, by subclassing.
 
 Two SSD modes:
@@ -18,12 +18,12 @@ Two SSD modes:
   reversed; "none": forward only), the two outputs averaged.
 - "non_causal": VSSD's NC-SSD (Shi et al. 2024): every token reads one global state,
   y_k = C_k · Σ_t |a Δ_t| x_t ⊗ B_t + D x_k. There is no recurrence, so no discretization
-  applies: the model refuses any but the default one and says so (`discretization_applies`).
+  applies: the model refuses any method but the default one and says so (`discretization_applies`).
 
 Registered in timm (importing `discbench.models` registers them), with Vim's arguments plus
 headdim, ngroups, chunk_size, ssd_mode:
 
-    timm.create_model("vssd_tiny", discretization="foh", variant="canonical")
+    timm.create_model("vssd_tiny", method="foh", variant="canonical")
 
 Names: vssd_tiny, vssd_small (224 px, 16×16 patches, D = 192/384, depth 24, the inner width
 2D split into heads of 64) and vssd_micro (32 px, 4×4 patches, D = 48, depth 4, heads of 16).
@@ -44,16 +44,16 @@ import math
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from timm.layers import to_2tuple
-from timm.models import register_model
+from timm.models import generate_default_cfgs, register_model
 
 from ..causal_conv1d import causal_conv1d_fn
 from ..methods import get_method
 from ..scan.ssd import SSD_BACKENDS, heads_of_groups, ssd_scan
-from .seq import SequenceMamba, create_sequence_model
-from .vim import (BIDIRECTIONAL_CHOICES, CONV_CHOICES, create_image_model, VisionMamba, _at_least_fp32,
-                  _check_choice, add_lambda_stats, check_dt_range, mixer_blocks,
-                  default_cfgs as vim_default_cfgs)
+from .registry import build_family_model, image_cfg, sequence_cfg
+from .seq import SequenceMamba
+from .stack import (BIDIRECTIONAL_CHOICES, CONV_CHOICES, add_lambda_stats, at_least_fp32, check_choice,
+                    check_dt_range, mixer_blocks)
+from .vim import VisionMamba
 
 Tensor = torch.Tensor
 
@@ -114,6 +114,9 @@ class BiSSDMixer(nn.Module):
     MixerStack.recording_lambda.
     """
 
+    no_weight_decay_names = ("A_log", "A_b_log", "D", "D_b", "dt_bias", "dt_bias_b")  # A, D, Δ biases, as Mamba-2
+    check_scan_backend = staticmethod(check_ssd_backend)
+
     def __init__(
         self,
         d_model: int,
@@ -130,15 +133,15 @@ class BiSSDMixer(nn.Module):
         bidirectional: str = "ssm_conv",
         conv: str = "causal",
         ssd_mode: str = "causal",
-        discretization: str = "zoh",
+        method: str = "zoh",
         variant: str = "canonical",
         scan_backend: str = "auto",
         norm_eps: float = 1e-5,
     ):
         super().__init__()
-        _check_choice("bidirectional", bidirectional, BIDIRECTIONAL_CHOICES)
-        _check_choice("ssd_mode", ssd_mode, SSD_MODES)
-        _check_choice("conv", conv, CONV_CHOICES)
+        check_choice("bidirectional", bidirectional, BIDIRECTIONAL_CHOICES)
+        check_choice("ssd_mode", ssd_mode, SSD_MODES)
+        check_choice("conv", conv, CONV_CHOICES)
         check_dt_range(dt_min, dt_max)
         self.d_inner = expand * d_model
         if self.d_inner % headdim:
@@ -146,13 +149,13 @@ class BiSSDMixer(nn.Module):
         self.nheads = self.d_inner // headdim
         if self.nheads % ngroups:
             raise ValueError(f"ngroups={ngroups} must divide the {self.nheads} heads")
-        self.method = get_method(discretization, variant)
+        self.method = get_method(method, variant)
         if ssd_mode == "non_causal" and bidirectional != "none":
             raise ValueError("ssd_mode='non_causal' reads every token at once; it has no scan directions "
                              f"(bidirectional must be 'none', got {bidirectional!r})")
         self.headdim, self.ngroups, self.d_state, self.chunk_size = headdim, ngroups, d_state, chunk_size
         self.bidirectional, self.ssd_mode, self.conv = bidirectional, ssd_mode, conv
-        self.scan_backend = check_ssd_backend(scan_backend)
+        self.scan_backend = self.check_scan_backend(scan_backend)
         self.delta_scale = 1.0
         self.learns_lambda = ssd_mode == "causal" and self.method.takes_lam
         # {direction: tensor [Σλ, Σλ², count]} while MixerStack.recording_lambda() is active
@@ -196,16 +199,16 @@ class BiSSDMixer(nn.Module):
         x = x.unflatten(-1, (self.nheads, self.headdim))
         B = B.unflatten(-1, (self.ngroups, self.d_state))
         C = C.unflatten(-1, (self.ngroups, self.d_state))
-        A = -torch.exp(_at_least_fp32(A_log))
-        dt_bias, softplus = _at_least_fp32(dt_bias), True
+        A = -torch.exp(at_least_fp32(A_log))
+        dt_bias, softplus = at_least_fp32(dt_bias), True
         if self.ssd_mode == "non_causal" or self.delta_scale != 1.0:
             # The step is computed here, softplus(Δ + bias) × delta_scale, and handed on as it is.
-            dt = F.softplus(_at_least_fp32(dt) + dt_bias) * self.delta_scale
+            dt = F.softplus(at_least_fp32(dt) + dt_bias) * self.delta_scale
             dt_bias, softplus = None, False
         if self.ssd_mode == "non_causal":
-            y = non_causal_ssd(_at_least_fp32(x), dt, A, _at_least_fp32(B), _at_least_fp32(C), _at_least_fp32(D))
+            y = non_causal_ssd(at_least_fp32(x), dt, A, at_least_fp32(B), at_least_fp32(C), at_least_fp32(D))
         else:
-            y = ssd_scan(x, dt, A, B, C, self.chunk_size, D=_at_least_fp32(D), dt_bias=dt_bias,
+            y = ssd_scan(x, dt, A, B, C, self.chunk_size, D=at_least_fp32(D), dt_bias=dt_bias,
                          dt_softplus=softplus, method=self.method.name, variant=self.method.variant,
                          lam=lam, backend=self.scan_backend)
         return y.reshape(b, l, self.d_inner).to(xBC.dtype)
@@ -242,9 +245,9 @@ class BiSSDMixer(nn.Module):
 
 class SSDStack:
     """What a model of BiSSDMixer blocks changes in its Mamba-1 parent (VisionMamba or
-    SequenceMamba, which build the shared parts): the blocks themselves, the scan backends
-    (ssd_scan's), the Δ biases exempt from weight decay, and whether a discretization applies.
-    Everything else (Δ scale, learned λ, heads, pooling) is MixerStack's and the parent's."""
+    SequenceMamba, which build the shared parts): the blocks themselves, and whether a
+    discretization applies. Everything else (scan backend, Δ scale, learned λ, weight decay,
+    heads, pooling) is MixerStack's, reading the mixers, and the parent's."""
 
     layers: nn.ModuleList
 
@@ -252,7 +255,7 @@ class SSDStack:
                         residual_in_fp32: bool, **mixer_kwargs) -> None:
         """Replace the parent's Mamba-1 blocks by BiSSDMixer ones and redo the parent's init."""
         mixer = functools.partial(BiSSDMixer, norm_eps=norm_eps)  # its gated norm's ε is the blocks'
-        self.layers = mixer_blocks(embed_dim, depth, drop_path_rate, norm_eps, residual_in_fp32, mixer=mixer,
+        self.layers = mixer_blocks(embed_dim, depth, drop_path_rate, norm_eps, residual_in_fp32, mixer,
                                    **mixer_kwargs)
         self._init_weights(depth)
 
@@ -260,19 +263,6 @@ class SSDStack:
     def discretization_applies(self) -> bool:
         """False for NC-SSD: without a recurrence there is nothing to discretize."""
         return self.layers[0].mixer.ssd_mode == "causal"
-
-    @torch.jit.ignore
-    def no_weight_decay(self) -> set[str]:
-        """The parent's (A_log, D, and for images the position embedding and class tokens) and
-        the Δ biases, as Mamba-2."""
-        names = {name for name, _ in self.named_parameters() if name.rsplit(".", 1)[-1] in ("dt_bias", "dt_bias_b")}
-        return super().no_weight_decay() | names
-
-    def set_scan_backend(self, name: str) -> None:
-        """Run every SSD scan on backend `name` ("auto" or a key of discbench.scan.ssd.SSD_BACKENDS)."""
-        check_ssd_backend(name)
-        for block in self.layers:
-            block.mixer.scan_backend = name
 
 
 class VisionSSD(SSDStack, VisionMamba):
@@ -287,28 +277,28 @@ class VisionSSD(SSDStack, VisionMamba):
     def __init__(self, *, d_state: int = 64, d_conv: int = 4, expand: int = 2, headdim: int = 64,
                  ngroups: int = 1, chunk_size: int = 64, ssd_mode: str = "causal",
                  bidirectional: str | None = None, conv: str = "causal", dt_min: float = 1e-3,
-                 dt_max: float = 0.1, discretization: str = "zoh", variant: str = "canonical",
+                 dt_max: float = 0.1, method: str = "zoh", variant: str = "canonical",
                  scan_backend: str = "auto", drop_path_rate: float = 0.0, norm_eps: float = 1e-5,
                  residual_in_fp32: bool = True, depth: int = 24, embed_dim: int = 192, **vim_kwargs):
-        _check_choice("ssd_mode", ssd_mode, SSD_MODES)
-        method = get_method(discretization, variant)
-        if ssd_mode == "non_causal" and method.key != get_method("zoh").key:
+        check_choice("ssd_mode", ssd_mode, SSD_MODES)
+        resolved = get_method(method, variant)
+        if ssd_mode == "non_causal" and resolved.key != get_method("zoh").key:
             raise ValueError(f"ssd_mode='non_causal' (VSSD's NC-SSD) has no recurrence, so no discretization "
-                             f"applies to it; got discretization={method.key!r} (leave discretization and "
-                             "variant at their defaults)")
+                             f"applies to it; got method={resolved.key!r} (leave method and variant at "
+                             "their defaults)")
         if bidirectional is None:
             bidirectional = "ssm_conv" if ssd_mode == "causal" else "none"
         check_ssd_backend(scan_backend)
         # VisionMamba builds the shared parts (and Mamba-1 blocks, replaced below).
         super().__init__(d_state=d_state, d_conv=d_conv, expand=expand, bidirectional=bidirectional, conv=conv,
-                         dt_min=dt_min, dt_max=dt_max, discretization=method.name, variant=method.variant,
+                         dt_min=dt_min, dt_max=dt_max, method=resolved.name, variant=resolved.variant,
                          drop_path_rate=drop_path_rate, norm_eps=norm_eps, residual_in_fp32=residual_in_fp32,
                          depth=depth, embed_dim=embed_dim, **vim_kwargs)
         self.ssd_mode = ssd_mode
         self._use_ssd_blocks(embed_dim, depth, drop_path_rate, norm_eps, residual_in_fp32, d_state=d_state,
                              d_conv=d_conv, expand=expand, headdim=headdim, ngroups=ngroups, chunk_size=chunk_size,
                              bidirectional=bidirectional, conv=conv, dt_min=dt_min, dt_max=dt_max,
-                             ssd_mode=ssd_mode, discretization=method.name, variant=method.variant,
+                             ssd_mode=ssd_mode, method=self.method, variant=self.variant,
                              scan_backend=scan_backend)
 
 
@@ -316,80 +306,71 @@ class SequenceSSD(SSDStack, SequenceMamba):
     """SequenceMamba with BiSSDMixer blocks: sequences (b, L, in_chans) -> logits (b, num_classes).
 
     Takes SequenceMamba's arguments (see there: seq_len, in_chans, conv, bidirectional, default
-    "none" = causal, pool, dt_min, dt_max, discretization, variant, …), with scan_backend one of
+    "none" = causal, pool, dt_min, dt_max, method, variant, …), with scan_backend one of
     ssd_scan's (auto, chunked, reference), plus headdim, ngroups and chunk_size. The SSD is
     causal (no NC-SSD: a sequence model reads its signal in time order).
     """
 
     def __init__(self, *, d_state: int = 64, d_conv: int = 4, expand: int = 2, headdim: int = 64,
                  ngroups: int = 1, chunk_size: int = 64, bidirectional: str = "none", conv: str = "causal",
-                 dt_min: float = 1e-3, dt_max: float = 0.1, discretization: str = "zoh",
+                 dt_min: float = 1e-3, dt_max: float = 0.1, method: str = "zoh",
                  variant: str = "canonical", scan_backend: str = "auto", drop_path_rate: float = 0.0,
                  norm_eps: float = 1e-5, residual_in_fp32: bool = True, depth: int = 4, embed_dim: int = 64,
                  **seq_kwargs):
         check_ssd_backend(scan_backend)
         # SequenceMamba builds and checks the shared parts (and Mamba-1 blocks, replaced below).
         super().__init__(d_state=d_state, d_conv=d_conv, expand=expand, bidirectional=bidirectional, conv=conv,
-                         dt_min=dt_min, dt_max=dt_max, discretization=discretization, variant=variant,
+                         dt_min=dt_min, dt_max=dt_max, method=method, variant=variant,
                          drop_path_rate=drop_path_rate, norm_eps=norm_eps, residual_in_fp32=residual_in_fp32,
                          depth=depth, embed_dim=embed_dim, **seq_kwargs)
         self._use_ssd_blocks(embed_dim, depth, drop_path_rate, norm_eps, residual_in_fp32, d_state=d_state,
                              d_conv=d_conv, expand=expand, headdim=headdim, ngroups=ngroups, chunk_size=chunk_size,
                              bidirectional=bidirectional, conv=conv, dt_min=dt_min, dt_max=dt_max,
-                             discretization=self.discretization, variant=self.variant, scan_backend=scan_backend)
+                             method=self.method, variant=self.variant, scan_backend=scan_backend)
 
 
 # ----------------------------------------------------------------------------- registry
 
-VSSD_CONFIGS: dict[str, dict] = {
-    "vssd_tiny": dict(img_size=224, patch_size=16, embed_dim=192, depth=24, d_state=64, headdim=64),
-    "vssd_small": dict(img_size=224, patch_size=16, embed_dim=384, depth=24, d_state=64, headdim=64),
-    "vssd_micro": dict(img_size=32, patch_size=4, embed_dim=48, depth=4, d_state=16, headdim=16),
-}
-
-# Vim's data settings for the same image and patch size (no weights exist).
-default_cfgs = {
-    name: dict(next(c for n, c in vim_default_cfgs.items() if c["input_size"][1:] == to_2tuple(cfg["img_size"])))
-    for name, cfg in VSSD_CONFIGS.items()
-}
-
-
-# Sizes matched in parameters to seqmamba_micro/_tiny (tests/test_ssd_models.py prints both).
-SEQSSD_CONFIGS: dict[str, dict] = {
-    "seqssd_micro": dict(embed_dim=32, depth=2, d_state=48, headdim=16),
-    "seqssd_tiny": dict(embed_dim=64, depth=4, d_state=48, headdim=16),
-}
-
-
-def _create_vssd(name: str, pretrained: bool, **kwargs) -> VisionSSD:
-    return create_image_model(VisionSSD, VSSD_CONFIGS, default_cfgs, name, pretrained, **kwargs)
+default_cfgs = generate_default_cfgs({
+    "vssd_tiny": image_cfg(224),
+    "vssd_small": image_cfg(224),
+    "vssd_micro": image_cfg(32),
+    "seqssd_micro": sequence_cfg(),
+    "seqssd_tiny": sequence_cfg(),
+})
 
 
 @register_model
 def vssd_tiny(pretrained: bool = False, **kwargs) -> VisionSSD:
     """Vim-Ti's shape with Mamba-2 blocks: D = 192, depth 24, 6 heads of 64, d_state 64."""
-    return _create_vssd("vssd_tiny", pretrained, **kwargs)
+    model_args = dict(img_size=224, patch_size=16, embed_dim=192, depth=24, d_state=64, headdim=64)
+    return build_family_model(VisionSSD, "vssd_tiny", pretrained, **dict(model_args, **kwargs))
 
 
 @register_model
 def vssd_small(pretrained: bool = False, **kwargs) -> VisionSSD:
     """Vim-S's shape with Mamba-2 blocks: D = 384, depth 24, 12 heads of 64, d_state 64."""
-    return _create_vssd("vssd_small", pretrained, **kwargs)
+    model_args = dict(img_size=224, patch_size=16, embed_dim=384, depth=24, d_state=64, headdim=64)
+    return build_family_model(VisionSSD, "vssd_small", pretrained, **dict(model_args, **kwargs))
 
 
 @register_model
 def vssd_micro(pretrained: bool = False, **kwargs) -> VisionSSD:
     """CPU/test size: D = 48, depth 4, 6 heads of 16, d_state 16; 32×32 images, 4×4 patches."""
-    return _create_vssd("vssd_micro", pretrained, **kwargs)
+    model_args = dict(img_size=32, patch_size=4, embed_dim=48, depth=4, d_state=16, headdim=16)
+    return build_family_model(VisionSSD, "vssd_micro", pretrained, **dict(model_args, **kwargs))
 
 
+# seqssd sizes are matched in parameters to seqmamba_micro/_tiny (tests/test_ssd_models.py prints both).
 @register_model
 def seqssd_micro(pretrained: bool = False, **kwargs) -> SequenceSSD:
     """seqmamba_micro's shape with Mamba-2 blocks: D = 32, depth 2, 4 heads of 16, causal."""
-    return create_sequence_model(SequenceSSD, SEQSSD_CONFIGS, "seqssd_micro", pretrained, **kwargs)
+    model_args = dict(embed_dim=32, depth=2, d_state=48, headdim=16)
+    return build_family_model(SequenceSSD, "seqssd_micro", pretrained, **dict(model_args, **kwargs))
 
 
 @register_model
 def seqssd_tiny(pretrained: bool = False, **kwargs) -> SequenceSSD:
     """seqmamba_tiny's shape with Mamba-2 blocks: D = 64, depth 4, 8 heads of 16, causal."""
-    return create_sequence_model(SequenceSSD, SEQSSD_CONFIGS, "seqssd_tiny", pretrained, **kwargs)
+    model_args = dict(embed_dim=64, depth=4, d_state=48, headdim=16)
+    return build_family_model(SequenceSSD, "seqssd_tiny", pretrained, **dict(model_args, **kwargs))

@@ -99,6 +99,8 @@ def vim_defaults() -> dict[str, Any]:
 
 def is_vim_model(model: str) -> bool:
     """Whether a model name is one of discbench's Vim models (the ones with Vim's ablation options)."""
-    from ..models.vim import VIM_CONFIGS
+    import timm
 
-    return model in VIM_CONFIGS
+    from .. import models  # noqa: F401  (registers the Vim models in timm)
+
+    return model in timm.list_models(module="vim")
