@@ -2,13 +2,15 @@
 
 While a study runs, each trial writes only inside its own folder (so parallel trials never
 race): `trials/<trial_id>/trial.json` (the row, rewritten atomically when it changes),
-`epochs.jsonl` (one line per epoch, appended and flushed) and `measurements.jsonl`.
+`epochs.jsonl` (one line per epoch, appended and flushed), `measurements.jsonl` and
+`correct.parquet` (per-example correctness, `write_correctness`).
 `consolidate()` gathers them into the schema-versioned tables that reports read:
 
     results/<study>/study.json            name, schema version, the study file, provenance
     results/<study>/trials.parquet        one row per trial (TRIAL_COLUMNS + config.* columns)
     results/<study>/epochs.parquet        one row per trial and epoch (EPOCH_COLUMNS)
     results/<study>/measurements.parquet  long form: one measured value per row (MEASUREMENT_COLUMNS)
+    results/<study>/correctness.parquet   one row per trial and evaluation (CORRECTNESS_COLUMNS)
 """
 
 from __future__ import annotations
@@ -19,10 +21,11 @@ import os
 import platform
 import socket
 import subprocess
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
 
+import numpy as np
 import pandas as pd
 
 SCHEMA_VERSION = 1
@@ -30,6 +33,8 @@ STUDY_FILE = "study.json"
 TRIALS_TABLE = "trials.parquet"
 EPOCHS_TABLE = "epochs.parquet"
 MEASUREMENTS_TABLE = "measurements.parquet"
+CORRECTNESS_TABLE = "correctness.parquet"
+CORRECTNESS_FILE = "correct.parquet"  # in a trial's folder
 TRIALS_DIR = "trials"
 
 # Trial status values: ok (finished), diverged (non-finite loss: a result, not an error),
@@ -52,6 +57,10 @@ MEASUREMENT_COLUMNS = [
     "batch_size", "resolution", "length", "steps", "dt", "status", "note", "delta_scale", "layer", "direction",
 ]
 
+# Per-example top-1 correctness of a trained model: evaluation "val" (the val split at the
+# trained setting; length = its tokens, null for images) or "transfer" (the val signals at
+# length L′); n examples in the val split's order, packed 8 to a byte (numpy.packbits).
+CORRECTNESS_COLUMNS = ["trial_id", "evaluation", "length", "n", "bits"]
 
 # What each measurement kind records (value in `unit`; other columns give its context).
 # append_measurements refuses a row of any other kind: a new kind is documented here first.
@@ -191,6 +200,21 @@ def append_measurements(trial_path: Path, rows: Iterable[dict[str, Any]]) -> Non
     _append_jsonl(Path(trial_path) / "measurements.jsonl", rows)
 
 
+def write_correctness(trial_path: Path, evaluations: Iterable[dict[str, Any]]) -> None:
+    """A trial's per-example correctness: one row per {evaluation, length, correct ((N,) bool)}
+    (see CORRECTNESS_COLUMNS), written atomically; nothing when there are none."""
+    rows = [{"evaluation": e["evaluation"], "length": e.get("length"), "n": int(len(e["correct"])),
+             "bits": np.packbits(np.asarray(e["correct"], dtype=bool)).tobytes()} for e in evaluations]
+    if rows:
+        frame = pd.DataFrame(rows).astype({"length": "Int64"})
+        _atomic_write_parquet(Path(trial_path) / CORRECTNESS_FILE, frame)
+
+
+def unpack_correctness(row: Any) -> np.ndarray:
+    """The (n,) bool correctness of one CORRECTNESS_COLUMNS row."""
+    return np.unpackbits(np.frombuffer(row["bits"], dtype=np.uint8), count=int(row["n"])).astype(bool)
+
+
 def _read_jsonl(path: Path) -> list[dict]:
     rows = []
     if path.exists():
@@ -233,13 +257,14 @@ class StudyResults:
     trials: pd.DataFrame
     epochs: pd.DataFrame
     measurements: pd.DataFrame
+    correctness: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=CORRECTNESS_COLUMNS))
 
 
 def consolidate(study_path: Path) -> StudyResults:
     """Gather every trial folder into the Parquet tables (atomically) and return them."""
     study_path = Path(study_path)
     meta = _read_meta(study_path)
-    trial_rows, epoch_rows, measurement_rows = [], [], []
+    trial_rows, epoch_rows, measurement_rows, correctness = [], [], [], []
     root = study_path / TRIALS_DIR
     for path in sorted(root.iterdir()) if root.exists() else []:
         row = read_trial(path)
@@ -252,13 +277,21 @@ def consolidate(study_path: Path) -> StudyResults:
         epoch_rows += [{"trial_id": row["trial_id"], **e} for e in _read_jsonl(path / "epochs.jsonl")]
         measurement_rows += [{"trial_id": row["trial_id"], **m}
                              for m in _read_jsonl(path / "measurements.jsonl")]
+        if (path / CORRECTNESS_FILE).exists():
+            correctness.append(pd.read_parquet(path / CORRECTNESS_FILE).assign(trial_id=row["trial_id"]))
     trials = _frame(trial_rows, TRIAL_COLUMNS)
     epochs = _frame(epoch_rows, EPOCH_COLUMNS)
     measurements = _frame(measurement_rows, MEASUREMENT_COLUMNS)
     _atomic_write_parquet(study_path / TRIALS_TABLE, trials)
     _atomic_write_parquet(study_path / EPOCHS_TABLE, epochs)
     _atomic_write_parquet(study_path / MEASUREMENTS_TABLE, measurements)
-    return StudyResults(meta.get("name", study_path.name), study_path, meta, trials, epochs, measurements)
+    correct = (pd.concat(correctness, ignore_index=True)[CORRECTNESS_COLUMNS] if correctness
+               else pd.DataFrame(columns=CORRECTNESS_COLUMNS))
+    if correctness:
+        _atomic_write_parquet(study_path / CORRECTNESS_TABLE, correct)
+    elif (study_path / CORRECTNESS_TABLE).exists():
+        (study_path / CORRECTNESS_TABLE).unlink()
+    return StudyResults(meta.get("name", study_path.name), study_path, meta, trials, epochs, measurements, correct)
 
 
 def _read_meta(study_path: Path) -> dict[str, Any]:
@@ -281,7 +314,9 @@ def load_study(study_path: Path) -> StudyResults:
     if not (study_path / TRIALS_TABLE).exists():
         raise ResultsError(f"{study_path} has no {TRIALS_TABLE}: the study has not finished a trial yet")
     tables = [pd.read_parquet(study_path / t) for t in (TRIALS_TABLE, EPOCHS_TABLE, MEASUREMENTS_TABLE)]
-    return StudyResults(meta.get("name", study_path.name), study_path, meta, *tables)
+    correct = (pd.read_parquet(study_path / CORRECTNESS_TABLE) if (study_path / CORRECTNESS_TABLE).exists()
+               else pd.DataFrame(columns=CORRECTNESS_COLUMNS))
+    return StudyResults(meta.get("name", study_path.name), study_path, meta, *tables, correct)
 
 
 def list_studies(results_root: Path) -> list[Path]:

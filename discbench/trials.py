@@ -262,6 +262,7 @@ def _run_train(cfg: TrialConfig, spec: dict, folder: Path, events: Events) -> di
 
         outcome = fit(cfg, folder, on_epoch=on_epoch, on_start=on_start)
     results.reset_measurements(folder)
+    results.write_correctness(folder, outcome.pop("correct", None) or [])
     results.append_measurements(folder, _transfer_rows(cfg, outcome.pop("transfer", None) or []))
     results.append_measurements(folder, [
         _measurement("lambda", stat, record[stat], "1", layer=record["layer"], direction=record["direction"],

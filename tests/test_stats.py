@@ -94,6 +94,17 @@ def test_divergence_rate_is_exact_and_compared_by_fisher():
     assert math.isnan(stats.rate_difference_p(rate, stats.divergence_rate(0, 0)))
 
 
+def test_power_is_statsmodels_where_it_converges_and_stays_finite_where_it_does_not():
+    from statsmodels.stats.power import TTestIndPower, TTestPower
+
+    assert stats.t_test_power(1.2, 5, alpha=0.01) == pytest.approx(TTestPower().power(1.2, 5, 0.01))
+    assert stats.t_test_power(1.2, 4, 6) == pytest.approx(TTestIndPower().power(1.2, 4, 0.05, ratio=1.5))
+    assert stats.minimum_detectable_effect(1.0, 3, alpha=0.025) > stats.minimum_detectable_effect(1.0, 3)
+    assert stats.minimum_detectable_effect(1.0, 3, alpha=0.05 / 3) > stats.minimum_detectable_effect(1.0, 3, alpha=0.025)
+    assert stats.t_test_power(stats.minimum_detectable_effect(1.0, 3, alpha=0.05 / 3), 3, alpha=0.05 / 3) == \
+        pytest.approx(0.8)
+
+
 def test_seeds_needed_reaches_the_power_it_promises():
     n = stats.seeds_needed(2.0, 1.5, paired=True)
     assert stats.minimum_detectable_effect(1.5, n) <= 2.0 < stats.minimum_detectable_effect(1.5, n - 1)

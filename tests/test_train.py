@@ -281,9 +281,21 @@ measure: {throughput: true, batch_sizes: [8], warmup: 0, repeats: 1, eval_length
     assert above_start[0]["value"] >= 0
     assert row["infer_images_per_s"] == throughput[0]["value"]
     assert row["image_size"] is None
-    table = results.consolidate(tmp_path / "results").measurements
+    gathered = results.consolidate(tmp_path / "results")
+    table = gathered.measurements
     assert list(table.columns[:len(results.MEASUREMENT_COLUMNS)]) == results.MEASUREMENT_COLUMNS
     assert len(load_splits(trial.config.data).val) == 32
+    # per-example correctness of every evaluation: 32 val signals each, their mean the top-1
+    correct = gathered.correctness
+    assert list(correct.columns) == results.CORRECTNESS_COLUMNS and row["num_classes"] == 10
+    assert [(e, int(n)) for e, n in zip(correct["evaluation"], correct["length"])] == [
+        ("val", 16), ("transfer", 8), ("transfer", 16), ("transfer", 40)]
+    for evaluation, length, record in zip(correct["evaluation"], correct["length"], correct.to_dict("records")):
+        items = results.unpack_correctness(record)
+        assert items.dtype == bool and items.shape == (32,)
+        expected = row["top1"] if evaluation == "val" else next(r["value"] for r in transfer if r["length"] == length)
+        assert 100.0 * items.mean() == pytest.approx(expected)
+    assert results.load_study(tmp_path / "results").correctness.equals(correct)
 
 
 def test_measurement_kinds_are_documented_before_they_are_written(tmp_path):

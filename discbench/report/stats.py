@@ -23,7 +23,6 @@ import numpy as np
 from scipy import optimize as _optimize
 from scipy import stats as _scipy_stats
 from statsmodels.stats.multitest import multipletests
-from statsmodels.stats.power import TTestIndPower, TTestPower
 
 DEFAULT_LEVEL = 0.95
 ALPHA = 1.0 - DEFAULT_LEVEL  # two-sided level of every test (matches the intervals)
@@ -339,9 +338,8 @@ def minimum_detectable_effect(sd: float, n: int, n_other: int | None = None,
     and their spread), not a bound on any effect.
 
     Paired design (n_other None): sd is the sd of the n paired differences, dof = n − 1,
-    se = sd/√n (statsmodels TTestPower). Unpaired (n and n_other seeds): sd is the pooled sd,
-    dof = n + n_other − 2, se = sd·√(1/n + 1/n_other) (TTestIndPower). Both solve the exact
-    noncentral-t power for δ/sd. For large dof it tends to (z_{1−α/2} + z_{power})·se.
+    se = sd/√n. Unpaired (n and n_other seeds): sd is the pooled sd, dof = n + n_other − 2,
+    se = sd·√(1/n + 1/n_other). δ/sd is the root of `t_test_power` (exact noncentral t). For large dof it tends to (z_{1−α/2} + z_{power})·se.
     Units: those of sd.
 
     Returns nan with fewer than 2 values (paired: n < 2; unpaired: either group < 2) or a
@@ -351,26 +349,44 @@ def minimum_detectable_effect(sd: float, n: int, n_other: int | None = None,
         return math.nan
     if sd == 0.0:
         return 0.0
+    # statsmodels' solve_power does not always converge for 2–3 seeds at a corrected α (it
+    # returns a δ of lower power): the power is bracketed and solved here instead.
+    high = 4.0
+    while t_test_power(high, n, n_other, alpha) < power:
+        high *= 2.0
+    d = _optimize.brentq(lambda e: t_test_power(e, n, n_other, alpha) - power, 0.0, high, xtol=1e-12, rtol=1e-12)
+    return float(d) * sd
+
+
+def t_test_power(effect_size: float, n: int, n_other: int | None = None, alpha: float = ALPHA) -> float:
+    """Power of the two-sided t-test at level alpha for a true difference of effect_size sds.
+
+    Paired (n_other None): n pairs, dof = n − 1, λ = effect_size·√n. Unpaired (n and n_other
+    seeds, pooled sd): dof = n + n_other − 2, λ = effect_size/√(1/n + 1/n_other). With
+    c = t_{1−α/2, dof}: power = P(T′ > c) + P(T′ < −c), T′ ~ noncentral t(dof, λ) — the formula
+    of statsmodels' TTestPower/TTestIndPower, whose lower tail (scipy's nct.cdf far below the
+    centre) returns nan: P(T′ < −c | λ) is taken as P(T′ > c | −λ) instead.
+    """
     if n_other is None:
-        d = TTestPower().solve_power(effect_size=None, nobs=n, alpha=alpha, power=power)
+        dof, shift = n - 1, effect_size * math.sqrt(n)
     else:
-        d = TTestIndPower().solve_power(effect_size=None, nobs1=n, ratio=n_other / n, alpha=alpha, power=power)
-    return float(np.asarray(d).item()) * sd
+        dof, shift = n + n_other - 2, effect_size / math.sqrt(1.0 / n + 1.0 / n_other)
+    critical = _scipy_stats.t.ppf(1.0 - alpha / 2.0, dof)
+    return float(_scipy_stats.nct.sf(critical, dof, shift) + _scipy_stats.nct.sf(critical, dof, -shift))
 
 
 def seeds_needed(effect: float, sd: float, paired: bool, alpha: float = ALPHA, power: float = MDE_POWER) -> int:
     """Seeds (paired: pairs; unpaired: per side) for the two-sided t-test at level alpha to
-    detect a true difference `effect` with probability `power`, given the spread sd (statsmodels
-    TTestPower / TTestIndPower, rounded up; at least 2)."""
+    detect a true difference `effect` with probability `power`, given the spread sd: the
+    smallest n (at least 2) whose `t_test_power` reaches it."""
     if not (math.isfinite(sd) and effect > 0):
         raise ValueError(f"seeds_needed needs a finite sd and an effect > 0; got sd={sd}, effect={effect}")
     if sd == 0.0:
         return 2
-    if paired:
-        n = TTestPower().solve_power(effect_size=effect / sd, nobs=None, alpha=alpha, power=power)
-    else:
-        n = TTestIndPower().solve_power(effect_size=effect / sd, nobs1=None, ratio=1.0, alpha=alpha, power=power)
-    return max(2, int(math.ceil(float(np.asarray(n).item()) - 1e-9)))
+    n = 2
+    while t_test_power(effect / sd, n, None if paired else n, alpha) < power:
+        n += 1
+    return n
 
 
 def _finite(values: Sequence[float]) -> np.ndarray:
