@@ -747,7 +747,28 @@ def test_method_styles_stay_apart_for_any_number_of_methods(monkeypatch):
                  for k, v in looks.items()}
     assert len(set(signature.values())) == len(keys)
     assert len({tuple(v["color"]) for v in looks.values()}) == len({k.split("/")[0] for k in keys})
-    assert method_style("unregistered/paper") == method_style("unregistered/paper")  # stable, no hash()
+    # A key outside the registry never takes a registered method's colour.
+    registered = {tuple(v["color"]) for v in looks.values()}
+    assert all(tuple(method_style(f"unregistered{i}/paper")["color"]) not in registered for i in range(12))
+
+
+def test_an_unregistered_methods_style_does_not_depend_on_the_process():
+    """Reports of one study drawn in two processes look alike: no Python hash() (salted per
+    process) in the style of a key outside the registry."""
+    import os
+    import subprocess
+    import sys
+
+    from discbench.report.figures import method_style
+
+    code = ("from discbench.report.figures import method_style; "
+            "s = method_style('unregistered/paper'); print(repr((tuple(map(float, s['color'])), s['marker'], "
+            "str(s['linestyle']), str(s['markerfacecolor']))))")
+    env = {**os.environ, "PYTHONHASHSEED": "12345", "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    other = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
+    here = method_style("unregistered/paper")
+    assert other.stdout.strip() == repr((tuple(map(float, here["color"])), here["marker"], str(here["linestyle"]),
+                                         str(here["markerfacecolor"])))
 
 
 def test_numerics_table_shows_why_no_order_was_fitted(tmp_path):
