@@ -90,7 +90,8 @@ def run_command(args: argparse.Namespace) -> int:
           f"spread (paired: of the differences; unpaired: pooled, seeds per side).")
     for family, rows in frame.groupby("family", sort=False):
         size = int(rows["family_size"].iloc[0])
-        print(f"\nfamily “{family}” ({size} test{"s" if size != 1 else ""}, α/m = {rows["alpha"].iloc[0]:.4g})")
+        plural = "s" if size != 1 else ""
+        print(f"\nfamily “{family}” ({size} test{plural}, α/m = {rows['alpha'].iloc[0]:.4g})")
         for row in rows.to_dict("records"):
             model = f"{row['model']}: " if frame["model"].nunique() > 1 else ""
             note = ("; the test items' own sampling alone exceeds the effect: more seeds will not do, "

@@ -5,10 +5,10 @@ Values are in the unit of the input (top-1 in %, images/s, ...); nothing is resc
 per-example correctness (0/1 per test item), which becomes percentage points.
 
 A difference to the baseline is one of:
-- "paired t": the seeds both sides share (≥ 2), scipy.stats.ttest_rel;
-- "Welch": the seeds differ and fewer than 2 are shared, scipy.stats.ttest_ind(equal_var=False);
-- "seeds × items": either of the above, widened for the test set's own sampling when every
-  seed's per-example correctness is known (`crossed_difference`);
+- "paired t": over the seeds both sides share (≥ 2); the interval and p of scipy.stats.ttest_rel;
+- "Welch": the seeds differ and fewer than 2 are shared; those of ttest_ind(equal_var=False);
+- "paired t, seeds × items" / "Welch, seeds × items": either, widened for the test set's own
+  sampling when every seed's per-example correctness is known (`crossed_difference`);
 - "n=1": a single value on a side: no interval, no test.
 A percentile bootstrap is never used: over 2–3 seeds its "95 %" interval covers far less.
 """
