@@ -17,7 +17,7 @@ from discbench.train import CHECKPOINT_NAME, CheckpointMismatch, effective_lr, f
 EPOCH_KEYS = {"epoch", "train_loss", "val_loss", "top1", "top5", "lr", "images_per_s", "epoch_time_s",
               "peak_mem_mb"}
 RESULT_KEYS = {"status", "top1", "top5", "train_loss", "epochs_done", "train_time_s", "train_images_per_s",
-               "peak_mem_mb", "params", "diverged_at", "transfer", "lambda"}
+               "peak_mem_mb", "params", "num_classes", "diverged_at", "transfer", "correct", "lambda"}
 # Logged values that must repeat exactly on resume (timings and memory naturally differ).
 DETERMINISTIC_KEYS = ("epoch", "train_loss", "val_loss", "top1", "top5", "lr")
 
@@ -115,6 +115,10 @@ def test_fit_logs_every_epoch_checkpoints_and_resumes(tmp_path):
     again = fit(cfg, tmp_path / "full", on_epoch=again_log.append, on_start=again_starts.append)
     assert again_starts == [3] and again_log == []
     assert (again["top1"], again["epochs_done"]) == (result["top1"], 3)
+    # Per-example correctness of the val split, also when the summary comes from the checkpoint.
+    ((val,), (val_again,)) = ([c for c in r["correct"] if c["evaluation"] == "val"] for r in (result, again))
+    assert val["length"] is None and 100.0 * val["correct"].mean() == pytest.approx(result["top1"])
+    assert (val_again["correct"] == val["correct"]).all()
 
 
 def test_checkpoint_of_another_configuration_is_refused(tmp_path):

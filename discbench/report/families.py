@@ -104,27 +104,33 @@ def annotate(view: StudyView, accuracy: pd.DataFrame, transfer: pd.DataFrame) ->
         if parts else pd.DataFrame(columns=["family", "family_primary", "comparison"])
     adjusted = _adjust(every, correction, spec.equivalence_margin)
     for i, frame in enumerate(parts):
+        mine = adjusted.xs(i, level=0) if i in adjusted.index.get_level_values(0) else adjusted.iloc[:0]
         for column in adjusted.columns:
-            frame[column] = adjusted.loc[i, column].reindex(frame.index).to_numpy() if len(adjusted) else np.nan
+            frame[column] = mine[column].reindex(frame.index).to_numpy()
     if not accuracy.empty:
         accuracy = parts[0].drop(columns=["_table", "_length"])
         accuracy["diverged_p_adj"] = stats.adjust(accuracy["diverged_p"], correction)
     if not transfer.empty:
         away = parts[-1]
+        verdicts = ({(m, c): row for m, c, row in zip(accuracy["model"], accuracy["condition"],
+                                                     accuracy.to_dict("records"))} if not accuracy.empty else {})
+        columns = ["family", "family_primary", *adjusted.columns]
+        values: dict[str, list] = {column: [] for column in columns}
+        for index, training in zip(transfer.index, at_training):
+            # At the training length the comparison is the accuracy table's: its verdict.
+            source = (verdicts.get((transfer.at[index, "model"], transfer.at[index, "condition"]))
+                      if training else away.loc[index].to_dict())
+            for column in columns:
+                values[column].append(source.get(column, np.nan) if source else np.nan)
         transfer = transfer.drop(columns=["_table", "_length"])
-        for column in ["family", "family_primary", *adjusted.columns]:
-            transfer[column] = away[column].reindex(transfer.index) if column in away else np.nan
-        if not accuracy.empty:  # the training length restates the accuracy table's comparison
-            verdicts = {(m, c): row for m, c, row in zip(accuracy["model"], accuracy["condition"],
-                                                        accuracy.to_dict("records"))}
-            for index in transfer.index[at_training]:
-                same = verdicts.get((transfer.at[index, "model"], transfer.at[index, "condition"]))
-                for column in ["family", "family_primary", *adjusted.columns]:
-                    transfer.at[index, column] = same[column] if same else np.nan
-        transfer["family"] = transfer["family"].fillna("")
-        transfer["family_primary"] = transfer["family_primary"].fillna(False).astype(bool)
-        transfer["delta_significant"] = transfer["delta_significant"].fillna(False).astype(bool)
-        transfer["equivalent"] = transfer["equivalent"].fillna(False).astype(bool)
+        for column in columns:
+            transfer[column] = values[column]
+        for column in ("family", "correction"):
+            transfer[column] = [v if isinstance(v, str) else "" for v in transfer[column]]
+        for column in ("family_primary", "delta_significant", "equivalent"):
+            transfer[column] = [bool(v) if v == v else False for v in transfer[column]]
+        for column in ("family_size", "delta_p_adj", "delta_mde", "equivalence_p", "equivalence_p_adj"):
+            transfer[column] = pd.to_numeric(transfer[column], errors="coerce")
     return accuracy, transfer
 
 
