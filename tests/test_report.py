@@ -6,7 +6,6 @@ interval against the exact bootstrap distribution, enumerated.
 
 from __future__ import annotations
 
-import itertools
 import json
 import math
 import xml.etree.ElementTree as ET

@@ -5,7 +5,6 @@ fallback; every trial stores its per-example correctness, and one method diverge
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 import numpy as np
