@@ -13,6 +13,7 @@ COMMANDS = {
     "run": ("discbench.runner", "schedule a study's trials on Ray Tune (resumes after a crash)"),
     "validate": ("discbench.study", "check study files without running them"),
     "report": ("discbench.report", "turn results/ into tables and plots under reports/"),
+    "plan": ("discbench.report.plan", "seeds each comparison needs for a given effect, from a pilot study"),
     "bench": ("discbench.bench", "time the scan backends, or Vim against DeiT, side by side"),
 }
 

@@ -2,7 +2,8 @@
 
 While a study runs, each trial writes only inside its own folder (so parallel trials never
 race): `trials/<trial_id>/trial.json` (the row, rewritten atomically when it changes),
-`epochs.jsonl` (one line per epoch, appended and flushed) and `measurements.jsonl`.
+`epochs.jsonl` (one line per epoch, appended and flushed), `measurements.jsonl` and
+`correct.parquet` (per-example correctness, `write_correctness`).
 `consolidate()` gathers them into the schema-versioned tables that reports read:
 
     results/<study>/study.json            name, schema version, the study file, provenance
@@ -14,6 +15,7 @@ race): `trials/<trial_id>/trial.json` (the row, rewritten atomically when it cha
 
 Schema version 2: the measurements' `kind` column is `quantity` (what was measured; "kind" is
 a trial's kind), and a sequence model's inference throughput is infer_sequences_per_s.
+    results/<study>/correctness.parquet   one row per trial and evaluation (CORRECTNESS_COLUMNS)
 """
 
 from __future__ import annotations
@@ -24,10 +26,11 @@ import os
 import platform
 import socket
 import subprocess
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
 
+import numpy as np
 import pandas as pd
 
 from .kinds import measurement_columns, quantities
@@ -37,6 +40,8 @@ STUDY_FILE = "study.json"
 TRIALS_TABLE = "trials.parquet"
 EPOCHS_TABLE = "epochs.parquet"
 MEASUREMENTS_TABLE = "measurements.parquet"
+CORRECTNESS_TABLE = "correctness.parquet"
+CORRECTNESS_FILE = "correct.parquet"  # in a trial's folder
 TRIALS_DIR = "trials"
 
 # Trial status values: ok (finished), diverged (non-finite loss: a result, not an error),
@@ -54,6 +59,11 @@ EPOCH_COLUMNS = [
     "trial_id", "epoch", "train_loss", "val_loss", "top1", "top5", "lr", "images_per_s",
     "epoch_time_s", "peak_mem_mb",
 ]
+# Per-example top-1 correctness of a trained model: evaluation "val" (the val split at the
+# trained setting; length = its tokens, null for images) or "transfer" (the val signals at
+# length L′); n examples in the val split's order, packed 8 to a byte (numpy.packbits).
+CORRECTNESS_COLUMNS = ["trial_id", "evaluation", "length", "n", "bits"]
+
 class ResultsError(RuntimeError):
     """A results folder that is missing, empty, foreign or of another schema version."""
 
@@ -195,6 +205,24 @@ class TrialRecorder:
     def append_measurements(self, rows: Iterable[dict[str, Any]]) -> None:
         append_measurements(self.folder, rows, self.quantities)
 
+    def write_correctness(self, evaluations: Iterable[dict[str, Any]]) -> None:
+        write_correctness(self.folder, evaluations)
+
+
+def write_correctness(trial_path: Path, evaluations: Iterable[dict[str, Any]]) -> None:
+    """A trial's per-example correctness: one row per {evaluation, length, correct ((N,) bool)}
+    (see CORRECTNESS_COLUMNS), written atomically; nothing when there are none."""
+    rows = [{"evaluation": e["evaluation"], "length": e.get("length"), "n": int(len(e["correct"])),
+             "bits": np.packbits(np.asarray(e["correct"], dtype=bool)).tobytes()} for e in evaluations]
+    if rows:
+        frame = pd.DataFrame(rows).astype({"length": "Int64"})
+        _atomic_write_parquet(Path(trial_path) / CORRECTNESS_FILE, frame)
+
+
+def unpack_correctness(row: Any) -> np.ndarray:
+    """The (n,) bool correctness of one CORRECTNESS_COLUMNS row."""
+    return np.unpackbits(np.frombuffer(row["bits"], dtype=np.uint8), count=int(row["n"])).astype(bool)
+
 
 def _read_jsonl(path: Path) -> list[dict]:
     rows = []
@@ -238,13 +266,14 @@ class StudyResults:
     trials: pd.DataFrame
     epochs: pd.DataFrame
     measurements: pd.DataFrame
+    correctness: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=CORRECTNESS_COLUMNS))
 
 
 def consolidate(study_path: Path) -> StudyResults:
     """Gather every trial folder into the Parquet tables (atomically) and return them."""
     study_path = Path(study_path)
     meta = _read_meta(study_path)
-    trial_rows, epoch_rows, measurement_rows = [], [], []
+    trial_rows, epoch_rows, measurement_rows, correctness = [], [], [], []
     root = study_path / TRIALS_DIR
     for path in sorted(root.iterdir()) if root.exists() else []:
         row = read_trial(path)
@@ -257,13 +286,21 @@ def consolidate(study_path: Path) -> StudyResults:
         epoch_rows += [{"trial_id": row["trial_id"], **e} for e in _read_jsonl(path / "epochs.jsonl")]
         measurement_rows += [{"trial_id": row["trial_id"], **m}
                              for m in _read_jsonl(path / "measurements.jsonl")]
+        if (path / CORRECTNESS_FILE).exists():
+            correctness.append(pd.read_parquet(path / CORRECTNESS_FILE).assign(trial_id=row["trial_id"]))
     trials = _frame(trial_rows, TRIAL_COLUMNS)
     epochs = _frame(epoch_rows, EPOCH_COLUMNS)
     measurements = _frame(measurement_rows, measurement_columns())
     _atomic_write_parquet(study_path / TRIALS_TABLE, trials)
     _atomic_write_parquet(study_path / EPOCHS_TABLE, epochs)
     _atomic_write_parquet(study_path / MEASUREMENTS_TABLE, measurements)
-    return StudyResults(meta.get("name", study_path.name), study_path, meta, trials, epochs, measurements)
+    correct = (pd.concat(correctness, ignore_index=True)[CORRECTNESS_COLUMNS] if correctness
+               else pd.DataFrame(columns=CORRECTNESS_COLUMNS))
+    if correctness:
+        _atomic_write_parquet(study_path / CORRECTNESS_TABLE, correct)
+    elif (study_path / CORRECTNESS_TABLE).exists():
+        (study_path / CORRECTNESS_TABLE).unlink()
+    return StudyResults(meta.get("name", study_path.name), study_path, meta, trials, epochs, measurements, correct)
 
 
 def _read_meta(study_path: Path) -> dict[str, Any]:
@@ -286,7 +323,9 @@ def load_study(study_path: Path) -> StudyResults:
     if not (study_path / TRIALS_TABLE).exists():
         raise ResultsError(f"{study_path} has no {TRIALS_TABLE}: the study has not finished a trial yet")
     tables = [pd.read_parquet(study_path / t) for t in (TRIALS_TABLE, EPOCHS_TABLE, MEASUREMENTS_TABLE)]
-    return StudyResults(meta.get("name", study_path.name), study_path, meta, *tables)
+    correct = (pd.read_parquet(study_path / CORRECTNESS_TABLE) if (study_path / CORRECTNESS_TABLE).exists()
+               else pd.DataFrame(columns=CORRECTNESS_COLUMNS))
+    return StudyResults(meta.get("name", study_path.name), study_path, meta, *tables, correct)
 
 
 def list_studies(results_root: Path) -> list[Path]:

@@ -20,6 +20,7 @@ A study file (see studies/*.yaml):
     retries: 1                                     # re-runs of a trial that raised
     max_concurrent: 2
     numerics: {...} | kernels: {...}               # parameters of those kinds
+    analysis: {families: [...], error_rate: fwer}  # the report's statistics (see analysis.py)
 
 The trials are methods × grid (the cartesian product, in file order) followed by the explicit
 trials. A grid axis over a key whose values are mappings merges each mapping into the key
@@ -49,6 +50,7 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 
+from .analysis import AnalysisSpec
 from .config import TrialConfig
 from .data import DATASETS
 from .methods import METHOD_NAMES, METHODS, VARIANTS, parse_method
@@ -113,6 +115,7 @@ class _StudyFields(_Strict):
     resources: Resources = Field(default_factory=Resources)
     retries: int = Field(1, ge=0)
     max_concurrent: int | None = Field(None, gt=0)
+    analysis: AnalysisSpec = Field(default_factory=AnalysisSpec)
 
 
 @functools.lru_cache(maxsize=8)

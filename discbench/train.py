@@ -34,7 +34,7 @@ import torch.distributed as dist
 from torch.utils.data import DataLoader, Dataset, Subset
 
 from .config import PRESETS, TrainConfig, TrialConfig, config_differences, without_result_neutral
-from .data import DATASETS, DataConfig, DatasetError, input_size, load_splits
+from .data import DATASETS, DataConfig, DatasetError, input_size, load_splits, sequence_length
 from .measure import PeakMemory, amp_autocast
 from .scan import NonFiniteInputError
 
@@ -261,8 +261,9 @@ def _optimizer(model: torch.nn.Module, recipe: TrainConfig, lr: float) -> torch.
 
 @torch.no_grad()
 def _evaluate(model: torch.nn.Module, loader: DataLoader, device: torch.device, amp: str,
-              workers: Workers) -> tuple[float, float, float]:
-    """(val_loss, top1 %, top5 %) over the whole val split (each worker does its shard)."""
+              workers: Workers, hits_out: list[torch.Tensor] | None = None) -> tuple[float, float, float]:
+    """(val_loss, top1 %, top5 %) over the whole val split (each worker does its shard).
+    hits_out: if given, each batch's top-1 hits ((batch,) bool, on the CPU) are appended."""
     model.eval()
     loss_sum = correct1 = correct5 = count = 0.0
     for images, labels in loader:
@@ -276,8 +277,19 @@ def _evaluate(model: torch.nn.Module, loader: DataLoader, device: torch.device, 
         correct1 += hits[:, 0].sum().item()
         correct5 += hits.any(dim=1).sum().item()
         count += len(labels)
+        if hits_out is not None:
+            hits_out.append(hits[:, 0].cpu())
     loss_sum, correct1, correct5, count = workers.reduce([loss_sum, correct1, correct5, count], device)
     return loss_sum / count, 100.0 * correct1 / count, 100.0 * correct5 / count
+
+
+def _evaluate_items(model: torch.nn.Module, loader: DataLoader, device: torch.device, amp: str,
+                    workers: Workers) -> tuple[float, np.ndarray | None]:
+    """(top1 %, per-example top-1 correctness (N,) bool in the val split's order). The
+    correctness is None under data parallelism (each worker holds an interleaved shard)."""
+    hits: list[torch.Tensor] | None = [] if workers.world_size == 1 else None
+    _, top1, _ = _evaluate(model, loader, device, amp, workers, hits)
+    return top1, (torch.cat(hits).numpy() if hits else None)
 
 
 def _is_non_finite_failure(exc: Exception, model: torch.nn.Module, images: torch.Tensor) -> bool:
@@ -320,7 +332,10 @@ def train_loop(cfg: TrialConfig, workdir: Path, on_epoch: EpochCallback | None =
     Returns {status ("ok"|"diverged"), top1, top5, train_loss (last completed epoch; None if
       none), epochs_done, train_time_s (sum of epoch times, across resumes),
       train_images_per_s, peak_mem_mb (over epochs), params, diverged_at (None or "epoch E, step S"),
-      transfer (`transfer_accuracy` at cfg.measure.eval_lengths; [] if none or diverged),
+      num_classes, transfer (`transfer_accuracy` at cfg.measure.eval_lengths, without the
+      correctness; [] if none or diverged), correct ([{evaluation: "val" | "transfer", length
+      (tokens; None for images), correct: (N,) bool per val example}] for the val split and each
+      transfer length; [] if diverged or under data parallelism),
       lambda (`learned_lambda` over the val split; [] for a model without λ or diverged)}.
     """
     recipe = cfg.train.resolved()
@@ -356,7 +371,7 @@ def train_loop(cfg: TrialConfig, workdir: Path, on_epoch: EpochCallback | None =
                 _save_checkpoint(run, epoch + 1, history, fingerprint, checkpoint_path)
             workers.barrier()
 
-        return _summary(cfg, recipe, history, diverged_at, run.params, run.eval_model, loaders.val,
+        return _summary(cfg, recipe, history, diverged_at, run.params, run.eval_model, loaders,
                         device, workers)
     finally:
         torch.use_deterministic_algorithms(determinism[0], warn_only=determinism[1])
@@ -543,8 +558,9 @@ def transfer_accuracy(cfg: TrialConfig, model: torch.nn.Module, device: torch.de
     """Sampling-rate transfer: top-1 (%) of a model trained at length L on the same val signals
     resampled to each L′ of cfg.measure.eval_lengths, with every Δ scaled by L/L′.
 
-    Returns [{length: L′, delta_scale: L/L′, top1}] in the order of eval_lengths ([] when
-    none are asked for). The model's Δ scale is restored afterwards.
+    Returns [{length: L′, delta_scale: L/L′, top1, correct}] in the order of eval_lengths ([]
+    when none are asked for); correct: `_evaluate_items`'s per-example correctness. The
+    model's Δ scale is restored afterwards.
     """
     from .data import sequence_length
 
@@ -558,8 +574,8 @@ def transfer_accuracy(cfg: TrialConfig, model: torch.nn.Module, device: torch.de
         loader = DataLoader(shard, batch_size=cfg.data.eval_batch_size or cfg.data.batch_size, shuffle=False)
         scale = trained / length
         with model.delta_scaled(scale):
-            _, top1, _ = _evaluate(model, loader, device, amp, workers)
-        out.append({"length": length, "delta_scale": scale, "top1": top1})
+            top1, correct = _evaluate_items(model, loader, device, amp, workers)
+        out.append({"length": length, "delta_scale": scale, "top1": top1, "correct": correct})
     return out
 
 
@@ -581,14 +597,23 @@ def learned_lambda(model: torch.nn.Module, loader: DataLoader, device: torch.dev
 
 
 def _summary(cfg: TrialConfig, recipe: TrainConfig, history: list[dict], diverged_at: str | None,
-             params: int, eval_model: torch.nn.Module, val_loader: DataLoader, device: torch.device,
+             params: int, eval_model: torch.nn.Module, loaders: _Loaders, device: torch.device,
              workers: Workers) -> dict:
-    """train_loop's result from the epoch records, plus the sampling-rate transfer and the
-    learned λ of the final model (see train_loop)."""
+    """train_loop's result from the epoch records, plus the sampling-rate transfer, the learned
+    λ and the per-example correctness of the final model (see train_loop)."""
     last = history[-1] if history else {}
     train_seconds = sum(r["train_seconds"] for r in history)
     train_images = sum(r["images_per_s"] * r["train_seconds"] for r in history)
     transfer = transfer_accuracy(cfg, eval_model, device, recipe.amp, workers) if diverged_at is None else []
+    correct = []
+    if diverged_at is None and workers.world_size == 1:
+        # One more pass over the val split for its per-example correctness: the last epoch's
+        # evaluation may predate a resume, and the same weights give the same answers.
+        _, items = _evaluate_items(eval_model, loaders.val, device, recipe.amp, workers)
+        length = sequence_length(cfg.data) if DATASETS[cfg.data.dataset].modality == "sequence" else None
+        correct.append({"evaluation": "val", "length": length, "correct": items})
+        correct += [{"evaluation": "transfer", "length": t["length"], "correct": t.pop("correct")}
+                    for t in transfer if t.get("correct") is not None]
     workers.barrier()
     return {
         "status": "diverged" if diverged_at else "ok",
@@ -598,8 +623,10 @@ def _summary(cfg: TrialConfig, recipe: TrainConfig, history: list[dict], diverge
         "train_images_per_s": train_images / train_seconds if train_seconds > 0 else None,
         "peak_mem_mb": max((r["peak_mem_mb"] for r in history), default=None),
         "params": params,
+        "num_classes": loaders.num_classes,
         "diverged_at": diverged_at,
-        "transfer": transfer,
-        "lambda": learned_lambda(eval_model, val_loader, device, recipe.amp)
+        "transfer": [{k: v for k, v in t.items() if k != "correct"} for t in transfer],
+        "correct": correct,
+        "lambda": learned_lambda(eval_model, loaders.val, device, recipe.amp)
         if diverged_at is None and workers.is_main else [],
     }

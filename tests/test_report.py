@@ -6,7 +6,6 @@ interval against the exact bootstrap distribution, enumerated.
 
 from __future__ import annotations
 
-import itertools
 import json
 import math
 import xml.etree.ElementTree as ET
@@ -16,6 +15,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from PIL import Image
+from scipy import stats as scipy_stats
 
 from discbench import results
 from discbench.cli import main as cli_main
@@ -93,7 +93,7 @@ def digits_study(tmp_path_factory) -> Path:
             row = _row("fake", method, variant, seed, "diverged" if diverged else "ok",
                        top1=None if diverged else seeds[seed], top5=None if diverged else seeds[seed] + 20,
                        train_images_per_s=TRAIN_IPS[key], infer_images_per_s=2 * TRAIN_IPS[key],
-                       peak_mem_mb=500.0 + seed, epochs_done=3 if not diverged else 2,
+                       peak_mem_mb=500.0 + seed, epochs_done=3 if not diverged else 2, num_classes=10,
                        diverged_at="epoch 2, step 57" if diverged else None)  # as train._summary writes it
             path = results.trial_dir(study, row["trial_id"])
             results.write_trial(path, row)
@@ -127,31 +127,29 @@ def digits_view(digits_study):
 def test_summary_and_paired_t_interval_match_hand_computation():
     s = stats.summarize([70.0, 72.0, 74.0])
     assert (s.mean, s.std, s.n) == (72.0, 2.0, 3)
-    d = stats.paired_t_interval([3.0, 2.0, 4.0])  # mean 3, sd 1, n 3
+    d = stats.paired_difference([3.0, 2.0, 4.0], [0.0, 0.0, 0.0])  # mean 3, sd 1, n 3
     half = T_975[2] * 1.0 / math.sqrt(3)
     assert d.how == "paired t" and d.delta == pytest.approx(3.0)
     assert (d.low, d.high) == (pytest.approx(3 - half), pytest.approx(3 + half))
-    one = stats.paired_t_interval([1.5])
+    one = stats.paired_difference([1.5], [0.0])
     assert one.how == "n=1" and math.isnan(one.low) and not one.has_interval
 
 
-def test_bootstrap_interval_matches_the_enumerated_bootstrap_distribution():
+def test_welch_interval_matches_hand_computation():
     a, b = [71.0, 75.0], [70.0, 72.0, 74.0]
-    d = stats.bootstrap_interval(a, b)
-    # Exact bootstrap distribution of mean(a*) − mean(b*): every ordered resample equally likely.
-    diffs = np.array([np.mean(x) - np.mean(y) for x in itertools.product(a, repeat=2)
-                      for y in itertools.product(b, repeat=3)])
-    low, high = np.percentile(diffs, [2.5, 97.5])
-    assert d.how == "bootstrap" and d.delta == pytest.approx(1.0)
-    assert abs(d.low - low) <= 0.34 and abs(d.high - high) <= 0.34  # atoms are 1/3 apart
-    assert stats.bootstrap_interval(a, b) == d  # seeded: a report is reproducible
-    constant = stats.bootstrap_interval([2.0, 2.0, 2.0], [1.0, 1.0])
-    assert (constant.low, constant.high) == (1.0, 1.0)
+    d = stats.welch_difference(a, b)
+    var_a, var_b = 8.0 / 2, 4.0 / 3  # s²/n of each group
+    dof = (var_a + var_b) ** 2 / (var_a ** 2 / 1 + var_b ** 2 / 2)
+    half = float(scipy_stats.t.ppf(0.975, dof)) * math.sqrt(var_a + var_b)
+    assert d.how == "Welch" and d.delta == pytest.approx(1.0) and d.seed_dof == pytest.approx(dof)
+    assert (d.low, d.high) == (pytest.approx(1 - half), pytest.approx(1 + half))
+    constant = stats.welch_difference([2.0, 2.0, 2.0], [1.0, 1.0])
+    assert (constant.low, constant.high, constant.p) == (1.0, 1.0, 0.0)
 
 
-def test_difference_pairs_by_seed_only_when_the_seeds_match():
+def test_difference_pairs_by_seed_only_when_at_least_two_seeds_match():
     assert stats.difference_to_baseline({0: 3.0, 1: 5.0}, {0: 1.0, 1: 2.0}).how == "paired t"
-    assert stats.difference_to_baseline({0: 3.0, 1: 5.0}, {0: 1.0, 2: 2.0, 3: 4.0}).how == "bootstrap"
+    assert stats.difference_to_baseline({0: 3.0, 1: 5.0}, {0: 1.0, 2: 2.0, 3: 4.0}).how == "Welch"
     assert stats.difference_to_baseline({0: 3.0}, {0: 1.0}).how == "n=1"
 
 
@@ -169,9 +167,10 @@ def test_accuracy_table_numbers(digits_view):
     half = T_975[2] / math.sqrt(3)
     assert foh.top1_delta == pytest.approx(3.0) and foh.top1_delta_how == "paired t"
     assert (foh.top1_delta_low, foh.top1_delta_high) == (pytest.approx(3 - half), pytest.approx(3 + half))
-    # rk4 ran seeds 0, 1 (seed 2 diverged, excluded): mean 73, sd √8, and no pairing with zoh's 3 seeds.
+    # rk4 ran seeds 0, 1 (seed 2 diverged, excluded): mean 73, sd √8, paired with zoh on the two
+    # seeds both finished: differences 1 and 3.
     assert (rk4.top1_mean, rk4.top1_n) == (73.0, 2) and rk4.top1_std == pytest.approx(math.sqrt(8.0))
-    assert rk4.top1_delta == pytest.approx(1.0) and rk4.top1_delta_how == "bootstrap"
+    assert rk4.top1_delta == pytest.approx(2.0) and rk4.top1_delta_how == "paired t"
     assert rk4.diverged == 1
     assert data.loc["bilinear/canonical"].failed == 1 and data.loc["bilinear/canonical"].top1_n == 0
 
@@ -180,17 +179,37 @@ def test_accuracy_table_numbers(digits_view):
     assert shown.loc["rk4/canonical", "top-1 (%)"] == "73.00 ± 2.83 (n=2); diverged (epoch 2, step 57)"
     assert shown.loc["bilinear/canonical", "top-1 (%)"] == "failed"
     delta_column = "Δ top-1 vs zoh/paper [95% CI]"
-    # foh's interval [0.52, 5.48] excludes 0: marked; rk4's bootstrap interval contains 0: not marked.
-    assert shown.loc["foh/canonical", delta_column] == f"+3.00* [+{3 - half:.2f}, +{3 + half:.2f}] (paired t)"
-    assert shown.loc["rk4/canonical", delta_column].startswith("+1.00 [")
+    # foh's raw interval [0.52, 5.48] excludes 0 (paired t = 3√3, p = 0.035), but the default
+    # family holds 2 tests (foh, rk4): Holm doubles the smaller p to 0.070, so no star.
+    p_foh = 2 * scipy_stats.t.sf(3 * math.sqrt(3), 2)
+    assert foh.top1_delta_p == pytest.approx(p_foh) and foh.top1_delta_p_adj == pytest.approx(2 * p_foh)
+    assert foh.top1_family == "every method vs zoh/paper at the training length" and foh.top1_family_size == 2
+    assert foh.top1_correction == "holm" and bool(foh.top1_family_primary)
+    assert shown.loc["foh/canonical", delta_column] == f"+3.00 [+{3 - half:.2f}, +{3 + half:.2f}] (paired t)"
+    assert shown.loc["foh/canonical", "p (raw → adjusted)"] == f"{p_foh:.3f} → {2 * p_foh:.3f}"
+    assert shown.loc["rk4/canonical", delta_column].startswith("+2.00 [")
     assert shown.loc["zoh/paper", delta_column] == "baseline"
-    assert bool(foh.top1_delta_excludes_zero) and not bool(rk4.top1_delta_excludes_zero)
-    # MDE: paired, sd of the differences 1, n 3; rk4 against zoh unpaired, pooled sd √(16/3), n 2 and 3.
-    assert foh.top1_delta_mde == pytest.approx(stats.minimum_detectable_effect(1.0, 3))
-    assert rk4.top1_delta_mde == pytest.approx(stats.minimum_detectable_effect(math.sqrt(16 / 3), 2, 3))
+    assert bool(foh.top1_delta_excludes_zero) and not bool(foh.top1_delta_significant)
+    assert not bool(rk4.top1_delta_excludes_zero)
+    # MDE at the family's α/m = 0.025: paired, sd of the differences 1 (foh, n 3) and √2 (rk4, n 2).
+    assert foh.top1_delta_mde == pytest.approx(stats.minimum_detectable_effect(1.0, 3, alpha=0.025))
+    assert rk4.top1_delta_mde == pytest.approx(stats.minimum_detectable_effect(math.sqrt(2), 2, alpha=0.025))
     assert shown.loc["foh/canonical", "MDE (points)"] == f"{foh.top1_delta_mde:.2f}"
     assert shown.loc["bilinear/canonical", "MDE (points)"] == "—"
-    assert "* after a Δ: its 95% interval excludes 0" in table.caption and "80% power" in table.caption
+    assert "* after a Δ: the difference survives its family's correction" in table.caption
+    assert "80% power" in table.caption and "not the size of any difference" in table.caption
+    assert ("Families and corrections: “every method vs zoh/paper at the training length” (primary; 2 tests, "
+            "Holm (family-wise error rate))") in table.caption
+    # rk4 diverged on 1 of its 3 finished seeds, zoh on none: the rate, its exact interval, Fisher's test.
+    assert (rk4.finished, rk4.diverged_rate) == (3, pytest.approx(1 / 3))
+    assert rk4.diverged_p == pytest.approx(1.0) and rk4.diverged_high == pytest.approx(scipy_stats.beta.ppf(0.975, 2, 2))
+    assert shown.loc["rk4/canonical", "diverged [95% CI]"].startswith("1/3 = 33% [1%, 91%]; Fisher p 1.000")
+    # The sensitivity Δ: rk4's diverged seed 2 scores chance (100/10 classes), paired with zoh:
+    # differences 71 − 70, 75 − 72, 10 − 74.
+    assert rk4.fallback == "chance (100/classes)" and rk4.delta_fallback_how == "paired t"
+    assert rk4.delta_fallback == pytest.approx((1 + 3 - 64) / 3)
+    assert shown.loc["rk4/canonical", "Δ top-1, a diverged seed = chance (100/classes)"].startswith("−20.00 [")
+    assert math.isnan(foh.delta_fallback)  # neither foh nor zoh diverged
     best_row = list(shown.index).index("foh/canonical")
     assert (best_row, "top-1 (%)") in table.bold and len([c for c in table.bold if c[1] == "top-1 (%)"]) == 1
     assert "excluded from the means" in table.caption and "cpu:test:2 cores" in table.caption
@@ -468,9 +487,9 @@ def test_mde_with_fewer_than_two_values_is_none():
     assert math.isnan(stats.minimum_detectable_effect(math.nan, 4))
     assert stats.minimum_detectable_effect(0.0, 4) == 0.0
     one = stats.difference_to_baseline({0: 3.0}, {0: 1.0})
-    assert one.how == "n=1" and math.isnan(one.mde) and not one.excludes_zero
+    assert one.how == "n=1" and math.isnan(one.mde()) and not one.excludes_zero
     lone = stats.difference_to_baseline({0: 3.0}, {1: 1.0, 2: 2.0})
-    assert lone.how == "n=1" and math.isnan(lone.mde)
+    assert lone.how == "n=1" and math.isnan(lone.mde())
 
 
 def test_mde_paired_uses_the_differences_and_unpaired_the_pooled_sd():
@@ -479,13 +498,13 @@ def test_mde_paired_uses_the_differences_and_unpaired_the_pooled_sd():
     paired = stats.difference_to_baseline(cand, base)
     diffs = [cand[s] - base[s] for s in base]
     assert paired.how == "paired t"
-    assert paired.mde == pytest.approx(stats.minimum_detectable_effect(float(np.std(diffs, ddof=1)), 4))
+    assert paired.mde() == pytest.approx(stats.minimum_detectable_effect(float(np.std(diffs, ddof=1)), 4))
     shifted = {s + 10: v for s, v in cand.items()}  # other seeds: the same numbers, unpaired
     unpaired = stats.difference_to_baseline(shifted, base)
-    assert unpaired.how == "bootstrap"
-    assert unpaired.mde == pytest.approx(stats.minimum_detectable_effect(
+    assert unpaired.how == "Welch"
+    assert unpaired.mde() == pytest.approx(stats.minimum_detectable_effect(
         stats.pooled_std(list(cand.values()), list(base.values())), 4, 4))
-    assert paired.mde < 0.1 * unpaired.mde  # pairing removes the seed-to-seed spread
+    assert paired.mde() < 0.1 * unpaired.mde()  # pairing removes the seed-to-seed spread
     assert stats.pooled_std([1.0, 3.0], [2.0, 4.0, 6.0]) == pytest.approx(math.sqrt((2 + 8) / 3))
 
 
@@ -495,13 +514,22 @@ def test_a_difference_is_marked_only_when_its_interval_excludes_zero(low, high, 
     assert stats.Difference(0.7, low, high, "paired t", 3).excludes_zero is marked
 
 
-def test_findings_state_what_differs_and_the_mde(digits_report, digits_view):
+def test_findings_state_the_family_the_verdicts_the_design_and_every_divergence(digits_report, digits_view):
     data = accuracy_table(digits_view).data.set_index("method_key")
-    (sentence,) = digits_report.findings
-    assert sentence.startswith("vim_micro: 1 of 2 methods differs from zoh/paper in top-1")
-    assert "foh/canonical +3.00 [+0.52, +5.48]" in sentence
+    families_sentence, sentence, diverged = digits_report.findings
+    assert families_sentence == (
+        "Families and corrections: “every method vs zoh/paper at the training length” (primary; 2 tests, Holm "
+        "(family-wise error rate)); “divergence rate vs the baseline (Fisher's exact test)” (secondary; 1 test, "
+        "Holm (family-wise error rate)).")
+    assert sentence.startswith("vim_micro: no top-1 difference to zoh/paper survives Holm (family-wise error rate)")
+    assert "foh/canonical: the raw interval excludes 0 but not after the correction" in sentence
     rk4_mde = data.loc["rk4/canonical", "top1_delta_mde"]
-    assert f"no other method differs from zoh/paper by more than {rk4_mde:.2f} points at 80% power" in sentence
+    assert f"a true difference of {rk4_mde:.2f} points (the largest, rk4/canonical;" in sentence
+    assert "by more than" not in sentence  # the MDE is never worded as a bound on the effect
+    assert diverged.startswith("vim_micro: rk4/canonical diverged on 1 of 3 finished seeds, 33% [exact 95% "
+                               "interval 1%, 91%], against 0 of 3 for zoh/paper (Fisher's exact p 1.000")
+    assert "scoring each diverged seed as chance (100/classes), Δ top-1 = −20.00 [" in diverged
+    assert "beside the per-protocol Δ +2.00" in diverged
     index = (digits_report.out_dir / "index.md").read_text()
     assert "## Findings" in index and sentence in index
     assert "<h2>Findings</h2>" in (digits_report.out_dir / "report.html").read_text()
@@ -529,6 +557,7 @@ CONV_BASE = {"causal": 80.0, "none": 70.0}
 LENGTH_DROP = {64: -10.0, 128: 0.0, 256: -20.0}
 # Per-seed noise: foh − zoh = 2.5, 2.0, 3.0 (mean 2.5, sd 0.5); trapezoid − zoh = −1, −2, 0 (mean −1, sd 1).
 SEQ_NOISE = {"zoh/paper": (0.0, 1.0, 2.0), "foh/paper": (2.5, 3.0, 5.0), "trapezoid/paper": (-1.0, -1.0, 2.0)}
+FOH_P = 2 * scipy_stats.t.sf(2.5 / (0.5 / math.sqrt(3)), 2)  # paired t of foh − zoh
 
 
 def _seq_top1(key: str, conv: str, seed: int, length: int) -> float:
@@ -590,18 +619,24 @@ def test_one_varying_factor_is_shown_side_by_side(transfer_view):
     for conv in CONV_BASE:  # the same seed differences under both conv values
         assert shown.loc["foh/paper", f"conv={conv}: Δ top-1 vs zoh/paper [95% CI]"] == \
             f"+2.50* [+{2.5 - half:.2f}, +{2.5 + half:.2f}] (paired t)"
+        # The primary family holds 3 tests (foh ×2, trapezoid causal; trapezoid none has one seed):
+        # Holm's adjusted p of foh is 3·p (t = 5√3, dof 2), its MDE at α/3.
+        assert shown.loc["foh/paper", f"conv={conv}: p (raw → adjusted)"] == \
+            f"{FOH_P:.3f} → {3 * FOH_P:.3f}"
         assert shown.loc["foh/paper", f"conv={conv}: MDE (points)"] == \
-            f"{stats.minimum_detectable_effect(0.5, 3):.2f}"
+            f"{stats.minimum_detectable_effect(0.5, 3, alpha=0.05 / 3):.2f}"
     trap = shown.loc["trapezoid/paper"]
     assert trap["conv=causal: Δ top-1 vs zoh/paper [95% CI]"].startswith("−1.00 [")  # contains 0: no mark
-    assert trap["conv=causal: MDE (points)"] == f"{stats.minimum_detectable_effect(1.0, 3):.2f}"
+    assert trap["conv=causal: MDE (points)"] == f"{stats.minimum_detectable_effect(1.0, 3, alpha=0.05 / 3):.2f}"
     assert trap["conv=none: top-1 (%)"] == "69.00 (n=1)"
     # One seed against zoh's three: unpaired, 69 − mean(70, 71, 72) = −2, and no interval.
     assert trap["conv=none: Δ top-1 vs zoh/paper [95% CI]"] == "−2.00 (n=1, no CI)"
     assert trap["conv=none: MDE (points)"] == "none (n<2)"
     assert "side by side" in table.caption
     data = table.data.set_index(["method_key", "conv"])
-    assert data.loc[("foh/paper", "none"), "top1_delta_mde"] == pytest.approx(stats.minimum_detectable_effect(0.5, 3))
+    assert data.loc[("foh/paper", "none"), "top1_delta_mde"] == \
+        pytest.approx(stats.minimum_detectable_effect(0.5, 3, alpha=0.05 / 3))
+    assert data.loc[("foh/paper", "none"), "top1_family_size"] == 3
 
 
 def test_transfer_table_per_evaluation_length(transfer_view):
@@ -614,10 +649,21 @@ def test_transfer_table_per_evaluation_length(transfer_view):
     assert data.loc[("zoh/paper", "causal", 64), "delta_scale"] == pytest.approx(2.0)
     foh = data.loc[("foh/paper", "none", 64)]
     assert foh["delta"] == pytest.approx(2.5) and bool(foh["delta_excludes_zero"])
-    assert foh["delta_mde"] == pytest.approx(stats.minimum_detectable_effect(0.5, 3))
+    # Away from the training length: the secondary transfer family, 6 tests (foh and trapezoid
+    # causal at L′ = 64 and 256 under both conv values; trapezoid none has one seed), Holm.
+    assert foh["family"] == "transfer: every method vs the baseline at the other evaluation lengths"
+    assert not foh["family_primary"] and foh["family_size"] == 6
+    assert foh["delta_p_adj"] == pytest.approx(6 * FOH_P) and not foh["delta_significant"]
+    assert foh["delta_mde"] == pytest.approx(stats.minimum_detectable_effect(0.5, 3, alpha=0.05 / 6))
     shown = table.display.set_index(["method", "conv"])
     assert shown.loc[("zoh/paper", "none"), "L′=256: top-1 (%)"] == "51.00 ± 1.00 (n=3)"
+    # At the training length: the accuracy table's comparison and verdict (primary family, 3 tests).
     assert shown.loc[("foh/paper", "causal"), "L′=128 (training): Δ vs zoh/paper [95% CI]"].startswith("+2.50*")
+    assert shown.loc[("foh/paper", "causal"), "L′=64: Δ vs zoh/paper [95% CI]"].startswith("+2.50 [")
+    assert shown.loc[("foh/paper", "causal"), "L′=64: p (raw → adjusted)"] == f"{FOH_P:.3f} → {6 * FOH_P:.3f}"
+    training = data.loc[("foh/paper", "causal", 128)]
+    assert training["family_primary"] and training["delta_p_adj"] == pytest.approx(3 * FOH_P)
+    assert "(secondary; 6 tests, Holm (family-wise error rate))" in table.caption
     assert shown.loc[("trapezoid/paper", "none"), "L′=64: MDE"] == "none (n<2)"
     assert "training length L = 128" in table.caption
 
@@ -656,13 +702,19 @@ def test_transfer_report_files_and_findings(transfer_report):
     assert 'id="transfer"' in page and 'id="lambda"' in page
     assert "The values of conv side by side in each method's row" in (out / "index.md").read_text()
     findings = transfer_report.findings
+    assert findings[0].startswith("Families and corrections: “every method vs zoh/paper at the training length” "
+                                  "(primary; 3 tests, Holm (family-wise error rate)); “transfer: every method")
     causal = next(f for f in findings if f.startswith(f"{SEQ_MODEL}, conv=causal:"))
-    assert "1 of 2 methods differs from zoh/paper in top-1" in causal and "foh/paper +2.50" in causal
-    trap_mde = stats.minimum_detectable_effect(1.0, 3)
-    assert f"no other method differs from zoh/paper by more than {trap_mde:.2f} points at 80% power " \
-           f"(trapezoid/paper's MDE)" in causal
+    assert ("1 of 2 methods differs from zoh/paper in top-1 after Holm (family-wise error rate) within family "
+            "“every method vs zoh/paper at the training length”") in causal
+    assert f"foh/paper +2.50 [+1.26, +3.74], adjusted p {3 * FOH_P:.3f}" in causal
+    trap_mde = stats.minimum_detectable_effect(1.0, 3, alpha=0.05 / 3)
+    assert f"a true difference of {trap_mde:.2f} points (trapezoid/paper) would be detected with 80% power" in causal
+    assert "not a bound on any difference" in causal and "equivalent" not in causal  # no margin declared
     none = next(f for f in findings if f.startswith(f"{SEQ_MODEL}, conv=none:"))
-    assert "trapezoid/paper: fewer than 2 seeds on a side, no interval or MDE" in none
+    assert "trapezoid/paper: fewer than 2 seeds on a side, no interval, test or MDE" in none
+    away = next(f for f in findings if f.startswith(f"{SEQ_MODEL}, conv=causal, evaluated at L′=64:"))
+    assert "no top-1 difference to zoh/paper survives" in away and "foh/paper: the raw interval excludes 0" in away
     assert any(f.startswith(f"{SEQ_MODEL}, conv=none, evaluated at L′=256:") for f in findings)
     assert not any("evaluated at L′=128" in f for f in findings)  # the training length: stated above
     assert r"+2.50\*" in (out / "accuracy.md").read_text()  # the mark is literal in Markdown
@@ -696,7 +748,28 @@ def test_method_styles_stay_apart_for_any_number_of_methods(monkeypatch):
                  for k, v in looks.items()}
     assert len(set(signature.values())) == len(keys)
     assert len({tuple(v["color"]) for v in looks.values()}) == len({k.split("/")[0] for k in keys})
-    assert method_style("unregistered/paper") == method_style("unregistered/paper")  # stable, no hash()
+    # A key outside the registry never takes a registered method's colour.
+    registered = {tuple(v["color"]) for v in looks.values()}
+    assert all(tuple(method_style(f"unregistered{i}/paper")["color"]) not in registered for i in range(12))
+
+
+def test_an_unregistered_methods_style_does_not_depend_on_the_process():
+    """Reports of one study drawn in two processes look alike: no Python hash() (salted per
+    process) in the style of a key outside the registry."""
+    import os
+    import subprocess
+    import sys
+
+    from discbench.report.figures import method_style
+
+    code = ("from discbench.report.figures import method_style; "
+            "s = method_style('unregistered/paper'); print(repr((tuple(map(float, s['color'])), s['marker'], "
+            "str(s['linestyle']), str(s['markerfacecolor']))))")
+    env = {**os.environ, "PYTHONHASHSEED": "12345", "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    other = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
+    here = method_style("unregistered/paper")
+    assert other.stdout.strip() == repr((tuple(map(float, here["color"])), here["marker"], str(here["linestyle"]),
+                                         str(here["markerfacecolor"])))
 
 
 def test_numerics_table_shows_why_no_order_was_fitted(tmp_path):
@@ -794,16 +867,17 @@ def test_model_families_get_their_own_columns_with_intervals_and_mdes(family_stu
     vim, ssd = data.loc[("vim_micro", "foh/canonical")], data.loc[("vssd_micro", "foh/canonical")]
     assert vim.top1_delta == pytest.approx(3.0) and vim.top1_delta_how == "paired t"
     assert (vim.top1_delta_low, vim.top1_delta_high) == (pytest.approx(3 - half), pytest.approx(3 + half))
-    assert vim.top1_delta_mde == pytest.approx(stats.minimum_detectable_effect(1.0, 3))
+    assert vim.top1_delta_mde == pytest.approx(stats.minimum_detectable_effect(1.0, 3, alpha=0.025))
     # SSD's differences to its own zoh/paper: −1, +1, −3 (mean −1, sd 2)
     assert ssd.top1_delta == pytest.approx(-1.0) and ssd.top1_delta_how == "paired t"
     assert (ssd.top1_delta_low, ssd.top1_delta_high) == (pytest.approx(-1 - 2 * half), pytest.approx(-1 + 2 * half))
-    assert ssd.top1_delta_mde == pytest.approx(stats.minimum_detectable_effect(2.0, 3))
+    assert ssd.top1_delta_mde == pytest.approx(stats.minimum_detectable_effect(2.0, 3, alpha=0.025))
     shown = table.display.set_index("method")
     assert list(shown.index) == ["zoh/paper", "foh/canonical"]  # one row per method, a column group per family
     assert shown.loc["zoh/paper", "vim_micro: top-1 (%)"] == "72.00 ± 2.00 (n=3)"
     assert shown.loc["zoh/paper", "vssd_micro: top-1 (%)"] == "62.00 ± 2.00 (n=3)"
-    assert shown.loc["foh/canonical", "vim_micro: Δ top-1 vs zoh/paper [95% CI]"].startswith("+3.00* [")
+    # p = 0.035 raw, 0.070 after Holm over the two families' comparisons: no star.
+    assert shown.loc["foh/canonical", "vim_micro: Δ top-1 vs zoh/paper [95% CI]"].startswith("+3.00 [")
     assert shown.loc["foh/canonical", "vssd_micro: Δ top-1 vs zoh/paper [95% CI]"] == \
         f"−1.00 [−{1 + 2 * half:.2f}, +{2 * half - 1:.2f}] (paired t)"
     assert shown.loc["foh/canonical", "vssd_micro: MDE (points)"] == f"{ssd.top1_delta_mde:.2f}"
@@ -812,10 +886,10 @@ def test_model_families_get_their_own_columns_with_intervals_and_mdes(family_stu
     report = build_report(family_study, tmp_path)
     vim_finding = next(f for f in report.findings if f.startswith("vim_micro:"))
     ssd_finding = next(f for f in report.findings if f.startswith("vssd_micro:"))
-    assert vim_finding.startswith("vim_micro: 1 of 1 methods differs from zoh/paper in top-1")
-    assert f"foh/canonical +3.00 [+{3 - half:.2f}, +{3 + half:.2f}]" in vim_finding
-    assert ssd_finding.startswith("vssd_micro: no top-1 difference to zoh/paper excludes 0")
-    assert f"no method differs from zoh/paper by more than {ssd.top1_delta_mde:.2f} points" in ssd_finding
+    assert vim_finding.startswith("vim_micro: no top-1 difference to zoh/paper survives Holm")
+    assert "foh/canonical: the raw interval excludes 0 but not after the correction" in vim_finding
+    assert ssd_finding.startswith("vssd_micro: no top-1 difference to zoh/paper survives Holm")
+    assert f"a true difference of {ssd.top1_delta_mde:.2f} points (foh/canonical)" in ssd_finding
     with Image.open(report.out_dir / "fig_accuracy.png") as image:  # one panel per family
         assert image.size[0] > 2 * 300
 

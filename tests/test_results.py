@@ -119,3 +119,25 @@ def test_a_folder_without_study_json_or_of_another_schema_is_refused(tmp_path):
     (study / results.STUDY_FILE).write_text(json.dumps({**meta, "schema_version": results.SCHEMA_VERSION + 1}))
     with pytest.raises(results.ResultsError, match=f"schema version {results.SCHEMA_VERSION + 1}"):
         results.consolidate(study)
+
+
+def test_per_example_correctness_round_trips_packed_through_consolidation(tmp_path):
+    import numpy as np
+
+    study = _study(tmp_path)
+    rng = np.random.default_rng(0)
+    val, short = rng.random(1000) < 0.65, rng.random(13) < 0.5  # 13: not a whole number of bytes
+    folder = results.trial_dir(study, "t")
+    results.write_trial(folder, {"trial_id": "t", "status": "ok"})
+    results.write_correctness(folder, [{"evaluation": "val", "length": None, "correct": val},
+                                       {"evaluation": "transfer", "length": 32, "correct": short}])
+    results.write_correctness(results.trial_dir(study, "u"), [])  # nothing to write: no file
+    results.write_trial(results.trial_dir(study, "u"), {"trial_id": "u", "status": "diverged"})
+    gathered = results.consolidate(study)
+    table = results.load_study(study).correctness
+    assert list(table.columns) == results.CORRECTNESS_COLUMNS and table.equals(gathered.correctness)
+    assert list(table["trial_id"]) == ["t", "t"] and pd.isna(table["length"].iloc[0])
+    records = table.to_dict("records")
+    assert (results.unpack_correctness(records[0]) == val).all()
+    assert (results.unpack_correctness(records[1]) == short).all() and records[1]["length"] == 32
+    assert len(records[0]["bits"]) == 125  # 1000 answers in 125 bytes

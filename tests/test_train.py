@@ -17,7 +17,7 @@ from discbench.train import CHECKPOINT_NAME, CheckpointMismatch, effective_lr, f
 EPOCH_KEYS = {"epoch", "train_loss", "val_loss", "top1", "top5", "lr", "images_per_s", "epoch_time_s",
               "peak_mem_mb"}
 RESULT_KEYS = {"status", "top1", "top5", "train_loss", "epochs_done", "train_time_s", "train_images_per_s",
-               "peak_mem_mb", "params", "diverged_at", "transfer", "lambda"}
+               "peak_mem_mb", "params", "num_classes", "diverged_at", "transfer", "correct", "lambda"}
 # Logged values that must repeat exactly on resume (timings and memory naturally differ).
 DETERMINISTIC_KEYS = ("epoch", "train_loss", "val_loss", "top1", "top5", "lr")
 
@@ -116,6 +116,10 @@ def test_fit_logs_every_epoch_checkpoints_and_resumes(tmp_path):
     again = fit(cfg, tmp_path / "full", on_epoch=again_log.append, on_start=again_starts.append)
     assert again_starts == [3] and again_log == []
     assert (again["top1"], again["epochs_done"]) == (result["top1"], 3)
+    # Per-example correctness of the val split, also when the summary comes from the checkpoint.
+    ((val,), (val_again,)) = ([c for c in r["correct"] if c["evaluation"] == "val"] for r in (result, again))
+    assert val["length"] is None and 100.0 * val["correct"].mean() == pytest.approx(result["top1"])
+    assert (val_again["correct"] == val["correct"]).all()
 
 
 def test_checkpoint_of_another_configuration_is_refused(tmp_path):
@@ -285,9 +289,21 @@ measure: {throughput: true, batch_sizes: [8], warmup: 0, repeats: 1, eval_length
     assert [(r["name"], r["unit"]) for r in throughput] == [("infer_sequences_per_s", "sequences/s")]
     assert row["infer_sequences_per_s"] == throughput[0]["value"] and "infer_images_per_s" not in row
     assert row["image_size"] is None
-    table = results.consolidate(tmp_path / "results").measurements
+    gathered = results.consolidate(tmp_path / "results")
+    table = gathered.measurements
     assert list(table.columns[:len(measurement_columns())]) == measurement_columns()
     assert len(load_splits(trial.config.data).val) == 32
+    # per-example correctness of every evaluation: 32 val signals each, their mean the top-1
+    correct = gathered.correctness
+    assert list(correct.columns) == results.CORRECTNESS_COLUMNS and row["num_classes"] == 10
+    assert [(e, int(n)) for e, n in zip(correct["evaluation"], correct["length"])] == [
+        ("val", 16), ("transfer", 8), ("transfer", 16), ("transfer", 40)]
+    for evaluation, length, record in zip(correct["evaluation"], correct["length"], correct.to_dict("records")):
+        items = results.unpack_correctness(record)
+        assert items.dtype == bool and items.shape == (32,)
+        expected = row["top1"] if evaluation == "val" else next(r["value"] for r in transfer if r["length"] == length)
+        assert 100.0 * items.mean() == pytest.approx(expected)
+    assert results.load_study(tmp_path / "results").correctness.equals(correct)
 
 
 def test_a_quantity_no_trial_kind_declares_is_refused(tmp_path):

@@ -45,6 +45,9 @@ class Recorder(Protocol):
 
     def append_measurements(self, rows: Iterable[dict[str, Any]]) -> None: ...
 
+    def write_correctness(self, evaluations: Iterable[dict[str, Any]]) -> None:
+        """Per-example correctness: {evaluation, length, correct ((N,) bool)} per evaluation."""
+
 
 @dataclass
 class Estimate:

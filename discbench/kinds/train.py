@@ -55,6 +55,7 @@ def run_train(cfg: TrialConfig, trial: dict, record: Recorder, events: Events) -
 
         outcome = fit(cfg, record.folder, on_epoch=on_epoch, on_start=on_start)
     record.reset_measurements()
+    record.write_correctness(outcome.pop("correct", None) or [])
     record.append_measurements(_transfer_rows(cfg, outcome.pop("transfer", None) or []))
     record.append_measurements([
         measurement("lambda", stat, layer[stat], "1", layer=layer["layer"], direction=layer["direction"],

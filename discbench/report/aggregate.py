@@ -1,8 +1,11 @@
 """Per-condition numbers that both tables and figures show, computed once.
 
-Accuracy (top1/top5, %) comes from trials with status "ok" only: a diverged trial has no
-meaningful accuracy and is reported as diverged instead. Cost columns (images/s, MiB) come
-from every trial that measured them (a diverged trial's throughput is still its cost).
+Accuracy (top1/top5, %) comes from trials with status "ok" only (the per-protocol Δ); a
+diverged trial is counted instead in the divergence rate (with its exact interval and
+Fisher's test against the baseline) and in a sensitivity Δ that scores it as a named fallback
+(analysis.divergence_fallback). Differences to the baseline are tested within their family
+(families.py). Cost columns (images/s, MiB) come from every trial that measured them (a
+diverged trial's throughput is still its cost).
 """
 
 from __future__ import annotations
@@ -12,7 +15,8 @@ import math
 import numpy as np
 import pandas as pd
 
-from . import stats
+from .. import results as _results
+from . import families, stats
 from .study_view import StudyView, divergence_text
 
 COST_COLUMNS = {
@@ -31,31 +35,79 @@ def _seed_values(rows: pd.DataFrame, metric: str) -> dict[int, float]:
             for seed, group in rows.groupby("seed", sort=True)}
 
 
-def seed_summary(values: dict[int, float], base_values: dict[int, float] | None) -> dict:
+def seed_summary(values: dict[int, float], base_values: dict[int, float] | None,
+                 correct: dict[int, np.ndarray] | None = None,
+                 base_correct: dict[int, np.ndarray] | None = None) -> dict:
     """The columns every per-condition frame shares, from {seed: value} maps of a condition
     and of its baseline (None or empty: no comparison): mean, std, n, ci_low, ci_high
-    (t-interval of the mean), delta, delta_low, delta_high, delta_how, delta_mde,
-    delta_excludes_zero (see stats.Difference)."""
+    (t-interval of the mean), delta, delta_low, delta_high, delta_how, delta_p (raw, two-sided),
+    delta_excludes_zero (raw) and comparison (the stats.Difference, None without one).
+    With per-example correctness {seed: (N,) bool} for every seed on both sides, the interval
+    also covers the test items' sampling (stats.crossed_difference)."""
     summary = stats.summarize(list(values.values()))
     low, high = stats.mean_interval(list(values.values()))
     row = {"mean": summary.mean, "std": summary.std, "n": summary.n, "ci_low": low, "ci_high": high,
            "delta": math.nan, "delta_low": math.nan, "delta_high": math.nan, "delta_how": "",
-           "delta_mde": math.nan, "delta_excludes_zero": False}
+           "delta_p": math.nan, "delta_excludes_zero": False, "comparison": None}
     if values and base_values:
-        diff = stats.difference_to_baseline(values, base_values)
+        if correct is not None and base_correct is not None:
+            diff = stats.crossed_difference(correct, base_correct)
+        else:
+            diff = stats.difference_to_baseline(values, base_values)
         row.update(delta=diff.delta, delta_low=diff.low, delta_high=diff.high, delta_how=diff.how,
-                   delta_mde=diff.mde, delta_excludes_zero=diff.excludes_zero)
+                   delta_p=diff.p, delta_excludes_zero=diff.excludes_zero, comparison=diff)
     return row
 
 
-def accuracy_frame(view: StudyView, metric: str = "top1") -> pd.DataFrame:
-    """One row per (model, condition) that has any trial.
+def _seed_correct(view: StudyView, rows: pd.DataFrame, evaluation: str, length: float | None = None
+                  ) -> dict[int, np.ndarray] | None:
+    """{seed: per-example correctness} of the trials in `rows` (one per seed) for one
+    evaluation ("val", or "transfer" at `length`); None unless every seed has it."""
+    table = view.results.correctness
+    if table.empty or rows.empty:
+        return None
+    table = table[table["evaluation"] == evaluation]
+    if length is not None:
+        table = table[pd.to_numeric(table["length"], errors="coerce") == length]
+    by_trial = {t: r for t, r in zip(table["trial_id"], table.to_dict("records"))}
+    out = {}
+    for seed, trial_id in zip(rows["seed"], rows["trial_id"]):
+        if trial_id not in by_trial or int(seed) in out:
+            return None
+        out[int(seed)] = _results.unpack_correctness(by_trial[trial_id])
+    return out
 
-    Columns: model, condition, method_key, the factor columns, the `seed_summary` columns (delta
-    columns empty for the baseline itself or without a baseline), diverged (count),
-    diverged_text, failed (count), is_baseline.
-    """
+
+def fallback_score(view: StudyView, trial: pd.Series, how: str) -> float:
+    """The top-1 (%) a diverged trial scores in the sensitivity Δ: "chance" (100/num_classes,
+    from the trial row or config.data.num_classes) or "last_epoch" (its last finite val top-1);
+    nan when the trial did not record what that needs."""
+    if how == "chance":
+        for column in ("num_classes", "config.data.num_classes"):
+            value = pd.to_numeric(pd.Series([trial.get(column)]), errors="coerce").iloc[0]
+            if value and value == value:
+                return 100.0 / float(value)
+        return math.nan
+    epochs = view.results.epochs
+    top1 = pd.to_numeric(epochs.loc[epochs["trial_id"] == trial["trial_id"], "top1"], errors="coerce").dropna()
+    return float(top1.iloc[-1]) if len(top1) else math.nan
+
+
+FALLBACK_NAMES = {"chance": "chance (100/classes)", "last_epoch": "its last finite epoch"}
+
+
+def _with_fallback(view: StudyView, group: pd.DataFrame, how: str) -> dict[int, float]:
+    """{seed: top-1} of a condition's finished trials, a diverged one scoring `fallback_score`."""
+    values = {}
+    for _, trial in group[group["status"].isin(["ok", "diverged"])].iterrows():
+        value = trial["top1"] if trial["status"] == "ok" else fallback_score(view, trial, how)
+        values[int(trial["seed"])] = float(value) if value is not None else math.nan
+    return values
+
+
+def _accuracy_raw(view: StudyView, metric: str) -> pd.DataFrame:
     trials = view.trials
+    fallback = families.analysis_of(view).divergence_fallback
     rows = []
     for model in view.models:
         in_model = trials[trials["model"] == model]
@@ -68,23 +120,70 @@ def accuracy_frame(view: StudyView, metric: str = "top1") -> pd.DataFrame:
             diverged = group[group["status"] == "diverged"]
             is_baseline = condition[0] == view.baseline_key
             baseline = view.baseline_of(condition)
-            base_values = None
+            base_values = base_correct = correct = None
+            base_group = in_model[in_model["condition"] == baseline] if baseline is not None else group.iloc[:0]
             if baseline is not None and not is_baseline and metric in in_model:
-                base_rows = in_model[(in_model["condition"] == baseline) & (in_model["status"] == "ok")]
-                base_values = _seed_values(base_rows, metric)
+                base_ok = base_group[base_group["status"] == "ok"]
+                base_values = _seed_values(base_ok, metric)
+                if metric == "top1":
+                    correct, base_correct = _seed_correct(view, ok, "val"), _seed_correct(view, base_ok, "val")
+            rate = stats.divergence_rate(len(diverged), int(group["status"].isin(["ok", "diverged"]).sum()))
+            base_rate = stats.divergence_rate(int((base_group["status"] == "diverged").sum()),
+                                              int(base_group["status"].isin(["ok", "diverged"]).sum()))
+            sensitivity = {}
+            if (metric == "top1" and base_values is not None
+                    and (len(diverged) or (base_group["status"] == "diverged").any())):
+                with_fb, base_fb = _with_fallback(view, group, fallback), _with_fallback(view, base_group, fallback)
+                if all(v == v for v in [*with_fb.values(), *base_fb.values()]) and with_fb and base_fb:
+                    diff = stats.difference_to_baseline(with_fb, base_fb)
+                    sensitivity = {"delta_fallback": diff.delta, "delta_fallback_low": diff.low,
+                                   "delta_fallback_high": diff.high, "delta_fallback_how": diff.how}
             rows.append({
                 "model": model, "condition": condition, "method_key": condition[0],
                 **{f: v for f, v in zip(view.factors, condition[1:])},
-                **seed_summary(values, base_values),
+                **seed_summary(values, base_values, correct, base_correct),
                 "diverged": len(diverged),
                 "diverged_text": "; ".join(divergence_text(v) for v in diverged["diverged_at"]),
                 "failed": int((group["status"] == "failed").sum()),
+                "finished": rate.n, "diverged_rate": rate.rate, "diverged_low": rate.low,
+                "diverged_high": rate.high,
+                # Fisher's test only where a side diverged: 0 of n against 0 of m tests nothing.
+                "diverged_p": (stats.rate_difference_p(rate, base_rate)
+                               if not is_baseline and baseline is not None and (rate.k or base_rate.k) else math.nan),
+                "fallback": FALLBACK_NAMES[fallback],
+                "delta_fallback": math.nan, "delta_fallback_low": math.nan, "delta_fallback_high": math.nan,
+                "delta_fallback_how": "", **sensitivity,
                 "is_baseline": is_baseline,
             })
     return pd.DataFrame(rows)
 
 
+def accuracy_frame(view: StudyView, metric: str = "top1") -> pd.DataFrame:
+    """One row per (model, condition) that has any trial.
+
+    Columns: model, condition, method_key, the factor columns, the `seed_summary` columns (delta
+    columns empty for the baseline itself or without a baseline), diverged (count),
+    diverged_text, failed (count), finished (ok + diverged trials), diverged_rate with its
+    Clopper–Pearson diverged_low/high, diverged_p (Fisher's test against the baseline's rate),
+    fallback (what a diverged seed scores) and delta_fallback[_low, _high, _how] (the
+    sensitivity Δ with diverged seeds scored so, nan when no side diverged), is_baseline. For
+    top-1 also the family columns of families.annotate.
+    """
+    raw = _accuracy_raw(view, metric)
+    if metric != "top1" or raw.empty:
+        return raw
+    return families.annotate(view, raw, _transfer_raw(view))[0]
+
+
 def transfer_frame(view: StudyView) -> pd.DataFrame:
+    """`_transfer_raw` with the family columns of families.annotate (empty without transfer rows)."""
+    raw = _transfer_raw(view)
+    if raw.empty:
+        return raw
+    return families.annotate(view, _accuracy_raw(view, "top1"), raw)[1]
+
+
+def _transfer_raw(view: StudyView) -> pd.DataFrame:
     """Sampling-rate transfer (measurements kind "transfer", name "top1"): one row per
     (model, condition, evaluation length L′) with a value from any seed.
 
@@ -118,17 +217,19 @@ def transfer_frame(view: StudyView) -> pd.DataFrame:
             baseline = view.baseline_of(condition)
             is_baseline = condition[0] == view.baseline_key
             for length, at_length in group.groupby("length", sort=True):
-                base_values = None
+                base_values = correct = base_correct = None
                 if baseline is not None and not is_baseline:
                     base = in_model[(in_model["condition"] == baseline) & (in_model["length"] == length)]
                     base_values = _seed_values(base, "value")
+                    correct = _seed_correct(view, at_length, "transfer", length)
+                    base_correct = _seed_correct(view, base, "transfer", length)
                 train_lengths = sorted(set(at_length["train_length"].dropna()))
                 rows.append({
                     "model": model, "condition": condition, "method_key": condition[0],
                     **{f: v for f, v in zip(view.factors, condition[1:])},
                     "length": int(length), "train_length": train_lengths[0] if len(train_lengths) == 1 else math.nan,
                     "delta_scale": float(pd.to_numeric(at_length["delta_scale"], errors="coerce").mean()),
-                    **seed_summary(_seed_values(at_length, "value"), base_values),
+                    **seed_summary(_seed_values(at_length, "value"), base_values, correct, base_correct),
                     "is_baseline": is_baseline,
                 })
     return pd.DataFrame(rows)

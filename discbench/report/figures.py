@@ -26,6 +26,7 @@ import seaborn as sns  # noqa: E402
 from ..methods import METHODS, parse_method  # noqa: E402
 from .aggregate import (COST_COLUMNS, accuracy_frame, cost_frame, lambda_frame, memory_metric,  # noqa: E402
                         resolution_frame, transfer_frame)
+from . import stats  # noqa: E402
 from .study_view import StudyView  # noqa: E402
 from .tables import by_condition, condition_at, row_keys_of, side_factor, side_values  # noqa: E402
 
@@ -174,7 +175,7 @@ def accuracy_figure(view: StudyView, out_dir: Path) -> FigureFile | None:
                         ax.errorbar([row["mean"]], [at], xerr=err, marker=look["marker"], color=look["color"],
                                     ecolor="0.2" if side is None else look["color"], markeredgecolor="black",
                                     markersize=7, capsize=3, linestyle="none", zorder=3)
-                        if row["delta_excludes_zero"]:
+                        if row.get("delta_significant", False):
                             right = row["ci_high"] if not math.isnan(row["ci_high"]) else row["mean"]
                             ax.text(right, at, " *", ha="left", va="center", fontsize=11, fontweight="bold")
                     status = _status_note(row)
@@ -209,7 +210,8 @@ def accuracy_figure(view: StudyView, out_dir: Path) -> FigureFile | None:
                 f"marker each (legend)." if side else "")
     caption = (f"Top-1 accuracy (%) per method and model: filled marker = mean over seeds that finished, bar = "
                f"95% t-interval of the mean (none with one seed), open markers = single seeds; * = the difference "
-               f"to {view.baseline_key} (same model and factors) has a 95% interval that excludes 0; dashed line = "
+               f"to {view.baseline_key} (same model and factors) survives its family's correction (adjusted p < "
+               f"{stats.ALPHA:g}, as in the accuracy table); dashed line = "
                f"the {view.baseline_key} mean (when the panel has one baseline); trials not in a mean are counted "
                f"in italics above their row (such as '1 diverged'); an empty row: no trial of that model."
                f"{by_value} {view.provenance()}.")
@@ -395,7 +397,7 @@ def transfer_figure(view: StudyView, out_dir: Path) -> FigureFile | None:
     """Top-1 against evaluation length L′, one line per method, one column per model and factor
     combination; the training length marked. When the study ran the baseline, a second row
     shows each method's difference to it at every L′ with its 95% interval, so that where the
-    methods part is seen at a glance (a filled marker: the interval excludes 0)."""
+    methods part is seen at a glance (a filled marker: the difference survives its family's correction)."""
     frame = transfer_frame(view)
     if frame.empty:
         return None
@@ -449,8 +451,8 @@ def transfer_figure(view: StudyView, out_dir: Path) -> FigureFile | None:
                "step Δ scaled by L/L′ (L: training length, dotted line), one line per method (mean over seeds; "
                "band: 95% t-interval of the mean, clipped to 0–100 %, none with one seed)"
                + (f"; below, each method's difference to {view.baseline_key} at the same L′ with its 95% interval "
-                  "as in the transfer table, methods side by side at each L′, a filled marker where the interval "
-                  "excludes 0" if with_delta else "")
+                  "as in the transfer table, methods side by side at each L′, a filled marker where the difference "
+                  "survives its family's correction (adjusted p < 0.05, as in the transfer table)" if with_delta else "")
                + f"; x axis {'log₂' if log_x else 'linear'}. {view.provenance(ids)}.")
     return _save(fig, out_dir, "fig_transfer", "Accuracy against evaluation length", caption)
 
@@ -468,7 +470,7 @@ def _transfer_deltas(ax, curve: pd.DataFrame, look: dict, slot: float) -> None:
     high = (rows["delta_high"] - rows["delta"]).fillna(0).to_numpy(float)
     ax.errorbar(x, rows["delta"], yerr=[low, high], color=look["color"], linestyle="none", marker=look["marker"],
                 markersize=5, markerfacecolor="none", elinewidth=1.0, capsize=2)
-    excluded = rows["delta_excludes_zero"].to_numpy(bool)
+    excluded = rows["delta_significant"].to_numpy(bool)
     if excluded.any():
         ax.plot(x[excluded], rows["delta"].to_numpy(float)[excluded], linestyle="none", marker=look["marker"],
                 markersize=5, color=look["color"])

@@ -17,6 +17,7 @@ _LATEX_ESCAPES = {
     "±": r"$\pm$", "Δ": r"$\Delta$", "×": r"$\times$", "−": r"$-$", "∞": r"$\infty$",
     "≤": r"$\leq$", "÷": r"$\div$", "—": "---", "Ā": r"$\bar{A}$",
     "≥": r"$\geq$", "′": r"$'$", "λ": r"$\lambda$", "α": r"$\alpha$",
+    "→": r"$\to$", "“": "``", "”": "''", "–": "--",
 }
 
 
@@ -25,7 +26,7 @@ def latex_escape(text: str) -> str:
 
 
 def md_text(text: str) -> str:
-    """Literal text in Markdown: a '*' (the mark of a difference that excludes 0) is not emphasis."""
+    """Literal text in Markdown: a '*' (the mark of a difference that survives its family's correction) is not emphasis."""
     return str(text).replace("*", r"\*")
 
 

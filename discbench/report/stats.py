@@ -1,7 +1,16 @@
-"""Summary statistics, confidence intervals and minimum detectable effects over seeds.
+"""Summary statistics, confidence intervals, tests and power over seeds and test items.
 
-Every interval here is two-sided at `level` (default 95 %). Values are in the unit of the
-input (top-1 in %, images/s, ...); nothing is rescaled.
+Every interval here is two-sided at `level` (default 95 %), every test two-sided at ALPHA.
+Values are in the unit of the input (top-1 in %, images/s, ...); nothing is rescaled, except
+per-example correctness (0/1 per test item), which becomes percentage points.
+
+A difference to the baseline is one of:
+- "paired t": over the seeds both sides share (≥ 2); the interval and p of scipy.stats.ttest_rel;
+- "Welch": the seeds differ and fewer than 2 are shared; those of ttest_ind(equal_var=False);
+- "paired t, seeds × items" / "Welch, seeds × items": either, widened for the test set's own
+  sampling when every seed's per-example correctness is known (`crossed_difference`);
+- "n=1": a single value on a side: no interval, no test.
+A percentile bootstrap is never used: over 2–3 seeds its "95 %" interval covers far less.
 """
 
 from __future__ import annotations
@@ -13,12 +22,15 @@ from typing import Mapping, Sequence
 import numpy as np
 from scipy import optimize as _optimize
 from scipy import stats as _scipy_stats
+from statsmodels.stats.multitest import multipletests
 
 DEFAULT_LEVEL = 0.95
-BOOTSTRAP_RESAMPLES = 10_000
-BOOTSTRAP_SEED = 0
-MDE_ALPHA = 1.0 - DEFAULT_LEVEL  # two-sided level of the test the MDE is for (matches the intervals)
+ALPHA = 1.0 - DEFAULT_LEVEL  # two-sided level of every test (matches the intervals)
+MDE_ALPHA = ALPHA
 MDE_POWER = 0.80
+# statsmodels.stats.multitest method names, by the error rate a study controls.
+CORRECTIONS = {"fwer": "holm", "fdr": "fdr_bh"}
+CORRECTION_NAMES = {"holm": "Holm (family-wise error rate)", "fdr_bh": "Benjamini–Hochberg (false discovery rate)"}
 
 
 @dataclass(frozen=True)
@@ -32,13 +44,21 @@ class Summary:
 
 @dataclass(frozen=True)
 class Difference:
-    """mean(candidate) − mean(baseline) with its confidence interval and the minimum
-    detectable effect of the comparison (see `minimum_detectable_effect`).
+    """mean(candidate) − mean(baseline) with its confidence interval and two-sided p-value.
 
-    how: "paired t" (same seeds on both sides, n ≥ 2), "bootstrap" (seeds differ), or
-    "n=1" (one pair, or one value on a side: no interval and no MDE; low, high, mde are nan).
-    mde: smallest true |difference| detected with MDE_POWER at two-sided MDE_ALPHA, in the
-    unit of the values (nan when n < 2).
+    how: see the module docstring. n: pairs (paired) or the candidate's seeds; n_other: the
+    baseline's seeds when unpaired (None when paired). sd: the seed-level spread the MDE is
+    computed from (paired: sd of the paired differences; unpaired: the pooled sd).
+
+    The interval is delta ± half_width(level) with
+        half_width = sqrt(t²_{(1+level)/2, seed_dof} · seed_var + z²_{(1+level)/2} · item_var):
+    seed_var is the paired-t or Welch variance over seeds (seed_dof its dof), item_var the test
+    items' own sampling variance (0 without per-example correctness). Adding the two terms'
+    half-widths in quadrature (Banerjee's conservative form of the Behrens–Fisher interval)
+    never covers less than `level` whatever their ratio; a pooled Satterthwaite dof would,
+    since with 2–3 seeds a seed variance that comes out small by chance would also inflate the
+    dof. With item_var = 0 it is exactly the paired t / Welch interval. p is the level at which
+    the interval reaches 0 (so p < ALPHA exactly when the 95 % interval excludes 0).
     """
 
     delta: float
@@ -46,7 +66,11 @@ class Difference:
     high: float
     how: str
     n: int
-    mde: float = math.nan
+    seed_var: float = math.nan
+    seed_dof: float = math.nan
+    item_var: float = 0.0
+    sd: float = math.nan
+    n_other: int | None = None
 
     @property
     def has_interval(self) -> bool:
@@ -54,9 +78,48 @@ class Difference:
 
     @property
     def excludes_zero(self) -> bool:
-        """True when the interval lies wholly above or wholly below 0 (a difference the
-        study resolves); False without an interval."""
+        """True when the interval lies wholly above or wholly below 0 (unadjusted for the
+        other comparisons of its family); False without an interval."""
         return self.has_interval and (self.low > 0.0 or self.high < 0.0)
+
+    @property
+    def p(self) -> float:
+        """Two-sided p-value of "no difference"; nan without an interval."""
+        if not self.has_interval:
+            return math.nan
+        return _two_sided_p(self.delta, self.seed_var, self.seed_dof, self.item_var)
+
+    def half_width(self, level: float = DEFAULT_LEVEL) -> float:
+        return _half_width(self.seed_var, self.seed_dof, self.item_var, level)
+
+    def mde(self, alpha: float = MDE_ALPHA, power: float = MDE_POWER) -> float:
+        """`minimum_detectable_effect` of this comparison's design at level alpha."""
+        return minimum_detectable_effect(self.sd, self.n, self.n_other, alpha, power)
+
+
+def _half_width(seed_var: float, seed_dof: float, item_var: float, level: float) -> float:
+    tail = (1.0 + level) / 2.0
+    return math.sqrt(float(_scipy_stats.t.ppf(tail, seed_dof)) ** 2 * seed_var
+                     + float(_scipy_stats.norm.ppf(tail)) ** 2 * item_var)
+
+
+def _two_sided_p(distance: float, seed_var: float, seed_dof: float, item_var: float) -> float:
+    """1 − the level whose half-width is |distance| (the t-test's p when item_var = 0)."""
+    distance = abs(distance)
+    if seed_var + item_var == 0.0:
+        return 0.0 if distance > 0 else 1.0
+    if item_var == 0.0:
+        return float(2.0 * _scipy_stats.t.sf(distance / math.sqrt(seed_var), seed_dof))
+    if seed_var == 0.0:
+        return float(2.0 * _scipy_stats.norm.sf(distance / math.sqrt(item_var)))
+    if distance == 0.0:
+        return 1.0
+    top = 1.0 - 1e-15
+    if _half_width(seed_var, seed_dof, item_var, top) <= distance:
+        return 1e-15
+    level = _optimize.brentq(lambda lv: _half_width(seed_var, seed_dof, item_var, lv) - distance, 0.0, top,
+                             xtol=1e-12)
+    return float(1.0 - level)
 
 
 def summarize(values: Sequence[float]) -> Summary:
@@ -78,54 +141,184 @@ def mean_interval(values: Sequence[float], level: float = DEFAULT_LEVEL) -> tupl
     return mean - half, mean + half
 
 
-def paired_t_interval(differences: Sequence[float], level: float = DEFAULT_LEVEL) -> Difference:
-    """Mean of paired differences d_i with the t-interval mean ± t_{(1+level)/2, n−1} · sd/√n."""
-    array = _finite(differences)
-    if array.size == 0:
-        raise ValueError("paired_t_interval needs at least one difference")
-    delta = float(np.mean(array))
-    if array.size == 1:
+def _interval(delta: float, seed_var: float, seed_dof: float, item_var: float, how: str, n: int,
+              sd: float, n_other: int | None, level: float) -> Difference:
+    half = _half_width(seed_var, seed_dof, item_var, level)
+    return Difference(delta, delta - half, delta + half, how, n, seed_var, seed_dof, item_var, sd, n_other)
+
+
+def paired_difference(candidate: Sequence[float], baseline: Sequence[float],
+                      level: float = DEFAULT_LEVEL) -> Difference:
+    """Paired t of candidate − baseline, value i of each a pair: the interval and p of
+    scipy.stats.ttest_rel (seed_var = sd²/n of the differences, seed_dof = n − 1)."""
+    a, b = np.asarray(candidate, dtype=np.float64), np.asarray(baseline, dtype=np.float64)
+    if a.size == 0 or a.size != b.size:
+        raise ValueError(f"paired_difference needs pairs; got {a.size} and {b.size} values")
+    delta = float(np.mean(a - b))
+    if a.size == 1:
         return Difference(delta, math.nan, math.nan, "n=1", 1)
-    low, high = mean_interval(array, level)
-    mde = minimum_detectable_effect(float(np.std(array, ddof=1)), int(array.size))
-    return Difference(delta, low, high, "paired t", int(array.size), mde)
+    sd = float(np.std(a - b, ddof=1))
+    return _interval(delta, sd * sd / a.size, a.size - 1, 0.0, "paired t", int(a.size), sd, None, level)
 
 
-def bootstrap_interval(candidate: Sequence[float], baseline: Sequence[float],
-                       level: float = DEFAULT_LEVEL, resamples: int = BOOTSTRAP_RESAMPLES,
-                       seed: int = BOOTSTRAP_SEED) -> Difference:
-    """Percentile bootstrap of mean(candidate) − mean(baseline), each group resampled with
-    replacement on its own (independent samples), seeded so that a report is reproducible.
-    n in the result is the smaller group's size; either group with one value gives no interval."""
+def welch_difference(candidate: Sequence[float], baseline: Sequence[float],
+                     level: float = DEFAULT_LEVEL) -> Difference:
+    """Welch's t of mean(candidate) − mean(baseline), the groups independent: the interval and
+    p of scipy.stats.ttest_ind(equal_var=False). n = the candidate's size, n_other the
+    baseline's; either with one value gives no interval."""
     a, b = _finite(candidate), _finite(baseline)
     if a.size == 0 or b.size == 0:
-        raise ValueError("bootstrap_interval needs at least one value in each group")
+        raise ValueError("welch_difference needs at least one value in each group")
     delta = float(a.mean() - b.mean())
-    n = int(min(a.size, b.size))
-    if n < 2:
-        return Difference(delta, math.nan, math.nan, "n=1", n)
-    rng = np.random.default_rng(seed)
-    means_a = a[rng.integers(0, a.size, size=(resamples, a.size))].mean(axis=1)
-    means_b = b[rng.integers(0, b.size, size=(resamples, b.size))].mean(axis=1)
-    tail = (1.0 - level) / 2.0 * 100.0
-    low, high = np.percentile(means_a - means_b, [tail, 100.0 - tail])
-    mde = minimum_detectable_effect(pooled_std(a, b), int(a.size), int(b.size))
-    return Difference(delta, float(low), float(high), "bootstrap", n, mde)
+    if min(a.size, b.size) < 2:
+        return Difference(delta, math.nan, math.nan, "n=1", int(a.size), n_other=int(b.size))
+    var, dof = _welch(a.var(ddof=1) / a.size, a.size, b.var(ddof=1) / b.size, b.size)
+    return _interval(delta, var, dof, 0.0, "Welch", int(a.size), pooled_std(a, b), int(b.size), level)
+
+
+def _welch(var_a: float, n_a: int, var_b: float, n_b: int) -> tuple[float, float]:
+    """(var_a + var_b, Welch–Satterthwaite dof) for two means' variances var_a, var_b."""
+    total = var_a + var_b
+    if total == 0.0:
+        return 0.0, float(n_a + n_b - 2)
+    return total, total * total / (var_a * var_a / (n_a - 1) + var_b * var_b / (n_b - 1))
 
 
 def difference_to_baseline(candidate: Mapping[int, float], baseline: Mapping[int, float],
                            level: float = DEFAULT_LEVEL) -> Difference:
     """Candidate − baseline from {seed: value} maps (non-finite values already removed).
 
-    Paired by seed when both sides have exactly the same seeds (the seed fixes data order and
-    initialisation, so the pairs share that noise); otherwise the groups are independent and
-    the interval is bootstrapped.
+    Paired by seed over the seeds both sides share when there are at least 2 of them (the seed
+    fixes data order and initialisation, so a pair shares that noise; delta is then the mean
+    over the shared seeds); otherwise the groups are independent (Welch).
     """
     if not candidate or not baseline:
         raise ValueError("difference_to_baseline needs values on both sides")
-    if set(candidate) == set(baseline):
-        return paired_t_interval([candidate[s] - baseline[s] for s in sorted(candidate)], level)
-    return bootstrap_interval(list(candidate.values()), list(baseline.values()), level)
+    shared = sorted(set(candidate) & set(baseline))
+    if len(shared) >= 2 or set(candidate) == set(baseline):
+        return paired_difference([candidate[s] for s in shared], [baseline[s] for s in shared], level)
+    return welch_difference(list(candidate.values()), list(baseline.values()), level)
+
+
+def crossed_difference(candidate: Mapping[int, np.ndarray], baseline: Mapping[int, np.ndarray],
+                       level: float = DEFAULT_LEVEL) -> Difference:
+    """Candidate − baseline accuracy (percentage points) from per-example correctness
+    {seed: (N,) 0/1 array}, every array over the same N test items in the same order.
+
+    Seeds and test items are both random: the estimand is the difference on the population the
+    test items are drawn from, averaged over seeds. Seeds are paired as in
+    `difference_to_baseline`. The variance splits into a seed term and an item term, the
+    method-of-moments estimates of a crossed seeds × items random-effects design from the
+    S×N matrices (Cornfield–Tukey):
+
+        paired (D = 100·(A − B) on the shared seeds):
+            seed_var = s²(seed means of D)/S                       (dof S − 1)
+            item_var = max(0, s²(item means of D)/N − MS_resid(D)/(S·N))
+        unpaired (A: S_A seeds, B: S_B seeds):
+            seed_var = s²(seed means of A)/S_A + s²(seed means of B)/S_B    (Welch dof)
+            item_var = max(0, s²(item means of A − item means of B)/N
+                              − MS_resid(A)/(S_A·N) − MS_resid(B)/(S_B·N))
+
+    MS_resid is the two-way (seed, item) residual mean square: it removes the per-seed noise
+    that the item means and the seed means would otherwise both count. seed_var alone is the
+    paired t / Welch variance; item_var is the test set's own sampling, shared by every seed,
+    which a seed-level interval misses. See `Difference` for how the two form the interval.
+    With one seed on a side there is no seed variance to estimate: no interval.
+    """
+    if not candidate or not baseline:
+        raise ValueError("crossed_difference needs correctness on both sides")
+    shared = sorted(set(candidate) & set(baseline))
+    if len(shared) >= 2 or set(candidate) == set(baseline):
+        d = 100.0 * (_matrix(candidate, shared) - _matrix(baseline, shared))
+        delta, seeds = float(d.mean()), d.shape[0]
+        if seeds < 2:
+            return Difference(delta, math.nan, math.nan, "n=1", 1)
+        per_seed = d.mean(axis=1)
+        item_var = max(0.0, d.mean(axis=0).var(ddof=1) / d.shape[1] - _residual_ms(d) / d.size)
+        return _interval(delta, per_seed.var(ddof=1) / seeds, seeds - 1, item_var, "paired t, seeds × items",
+                         seeds, float(per_seed.std(ddof=1)), None, level)
+    a = 100.0 * _matrix(candidate, sorted(candidate))
+    b = 100.0 * _matrix(baseline, sorted(baseline))
+    if a.shape[1] != b.shape[1]:
+        raise ValueError(f"per-example correctness over different test sets: {a.shape[1]} and {b.shape[1]} items")
+    delta = float(a.mean() - b.mean())
+    if min(a.shape[0], b.shape[0]) < 2:
+        return Difference(delta, math.nan, math.nan, "n=1", a.shape[0], n_other=b.shape[0])
+    mean_a, mean_b = a.mean(axis=1), b.mean(axis=1)
+    seed_var, dof = _welch(mean_a.var(ddof=1) / a.shape[0], a.shape[0], mean_b.var(ddof=1) / b.shape[0], b.shape[0])
+    items = a.mean(axis=0) - b.mean(axis=0)
+    item_var = max(0.0, items.var(ddof=1) / items.size - _residual_ms(a) / a.size - _residual_ms(b) / b.size)
+    return _interval(delta, seed_var, dof, item_var, "Welch, seeds × items", a.shape[0],
+                     pooled_std(mean_a, mean_b), b.shape[0], level)
+
+
+def _matrix(correct: Mapping[int, np.ndarray], seeds: list[int]) -> np.ndarray:
+    rows = [np.asarray(correct[s], dtype=np.float64) for s in seeds]
+    if len({r.shape for r in rows}) > 1:
+        raise ValueError(f"per-example correctness over different test sets: {sorted({r.size for r in rows})} items")
+    return np.stack(rows)
+
+
+def _residual_ms(x: np.ndarray) -> float:
+    """Residual mean square of the two-way layout x (rows × columns, one value per cell)."""
+    rows, cols = x.shape
+    if rows < 2 or cols < 2:
+        return 0.0
+    resid = x - x.mean(axis=1, keepdims=True) - x.mean(axis=0, keepdims=True) + x.mean()
+    return float((resid ** 2).sum() / ((rows - 1) * (cols - 1)))
+
+
+def equivalence_p(diff: Difference, margin: float) -> float:
+    """Two one-sided tests (TOST) of |true difference| < margin from the comparison's own
+    interval: the larger of the one-sided p-values against −margin and +margin, each one half
+    the two-sided p at that distance (with item_var = 0, statsmodels' ttost_paired/ttost_ind).
+    Equivalence within ±margin is claimed when p < ALPHA. nan without an interval."""
+    if not diff.has_interval or not margin > 0:
+        return math.nan
+
+    def one_sided(distance: float) -> float:  # p of "true difference ≤ delta − distance"
+        half = _two_sided_p(distance, diff.seed_var, diff.seed_dof, diff.item_var) / 2.0
+        return half if distance > 0 else 1.0 - half
+
+    return float(max(one_sided(diff.delta + margin), one_sided(margin - diff.delta)))
+
+
+def adjust(p_values: Sequence[float], method: str, alpha: float = ALPHA) -> np.ndarray:
+    """Adjusted p-values within one family (statsmodels multipletests; method "holm" or
+    "fdr_bh"). NaN p-values (comparisons without a test) stay NaN and are not counted."""
+    p = np.asarray(p_values, dtype=np.float64)
+    out = np.full(p.shape, np.nan)
+    finite = np.isfinite(p)
+    if finite.any():
+        out[finite] = multipletests(p[finite], alpha=alpha, method=method)[1]
+    return out
+
+
+@dataclass(frozen=True)
+class Rate:
+    """k events in n trials, the rate k/n and its exact (Clopper–Pearson) interval."""
+
+    k: int
+    n: int
+    rate: float
+    low: float
+    high: float
+
+
+def divergence_rate(k: int, n: int, level: float = DEFAULT_LEVEL) -> Rate:
+    """k diverged of n trials with scipy.stats.binomtest's exact interval (nan when n = 0)."""
+    if n == 0:
+        return Rate(k, n, math.nan, math.nan, math.nan)
+    ci = _scipy_stats.binomtest(k, n).proportion_ci(level, method="exact")
+    return Rate(k, n, k / n, float(ci.low), float(ci.high))
+
+
+def rate_difference_p(rate: Rate, baseline: Rate) -> float:
+    """Fisher's exact test (two-sided, scipy) of rate against baseline; nan if either n = 0."""
+    if rate.n == 0 or baseline.n == 0:
+        return math.nan
+    table = [[rate.k, rate.n - rate.k], [baseline.k, baseline.n - baseline.k]]
+    return float(_scipy_stats.fisher_exact(table).pvalue)
 
 
 def pooled_std(a: Sequence[float], b: Sequence[float]) -> float:
@@ -138,39 +331,16 @@ def pooled_std(a: Sequence[float], b: Sequence[float]) -> float:
     return math.sqrt(squares / dof)
 
 
-def t_test_power(effect: float, sd: float, n: int, n_other: int | None = None,
-                 alpha: float = MDE_ALPHA) -> float:
-    """Power of the two-sided t-test at level alpha when the true difference is `effect`.
-
-    Paired (n_other None): n pairs, sd = sd of the paired differences, dof = n − 1,
-    standard error se = sd/√n. Unpaired (two groups of n and n_other, sd = pooled sd):
-    dof = n + n_other − 2, se = sd·√(1/n + 1/n_other). With λ = effect/se and
-    c = t_{1−α/2, dof}:  power = P(T′ > c) + P(T′ < −c),  T′ ~ noncentral t(dof, λ).
-    """
-    dof, se = _dof_and_se(sd, n, n_other)
-    critical = _scipy_stats.t.ppf(1.0 - alpha / 2.0, dof)
-    shift = effect / se
-    # P(T′ < −c | λ) = P(T′ > c | −λ): scipy's nct.cdf far in the lower tail returns nan.
-    return float(_scipy_stats.nct.sf(critical, dof, shift) + _scipy_stats.nct.sf(critical, dof, -shift))
-
-
 def minimum_detectable_effect(sd: float, n: int, n_other: int | None = None,
                               alpha: float = MDE_ALPHA, power: float = MDE_POWER) -> float:
     """Smallest true difference δ > 0 that the two-sided t-test at level alpha detects with
-    probability `power`, given the spread the study measured.
+    probability `power`, given the spread sd the design has: a property of the design (seeds
+    and their spread), not a bound on any effect.
 
-    Paired design (the same seeds on both sides; n_other None): sd is the sample sd of the
-    n paired differences, dof = n − 1, se = sd/√n. Unpaired (n and n_other seeds): sd is the
-    pooled sd, dof = n + n_other − 2, se = sd·√(1/n + 1/n_other). The MDE solves
-
-        P(T′ > c) + P(T′ < −c) = power,   T′ ~ noncentral t(dof, δ/se),  c = t_{1−α/2, dof}
-
-    for δ exactly (root of `t_test_power`, scipy.stats.nct). For large dof it tends to the
-    normal approximation δ ≈ (z_{1−α/2} + z_{power})·se (= 2.80·se at α = 0.05, power 0.8);
-    for few seeds it is larger (few dof: wide t quantiles). Units: those of sd.
-
-    Unpaired differences get a bootstrap interval in the report; their MDE is that of the
-    pooled two-sample t-test, the interval's parametric counterpart.
+    Paired design (n_other None): sd is the sd of the n paired differences, dof = n − 1,
+    se = sd/√n. Unpaired (n and n_other seeds): sd is the pooled sd, dof = n + n_other − 2,
+    se = sd·√(1/n + 1/n_other). δ/sd is the root of `t_test_power` (exact noncentral t). For large dof it tends to (z_{1−α/2} + z_{power})·se.
+    Units: those of sd.
 
     Returns nan with fewer than 2 values (paired: n < 2; unpaired: either group < 2) or a
     non-finite sd; 0 when sd is 0 (every difference would be detected).
@@ -179,19 +349,44 @@ def minimum_detectable_effect(sd: float, n: int, n_other: int | None = None,
         return math.nan
     if sd == 0.0:
         return 0.0
-    _, se = _dof_and_se(sd, n, n_other)
-    # power rises monotonically in δ from alpha at 0; bracket the root, then solve.
-    high = 4.0 * se
-    while t_test_power(high, sd, n, n_other, alpha) < power:
+    # statsmodels' solve_power does not always converge for 2–3 seeds at a corrected α (it
+    # returns a δ of lower power): the power is bracketed and solved here instead.
+    high = 4.0
+    while t_test_power(high, n, n_other, alpha) < power:
         high *= 2.0
-    return float(_optimize.brentq(lambda d: t_test_power(d, sd, n, n_other, alpha) - power,
-                                  0.0, high, xtol=1e-12 * se, rtol=1e-12))
+    d = _optimize.brentq(lambda e: t_test_power(e, n, n_other, alpha) - power, 0.0, high, xtol=1e-12, rtol=1e-12)
+    return float(d) * sd
 
 
-def _dof_and_se(sd: float, n: int, n_other: int | None) -> tuple[int, float]:
+def t_test_power(effect_size: float, n: int, n_other: int | None = None, alpha: float = ALPHA) -> float:
+    """Power of the two-sided t-test at level alpha for a true difference of effect_size sds.
+
+    Paired (n_other None): n pairs, dof = n − 1, λ = effect_size·√n. Unpaired (n and n_other
+    seeds, pooled sd): dof = n + n_other − 2, λ = effect_size/√(1/n + 1/n_other). With
+    c = t_{1−α/2, dof}: power = P(T′ > c) + P(T′ < −c), T′ ~ noncentral t(dof, λ) — the formula
+    of statsmodels' TTestPower/TTestIndPower, whose lower tail (scipy's nct.cdf far below the
+    centre) returns nan: P(T′ < −c | λ) is taken as P(T′ > c | −λ) instead.
+    """
     if n_other is None:
-        return n - 1, sd / math.sqrt(n)
-    return n + n_other - 2, sd * math.sqrt(1.0 / n + 1.0 / n_other)
+        dof, shift = n - 1, effect_size * math.sqrt(n)
+    else:
+        dof, shift = n + n_other - 2, effect_size / math.sqrt(1.0 / n + 1.0 / n_other)
+    critical = _scipy_stats.t.ppf(1.0 - alpha / 2.0, dof)
+    return float(_scipy_stats.nct.sf(critical, dof, shift) + _scipy_stats.nct.sf(critical, dof, -shift))
+
+
+def seeds_needed(effect: float, sd: float, paired: bool, alpha: float = ALPHA, power: float = MDE_POWER) -> int:
+    """Seeds (paired: pairs; unpaired: per side) for the two-sided t-test at level alpha to
+    detect a true difference `effect` with probability `power`, given the spread sd: the
+    smallest n (at least 2) whose `t_test_power` reaches it."""
+    if not (math.isfinite(sd) and effect > 0):
+        raise ValueError(f"seeds_needed needs a finite sd and an effect > 0; got sd={sd}, effect={effect}")
+    if sd == 0.0:
+        return 2
+    n = 2
+    while t_test_power(effect / sd, n, None if paired else n, alpha) < power:
+        n += 1
+    return n
 
 
 def _finite(values: Sequence[float]) -> np.ndarray:
@@ -199,5 +394,5 @@ def _finite(values: Sequence[float]) -> np.ndarray:
     return array[np.isfinite(array)]
 
 
-def _t_quantile(level: float, dof: int) -> float:
+def _t_quantile(level: float, dof: float) -> float:
     return float(_scipy_stats.t.ppf((1.0 + level) / 2.0, dof))

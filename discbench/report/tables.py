@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 from ..methods import METHODS
-from . import published, stats
+from . import families, published, stats
 from .aggregate import (COST_COLUMNS, accuracy_frame, cost_frame, lambda_frame, memory_metric, resolution_frame,
                         transfer_frame)
 from .study_view import StudyView, divergence_text
@@ -93,11 +93,16 @@ def _baseline_sentence(view: StudyView) -> str:
 # ----------------------------------------------------------------------------- accuracy
 
 EXCLUDES_ZERO_MARK = "*"
-DELTA_NOTE = (f"{EXCLUDES_ZERO_MARK} after a Δ: its 95% interval excludes 0. MDE: the minimum detectable "
-              f"effect, the smallest true difference this many seeds would detect with "
-              f"{stats.MDE_POWER:.0%} power in a two-sided t-test at α = {stats.MDE_ALPHA:g}, from the "
-              f"measured spread (paired seeds: sd of the paired differences; otherwise the pooled sd); "
-              f"one seed on a side gives no interval and no MDE.")
+DELTA_NOTE = (f"{EXCLUDES_ZERO_MARK} after a Δ: the difference survives its family's correction (adjusted "
+              f"p < {stats.ALPHA:g}); the interval beside it is the unadjusted 95% interval and 'p' gives the raw "
+              f"→ adjusted p-value. MDE: the minimum detectable effect of the design, the smallest true "
+              f"difference these seeds would detect with {stats.MDE_POWER:.0%} power in a two-sided t-test at the "
+              f"family's α/m (m tests), given the measured spread (paired seeds: sd of the paired differences; "
+              f"otherwise the pooled sd); it describes the design's power, not the size of any difference. "
+              f"One seed on a side gives no interval, test or MDE.")
+INTERVAL_NOTE = ("a paired t-interval over the seeds both sides share (at least 2), else Welch's; when every seed's "
+                 "per-example correctness is recorded ('seeds × items') it also covers the test items' own "
+                 "sampling (seed and item terms added in quadrature, see stats.crossed_difference)")
 
 
 def side_factor(view: StudyView) -> str | None:
@@ -142,16 +147,32 @@ def _row_label_columns(view: StudyView, row_keys: list[tuple]) -> pd.DataFrame:
 
 
 def delta_text(row: pd.Series, view: StudyView) -> str:
-    """'+3.00* [+0.52, +5.48] (paired t)': Δ to the baseline, marked when its interval excludes 0."""
+    """'+3.00* [+0.52, +5.48] (paired t)': Δ to the baseline with its raw interval, marked when it
+    survives its family's correction."""
     if row["is_baseline"]:
         return "baseline"
     if math.isnan(row["delta"]):
         return DASH if view.baseline_of(row["condition"]) else "no baseline"
-    mark = EXCLUDES_ZERO_MARK if row["delta_excludes_zero"] else ""
+    mark = EXCLUDES_ZERO_MARK if row.get("delta_significant", False) else ""
     if row["delta_how"] == "n=1":
         return f"{_num(row['delta'], signed=True)} (n=1, no CI)"
     return (f"{_num(row['delta'], signed=True)}{mark} [{_num(row['delta_low'], signed=True)}, "
             f"{_num(row['delta_high'], signed=True)}] ({row['delta_how']})")
+
+
+def _p(value: float) -> str:
+    if value is None or value != value:
+        return DASH
+    return "<0.001" if value < 0.001 else f"{value:.3f}"
+
+
+def p_text(row: pd.Series) -> str:
+    """'0.012 → 0.048': the raw and the family-adjusted p of the Δ."""
+    if row["is_baseline"]:
+        return "baseline"
+    if row.get("delta_p") != row.get("delta_p"):
+        return DASH
+    return f"{_p(row['delta_p'])} → {_p(row.get('delta_p_adj'))}"
 
 
 def mde_text(row: pd.Series) -> str:
@@ -159,7 +180,34 @@ def mde_text(row: pd.Series) -> str:
         return "baseline"
     if math.isnan(row["delta"]):
         return DASH
-    return "none (n<2)" if math.isnan(row["delta_mde"]) else _num(row["delta_mde"])
+    mde = row.get("delta_mde", math.nan)
+    return "none (n<2)" if mde != mde else _num(mde)
+
+
+def divergence_cell(row: pd.Series) -> str:
+    """'2/3 = 67% [9%, 99%]; Fisher p 0.400 → 1.000' (the p against the baseline's rate)."""
+    if not row["finished"]:
+        return DASH
+    text = (f"{int(row['diverged'])}/{int(row['finished'])} = {row['diverged_rate']:.0%} "
+            f"[{row['diverged_low']:.0%}, {row['diverged_high']:.0%}]")
+    if not row["is_baseline"] and row["diverged_p"] == row["diverged_p"]:
+        text += f"; Fisher p {_p(row['diverged_p'])} → {_p(row['diverged_p_adj'])}"
+    return text
+
+
+def fallback_text(row: pd.Series) -> str:
+    if row["is_baseline"]:
+        return "baseline"
+    if row["delta_fallback"] != row["delta_fallback"]:
+        return DASH
+    return (f"{_num(row['delta_fallback'], signed=True)} [{_num(row['delta_fallback_low'], signed=True)}, "
+            f"{_num(row['delta_fallback_high'], signed=True)}] ({row['delta_fallback_how']})")
+
+
+def families_caption(view: StudyView, frames: list[pd.DataFrame]) -> str:
+    """The families the frames' comparisons belong to and their corrections, as a sentence."""
+    found = families.families_in(view, frames)
+    return (" " + families.families_text(found)) if found else ""
 
 
 def accuracy_table(view: StudyView) -> Table:
@@ -177,12 +225,11 @@ def accuracy_table(view: StudyView) -> Table:
             for metric, frame in frames.items():
                 name = {"top1": "top-1 (%)", "top5": "top-5 (%)"}[metric]
                 here = by_condition(frame[frame["model"] == model])
-                cells, deltas, mdes = [], [], []
+                cells, deltas, mdes, ps, rates, fallbacks = [], [], [], [], [], []
                 for condition in conditions:
                     if condition not in here:
-                        cells.append(DASH)
-                        deltas.append(DASH)
-                        mdes.append(DASH)
+                        for column in (cells, deltas, mdes, ps, rates, fallbacks):
+                            column.append(DASH)
                         continue
                     row = here[condition]
                     cell = _mean_std(row["mean"], row["std"], int(row["n"]))
@@ -193,6 +240,10 @@ def accuracy_table(view: StudyView) -> Table:
                     cells.append(cell)
                     deltas.append(delta_text(row, view))
                     mdes.append(mde_text(row))
+                    if metric == "top1":
+                        ps.append(p_text(row))
+                        rates.append(divergence_cell(row))
+                        fallbacks.append(fallback_text(row))
                 column = prefix + name
                 display[column] = cells
                 means = [here[c]["mean"] if c in here else math.nan for c in conditions]
@@ -201,7 +252,13 @@ def accuracy_table(view: StudyView) -> Table:
                     bold |= {(i, column) for i, m in enumerate(means) if m == best}
                 if metric == "top1" and view.has_baseline:
                     display[prefix + f"Δ top-1 vs {view.baseline_key} [95% CI]"] = deltas
+                    display[prefix + "p (raw → adjusted)"] = ps
                     display[prefix + "MDE (points)"] = mdes
+                    model_rows = frame[frame["model"] == model]
+                    if (model_rows["diverged"] > 0).any():
+                        display[prefix + "diverged [95% CI]"] = rates
+                        fallback = model_rows["fallback"].iloc[0]
+                        display[prefix + f"Δ top-1, a diverged seed = {fallback}"] = fallbacks
     data = _accuracy_data(view, frames)
     excluded = int((view.trials["status"] == "diverged").sum())
     side = side_factor(view)
@@ -210,28 +267,35 @@ def accuracy_table(view: StudyView) -> Table:
         f"n = seeds that finished."
         + (f" The values of {view.factor_label(side)} side by side, one column group each." if side else "")
         + f" Δ is the difference to {view.baseline_key} with the same model"
-        f"{' and factors' if view.factors else ''}, with a 95% confidence interval: a paired t-interval "
-        f"over seeds when both ran the same seeds, a percentile bootstrap ({stats.BOOTSTRAP_RESAMPLES:,} "
-        f"resamples, seed {stats.BOOTSTRAP_SEED}) otherwise; n=1 gives no interval. "
-        + (DELTA_NOTE + " " if view.has_baseline else "")
+        f"{' and factors' if view.factors else ''}, with a 95% confidence interval: {INTERVAL_NOTE}. "
+        + (DELTA_NOTE + families_caption(view, [frames.get("top1", pd.DataFrame())]) + " " if view.has_baseline else "")
         + f"Best mean per column in bold; — : no trial of that combination.{_baseline_sentence(view)}"
-        + (f" {excluded} diverged trial(s) are shown as diverged and excluded from the means." if excluded else "")
+        + (f" {excluded} diverged trial(s) are shown as diverged and excluded from the means and the per-protocol "
+           f"Δ; 'diverged' gives the rate with its exact (Clopper–Pearson) interval and Fisher's exact test "
+           f"against {view.baseline_key}'s rate, adjusted within the family “{families.DIVERGENCE_FAMILY}”; the "
+           f"last column is the Δ when every diverged seed scores the named fallback instead (sensitivity)."
+           if excluded else "")
         + f" Measured on {view.provenance()}.")
     return Table("accuracy", "Accuracy", caption, display, data, bold)
 
 
 _DATA_COLUMNS = ("mean", "std", "n", "ci_low", "ci_high", "delta", "delta_low", "delta_high", "delta_how",
-                 "delta_mde", "delta_excludes_zero")
+                 "delta_p", "delta_excludes_zero", "family", "family_primary", "correction", "family_size",
+                 "delta_p_adj", "delta_significant", "delta_mde", "equivalence_p", "equivalence_p_adj", "equivalent")
+_DIVERGENCE_COLUMNS = ("diverged", "failed", "finished", "diverged_rate", "diverged_low", "diverged_high",
+                       "diverged_p", "diverged_p_adj", "fallback", "delta_fallback", "delta_fallback_low",
+                       "delta_fallback_high", "delta_fallback_how")
 
 
 def _accuracy_data(view: StudyView, frames: dict[str, pd.DataFrame]) -> pd.DataFrame:
     keys = ["model", "method_key", *view.factors]
     merged = None
     for metric, frame in frames.items():
-        part = frame[keys + list(_DATA_COLUMNS)].rename(columns={c: f"{metric}_{c}" for c in _DATA_COLUMNS})
+        columns = [c for c in _DATA_COLUMNS if c in frame]
+        part = frame[keys + columns].rename(columns={c: f"{metric}_{c}" for c in columns})
         merged = part if merged is None else merged.merge(part, on=keys)
-    first = next(iter(frames.values()))
-    merged = merged.merge(first[keys + ["diverged", "failed"]], on=keys)
+    first = frames.get("top1", next(iter(frames.values())))
+    merged = merged.merge(first[keys + [c for c in _DIVERGENCE_COLUMNS if c in first]], on=keys)
     return merged.rename(columns={f: view.factor_label(f) for f in view.factors})
 
 
@@ -258,16 +322,19 @@ def transfer_table(view: StudyView) -> Table | None:
             if view.has_baseline:
                 display[prefix + f"Δ vs {view.baseline_key} [95% CI]"] = [
                     delta_text(here[c], view) if c in here else DASH for c in conditions]
+                display[prefix + "p (raw → adjusted)"] = [p_text(here[c]) if c in here else DASH for c in conditions]
                 display[prefix + "MDE"] = [mde_text(here[c]) if c in here else DASH for c in conditions]
-    data = frame.drop(columns=["condition"]).rename(columns={f: view.factor_label(f) for f in view.factors})
+    data = frame.drop(columns=["condition", "comparison"]).rename(
+        columns={f: view.factor_label(f) for f in view.factors})
     trained = sorted({int(v) for v in frame["train_length"].dropna()})
     ids = view.results.measurements.loc[view.results.measurements["quantity"] == "transfer", "trial_id"]
     caption = (
         f"Sampling-rate transfer: top-1 (%) of each trained model evaluated at sequence length L′ "
         f"(training length L = {', '.join(map(str, trained)) or 'unknown'}; the step Δ scaled by L/L′), "
         f"mean ± sample std over seeds. Δ: the difference to {view.baseline_key} at the same L′, model"
-        f"{' and factors' if view.factors else ''}, with a 95% interval as in the accuracy table. "
-        + (DELTA_NOTE if view.has_baseline else "")
+        f"{' and factors' if view.factors else ''}, with a 95% interval: {INTERVAL_NOTE}. At the training "
+        f"length the comparison is the accuracy table's and takes its family's verdict. "
+        + (DELTA_NOTE + families_caption(view, [frame]) if view.has_baseline else "")
         + f"{_baseline_sentence(view)} Measured on {view.provenance(ids)}.")
     return Table("transfer", "Accuracy against evaluation length", caption, display, data)
 

@@ -1,0 +1,94 @@
+"""A study's declared statistical analysis: the optional `analysis:` section of a study file.
+
+    analysis:
+      families:                     # the primary comparisons (default: every method against
+        - name: transfer at L′=32   #   the baseline at the training length, one family)
+          table: transfer           # accuracy (top-1 at the training length) | transfer
+          lengths: [32]             # transfer only: evaluation lengths L′ (default: all but L)
+          methods: [foh/paper]      # method keys compared to the baseline (default: all)
+          models: [vim_micro]       # default: every model
+      error_rate: fwer              # fwer: Holm's correction | fdr: Benjamini–Hochberg
+      equivalence_margin: 1.0       # points; enables equivalence claims (TOST) within ±margin
+      target_mde: 2.0               # points; the report says whether the seeds met it
+      divergence_fallback: chance   # a diverged seed's score in the sensitivity Δ:
+                                    #   chance (100/num_classes) | last_epoch (its last finite top-1)
+
+Validated once, where the study file is read (study.py); the report re-reads it from the
+study file kept in results/<study>/study.json (`from_study_source`).
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from .methods import METHODS
+
+TABLES = ("accuracy", "transfer")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class FamilySpec(_Strict):
+    """One declared family of comparisons to the baseline, adjusted together."""
+
+    name: str = Field(min_length=1)
+    table: Literal["accuracy", "transfer"] = "accuracy"
+    lengths: list[int] | None = Field(None, min_length=1)
+    methods: list[str] | None = Field(None, min_length=1)
+    models: list[str] | None = Field(None, min_length=1)
+
+    @field_validator("methods")
+    @classmethod
+    def _known_methods(cls, methods: list[str] | None) -> list[str] | None:
+        unknown = [m for m in methods or [] if m not in METHODS]
+        if unknown:
+            raise ValueError(f"unknown method key(s) {', '.join(unknown)}; allowed: {', '.join(METHODS)}")
+        return methods
+
+    @model_validator(mode="after")
+    def _lengths_only_for_transfer(self) -> "FamilySpec":
+        if self.lengths is not None and self.table != "transfer":
+            raise ValueError(f"family {self.name!r}: lengths apply to table transfer only (got table {self.table})")
+        return self
+
+
+class AnalysisSpec(_Strict):
+    """The `analysis:` section (all optional; see the module docstring)."""
+
+    families: list[FamilySpec] = Field(default_factory=list)
+    error_rate: Literal["fwer", "fdr"] = "fwer"
+    equivalence_margin: float | None = Field(None, gt=0)
+    target_mde: float | None = Field(None, gt=0)
+    divergence_fallback: Literal["chance", "last_epoch"] = "chance"
+
+    @field_validator("families")
+    @classmethod
+    def _unique_names(cls, families: list[FamilySpec]) -> list[FamilySpec]:
+        names = [f.name for f in families]
+        repeated = sorted({n for n in names if names.count(n) > 1})
+        if repeated:
+            raise ValueError(f"family name(s) {', '.join(repeated)} used twice")
+        return families
+
+
+class AnalysisError(ValueError):
+    """An analysis section that does not validate (the message names the field)."""
+
+
+def from_study_source(source: str | None) -> AnalysisSpec:
+    """The analysis section of a study file's text (the default analysis when there is none)."""
+    try:
+        raw = yaml.safe_load(source or "") or {}
+    except yaml.YAMLError:
+        raw = {}
+    section = raw.get("analysis") if isinstance(raw, dict) else None
+    try:
+        return AnalysisSpec.model_validate(section or {})
+    except ValidationError as exc:
+        problems = "; ".join(f"analysis.{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+        raise AnalysisError(problems) from None
