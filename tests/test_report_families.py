@@ -63,7 +63,7 @@ def _trial(study: Path, key: str, seed: int, status: str) -> None:
         results.write_correctness(path, [{"evaluation": "val", "length": TRAIN_LENGTH, "correct": correct[TRAIN_LENGTH]}]
                                   + [{"evaluation": "transfer", "length": n, "correct": c} for n, c in correct.items()])
         results.append_measurements(path, [
-            {"kind": "transfer", "name": "top1", "value": 100.0 * c.mean(), "unit": "%", "length": n,
+            {"quantity": "transfer", "name": "top1", "value": 100.0 * c.mean(), "unit": "%", "length": n,
              "delta_scale": TRAIN_LENGTH / n, "model": "seq_micro", "method_key": key, "status": "ok"}
             for n, c in correct.items()])
 
