@@ -203,7 +203,7 @@ static void ds_forward_pair(const DsScanParams& p, int64_t pair, const PairScrat
           M::template weights<false>(a * dt[k], a, dtv, lamv, abar, w);
         vf x = w[0] * v[0];
 #pragma GCC unroll 4
-        for (int j = 1; j < kTaps; ++j) x += w[j] * v[j];
+        for (int j = 1; j < kTaps; ++j) x = ds_fma(w[j], v[j], x);
         h = ds_fma(abar, h, dt[k] * x);
         ds_store(ds_group_row(rows1, k, t0) + lane0, ds_load(Cs + k * NP + c) * h);
 #pragma GCC unroll 4
@@ -295,14 +295,14 @@ static void ds_backward_pair(const DsScanParams& p, int64_t pair, const PairScra
           M::template grads<false>(a * dt[k], a, dtv, lamv, abar, dabar, w, wz, wa, wd, wl);
         vf S = w[0] * v[0];
 #pragma GCC unroll 4
-        for (int j = 1; j < kTaps; ++j) S += w[j] * v[j];
+        for (int j = 1; j < kTaps; ++j) S = ds_fma(w[j], v[j], S);
         const vf hd = h * dabar;
         // q1 = Δ S_z + S_a + ĥ and the factor of dΔ_k = Σ_n g_k (S + Δ q2 + a ĥ), term by term
         vf q1 = hd, ddt_factor = S + a * hd;
         if constexpr (M::kWeightsOfZ) {
           vf Sz = wz[0] * v[0];
 #pragma GCC unroll 4
-          for (int j = 1; j < kTaps; ++j) Sz += wz[j] * v[j];
+          for (int j = 1; j < kTaps; ++j) Sz = ds_fma(wz[j], v[j], Sz);
           q1 += dtv * Sz;
           ddt_factor += dtv * (a * Sz);
         }
@@ -310,8 +310,8 @@ static void ds_backward_pair(const DsScanParams& p, int64_t pair, const PairScra
           vf Sa = wa[0] * v[0], Sd = wd[0] * v[0];
 #pragma GCC unroll 4
           for (int j = 1; j < kTaps; ++j) {
-            Sa += wa[j] * v[j];
-            Sd += wd[j] * v[j];
+            Sa = ds_fma(wa[j], v[j], Sa);
+            Sd = ds_fma(wd[j], v[j], Sd);
           }
           q1 += Sa;
           ddt_factor += dtv * Sd;
@@ -327,7 +327,7 @@ static void ds_backward_pair(const DsScanParams& p, int64_t pair, const PairScra
         if constexpr (M::kTakesLam) {
           vf Sl = wl[0] * v[0];
 #pragma GCC unroll 4
-          for (int j = 1; j < kTaps; ++j) Sl += wl[j] * v[j];
+          for (int j = 1; j < kTaps; ++j) Sl = ds_fma(wl[j], v[j], Sl);
           ds_store(slot + kLamSlot * kW, dt[k] * Sl);
         }
 #pragma GCC unroll 4
@@ -339,12 +339,12 @@ static void ds_backward_pair(const DsScanParams& p, int64_t pair, const PairScra
         const float* slot = chunk + (k - t0) * kChunkSlots * kW;
         g = ds_fma(abar_next, g, ds_load(Cs + k * NP + c) * dy[k]);
         abar_next = ds_load(slot);
-        dA_acc += g * ds_load(slot + kW);
+        dA_acc = ds_fma(g, ds_load(slot + kW), dA_acc);
         ds_store(ds_group_row(rows1, k, t0) + lane0, g * ds_load(slot + 2 * kW));
         if constexpr (M::kTakesLam) ds_store(ds_group_row(rows3, k, t0) + lane0, g * ds_load(slot + kLamSlot * kW));
         const vf gdt = g * dt[k];
 #pragma GCC unroll 4
-        for (int j = 0; j < kTaps; ++j) dv[j] += gdt * ds_load(slot + (3 + j) * kW);
+        for (int j = 0; j < kTaps; ++j) dv[j] = ds_fma(gdt, ds_load(slot + (3 + j) * kW), dv[j]);
         // dv_{k+kHi} is complete: no earlier token reaches that far.
         const int64_t m = k + kHi;
         ds_store(dBs + m * NP + c, ds_load(dBs + m * NP + c) + dv[kTaps - 1] * ub[m]);

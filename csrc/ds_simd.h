@@ -80,12 +80,12 @@ DS_FN void ds_exp_parts(vf x, vf& s, vf& pm1) {
   vf r = xc - k * 0.693359375f;
   r = r - k * -2.12194440e-4f;
   vf q = ds_fill<vf>(1.9875691500e-4f);
-  q = q * r + 1.3981999507e-3f;
-  q = q * r + 8.3334519073e-3f;
-  q = q * r + 4.1665795894e-2f;
-  q = q * r + 1.6666665459e-1f;
-  q = q * r + 5.0000001201e-1f;
-  pm1 = q * (r * r) + r;
+  q = ds_fma(q, r, ds_fill<vf>(1.3981999507e-3f));
+  q = ds_fma(q, r, ds_fill<vf>(8.3334519073e-3f));
+  q = ds_fma(q, r, ds_fill<vf>(4.1665795894e-2f));
+  q = ds_fma(q, r, ds_fill<vf>(1.6666665459e-1f));
+  q = ds_fma(q, r, ds_fill<vf>(5.0000001201e-1f));
+  pm1 = ds_fma(q, r * r, r);
   s = ds_pow2(k);
 }
 
