@@ -75,7 +75,7 @@ void conv_backward_part(const DsConvParams& p, int64_t begin, int64_t end, float
     // dout's row in gp first (gathered when its tokens are strided), zero past the end.
     ds_conv_pad_row(ds_conv_row(const_cast<float*>(p.dout), p.dout_strides, p.dim, row), p.dout_strides.len, L,
                     pad, gp - pad);
-    vf db = ds_fill<vf>(0.0f);
+    DsTokenAcc db = {};  // sums over tokens in ds_simd.h's fixed order
     for (int64_t t = 0; t < L; t += kW) {
       const vf d = ds_load(gp + t);  // zero past the end, so g is too
       vf g = d;
@@ -85,7 +85,7 @@ void conv_backward_part(const DsConvParams& p, int64_t begin, int64_t end, float
         g = d * (s * (1.0f + pre * (1.0f - s)));
       }
       ds_store(gp + t, g);
-      db += g;
+      ds_token_add(db, t, g);
     }
     const int64_t tail = (L + kW - 1) / kW * kW;
     for (int64_t i = tail; i < tail + pad; ++i) gp[i] = 0.0f;
@@ -97,12 +97,12 @@ void conv_backward_part(const DsConvParams& p, int64_t begin, int64_t end, float
     }
     float* dw = p.dw_part + row * p.width;
     for (int64_t k = 0; k < p.width; ++k) {
-      vf acc = ds_fill<vf>(0.0f);
+      DsTokenAcc acc = {};
       const float* xs = xp + ds_conv_offset(p, k);
-      for (int64_t t = 0; t < L; t += kW) acc += ds_load(gp + t) * ds_load(xs + t);
-      dw[k] = ds_hsum(acc);
+      for (int64_t t = 0; t < L; t += kW) ds_token_add(acc, t, ds_load(gp + t) * ds_load(xs + t));
+      dw[k] = ds_token_total(acc);
     }
-    p.db_part[row] = ds_hsum(db);
+    p.db_part[row] = ds_token_total(db);
   }
 }
 

@@ -51,15 +51,19 @@ struct DsScanParams {
   int64_t* slab_part_ids;
 };
 
-// Floats of scratch one part needs: kScratchRows per-token rows, each padded to whole vectors
-// (plus the stencil pads), then the chunk's per-token vectors and three row-sum buffers.
+// Floats of scratch one part needs in a build of `width` lanes: kScratchRows per-token rows, each
+// padded to whole vectors (plus the stencil pads), then the chunk's per-token vectors and three
+// buffers of per-token rows awaiting a sum over the state (ds_scan_kernel.h: a chunk's rows at
+// width 16, every scan position's and the pads' in a narrower build, plus a vector read past).
 constexpr int64_t kChunkRows = kCkptEvery + 2 * kStateAlign;  // rows of a per-chunk lane buffer
 constexpr int64_t kScratchRows = 11;
 inline int64_t ds_scratch_row(int64_t len) {
   return (len + kPadFront + kPadBack + kStateAlign - 1) / kStateAlign * kStateAlign + kStateAlign;
 }
-inline int64_t ds_scratch_floats(int64_t len) {
-  return kScratchRows * ds_scratch_row(len) + (kCkptEvery * kChunkSlots + 3 * kChunkRows) * kStateAlign;
+inline int64_t ds_group_rows(int64_t len) { return len + kPadFront + kPadBack + kStateAlign; }
+inline int64_t ds_scratch_floats(int64_t len, int64_t width) {
+  const int64_t rows = width == kStateAlign ? kChunkRows : ds_group_rows(len);
+  return kScratchRows * ds_scratch_row(len) + (kCkptEvery * kChunkSlots + 3 * rows) * kStateAlign;
 }
 
 // The methods: (kernel id, key the Python side passes, struct in ds_methods.h, whether it takes

@@ -18,19 +18,37 @@
 //   dA += g_k q1,   dΔ_k = Σ_n g_k q2,   dv_{k+j} += g_k Δ_k w_j
 // (and for a method with a per-token λ, dλ_k = Σ_n g_k Δ_k S_λ, S_λ = Σ_j ∂w_j/∂λ v_{k+j}).
 // dv_m is complete once token m − kHi is done; it is then turned into dB_m += dv_m u_m and
-// du_m += Σ_n dv_m B_m. Per-token lane sums over n are batched through ds_row_sums.
+// du_m += Σ_n dv_m B_m. Per-token lane sums over n are batched through ds_add_group_sums.
+//
+// Every build gives the same bits (see ds_simd.h): lanes are independent, each sum over n or over
+// tokens runs in one fixed order (a build narrower than a group of 16 states keeps each state
+// block's per-token vectors for the whole row until the group's last block adds them up), and the
+// series-or-closed-form choice of a token is made for the channel's whole state (|Δ| max|a| < 1
+// over every state), not per vector.
 //
 // Included inside the build's namespace after ds_simd.h and ds_methods.h; includes nothing.
 
 static inline int64_t ds_min(int64_t a, int64_t b) { return a < b ? a : b; }
 
-// out[i] += Σ_lanes rows[i] for i < count (rows hold kW-lane vectors; rows past count are read
-// but only feed lanes that are not stored).
-static inline void ds_add_row_sums(const float* rows, int64_t count, float* out) {
-  for (int64_t i = 0; i < count; i += kW) {
-    const int64_t n = ds_min(kW, count - i);
-    ds_store_n(out + i, ds_load_n(out + i, n) + ds_row_sums(rows + i * kW), n);
+// Per-token vectors awaiting a sum over the state are kept in rows of kGroup floats, a state
+// block of kW lanes at offset c mod kGroup. At width kGroup a group is one block, so a chunk's
+// rows (row k − t0) are summed as soon as they are written; a narrower build keeps rows for the
+// whole sequence (row k + kPadFront) until the group's last block has written them.
+static_assert(kGroup == kStateAlign, "a group is the state's padding unit");
+constexpr bool kWholeGroup = kW == kGroup;
+DS_FN float* ds_group_row(float* rows, int64_t k, int64_t t0) {
+  return rows + (kWholeGroup ? k - t0 : k + kPadFront) * kGroup;
+}
+
+// The largest |a| of the channel's padded state (nan if any is nan): |Δ| amax < 1 promises
+// |z| < 1 in every lane of every state block.
+static inline float ds_channel_amax(const DsScanParams& p, int64_t di) {
+  float amax = 0.0f;
+  for (int64_t i = 0; i < p.state_pad; ++i) {
+    const float x = __builtin_fabsf(p.A[di * p.state_pad + i]);
+    amax = x > amax || x != x ? x : amax;
   }
+  return amax;
 }
 
 // Token-indexed inputs and outputs of a pair (u, delta, z, out, ypre, dout, du, ddelta, dz) are
@@ -72,7 +90,7 @@ struct PairScratch {
   float* pre;   // [len]        Δ + bias before the softplus (the backward's softplus')
   float* tok;   // [len]        Δ before its bias in token order (formed with delta_proj)
   float* chunk;                 // [kCkptEvery * kChunkSlots * kW] the recompute pass's per-token vectors
-  float* rows1, *rows2, *rows3;  // [kChunkRows * kW] per-token lane vectors awaiting ds_row_sums
+  float* rows1, *rows2, *rows3;  // per-token rows awaiting ds_add_group_sums (ds_group_row)
 };
 
 static PairScratch ds_scratch(const DsScanParams& p, float* s) {
@@ -90,9 +108,10 @@ static PairScratch ds_scratch(const DsScanParams& p, float* s) {
   ps.pre = s + 9 * stride;
   ps.tok = s + 10 * stride;
   ps.chunk = s + kScratchRows * stride;
+  const int64_t rows = kWholeGroup ? kChunkRows : ds_group_rows(p.len);
   ps.rows1 = ps.chunk + kCkptEvery * kChunkSlots * kStateAlign;
-  ps.rows2 = ps.rows1 + kChunkRows * kStateAlign;
-  ps.rows3 = ps.rows2 + kChunkRows * kStateAlign;
+  ps.rows2 = ps.rows1 + rows * kStateAlign;
+  ps.rows3 = ps.rows2 + rows * kStateAlign;
   return ps;
 }
 
@@ -162,9 +181,11 @@ static void ds_forward_pair(const DsScanParams& p, int64_t pair, const PairScrat
   float* __restrict rows1 = ps.rows1;
   for (int64_t k = 0; k < L; k += kW) ds_store(y + k, ds_fill<vf>(0.0f));
 
+  const float amax = ds_channel_amax(p, di);
   for (int64_t c = 0; c < NP; c += kW) {
     const vf a = ds_load(p.A + di * NP + c);
-    const float amax = ds_hmax(ds_abs(a));  // every lane has |z| < 1 when |Δ| amax < 1
+    const int64_t lane0 = c % kGroup;
+    const bool group_done = lane0 + kW == kGroup;
     vf h = ds_fill<vf>(0.0f);
     vf v[kTaps];  // v[j − kLo] = v_{k+j}
 #pragma GCC unroll 4
@@ -182,14 +203,14 @@ static void ds_forward_pair(const DsScanParams& p, int64_t pair, const PairScrat
           M::template weights<false>(a * dt[k], a, dtv, lamv, abar, w);
         vf x = w[0] * v[0];
 #pragma GCC unroll 4
-        for (int j = 1; j < kTaps; ++j) x += w[j] * v[j];
-        h = abar * h + dt[k] * x;
-        ds_store(rows1 + (k - t0) * kW, ds_load(Cs + k * NP + c) * h);
+        for (int j = 1; j < kTaps; ++j) x = ds_fma(w[j], v[j], x);
+        h = ds_fma(abar, h, dt[k] * x);
+        ds_store(ds_group_row(rows1, k, t0) + lane0, ds_load(Cs + k * NP + c) * h);
 #pragma GCC unroll 4
         for (int j = 0; j + 1 < kTaps; ++j) v[j] = v[j + 1];
         v[kTaps - 1] = ds_load(Bs + (k + 1 + kHi) * NP + c) * ub[k + 1 + kHi];
       }
-      ds_add_row_sums(rows1, t1 - t0, y + t0);
+      if (group_done) ds_add_group_sums(ds_group_row(rows1, t0, t0), t1 - t0, y + t0);
     }
     if (p.last_state) ds_store(p.last_state + pair * NP + c, h);
   }
@@ -245,9 +266,11 @@ static void ds_backward_pair(const DsScanParams& p, int64_t pair, const PairScra
   }
   for (int64_t k = -kPadFront; k < L + kPadBack; ++k) dub[k] = 0.0f;
 
+  const float amax = ds_channel_amax(p, di);
   for (int64_t c = 0; c < NP; c += kW) {
     const vf a = ds_load(p.A + di * NP + c);
-    const float amax = ds_hmax(ds_abs(a));
+    const int64_t lane0 = c % kGroup;
+    const bool group_done = lane0 + kW == kGroup;
     vf dA_acc = ds_fill<vf>(0.0f);
     // The adjoint g_k = C_k dy_k + Ā_{k+1} g_{k+1}: one FMA per token on the dependency chain.
     vf g = p.dlast ? ds_load(p.dlast + pair * NP + c) : ds_fill<vf>(0.0f);
@@ -272,14 +295,14 @@ static void ds_backward_pair(const DsScanParams& p, int64_t pair, const PairScra
           M::template grads<false>(a * dt[k], a, dtv, lamv, abar, dabar, w, wz, wa, wd, wl);
         vf S = w[0] * v[0];
 #pragma GCC unroll 4
-        for (int j = 1; j < kTaps; ++j) S += w[j] * v[j];
+        for (int j = 1; j < kTaps; ++j) S = ds_fma(w[j], v[j], S);
         const vf hd = h * dabar;
         // q1 = Δ S_z + S_a + ĥ and the factor of dΔ_k = Σ_n g_k (S + Δ q2 + a ĥ), term by term
         vf q1 = hd, ddt_factor = S + a * hd;
         if constexpr (M::kWeightsOfZ) {
           vf Sz = wz[0] * v[0];
 #pragma GCC unroll 4
-          for (int j = 1; j < kTaps; ++j) Sz += wz[j] * v[j];
+          for (int j = 1; j < kTaps; ++j) Sz = ds_fma(wz[j], v[j], Sz);
           q1 += dtv * Sz;
           ddt_factor += dtv * (a * Sz);
         }
@@ -287,13 +310,13 @@ static void ds_backward_pair(const DsScanParams& p, int64_t pair, const PairScra
           vf Sa = wa[0] * v[0], Sd = wd[0] * v[0];
 #pragma GCC unroll 4
           for (int j = 1; j < kTaps; ++j) {
-            Sa += wa[j] * v[j];
-            Sd += wd[j] * v[j];
+            Sa = ds_fma(wa[j], v[j], Sa);
+            Sd = ds_fma(wd[j], v[j], Sd);
           }
           q1 += Sa;
           ddt_factor += dtv * Sd;
         }
-        h = abar * h + dt[k] * S;
+        h = ds_fma(abar, h, dt[k] * S);
         ds_store(dCs + k * NP + c, ds_load(dCs + k * NP + c) + dy[k] * h);
         float* slot = chunk + (k - t0) * kChunkSlots * kW;
         ds_store(slot, abar);
@@ -304,7 +327,7 @@ static void ds_backward_pair(const DsScanParams& p, int64_t pair, const PairScra
         if constexpr (M::kTakesLam) {
           vf Sl = wl[0] * v[0];
 #pragma GCC unroll 4
-          for (int j = 1; j < kTaps; ++j) Sl += wl[j] * v[j];
+          for (int j = 1; j < kTaps; ++j) Sl = ds_fma(wl[j], v[j], Sl);
           ds_store(slot + kLamSlot * kW, dt[k] * Sl);
         }
 #pragma GCC unroll 4
@@ -314,33 +337,37 @@ static void ds_backward_pair(const DsScanParams& p, int64_t pair, const PairScra
       // Reverse pass.
       for (int64_t k = t1 - 1; k >= t0; --k) {
         const float* slot = chunk + (k - t0) * kChunkSlots * kW;
-        g = abar_next * g + ds_load(Cs + k * NP + c) * dy[k];
+        g = ds_fma(abar_next, g, ds_load(Cs + k * NP + c) * dy[k]);
         abar_next = ds_load(slot);
-        dA_acc += g * ds_load(slot + kW);
-        ds_store(rows1 + (k - t0) * kW, g * ds_load(slot + 2 * kW));
-        if constexpr (M::kTakesLam) ds_store(rows3 + (k - t0) * kW, g * ds_load(slot + kLamSlot * kW));
+        dA_acc = ds_fma(g, ds_load(slot + kW), dA_acc);
+        ds_store(ds_group_row(rows1, k, t0) + lane0, g * ds_load(slot + 2 * kW));
+        if constexpr (M::kTakesLam) ds_store(ds_group_row(rows3, k, t0) + lane0, g * ds_load(slot + kLamSlot * kW));
         const vf gdt = g * dt[k];
 #pragma GCC unroll 4
-        for (int j = 0; j < kTaps; ++j) dv[j] += gdt * ds_load(slot + (3 + j) * kW);
+        for (int j = 0; j < kTaps; ++j) dv[j] = ds_fma(gdt, ds_load(slot + (3 + j) * kW), dv[j]);
         // dv_{k+kHi} is complete: no earlier token reaches that far.
         const int64_t m = k + kHi;
         ds_store(dBs + m * NP + c, ds_load(dBs + m * NP + c) + dv[kTaps - 1] * ub[m]);
-        ds_store(rows2 + (m - t0) * kW, dv[kTaps - 1] * ds_load(Bs + m * NP + c));
+        ds_store(ds_group_row(rows2, m, t0) + lane0, dv[kTaps - 1] * ds_load(Bs + m * NP + c));
 #pragma GCC unroll 4
         for (int j = kTaps - 1; j > 0; --j) dv[j] = dv[j - 1];
         dv[0] = ds_fill<vf>(0.0f);
       }
-      ds_add_row_sums(rows1, t1 - t0, dtg + t0);
-      if constexpr (M::kTakesLam) ds_add_row_sums(rows3, t1 - t0, dlg + t0);
-      ds_add_row_sums(rows2 + kHi * kW, t1 - t0, dub + t0 + kHi);
+      if (group_done) {
+        ds_add_group_sums(ds_group_row(rows1, t0, t0), t1 - t0, dtg + t0);
+        if constexpr (M::kTakesLam) ds_add_group_sums(ds_group_row(rows3, t0, t0), t1 - t0, dlg + t0);
+        ds_add_group_sums(ds_group_row(rows2, t0 + kHi, t0), t1 - t0, dub + t0 + kHi);
+      }
     }
-    // Tokens kLo .. kHi − 1 still hold contributions (dv[j − kLo] is now dv_{j−1}).
+    // Tokens kLo .. kHi − 1 still hold contributions (dv[j − kLo] is now dv_{j−1}); their rows
+    // go where scan position kLo's would (at width kGroup, after the chunk rows just summed).
 #pragma GCC unroll 4
     for (int j = kLo + 1; j <= kHi; ++j) {
       const int64_t m = j - 1;
       ds_store(dBs + m * NP + c, ds_load(dBs + m * NP + c) + dv[j - kLo] * ub[m]);
-      dub[m] += ds_hsum(dv[j - kLo] * ds_load(Bs + m * NP + c));
+      ds_store(ds_group_row(rows2, m, kLo) + lane0, dv[j - kLo] * ds_load(Bs + m * NP + c));
     }
+    if (group_done && kHi > kLo) ds_add_group_sums(ds_group_row(rows2, kLo, kLo), kHi - kLo, dub + kLo);
     ds_store(p.dA_part + pair * NP + c, dA_acc);
   }
 
@@ -350,17 +377,17 @@ static void ds_backward_pair(const DsScanParams& p, int64_t pair, const PairScra
   float* ddelta = p.ddelta + pair * L;
   float* dz = p.dz ? p.dz + pair * L : nullptr;
   float* dlam = M::kTakesLam ? p.dlam + pair * L : nullptr;
-  vf dD = ds_fill<vf>(0.0f), ddb = ds_fill<vf>(0.0f);
+  DsTokenAcc dD = {}, ddb = {};
   for (int64_t k = 0; k < L; k += kW) {
     const int64_t n = ds_min(kW, L - k);
     const vf dyk = ds_load(dy + k);  // zero past the end, so the sums below are exact
-    dD += dyk * ds_load(ub + k);
+    ds_token_add(dD, k, dyk * ds_load(ub + k));
     ds_store_tok(p, du, k, ds_load(dub + k) + dyk * D, n);
     vf draw = ds_load_n(dtg + k, n);
     // softplus'(x) = σ(x) = 1 − e^{−softplus(x)}, from the Δ already at hand
     if (p.softplus) draw *= ds_sigmoid_from_softplus(ds_load(ps.pre + k), ds_load(dt + k));
     ds_store_tok(p, ddelta, k, draw, n);
-    ddb += draw;
+    ds_token_add(ddb, k, draw);
     if constexpr (M::kTakesLam) ds_store_tok(p, dlam, k, ds_load_n(dlg + k, n), n);
     if (dz) {
       const vf zk = ds_load_tok(p, zg, k, n), s = ds_load(sg + k);
@@ -368,8 +395,8 @@ static void ds_backward_pair(const DsScanParams& p, int64_t pair, const PairScra
       ds_store_tok(p, dz, k, ds_load_tok(p, dout, k, n) * ds_load_tok(p, ypre, k, n) * silu_grad, n);
     }
   }
-  p.dD_part[pair] = ds_hsum(dD);
-  p.ddb_part[pair] = ds_hsum(ddb);
+  p.dD_part[pair] = ds_token_total(dD);
+  p.ddb_part[pair] = ds_token_total(ddb);
 }
 
 template <class M>
@@ -401,6 +428,7 @@ static void ds_backward_part(const DsScanParams& p, int64_t part, int64_t begin,
         const int64_t slot = slab == begin / cpg ? 0 : 1;
         dBs = p.slab_parts + (part * 2 + slot) * 2 * slab_floats;
         dCs = dBs + slab_floats;
+        for (int64_t i = 0; i < 2 * slab_floats; ++i) dBs[i] = 0.0f;  // the slot's dB and dC
         p.slab_part_ids[part * 2 + slot] = slab;
       }
     }

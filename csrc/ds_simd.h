@@ -14,8 +14,6 @@ typedef float vf;
 typedef int vi;
 DS_FN vf ds_load(const float* p) { return *p; }
 DS_FN void ds_store(float* p, vf v) { *p = v; }
-DS_FN float ds_hsum(vf v) { return v; }
-DS_FN float ds_hmax(vf v) { return v; }
 DS_FN vi ds_to_int(vf v) { return (int)v; }
 DS_FN vf ds_reverse(vf v) { return v; }
 DS_FN vf ds_bits_to_float(vi v) { return __builtin_bit_cast(float, v); }
@@ -23,35 +21,8 @@ DS_FN vf ds_bits_to_float(vi v) { return __builtin_bit_cast(float, v); }
 typedef float vf __attribute__((vector_size(DS_VEC_WIDTH * 4)));
 typedef int vi __attribute__((vector_size(DS_VEC_WIDTH * 4)));
 typedef float vf_unaligned __attribute__((vector_size(DS_VEC_WIDTH * 4), aligned(4), may_alias));
-typedef float vf8 __attribute__((vector_size(32)));
-typedef float vf4 __attribute__((vector_size(16)));
 DS_FN vf ds_load(const float* p) { return *reinterpret_cast<const vf_unaligned*>(p); }
 DS_FN void ds_store(float* p, vf v) { *reinterpret_cast<vf_unaligned*>(p) = v; }
-DS_FN float ds_hsum(vf v) {
-#if DS_VEC_WIDTH == 16
-  vf8 s8 = __builtin_shufflevector(v, v, 0, 1, 2, 3, 4, 5, 6, 7) +
-           __builtin_shufflevector(v, v, 8, 9, 10, 11, 12, 13, 14, 15);
-#else
-  vf8 s8 = v;
-#endif
-  vf4 s4 = __builtin_shufflevector(s8, s8, 0, 1, 2, 3) + __builtin_shufflevector(s8, s8, 4, 5, 6, 7);
-  s4 = s4 + __builtin_shufflevector(s4, s4, 2, 3, 0, 1);
-  return s4[0] + s4[1];
-}
-DS_FN vf ds_max_nan(vf a, vf b) { return (a > b) | (a != a) ? a : b; }  // nan if either is
-DS_FN float ds_hmax(vf v) {  // max over lanes (a swap-and-max tree); nan if any lane is nan
-#if DS_VEC_WIDTH == 16
-  v = ds_max_nan(v, __builtin_shufflevector(v, v, 8, 9, 10, 11, 12, 13, 14, 15, 0, 1, 2, 3, 4, 5, 6, 7));
-  v = ds_max_nan(v, __builtin_shufflevector(v, v, 4, 5, 6, 7, 0, 1, 2, 3, 12, 13, 14, 15, 8, 9, 10, 11));
-  v = ds_max_nan(v, __builtin_shufflevector(v, v, 2, 3, 0, 1, 6, 7, 4, 5, 10, 11, 8, 9, 14, 15, 12, 13));
-  v = ds_max_nan(v, __builtin_shufflevector(v, v, 1, 0, 3, 2, 5, 4, 7, 6, 9, 8, 11, 10, 13, 12, 15, 14));
-#else
-  v = ds_max_nan(v, __builtin_shufflevector(v, v, 4, 5, 6, 7, 0, 1, 2, 3));
-  v = ds_max_nan(v, __builtin_shufflevector(v, v, 2, 3, 0, 1, 6, 7, 4, 5));
-  v = ds_max_nan(v, __builtin_shufflevector(v, v, 1, 0, 3, 2, 5, 4, 7, 6));
-#endif
-  return v[0];
-}
 DS_FN vi ds_to_int(vf v) { return __builtin_convertvector(v, vi); }
 DS_FN vf ds_reverse(vf v) {  // lane i <- lane kW − 1 − i
 #if DS_VEC_WIDTH == 16
@@ -73,16 +44,27 @@ template <class M>
 DS_FN vf ds_where(M mask, vf a, vf b) { return mask ? a : b; }
 DS_FN vf ds_abs(vf x) { return ds_where(x < 0.0f, -x, x); }
 
-// 2^k for integral k in [−150, 128] (exactly; 0 and +inf at the ends), nan for nan.
+// 2^k for integral k in [−150, 128] (exactly; 0 and +inf at the ends), nan for nan. Two halves,
+// each a normal float's exponent field; their product rounds like one scaling. Exact, so every
+// build gives the same bits (AVX-512's scalef would too, but one formula is one thing to check).
 DS_FN vf ds_pow2(vf k) {
-#if DS_VEC_WIDTH == 16
-  return __builtin_ia32_scalefps512_mask(ds_fill<vf>(1.0f), k, ds_fill<vf>(1.0f), (unsigned short)0xFFFF, 4);
-#else
-  // Two halves, each a normal float's exponent field; their product rounds like one scaling.
   vi ki = ds_to_int(k);
   vi k1 = ki >> 1;
   vi k2 = ki - k1;
   return ds_bits_to_float((k1 + 127) << 23) * ds_bits_to_float((k2 + 127) << 23);
+}
+
+// a·b + c rounded once, in every lane. The builds compile with -ffp-contract=off (cpu.py), so a
+// product and a sum are rounded separately everywhere except where the source asks for this:
+// the same bits from every instruction set (the compiler's own contraction choices may differ
+// between builds, and the scalar build has no FMA instruction: fmaf is correctly rounded too).
+DS_FN vf ds_fma(vf a, vf b, vf c) {
+#if DS_VEC_WIDTH == 16
+  return __builtin_ia32_vfmaddps512_mask(a, b, c, (unsigned short)0xFFFF, 4);
+#elif DS_VEC_WIDTH == 8
+  return __builtin_ia32_vfmaddps256(a, b, c);
+#else
+  return __builtin_fmaf(a, b, c);
 #endif
 }
 
@@ -98,12 +80,12 @@ DS_FN void ds_exp_parts(vf x, vf& s, vf& pm1) {
   vf r = xc - k * 0.693359375f;
   r = r - k * -2.12194440e-4f;
   vf q = ds_fill<vf>(1.9875691500e-4f);
-  q = q * r + 1.3981999507e-3f;
-  q = q * r + 8.3334519073e-3f;
-  q = q * r + 4.1665795894e-2f;
-  q = q * r + 1.6666665459e-1f;
-  q = q * r + 5.0000001201e-1f;
-  pm1 = q * (r * r) + r;
+  q = ds_fma(q, r, ds_fill<vf>(1.3981999507e-3f));
+  q = ds_fma(q, r, ds_fill<vf>(8.3334519073e-3f));
+  q = ds_fma(q, r, ds_fill<vf>(4.1665795894e-2f));
+  q = ds_fma(q, r, ds_fill<vf>(1.6666665459e-1f));
+  q = ds_fma(q, r, ds_fill<vf>(5.0000001201e-1f));
+  pm1 = ds_fma(q, r * r, r);
   s = ds_pow2(k);
 }
 
@@ -120,15 +102,60 @@ DS_FN vf ds_exp(vf x) {
   return (pm1 + 1.0f) * s;
 }
 
-// Row sums of kW consecutive kW-lane rows: lane i of the result is Σ rows[i]. A transposing
-// add tree: log2(kW) rounds of (2 shuffles + 1 add) per pair, instead of a horizontal sum each.
-DS_FN vf ds_row_sums(const float* rows) {
+// The first `count` (≤ kW) lanes at p, the rest zero; and the converse store. Masked moves,
+// which touch no memory past the count: a partial vector at the end of a tensor row costs what a
+// full one does (a scalar loop through a stack buffer stalls on store forwarding).
+DS_FN vf ds_load_n(const float* p, int64_t count) {
+#if DS_VEC_WIDTH == 16
+  if (count >= kW) return ds_load(p);
+  return __builtin_ia32_loadups512_mask(p, ds_fill<vf>(0.0f), (unsigned short)((1u << count) - 1));
+#elif DS_VEC_WIDTH == 8
+  if (count >= kW) return ds_load(p);
+  const vi lane = {0, 1, 2, 3, 4, 5, 6, 7};
+  return __builtin_ia32_maskloadps256(reinterpret_cast<const vf*>(p), lane < (int)count);
+#else
+  return count > 0 ? *p : 0.0f;
+#endif
+}
+DS_FN void ds_store_n(float* p, vf v, int64_t count) {
+#if DS_VEC_WIDTH == 16
+  if (count >= kW) return ds_store(p, v);
+  __builtin_ia32_storeups512_mask(p, v, (unsigned short)((1u << count) - 1));
+#elif DS_VEC_WIDTH == 8
+  if (count >= kW) return ds_store(p, v);
+  const vi lane = {0, 1, 2, 3, 4, 5, 6, 7};
+  __builtin_ia32_maskstoreps256(reinterpret_cast<vf*>(p), lane < (int)count, v);
+#else
+  if (count > 0) *p = v;
+#endif
+}
+
+// Sums across lanes in one fixed order, whatever the build's width, so that every instruction
+// set gives the same bits. Over a group of kGroup = 16 lanes x: a_i = x_i + x_{i+8}, then pairs 4
+// apart, 2 apart, 1 apart (the add tree of a 16-lane transposing reduction); a row of more than
+// one group adds the groups' sums in order. A sum over tokens puts token t in lane t mod 16.
+constexpr int kGroup = 16;
+static_assert(kGroup % kW == 0, "a group is whole vectors");
+
+DS_FN float ds_sum16(const float* x) {
+  float a[8], b[4];
+#pragma GCC unroll 8
+  for (int i = 0; i < 8; ++i) a[i] = x[i] + x[i + 8];
+#pragma GCC unroll 4
+  for (int i = 0; i < 4; ++i) b[i] = a[i] + a[i + 4];
+  return (b[0] + b[2]) + (b[1] + b[3]);
+}
+
+#if DS_VEC_WIDTH > 1
+// Lane i of the result is the fixed-order sum of vector r[i] (kW vectors of kW lanes): a
+// transposing add tree, log2(kW) rounds of (2 shuffles + 1 add) per pair.
+DS_FN vf ds_tree_sums(const vf* rows) {
 #if DS_VEC_WIDTH == 16
   // The tree leaves lane i holding the row whose index is i bit-reversed; feed rows so.
   vf r[16];
   constexpr int rev[16] = {0, 8, 4, 12, 2, 10, 6, 14, 1, 9, 5, 13, 3, 11, 7, 15};
 #pragma GCC unroll 16
-  for (int i = 0; i < 16; ++i) r[i] = ds_load(rows + rev[i] * 16);
+  for (int i = 0; i < 16; ++i) r[i] = rows[rev[i]];
   vf s[8], t[4], w[2];
 #pragma GCC unroll 8
   for (int i = 0; i < 8; ++i)
@@ -144,11 +171,11 @@ DS_FN vf ds_row_sums(const float* rows) {
            __builtin_shufflevector(t[2 * i], t[2 * i + 1], 2, 3, 18, 19, 6, 7, 22, 23, 10, 11, 26, 27, 14, 15, 30, 31);
   return __builtin_shufflevector(w[0], w[1], 0, 16, 2, 18, 4, 20, 6, 22, 8, 24, 10, 26, 12, 28, 14, 30) +
          __builtin_shufflevector(w[0], w[1], 1, 17, 3, 19, 5, 21, 7, 23, 9, 25, 11, 27, 13, 29, 15, 31);
-#elif DS_VEC_WIDTH == 8
+#else
   vf r[8];
   constexpr int rev[8] = {0, 4, 2, 6, 1, 5, 3, 7};
 #pragma GCC unroll 8
-  for (int i = 0; i < 8; ++i) r[i] = ds_load(rows + rev[i] * 8);
+  for (int i = 0; i < 8; ++i) r[i] = rows[rev[i]];
   vf s[4], t[2];
 #pragma GCC unroll 4
   for (int i = 0; i < 4; ++i)
@@ -160,9 +187,46 @@ DS_FN vf ds_row_sums(const float* rows) {
            __builtin_shufflevector(s[2 * i], s[2 * i + 1], 2, 3, 10, 11, 6, 7, 14, 15);
   return __builtin_shufflevector(t[0], t[1], 0, 8, 2, 10, 4, 12, 6, 14) +
          __builtin_shufflevector(t[0], t[1], 1, 9, 3, 11, 5, 13, 7, 15);
-#else
-  return rows[0];
 #endif
+}
+#endif
+
+// out[i] += the fixed-order sum of the kGroup floats at rows + i·kGroup, for i < count (rows
+// past count, up to a whole vector, are read but feed only lanes that are not stored).
+DS_FN void ds_add_group_sums(const float* rows, int64_t count, float* out) {
+#if DS_VEC_WIDTH == 16
+  for (int64_t i = 0; i < count; i += kW) {
+    vf r[kW];
+#pragma GCC unroll 16
+    for (int j = 0; j < kW; ++j) r[j] = ds_load(rows + (i + j) * kGroup);
+    const int64_t n = count - i < kW ? count - i : kW;
+    ds_store_n(out + i, ds_load_n(out + i, n) + ds_tree_sums(r), n);
+  }
+#elif DS_VEC_WIDTH == 8
+  for (int64_t i = 0; i < count; i += kW) {
+    vf r[kW];  // the group's first step, x_i + x_{i+8}, then the 8-lane tree does the rest
+#pragma GCC unroll 8
+    for (int j = 0; j < kW; ++j) r[j] = ds_load(rows + (i + j) * kGroup) + ds_load(rows + (i + j) * kGroup + 8);
+    const int64_t n = count - i < kW ? count - i : kW;
+    ds_store_n(out + i, ds_load_n(out + i, n) + ds_tree_sums(r), n);
+  }
+#else
+  for (int64_t i = 0; i < count; ++i) out[i] += ds_sum16(rows + i * kGroup);
+#endif
+}
+
+// A sum over tokens: ds_token_add(acc, k, x) for the vector of tokens k .. k + kW − 1 (k a
+// multiple of kW), then ds_token_total(acc); acc starts zero.
+typedef vf DsTokenAcc[kGroup / kW];
+DS_FN void ds_token_add(DsTokenAcc acc, int64_t k, vf x) {
+  vf& a = acc[(k / kW) % (kGroup / kW)];
+  a = a + x;
+}
+DS_FN float ds_token_total(const DsTokenAcc acc) {
+  float lanes[kGroup];
+#pragma GCC unroll 16
+  for (int j = 0; j < kGroup / kW; ++j) ds_store(lanes + j * kW, acc[j]);
+  return ds_sum16(lanes);
 }
 
 // log(1 + y) for y in [0, 1] (u = 1 + y rounded, corrected by the rounding error of u);
@@ -203,32 +267,4 @@ DS_FN vf ds_sigmoid_from_softplus(vf x, vf sp) {
   vf e, em1;
   ds_exp_em1(-sp, e, em1);
   return ds_where(x > 20.0f, ds_fill<vf>(1.0f), -em1);
-}
-
-// The first `count` (≤ kW) lanes at p, the rest zero; and the converse store. Masked moves,
-// which touch no memory past the count: a partial vector at the end of a tensor row costs what a
-// full one does (a scalar loop through a stack buffer stalls on store forwarding).
-DS_FN vf ds_load_n(const float* p, int64_t count) {
-#if DS_VEC_WIDTH == 16
-  if (count >= kW) return ds_load(p);
-  return __builtin_ia32_loadups512_mask(p, ds_fill<vf>(0.0f), (unsigned short)((1u << count) - 1));
-#elif DS_VEC_WIDTH == 8
-  if (count >= kW) return ds_load(p);
-  const vi lane = {0, 1, 2, 3, 4, 5, 6, 7};
-  return __builtin_ia32_maskloadps256(reinterpret_cast<const vf*>(p), lane < (int)count);
-#else
-  return count > 0 ? *p : 0.0f;
-#endif
-}
-DS_FN void ds_store_n(float* p, vf v, int64_t count) {
-#if DS_VEC_WIDTH == 16
-  if (count >= kW) return ds_store(p, v);
-  __builtin_ia32_storeups512_mask(p, v, (unsigned short)((1u << count) - 1));
-#elif DS_VEC_WIDTH == 8
-  if (count >= kW) return ds_store(p, v);
-  const vi lane = {0, 1, 2, 3, 4, 5, 6, 7};
-  __builtin_ia32_maskstoreps256(reinterpret_cast<vf*>(p), lane < (int)count, v);
-#else
-  if (count > 0) *p = v;
-#endif
 }

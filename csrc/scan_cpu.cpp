@@ -25,18 +25,19 @@ using ConvFn = void (*)(const DsConvParams&, int64_t, int64_t, float*);
 
 struct Isa {
   const char* name;
+  int64_t width;  // lanes of the build's vectors
   ForwardFn forward;
   BackwardFn backward;
   ConvFn conv_forward, conv_backward;        // over (batch, channel) rows
   ConvFn conv_forward_tm, conv_backward_tm;  // token-major: over (batch, channel block) units
 };
 
-#define DS_ISA(ns, name)                                                                        \
+#define DS_ISA(ns, name, width)                                                                 \
   {                                                                                             \
-    name, ns::forward_part, ns::backward_part, ns::conv_forward_part, ns::conv_backward_part, \
+    name, width, ns::forward_part, ns::backward_part, ns::conv_forward_part, ns::conv_backward_part, \
         ns::conv_forward_tm_part, ns::conv_backward_tm_part                                   \
   }
-const Isa kIsas[] = {DS_ISA(ds_avx512, "avx512"), DS_ISA(ds_avx2, "avx2"), DS_ISA(ds_scalar, "scalar")};
+const Isa kIsas[] = {DS_ISA(ds_avx512, "avx512", 16), DS_ISA(ds_avx2, "avx2", 8), DS_ISA(ds_scalar, "scalar", 1)};
 #undef DS_ISA
 
 bool cpu_supports(const std::string& name) {
@@ -102,16 +103,16 @@ void check_tensor(const char* name, const Tensor& t, c10::IntArrayRef shape) {
 // Pairs are cut into more parts than threads, handed out dynamically: when another process holds
 // a core, the other threads take over its share instead of the whole call waiting for it. Part
 // sizes shrink geometrically (guided scheduling), so the parts handed out last are small and a
-// thread that runs out of work waits only for a small part at the end; the boundaries depend on
-// nothing but the pair and thread counts, so results stay deterministic.
+// thread that runs out of work waits only for a small part at the end. The boundaries depend on
+// the pair count alone, not on the thread count: the backward sums a (batch, group) slab's dB/dC
+// per part, so parts that moved with the threads would move the last bits of dB and dC with how
+// many threads a run had (as they did when this was 8 parts per thread).
 // `run(part, begin, end, scratch)` gets the part's contiguous range of pairs and scratch_floats
 // floats of scratch.
-constexpr int64_t kPartsPerThread = 8;
+constexpr int64_t kParts = 64;        // 8 per thread up to 8 threads
 constexpr double kPartShrink = 0.85;  // size of a part relative to the one before it
 
-int64_t parts_for(int64_t pairs) {
-  return std::max<int64_t>(1, std::min<int64_t>(pairs, kPartsPerThread * at::get_num_threads()));
-}
+int64_t parts_for(int64_t pairs) { return std::max<int64_t>(1, std::min<int64_t>(pairs, kParts)); }
 
 // bounds[p] .. bounds[p + 1] are part p's pairs; every part gets at least one.
 std::vector<int64_t> part_bounds(int64_t pairs, int64_t parts) {
@@ -287,7 +288,7 @@ std::vector<Tensor> forward(const Tensor& u, const Tensor& delta, const Tensor& 
   const int64_t pairs = call.b * call.d;
   const ForwardFn fn = call.isa->forward;
   const int id = call.method;
-  for_parts(pairs, parts_for(pairs), ds_scratch_floats(call.l), [&](int64_t, int64_t begin, int64_t end, float* scratch) {
+  for_parts(pairs, parts_for(pairs), ds_scratch_floats(call.l, call.isa->width), [&](int64_t, int64_t begin, int64_t end, float* scratch) {
     fn(p, id, begin, end, scratch);
   });
   Tensor last_out = last.defined() ? last.narrow(2, 0, call.n).to(u.scalar_type()) : Tensor();
@@ -330,7 +331,7 @@ std::vector<Tensor> backward(const Tensor& u, const Tensor& delta, const Tensor&
   Tensor dD_part = torch::empty({b, d}, opts), ddb_part = torch::empty({b, d}, opts);
   Tensor dz = z ? torch::empty({b, d, l}, opts) : Tensor();
   Tensor dlam = lam ? torch::empty({b, d, l}, opts) : Tensor();
-  Tensor slab_parts = torch::zeros({n_parts, 2, 2, rows, np}, opts);
+  Tensor slab_parts = torch::empty({n_parts, 2, 2, rows, np}, opts);  // a part zeroes the slots it uses
   Tensor slab_ids = torch::full({n_parts, 2}, -1, opts.dtype(torch::kInt64));
 
   DsScanParams p = call.params(softplus);
@@ -347,11 +348,11 @@ std::vector<Tensor> backward(const Tensor& u, const Tensor& delta, const Tensor&
   p.slab_part_ids = slab_ids.data_ptr<int64_t>();
   const BackwardFn fn = call.isa->backward;
   const int id = call.method;
-  for_parts(pairs, n_parts, ds_scratch_floats(l), [&](int64_t part, int64_t begin, int64_t end, float* scratch) {
+  for_parts(pairs, n_parts, ds_scratch_floats(l, call.isa->width), [&](int64_t part, int64_t begin, int64_t end, float* scratch) {
     fn(p, id, part, begin, end, scratch);
   });
-  // Shared slabs, summed in part order: the parts are fixed by the shape and thread count, so
-  // results do not depend on which thread ran which part.
+  // Shared slabs, summed in part order: the parts are fixed by the shape, so results depend
+  // neither on which thread ran which part nor on how many threads there were.
   Tensor dB_slabs = dB.view({b * g, rows, np}), dC_slabs = dC.view({b * g, rows, np});
   const int64_t* ids = slab_ids.data_ptr<int64_t>();
   for (int64_t slot = 0; slot < n_parts * 2; ++slot) {

@@ -232,6 +232,26 @@ def _quiet_ray_environment() -> None:
         os.environ.setdefault(key, value)
 
 
+# Torch's own CPU code picks its kernels per machine: ATen's vectorised ops by the widest
+# instruction set (AVX-512 or AVX2), MKL's GEMMs and oneDNN by CPU model, and each width sums in
+# another order. Pinned to their AVX2 paths (MKL_CBWR is MKL's own switch for results that
+# reproduce across CPUs), the same torch code runs on every x86-64 machine with AVX2, AVX-512 ones
+# included; the CPU scan kernel gives the same bits on every build anyway (csrc/ds_simd.h). Set
+# before Ray starts, so the trial workers (children of this process on a local instance) start
+# with them; a value the user set is kept.
+REPRODUCIBLE_CPU_PATHS = {"ATEN_CPU_CAPABILITY": "avx2", "MKL_CBWR": "AVX2", "ONEDNN_MAX_CPU_ISA": "AVX2"}
+
+
+def _pin_cpu_paths() -> None:
+    """REPRODUCIBLE_CPU_PATHS for this process's children, on a CPU that has AVX2 and FMA (the
+    flags Linux reports; elsewhere nothing is pinned)."""
+    cpuinfo = Path("/proc/cpuinfo")
+    flags = set(cpuinfo.read_text().split()) if cpuinfo.exists() else set()
+    if {"avx2", "fma"} <= flags:
+        for key, value in REPRODUCIBLE_CPU_PATHS.items():
+            os.environ.setdefault(key, value)
+
+
 def _init_ray(address: str | None, num_cpus: int | None) -> Any:
     import logging
 
@@ -568,6 +588,7 @@ def _run(study: Study, study_path: Path, args: argparse.Namespace) -> int:
         return 0
 
     _quiet_ray_environment()
+    _pin_cpu_paths()
     import ray as ray_module
 
     # A Ray instance this process already had (e.g. a caller's) stays up after the run.

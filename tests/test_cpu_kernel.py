@@ -262,6 +262,81 @@ def test_auto_picks_the_kernel_on_cpu_without_a_warning(recwarn):
     assert not [w for w in recwarn if "discbench" in str(w.message)]
 
 
+def _bits(result):
+    """Each tensor's bit pattern (int32 view): equal means bit-identical, nan and −0 included."""
+    return {k: v.contiguous().view(torch.int32) for k, v in result.items()}
+
+
+def _scan_block(inputs, method, reverse=False, delta_proj=None):
+    """selective_scan_block's outputs and every input gradient, fp32 (the model's fast path)."""
+    spec = get_method(method)
+    leaves = {k: v.detach().clone().requires_grad_(True) for k, v in inputs.items()
+              if v is not None and (k != "lam" or spec.takes_lam)}
+    if delta_proj is not None:
+        leaves["delta_proj"] = delta_proj.detach().clone().requires_grad_(True)
+    out, last = cpu.selective_scan_block(
+        leaves["u"], leaves["delta"], leaves["A"], leaves["B"], leaves["C"], D=leaves["D"], z=leaves["z"],
+        delta_bias=leaves["delta_bias"], delta_softplus=True, return_last_state=True, method=method,
+        lam=leaves.get("lam"), delta_proj=leaves.get("delta_proj"), reverse=reverse)
+    gen = torch.Generator().manual_seed(3)
+    ((out * torch.randn(out.shape, generator=gen)).sum() + (last * torch.randn(last.shape, generator=gen)).sum()).backward()
+    return {"out": out.detach(), "last": last.detach(), **{"d" + k: v.grad for k, v in leaves.items()}}
+
+
+@pytest.mark.parametrize("method", METHOD_KEYS)
+def test_every_instruction_set_and_thread_count_gives_the_same_bits(method):
+    """Results do not depend on the machine's vector width or the number of threads: forward and
+    every gradient bit-identical across the builds this CPU runs (avx512, avx2, scalar) and 1 or 2
+    threads. Δ in both regimes of the weights (series and closed form, some tokens each), a
+    length that is not a multiple of any width, two groups of 16 states (n = 20), both scan
+    directions and Δ formed inside the kernel."""
+    isas = cpu.supported_isas()
+    inputs = make_inputs(b=3, d=5, l=37, n=20, seed=4)
+    inputs["delta"] = inputs["delta"] + torch.linspace(-3.0, 2.5, 37)  # |Δa| from ≪ 1 to ≫ 1
+    gen = torch.Generator().manual_seed(5)
+    proj = torch.randn(5, 3, generator=gen)
+    projected = {**inputs, "delta": torch.randn(3, 3, 37, generator=gen) - 1.0}
+    threads = torch.get_num_threads()
+    runs = {}
+    try:
+        for isa in isas:
+            for n_threads in (1, 2):
+                torch.set_num_threads(n_threads)
+                with cpu.use_isa(isa):
+                    runs[isa, n_threads] = [_bits(_scan_block(inputs, method)),
+                                            _bits(_scan_block(inputs, method, reverse=True)),
+                                            _bits(_scan_block(projected, method, delta_proj=proj))]
+    finally:
+        torch.set_num_threads(threads)
+    (first_key, first), *others = runs.items()
+    for key, got in others:
+        for case, (want_case, got_case) in enumerate(zip(first, got)):
+            differ = [k for k in want_case if not torch.equal(want_case[k], got_case[k])]
+            assert not differ, f"{method} case {case}: {key} differs from {first_key} in {differ}"
+
+
+@pytest.mark.parametrize("token_major", [False, True])
+def test_causal_conv1d_gives_the_same_bits_on_every_instruction_set(token_major):
+    from discbench.causal_conv1d import causal_conv1d_fn
+
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(3, 37, 21, generator=gen).transpose(1, 2) if token_major else torch.randn(3, 21, 37, generator=gen)
+    weight, bias = torch.randn(21, 4, generator=gen), torch.randn(21, generator=gen)
+    dout = torch.randn(3, 21, 37, generator=gen)
+    runs = {}
+    for isa in cpu.supported_isas():
+        leaves = [t.detach().clone().requires_grad_(True) for t in (x, weight, bias)]
+        with cpu.use_isa(isa):
+            out = causal_conv1d_fn(*leaves, activation="silu")
+        out.backward(dout)
+        runs[isa] = _bits({"out": out.detach(), "dx": leaves[0].grad, "dweight": leaves[1].grad,
+                           "dbias": leaves[2].grad})
+    (first_isa, first), *others = runs.items()
+    for isa, got in others:
+        differ = [k for k in first if not torch.equal(first[k], got[k])]
+        assert not differ, f"{isa} differs from {first_isa} in {differ}"
+
+
 def test_backward_is_deterministic():
     inputs = make_inputs(b=3, d=8, g=2, l=45)
     first = run(inputs, "cpu", "rk4/canonical", dtype=torch.float32)

@@ -1,6 +1,6 @@
 """Backend "cpu": the fused C++ selective scan of csrc/, forward and backward.
 
-The extension is compiled on first use with torch.utils.cpp_extension (ninja, -O3, OpenMP)
+The extension is compiled on first use with torch.utils.cpp_extension (ninja, BUILD_FLAGS)
 from csrc/ (a checkout's top-level csrc/, or discbench/csrc/ in an installed wheel, see setup.py)
 and cached under the torch extensions directory (TORCH_EXTENSIONS_DIR), keyed by a hash of
 csrc/ (its files and its path), so an edited kernel is rebuilt and an unchanged one loads in
@@ -42,13 +42,17 @@ def _find_sources() -> Path:
 CSRC = _find_sources()
 COMPILE_SECONDS = 60  # the first build took 50 s on the 2-core development machine
 
+# -ffp-contract=off: no product is fused into a sum unless the source says so (ds_fma), so the
+# avx512, avx2 and scalar builds round every lane alike and give the same bits (tests/test_cpu_kernel.py).
+BUILD_FLAGS = ("-O3", "-fopenmp", "-ffp-contract=off")
+
 _extension = None
 _load_error: str | None = None
 _isa = os.environ.get("DISCBENCH_CPU_ISA", "auto")
 
 
 def _source_hash() -> str:
-    """Hash of the kernel sources, the torch version and where the sources are."""
+    """Hash of the kernel sources, the build flags, the torch version and where the sources are."""
     digest = hashlib.sha256()
     # torch's ninja build names the source paths, so two checkouts sharing one build folder would
     # rebuild it on every switch between them, rewriting the .so under each other's running workers.
@@ -57,6 +61,7 @@ def _source_hash() -> str:
         if path.suffix in (".h", ".cpp"):
             digest.update(path.name.encode())
             digest.update(path.read_bytes())
+    digest.update(" ".join(BUILD_FLAGS).encode())
     digest.update(torch.__version__.encode())
     return digest.hexdigest()[:12]
 
@@ -100,7 +105,7 @@ def extension():
         _extension = cpp_extension.load(
             name=name,
             sources=[str(CSRC / s) for s in SOURCES],
-            extra_cflags=["-O3", "-fopenmp"],
+            extra_cflags=list(BUILD_FLAGS),
             extra_ldflags=["-fopenmp"],
             build_directory=str(build_dir),
             verbose=False,
