@@ -410,10 +410,9 @@ static void ds_backward_part(const DsScanParams& p, int64_t part, int64_t begin,
 
 void forward_part(const DsScanParams& p, int method, int64_t begin, int64_t end, float* scratch) {
   switch (method) {
-#define DS_CASE(id, key, T, takes_lam)                                  \
-  case id:                                                              \
-    static_assert(T::kTakesLam == takes_lam, "DS_METHOD_LIST: λ flag"); \
-    return ds_forward_part<T>(p, begin, end, scratch);
+#define DS_CASE(id, key, ...) \
+  case id:                    \
+    return ds_forward_part<DsMethod<__VA_ARGS__>>(p, begin, end, scratch);
     DS_METHOD_LIST(DS_CASE)
 #undef DS_CASE
   }
@@ -422,9 +421,9 @@ void forward_part(const DsScanParams& p, int method, int64_t begin, int64_t end,
 void backward_part(const DsScanParams& p, int method, int64_t part, int64_t begin, int64_t end,
                    float* scratch) {
   switch (method) {
-#define DS_CASE(id, key, T, takes_lam) \
-  case id:                             \
-    return ds_backward_part<T>(p, part, begin, end, scratch);
+#define DS_CASE(id, key, ...) \
+  case id:                    \
+    return ds_backward_part<DsMethod<__VA_ARGS__>>(p, part, begin, end, scratch);
     DS_METHOD_LIST(DS_CASE)
 #undef DS_CASE
   }

@@ -71,19 +71,19 @@ const Isa& pick_isa(const std::string& requested) {
 }
 
 int method_id(const std::string& key) {
-#define DS_MATCH(id, name, T, takes_lam) \
+#define DS_MATCH(id, name, ...) \
   if (key == name) return id;
   DS_METHOD_LIST(DS_MATCH)
 #undef DS_MATCH
   std::string valid;
-#define DS_NAME(id, name, T, takes_lam) valid += std::string(id ? ", " : "") + name;
+#define DS_NAME(id, name, ...) valid += std::string(valid.empty() ? "" : ", ") + name;
   DS_METHOD_LIST(DS_NAME)
 #undef DS_NAME
   TORCH_CHECK(false, "discbench CPU scan: unknown method '", key, "'; valid: ", valid);
 }
 
 bool method_takes_lam(int id) {
-#define DS_LAM(mid, name, T, takes_lam) \
+#define DS_LAM(mid, name, takes_lam, ...) \
   if (id == mid) return takes_lam;
   DS_METHOD_LIST(DS_LAM)
 #undef DS_LAM
@@ -471,7 +471,7 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("supported_isas", &supported_isas, "instruction sets this CPU runs, widest first");
   m.def("method_keys", []() {
     std::vector<std::string> keys;
-#define DS_KEY(id, name, T, takes_lam) keys.push_back(name);
+#define DS_KEY(id, name, ...) keys.push_back(name);
     DS_METHOD_LIST(DS_KEY)
 #undef DS_KEY
     return keys;
