@@ -9,12 +9,12 @@
 //   DS_FN static void eval(Z z, A a, D dt, L lam, Z& abar, W* w)
 //
 // sets Ā(z) and w[j − kLo] for the stencil's offsets j in [kLo, kHi] (the registry's taps in
-// their order; a tap inside the span that the registry lacks gets weight 0). It is written once,
-// generically in the number types: the kernels' forward calls it on lanes (every type V), and
-// the backward calls it with one argument a DsJet (value and derivative, seeded 1) to get the
-// partial derivatives along that argument (see DsMethod below). So the math uses only +, −, ×
-// and the helpers below, which all take jets (ds_exp_phis, ds_exp_any, ds_tustin, ds_poly), and
-// writes constants as ds_fill<W>(c). kSmall: see below.
+// their order; eval writes 0 for an offset inside the span that the registry has no tap for).
+// It is written once, generically in the number types: the kernels' forward calls it on lanes
+// (every type V), and the backward calls it with one argument a DsJet (value and derivative,
+// seeded 1) to get the partial derivatives along that argument (see DsMethod below). So the
+// math uses only +, −, ×, / and the helpers below, which all take jets (ds_exp_phis,
+// ds_exp_any, ds_tustin, ds_poly), and writes constants as ds_fill<W>(c). kSmall: see below.
 //
 // Everything is templated on the lane type V (float on a GPU thread or in the scalar build, a
 // GCC vector of floats in the SIMD builds). The includer provides, for its V:

@@ -173,9 +173,8 @@ Tensor unpack_tokens(const Tensor& packed, int64_t n, int64_t l, bool reverse) {
 // A (b, d, l) input in fp32 with its batch and channel strides kept, so a channel slice of a
 // wider tensor or a λ shared by the channels (an expanded view, stride 0 along d) is read without
 // a copy. Strided tokens (a token-major (b, l, ·) projection) are made contiguous by ATen's
-// blocked transpose: gathering them per (batch, channel) row in the kernel was measured 2× slower
-// for the whole Vim-Ti forward (tokens 1.5–3 KB apart fall into a few L1 sets and miss), so the
-// kernels always see contiguous tokens.
+// blocked transpose rather than gathered per (batch, channel) row in the kernel: tokens 1.5–3 KB
+// apart fall into a few L1 sets and miss, so the kernels always see contiguous tokens.
 Tensor token_rows(const Tensor& t) {
   Tensor out = t.to(torch::kFloat32);
   return out.size(2) > 1 && out.stride(2) != 1 ? out.contiguous() : out;

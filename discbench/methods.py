@@ -64,7 +64,7 @@ class Method:
     stability_bound: float  # most negative z with |Ā(z)| ≤ 1 (-inf: A-stable)
     summary: str
     # The weight functions' arguments (of WEIGHT_INPUTS) the weights depend on, z counted as an
-    # argument of its own: the compiled kernels differentiate the weights only along these
+    # argument of its own: the C++ kernel differentiates the weights only along these
     # (tests/test_methods.py checks this against autograd). "lam": the weights read a per-token
     # λ_k, so selective_scan requires its `lam` argument, (b, d, l) like delta, and returns its
     # gradient; every other method refuses it.
