@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
+from pathlib import Path
 
 import mpmath  # a dependency of sympy, which torch requires
 import numpy as np
@@ -25,18 +27,23 @@ CANONICAL = [m for m in all_methods() if m.variant == "canonical"]
 PAPER_TABLE = ("zoh", "foh", "bilinear", "polynomial", "highorder", "rk4")
 CANONICAL_TABLE = [m for m in CANONICAL if m.name in PAPER_TABLE]
 
-# The stencil offsets METHODS.md states, per method and variant.
-STATED_OFFSETS = {
-    "zoh/canonical": (0,),
-    "foh/canonical": (-1, 0),
-    "bilinear/canonical": (-1, 0),
-    "polynomial/canonical": (-1, 0, 1),
-    "highorder/canonical": (-2, -1, 0),
-    "rk4/canonical": (-2, -1, 0, 1),
-    "trapezoid/canonical": (-1, 0),
-    **{f"{name}/paper": (0,) for name in PAPER_TABLE},
-    "trapezoid/paper": (-1, 0),
-}
+SPEC = Path(__file__).resolve().parents[1] / "docs" / "METHODS.md"
+
+
+def _stated_offsets() -> dict[str, tuple[int, ...]]:
+    """The stencil offsets docs/METHODS.md states, per method and variant: the w_j its table row
+    names, or the paper table's single tap w_0 (B̄ = Δ · w_0) where the row names none."""
+    stated = {}
+    for line in SPEC.read_text(encoding="utf-8").splitlines():
+        row = re.match(r"\| `([a-z0-9_]+/[a-z]+)` \|", line)
+        if row:
+            subscripts = re.findall(r"w_(?:\{([−+]?\d)\}|(\d))", line)
+            offsets = {int((braced or bare).replace("−", "-")) for braced, bare in subscripts}
+            stated[row.group(1)] = tuple(sorted(offsets)) or (0,)
+    return stated
+
+
+STATED_OFFSETS = _stated_offsets()
 
 
 def weights(method, z: torch.Tensor, a: torch.Tensor, dt: torch.Tensor,

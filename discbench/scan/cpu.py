@@ -106,7 +106,7 @@ def _source_hash() -> str:
     sources are."""
     digest = hashlib.sha256()
     # torch's ninja build names the source paths, so two checkouts sharing one build folder would
-    # rebuild it under each other's running workers.
+    # rebuild it on every switch between them, rewriting the .so under each other's running workers.
     digest.update(str(CSRC.resolve()).encode())
     for path in sorted(CSRC.glob("*")):
         if path.suffix in (".h", ".cpp"):
