@@ -23,8 +23,12 @@ tiles); z = a·Δ, a < 0 the pole, Δ > 0 the step, λ the token's λ for a meth
 
 from __future__ import annotations
 
+import sys
+
 import triton
 import triton.language as tl
+from triton.runtime.interpreter import InterpretedFunction
+from triton.runtime.jit import JITFunction
 
 from ..methods import Method
 
@@ -32,8 +36,6 @@ from ..methods import Method
 def kernel_math(method: Method) -> tuple:
     """(transition, taps): the @triton.jit functions of the method (see the module docstring);
     ValueError naming what to add here when one is missing."""
-    import sys
-
     module = sys.modules[__name__]  # looked up at each call: the functions may be re-decorated
     why = missing_method_reason(method)
     if why is not None:
@@ -49,16 +51,17 @@ def _transition_name(method: Method) -> str:
     return "transition_" + getattr(method.transition, "__name__", "")
 
 
+def _defined(name: str) -> bool:
+    return isinstance(getattr(sys.modules[__name__], name, None), (JITFunction, InterpretedFunction))
+
+
 def missing_method_reason(method: Method) -> str | None:
     """None when this module has the method's math, else what to add (the backend's refusal)."""
-    import sys
-
-    module = sys.modules[__name__]
     missing = []
-    if not hasattr(module, _taps_name(method)):
+    if not _defined(_taps_name(method)):
         missing.append(f"a @triton.jit function `{_taps_name(method)}(z, a, delta, lam, TAP: tl.constexpr)` "
                        "returning (w, ∂w/∂a, ∂w/∂Δ, ∂w/∂λ) of tap TAP")
-    if not hasattr(module, _transition_name(method)):
+    if not _defined(_transition_name(method)):
         name = getattr(method.transition, "__name__", "?")
         missing.append(f"a @triton.jit function `transition_{name}(z)` returning (Ā, dĀ/dz) for the registry's "
                        f"transition `{name}` (or give the method one of the transitions already there: "
