@@ -1,20 +1,21 @@
-// The seven discretization methods x two variants of docs/METHODS.md, once, for compiled kernels.
+// The math of each discretization method of docs/METHODS.md, for the compiled kernels.
 //
-// A method is a struct with
-//   kLo, kHi          the stencil's token offsets span [kLo, kHi] (taps outside S have weight 0)
-//   kExplicitAD       true when a weight depends on a and Δ separately (paper polynomials), not
-//                     only through z = aΔ
-//   kWeightsOfZ       false when ∂w/∂z ≡ 0 (the kernels then skip those sums: 0·x is not
-//                     foldable in IEEE arithmetic)
-//   kTakesLam         true when the weights read the token's λ (trapezoid/paper); the others
-//                     ignore the lam argument
-//   weights<kSmall>(z, a, dt, lam, abar, w)       Ā(z) and w[j - kLo] for j in [kLo, kHi]
-//   grads<kSmall>(z, a, dt, lam, abar, dabar, w, wz, wa, wd, wl)
-//                                                 also dĀ/dz and, per tap, ∂w/∂z (wz), the
-//                                                 explicit partials ∂w/∂a (wa), ∂w/∂Δ (wd) (only
-//                                                 written when kExplicitAD) and ∂w/∂λ (wl, only
-//                                                 written when kTakesLam)
-// where kSmall promises |z| < 1 in every lane (see below).
+// What a method is, which methods exist, their ids, stencils and which inputs their weights
+// read come from the registry, discbench.methods: discbench/scan/cpu.py generates
+// ds_method_list.h from it at build time (see ds_params.h). This header holds only the math,
+// one struct per method × variant, named after its registry key ("foh/paper" -> FohPaper):
+//
+//   template <bool kSmall, class Z, class A, class D, class L, class W>
+//   DS_FN static void eval(Z z, A a, D dt, L lam, Z& abar, W* w)
+//
+// sets Ā(z) and w[j − kLo] for the stencil's offsets j in [kLo, kHi] (the registry's taps in
+// their order; eval writes 0 for an offset inside the span that the registry has no tap for).
+// It is written once, generically in the number types: the kernels' forward calls it on lanes
+// (every type V), and the backward calls it with one argument a DsJet (value and derivative,
+// seeded 1) to get the partial derivatives along that argument (see DsMethod below). So the
+// math uses only +, −, ×, / and the helpers below, which all take jets (ds_exp_phis,
+// ds_exp_any, ds_tustin, ds_poly), and writes constants as ds_fill<W>(c). kSmall: see below.
+//
 // Everything is templated on the lane type V (float on a GPU thread or in the scalar build, a
 // GCC vector of floats in the SIMD builds). The includer provides, for its V:
 //   V ds_exp(V), void ds_exp_em1(V x, V& e^x, V& e^x − 1), V ds_abs(V),
@@ -91,341 +92,294 @@ DS_FN V ds_exp_any(V z) {
   }
 }
 
+// ---------------------------------------------------------------- derivatives
+
+// A number and its derivative along one input of eval (the kernels seed that input with 1 and
+// pass the others as plain lanes, so nothing is spent on derivatives known to be zero).
+template <class V>
+struct DsJet {
+  V v, d;
+  DsJet() = default;
+  DS_FN DsJet(V value) : v(value), d(V{}) {}  // a constant along the seeded input
+  DS_FN DsJet(V value, V derivative) : v(value), d(derivative) {}
+};
+
+// Sums, products and quotients of jets with jets, lanes (V) and float constants (C).
+template <class V>
+DS_FN DsJet<V> operator+(DsJet<V> x, DsJet<V> y) { return {x.v + y.v, x.d + y.d}; }
+template <class V, class C>
+DS_FN DsJet<V> operator+(DsJet<V> x, C c) { return {x.v + c, x.d}; }
+template <class V, class C>
+DS_FN DsJet<V> operator+(C c, DsJet<V> x) { return {c + x.v, x.d}; }
+template <class V>
+DS_FN DsJet<V> operator-(DsJet<V> x) { return {-x.v, -x.d}; }
+template <class V>
+DS_FN DsJet<V> operator-(DsJet<V> x, DsJet<V> y) { return {x.v - y.v, x.d - y.d}; }
+template <class V, class C>
+DS_FN DsJet<V> operator-(DsJet<V> x, C c) { return {x.v - c, x.d}; }
+template <class V, class C>
+DS_FN DsJet<V> operator-(C c, DsJet<V> x) { return {c - x.v, -x.d}; }
+template <class V>
+DS_FN DsJet<V> operator*(DsJet<V> x, DsJet<V> y) { return {x.v * y.v, x.d * y.v + x.v * y.d}; }
+template <class V, class C>
+DS_FN DsJet<V> operator*(DsJet<V> x, C c) { return {x.v * c, x.d * c}; }
+template <class V, class C>
+DS_FN DsJet<V> operator*(C c, DsJet<V> x) { return {c * x.v, c * x.d}; }
+template <class V>
+DS_FN DsJet<V> operator/(DsJet<V> x, DsJet<V> y) {
+  V q = x.v / y.v;
+  return {q, (x.d - q * y.d) / y.v};
+}
+template <class V, class C>
+DS_FN DsJet<V> operator/(DsJet<V> x, C c) { return {x.v / c, x.d / c}; }
+template <class V, class C>
+DS_FN DsJet<V> operator/(C c, DsJet<V> x) {
+  V q = c / x.v;
+  return {q, -(q * x.d) / x.v};
+}
+
+// The helpers along a jet z: their values as for lanes, their derivatives in closed form.
+// d/dz φ_p = φ_p − p φ_{p+1} (so one more φ is evaluated), d/dz e^z = e^z.
+template <bool kSmall, int P, class V>
+DS_FN void ds_exp_phis(DsJet<V> z, DsJet<V>& e, DsJet<V>* phi /* phi[1..P] */) {
+  V ev, f[P + 2];
+  ds_exp_phis<kSmall, P + 1>(z.v, ev, f);
+  e = {ev, ev * z.d};
+#pragma GCC unroll 4
+  for (int p = 1; p <= P; ++p) phi[p] = {f[p], (f[p] - (float)p * f[p + 1]) * z.d};
+}
+
+template <bool kSmall, class V>
+DS_FN DsJet<V> ds_exp_any(DsJet<V> z) {
+  V e = ds_exp_any<kSmall>(z.v);
+  return {e, e * z.d};
+}
+
+// Tustin's Ā(z) = (1 + z/2)/(1 − z/2) and r = 1/(1 − z/2): dĀ/dz = r², dr/dz = r²/2.
+template <class V>
+DS_FN void ds_tustin(V z, V& abar, V& r) {
+  r = 1.0f / (1.0f - 0.5f * z);
+  abar = (1.0f + 0.5f * z) * r;
+}
+template <class V>
+DS_FN void ds_tustin(DsJet<V> z, DsJet<V>& abar, DsJet<V>& r) {
+  V rv, av;
+  ds_tustin(z.v, av, rv);
+  abar = {av, rv * rv * z.d};
+  r = {rv, 0.5f * rv * rv * z.d};
+}
+
+// Σ_i c[i] z^i by Horner's rule; along a jet z the derivative is Horner's rule on (i c[i]).
+template <int N, class V>
+DS_FN V ds_poly(V z, const float (&c)[N]) {
+  V p = ds_fill<V>(c[N - 1]);
+#pragma GCC unroll 8
+  for (int i = N - 2; i >= 0; --i) p = c[i] + z * p;
+  return p;
+}
+template <int N, class V>
+DS_FN DsJet<V> ds_poly(DsJet<V> z, const float (&c)[N]) {
+  float dc[N - 1];
+#pragma GCC unroll 8
+  for (int i = 1; i < N; ++i) dc[i - 1] = (float)i * c[i];
+  return {ds_poly(z.v, c), ds_poly(z.v, dc) * z.d};
+}
+
+// A method of the generated list: the registry's facts about it (whether its weights take λ,
+// its stencil span, whether they read z, and a or Δ apart from z) and its math, with the two
+// calls the scan kernels make.
+//   weights<kSmall>(z, a, dt, lam, abar, w)       Ā(z) and w[j − kLo] for j in [kLo, kHi]
+//   grads<kSmall>(z, a, dt, lam, abar, dabar, w, wz, wa, wd, wl)
+//                                                 also dĀ/dz and, per tap, ∂w/∂z (wz), the
+//                                                 explicit partials ∂w/∂a (wa), ∂w/∂Δ (wd) (only
+//                                                 written when kExplicitAD) and ∂w/∂λ (wl, only
+//                                                 written when kTakesLam)
+// where kSmall promises |z| < 1 in every lane. kWeightsOfZ false means ∂w/∂z ≡ 0, so the
+// kernels skip those sums (0·x is not foldable in IEEE arithmetic).
+template <bool kTakesLam_, class Math, int kLo_, int kHi_, bool kWeightsOfZ_, bool kExplicitAD_>
+struct DsMethod {
+  static constexpr int kLo = kLo_, kHi = kHi_, kTaps = kHi_ - kLo_ + 1;
+  static constexpr bool kTakesLam = kTakesLam_, kWeightsOfZ = kWeightsOfZ_, kExplicitAD = kExplicitAD_;
+
+  template <bool kSmall, class V>
+  DS_FN static void weights(V z, V a, V dt, V lam, V& abar, V* w) {
+    Math::template eval<kSmall>(z, a, dt, lam, abar, w);
+  }
+
+  template <bool kSmall, class V>
+  DS_FN static void grads(V z, V a, V dt, V lam, V& abar, V& dabar, V* w, V* wz, V* wa, V* wd,
+                          V* wl) {
+    using J = DsJet<V>;
+    const V one = ds_fill<V>(1.0f);
+    J abar_z, w_z[kTaps];
+    Math::template eval<kSmall>(J{z, one}, a, dt, lam, abar_z, w_z);  // along z, a, Δ, λ held
+    abar = abar_z.v;
+    dabar = abar_z.d;
+#pragma GCC unroll 4
+    for (int j = 0; j < kTaps; ++j) {
+      w[j] = w_z[j].v;
+      wz[j] = w_z[j].d;
+    }
+    V unused;
+    if constexpr (kExplicitAD) {
+      J w_a[kTaps], w_d[kTaps];
+      Math::template eval<kSmall>(z, J{a, one}, dt, lam, unused, w_a);
+      Math::template eval<kSmall>(z, a, J{dt, one}, lam, unused, w_d);
+#pragma GCC unroll 4
+      for (int j = 0; j < kTaps; ++j) {
+        wa[j] = w_a[j].d;
+        wd[j] = w_d[j].d;
+      }
+    }
+    if constexpr (kTakesLam) {
+      J w_l[kTaps];
+      Math::template eval<kSmall>(z, a, dt, J{lam, one}, unused, w_l);
+#pragma GCC unroll 4
+      for (int j = 0; j < kTaps; ++j) wl[j] = w_l[j].d;
+    }
+  }
+};
+
 // ---------------------------------------------------------------- canonical variants
 
-struct ZohCanonical {
-  static constexpr int kLo = 0, kHi = 0;
-  static constexpr bool kExplicitAD = false;
-  static constexpr bool kWeightsOfZ = true;
-  static constexpr bool kTakesLam = false;
-  template <bool kSmall, class V>
-  DS_FN static void weights(V z, V, V, V, V& abar, V* w) {
-    V e, phi[2];
-    ds_exp_phis<kSmall, 1>(z, e, phi);
-    abar = e;
+struct ZohCanonical {  // taps 0
+  template <bool kSmall, class Z, class A, class D, class L, class W>
+  DS_FN static void eval(Z z, A, D, L, Z& abar, W* w) {
+    Z phi[2];
+    ds_exp_phis<kSmall, 1>(z, abar, phi);
     w[0] = phi[1];
-  }
-  template <bool kSmall, class V>
-  DS_FN static void grads(V z, V, V, V, V& abar, V& dabar, V* w, V* wz, V*, V*, V*) {
-    V e, phi[3];
-    ds_exp_phis<kSmall, 2>(z, e, phi);
-    abar = e;
-    dabar = e;
-    w[0] = phi[1];
-    wz[0] = phi[1] - phi[2];
   }
 };
 
-struct FohCanonical {
-  static constexpr int kLo = -1, kHi = 0;
-  static constexpr bool kExplicitAD = false;
-  static constexpr bool kWeightsOfZ = true;
-  static constexpr bool kTakesLam = false;
-  template <bool kSmall, class V>
-  DS_FN static void weights(V z, V, V, V, V& abar, V* w) {
-    V e, phi[3];
-    ds_exp_phis<kSmall, 2>(z, e, phi);
-    abar = e;
+struct FohCanonical {  // taps −1, 0
+  template <bool kSmall, class Z, class A, class D, class L, class W>
+  DS_FN static void eval(Z z, A, D, L, Z& abar, W* w) {
+    Z phi[3];
+    ds_exp_phis<kSmall, 2>(z, abar, phi);
     w[0] = phi[1] - phi[2];
     w[1] = phi[2];
-  }
-  template <bool kSmall, class V>
-  DS_FN static void grads(V z, V, V, V, V& abar, V& dabar, V* w, V* wz, V*, V*, V*) {
-    V e, phi[4];
-    ds_exp_phis<kSmall, 3>(z, e, phi);
-    V d1 = phi[1] - phi[2], d2 = phi[2] - 2.0f * phi[3];  // φ_p' = φ_p − p φ_{p+1}
-    abar = e;
-    dabar = e;
-    w[0] = phi[1] - phi[2];
-    w[1] = phi[2];
-    wz[0] = d1 - d2;
-    wz[1] = d2;
   }
 };
 
-struct BilinearCanonical {
-  static constexpr int kLo = -1, kHi = 0;
-  static constexpr bool kExplicitAD = false;
-  static constexpr bool kWeightsOfZ = true;
-  static constexpr bool kTakesLam = false;
-  template <bool kSmall, class V>
-  DS_FN static void weights(V z, V, V, V, V& abar, V* w) {
-    V r = 1.0f / (1.0f - 0.5f * z);
-    abar = (1.0f + 0.5f * z) * r;
+struct BilinearCanonical {  // taps −1, 0
+  template <bool kSmall, class Z, class A, class D, class L, class W>
+  DS_FN static void eval(Z z, A, D, L, Z& abar, W* w) {
+    Z r;
+    ds_tustin(z, abar, r);
     w[0] = 0.5f * r;
     w[1] = 0.5f * r;
   }
-  template <bool kSmall, class V>
-  DS_FN static void grads(V z, V, V, V, V& abar, V& dabar, V* w, V* wz, V*, V*, V*) {
-    V r = 1.0f / (1.0f - 0.5f * z);
-    abar = (1.0f + 0.5f * z) * r;
-    dabar = r * r;
-    w[0] = w[1] = 0.5f * r;
-    wz[0] = wz[1] = 0.25f * r * r;
-  }
 };
 
-struct PolynomialCanonical {
-  static constexpr int kLo = -1, kHi = 1;
-  static constexpr bool kExplicitAD = false;
-  static constexpr bool kWeightsOfZ = true;
-  static constexpr bool kTakesLam = false;
-  template <bool kSmall, class V>
-  DS_FN static void weights(V z, V, V, V, V& abar, V* w) {
-    V e, phi[4];
-    ds_exp_phis<kSmall, 3>(z, e, phi);
-    abar = e;
+struct PolynomialCanonical {  // taps −1, 0, +1
+  template <bool kSmall, class Z, class A, class D, class L, class W>
+  DS_FN static void eval(Z z, A, D, L, Z& abar, W* w) {
+    Z phi[4];
+    ds_exp_phis<kSmall, 3>(z, abar, phi);
     w[0] = phi[3] - 1.5f * phi[2] + phi[1];
     w[1] = 2.0f * phi[2] - 2.0f * phi[3];
     w[2] = phi[3] - 0.5f * phi[2];
   }
-  template <bool kSmall, class V>
-  DS_FN static void grads(V z, V, V, V, V& abar, V& dabar, V* w, V* wz, V*, V*, V*) {
-    V e, phi[5];
-    ds_exp_phis<kSmall, 4>(z, e, phi);
-    V d1 = phi[1] - phi[2], d2 = phi[2] - 2.0f * phi[3], d3 = phi[3] - 3.0f * phi[4];
-    abar = e;
-    dabar = e;
-    w[0] = phi[3] - 1.5f * phi[2] + phi[1];
-    w[1] = 2.0f * phi[2] - 2.0f * phi[3];
-    w[2] = phi[3] - 0.5f * phi[2];
-    wz[0] = d3 - 1.5f * d2 + d1;
-    wz[1] = 2.0f * d2 - 2.0f * d3;
-    wz[2] = d3 - 0.5f * d2;
-  }
 };
 
-struct HighorderCanonical {
-  static constexpr int kLo = -2, kHi = 0;
-  static constexpr bool kExplicitAD = false;
-  static constexpr bool kWeightsOfZ = true;
-  static constexpr bool kTakesLam = false;
-  template <bool kSmall, class V>
-  DS_FN static void weights(V z, V, V, V, V& abar, V* w) {
-    V e, phi[4];
-    ds_exp_phis<kSmall, 3>(z, e, phi);
-    abar = e;
+struct HighorderCanonical {  // taps −2, −1, 0
+  template <bool kSmall, class Z, class A, class D, class L, class W>
+  DS_FN static void eval(Z z, A, D, L, Z& abar, W* w) {
+    Z phi[4];
+    ds_exp_phis<kSmall, 3>(z, abar, phi);
     w[0] = phi[3] - 0.5f * phi[2];
     w[1] = phi[1] - 2.0f * phi[3];
     w[2] = phi[3] + 0.5f * phi[2];
-  }
-  template <bool kSmall, class V>
-  DS_FN static void grads(V z, V, V, V, V& abar, V& dabar, V* w, V* wz, V*, V*, V*) {
-    V e, phi[5];
-    ds_exp_phis<kSmall, 4>(z, e, phi);
-    V d1 = phi[1] - phi[2], d2 = phi[2] - 2.0f * phi[3], d3 = phi[3] - 3.0f * phi[4];
-    abar = e;
-    dabar = e;
-    w[0] = phi[3] - 0.5f * phi[2];
-    w[1] = phi[1] - 2.0f * phi[3];
-    w[2] = phi[3] + 0.5f * phi[2];
-    wz[0] = d3 - 0.5f * d2;
-    wz[1] = d1 - 2.0f * d3;
-    wz[2] = d3 + 0.5f * d2;
   }
 };
 
 // Classical RK4 on h' = a h + v(t); the midpoint drive by cubic interpolation of 4 samples.
-struct Rk4Canonical {
-  static constexpr int kLo = -2, kHi = 1;
-  static constexpr bool kExplicitAD = false;
-  static constexpr bool kWeightsOfZ = true;
-  static constexpr bool kTakesLam = false;
-  template <bool kSmall, class V>
-  DS_FN static void weights(V z, V, V, V, V& abar, V* w) {
-    abar = 1.0f + z * (1.0f + z * (0.5f + z * (1.0f / 6 + z * (1.0f / 24))));
-    V cs = 1.0f + z * (1.0f + z * (0.5f + z * 0.25f));
-    V cm = 4.0f + z * (2.0f + z * 0.5f);
+struct Rk4Canonical {  // taps −2, −1, 0, +1
+  template <bool kSmall, class Z, class A, class D, class L, class W>
+  DS_FN static void eval(Z z, A, D, L, Z& abar, W* w) {
+    abar = ds_poly(z, {1.0f, 1.0f, 0.5f, 1.0f / 6, 1.0f / 24});
+    Z cs = ds_poly(z, {1.0f, 1.0f, 0.5f, 0.25f});
+    Z cm = ds_poly(z, {4.0f, 2.0f, 0.5f});
     w[0] = w[3] = cm * (-1.0f / 96);
     w[1] = (cs + (9.0f / 16) * cm) * (1.0f / 6);
     w[2] = (1.0f + (9.0f / 16) * cm) * (1.0f / 6);
   }
-  template <bool kSmall, class V>
-  DS_FN static void grads(V z, V a, V dt, V lam, V& abar, V& dabar, V* w, V* wz, V*, V*, V*) {
-    weights<kSmall>(z, a, dt, lam, abar, w);
-    dabar = 1.0f + z * (1.0f + z * (0.5f + z * (1.0f / 6)));
-    V dcs = 1.0f + z * (1.0f + z * 0.75f);
-    V dcm = 2.0f + z;
-    wz[0] = wz[3] = dcm * (-1.0f / 96);
-    wz[1] = (dcs + (9.0f / 16) * dcm) * (1.0f / 6);
-    wz[2] = ((9.0f / 16) * dcm) * (1.0f / 6);
-  }
 };
 
 // Mamba-3's exponential-trapezoidal rule: Ā = e^z, w_{−1} = (1 − λ) e^z, w_0 = λ.
-struct TrapezoidCanonical {  // λ = ½
-  static constexpr int kLo = -1, kHi = 0;
-  static constexpr bool kExplicitAD = false;
-  static constexpr bool kWeightsOfZ = true;
-  static constexpr bool kTakesLam = false;
-  template <bool kSmall, class V>
-  DS_FN static void weights(V z, V, V, V, V& abar, V* w) {
+struct TrapezoidCanonical {  // λ = ½; taps −1, 0
+  template <bool kSmall, class Z, class A, class D, class L, class W>
+  DS_FN static void eval(Z z, A, D, L, Z& abar, W* w) {
     abar = ds_exp_any<kSmall>(z);
     w[0] = 0.5f * abar;
-    w[1] = ds_fill<V>(0.5f);
-  }
-  template <bool kSmall, class V>
-  DS_FN static void grads(V z, V, V, V, V& abar, V& dabar, V* w, V* wz, V*, V*, V*) {
-    abar = dabar = ds_exp_any<kSmall>(z);
-    w[0] = wz[0] = 0.5f * abar;
-    w[1] = ds_fill<V>(0.5f);
-    wz[1] = ds_fill<V>(0.0f);
+    w[1] = ds_fill<W>(0.5f);
   }
 };
 
 // ---------------------------------------------------------------- paper variants
 
-struct ZohPaper {  // mamba_ssm's selective_scan_ref: Ā = e^z, B̄ = Δ
-  static constexpr int kLo = 0, kHi = 0;
-  static constexpr bool kExplicitAD = false;
-  static constexpr bool kWeightsOfZ = false;
-  static constexpr bool kTakesLam = false;
-  template <bool kSmall, class V>
-  DS_FN static void weights(V z, V, V, V, V& abar, V* w) {
+struct ZohPaper {  // mamba_ssm's selective_scan_ref: Ā = e^z, B̄ = Δ; taps 0
+  template <bool kSmall, class Z, class A, class D, class L, class W>
+  DS_FN static void eval(Z z, A, D, L, Z& abar, W* w) {
     abar = ds_exp_any<kSmall>(z);
-    w[0] = ds_fill<V>(1.0f);
-  }
-  template <bool kSmall, class V>
-  DS_FN static void grads(V z, V, V, V, V& abar, V& dabar, V* w, V* wz, V*, V*, V*) {
-    abar = dabar = ds_exp_any<kSmall>(z);
-    w[0] = ds_fill<V>(1.0f);
-    wz[0] = ds_fill<V>(0.0f);
+    w[0] = ds_fill<W>(1.0f);
   }
 };
 
-struct BilinearPaper {  // Tustin Ā, B̄ = Δ/(1 − z/2)
-  static constexpr int kLo = 0, kHi = 0;
-  static constexpr bool kExplicitAD = false;
-  static constexpr bool kWeightsOfZ = true;
-  static constexpr bool kTakesLam = false;
-  template <bool kSmall, class V>
-  DS_FN static void weights(V z, V, V, V, V& abar, V* w) {
-    V r = 1.0f / (1.0f - 0.5f * z);
-    abar = (1.0f + 0.5f * z) * r;
+struct BilinearPaper {  // Tustin Ā, B̄ = Δ/(1 − z/2); taps 0
+  template <bool kSmall, class Z, class A, class D, class L, class W>
+  DS_FN static void eval(Z z, A, D, L, Z& abar, W* w) {
+    Z r;
+    ds_tustin(z, abar, r);
     w[0] = r;
   }
-  template <bool kSmall, class V>
-  DS_FN static void grads(V z, V, V, V, V& abar, V& dabar, V* w, V* wz, V*, V*, V*) {
-    V r = 1.0f / (1.0f - 0.5f * z);
-    abar = (1.0f + 0.5f * z) * r;
-    dabar = r * r;
-    w[0] = r;
-    wz[0] = 0.5f * r * r;
-  }
 };
 
-struct Rk4Paper {  // B̄ = Δ(1 + z/2 + z²/6 + z³/24)
-  static constexpr int kLo = 0, kHi = 0;
-  static constexpr bool kExplicitAD = false;
-  static constexpr bool kWeightsOfZ = true;
-  static constexpr bool kTakesLam = false;
-  template <bool kSmall, class V>
-  DS_FN static void weights(V z, V, V, V, V& abar, V* w) {
+struct Rk4Paper {  // B̄ = Δ(1 + z/2 + z²/6 + z³/24); taps 0
+  template <bool kSmall, class Z, class A, class D, class L, class W>
+  DS_FN static void eval(Z z, A, D, L, Z& abar, W* w) {
     abar = ds_exp_any<kSmall>(z);
-    w[0] = 1.0f + z * (0.5f + z * (1.0f / 6 + z * (1.0f / 24)));
-  }
-  template <bool kSmall, class V>
-  DS_FN static void grads(V z, V, V, V, V& abar, V& dabar, V* w, V* wz, V*, V*, V*) {
-    abar = dabar = ds_exp_any<kSmall>(z);
-    w[0] = 1.0f + z * (0.5f + z * (1.0f / 6 + z * (1.0f / 24)));
-    wz[0] = 0.5f + z * (1.0f / 3 + z * (1.0f / 8));
+    w[0] = ds_poly(z, {1.0f, 0.5f, 1.0f / 6, 1.0f / 24});
   }
 };
 
-// The remaining paper formulas are w = Σ_i c_i(a) Δ^i (B̄ = Δ·w): evaluated by Horner in Δ,
-// with ∂w/∂Δ = Σ i c_i Δ^{i−1} and ∂w/∂a = Σ c_i'(a) Δ^i.
+// The remaining paper formulas are w = Σ_i c_i(a) Δ^i (B̄ = Δ·w), evaluated by Horner in Δ;
+// taps 0.
 
 struct FohPaper {  // w = Δ/2 + aΔ²/6 + a²Δ³/24 + a³Δ⁴/120
-  static constexpr int kLo = 0, kHi = 0;
-  static constexpr bool kExplicitAD = true;
-  static constexpr bool kWeightsOfZ = false;
-  static constexpr bool kTakesLam = false;
-  template <bool kSmall, class V>
-  DS_FN static void weights(V z, V a, V dt, V, V& abar, V* w) {
+  template <bool kSmall, class Z, class A, class D, class L, class W>
+  DS_FN static void eval(Z z, A a, D dt, L, Z& abar, W* w) {
     abar = ds_exp_any<kSmall>(z);
-    V c2 = a * (1.0f / 6), c3 = a * a * (1.0f / 24), c4 = a * a * a * (1.0f / 120);
+    A c2 = a * (1.0f / 6), c3 = a * a * (1.0f / 24), c4 = a * a * a * (1.0f / 120);
     w[0] = dt * (0.5f + dt * (c2 + dt * (c3 + dt * c4)));
-  }
-  template <bool kSmall, class V>
-  DS_FN static void grads(V z, V a, V dt, V, V& abar, V& dabar, V* w, V* wz, V* wa, V* wd, V*) {
-    abar = dabar = ds_exp_any<kSmall>(z);
-    V c2 = a * (1.0f / 6), c3 = a * a * (1.0f / 24), c4 = a * a * a * (1.0f / 120);
-    w[0] = dt * (0.5f + dt * (c2 + dt * (c3 + dt * c4)));
-    wz[0] = ds_fill<V>(0.0f);
-    wd[0] = 0.5f + dt * (2.0f * c2 + dt * (3.0f * c3 + dt * (4.0f * c4)));
-    V dc2 = ds_fill<V>(1.0f / 6), dc3 = a * (1.0f / 12), dc4 = a * a * (1.0f / 40);
-    wa[0] = dt * dt * (dc2 + dt * (dc3 + dt * dc4));
   }
 };
 
 struct PolynomialPaper {  // w = 1 + (a/2 + 1/4)Δ + (a²/6 + a/12)Δ² + (a³/24 + a²/48)Δ³
-  static constexpr int kLo = 0, kHi = 0;
-  static constexpr bool kExplicitAD = true;
-  static constexpr bool kWeightsOfZ = false;
-  static constexpr bool kTakesLam = false;
-  template <bool kSmall, class V>
-  DS_FN static void weights(V z, V a, V dt, V, V& abar, V* w) {
+  template <bool kSmall, class Z, class A, class D, class L, class W>
+  DS_FN static void eval(Z z, A a, D dt, L, Z& abar, W* w) {
     abar = ds_exp_any<kSmall>(z);
-    V c1 = 0.5f * a + 0.25f, c2 = a * (a * (1.0f / 6) + 1.0f / 12),
+    A c1 = 0.5f * a + 0.25f, c2 = a * (a * (1.0f / 6) + 1.0f / 12),
       c3 = a * a * (a * (1.0f / 24) + 1.0f / 48);
     w[0] = 1.0f + dt * (c1 + dt * (c2 + dt * c3));
-  }
-  template <bool kSmall, class V>
-  DS_FN static void grads(V z, V a, V dt, V, V& abar, V& dabar, V* w, V* wz, V* wa, V* wd, V*) {
-    abar = dabar = ds_exp_any<kSmall>(z);
-    V c1 = 0.5f * a + 0.25f, c2 = a * (a * (1.0f / 6) + 1.0f / 12),
-      c3 = a * a * (a * (1.0f / 24) + 1.0f / 48);
-    w[0] = 1.0f + dt * (c1 + dt * (c2 + dt * c3));
-    wz[0] = ds_fill<V>(0.0f);
-    wd[0] = c1 + dt * (2.0f * c2 + dt * (3.0f * c3));
-    V dc2 = a * (1.0f / 3) + 1.0f / 12, dc3 = a * (a * (1.0f / 8) + 1.0f / 24);
-    wa[0] = dt * (0.5f + dt * (dc2 + dt * dc3));
   }
 };
 
 struct HighorderPaper {  // w = 1 + (a/2 + 1/2)Δ + (a²/6 + a/6 + 1/12)Δ² + (a³/24 + a²/24 + a/48)Δ³
-  static constexpr int kLo = 0, kHi = 0;
-  static constexpr bool kExplicitAD = true;
-  static constexpr bool kWeightsOfZ = false;
-  static constexpr bool kTakesLam = false;
-  template <bool kSmall, class V>
-  DS_FN static void weights(V z, V a, V dt, V, V& abar, V* w) {
+  template <bool kSmall, class Z, class A, class D, class L, class W>
+  DS_FN static void eval(Z z, A a, D dt, L, Z& abar, W* w) {
     abar = ds_exp_any<kSmall>(z);
-    V c1 = 0.5f * a + 0.5f, c2 = a * (a * (1.0f / 6) + 1.0f / 6) + 1.0f / 12,
+    A c1 = 0.5f * a + 0.5f, c2 = a * (a * (1.0f / 6) + 1.0f / 6) + 1.0f / 12,
       c3 = a * (a * (a * (1.0f / 24) + 1.0f / 24) + 1.0f / 48);
     w[0] = 1.0f + dt * (c1 + dt * (c2 + dt * c3));
-  }
-  template <bool kSmall, class V>
-  DS_FN static void grads(V z, V a, V dt, V, V& abar, V& dabar, V* w, V* wz, V* wa, V* wd, V*) {
-    abar = dabar = ds_exp_any<kSmall>(z);
-    V c1 = 0.5f * a + 0.5f, c2 = a * (a * (1.0f / 6) + 1.0f / 6) + 1.0f / 12,
-      c3 = a * (a * (a * (1.0f / 24) + 1.0f / 24) + 1.0f / 48);
-    w[0] = 1.0f + dt * (c1 + dt * (c2 + dt * c3));
-    wz[0] = ds_fill<V>(0.0f);
-    wd[0] = c1 + dt * (2.0f * c2 + dt * (3.0f * c3));
-    V dc2 = a * (1.0f / 3) + 1.0f / 6, dc3 = a * (a * (1.0f / 8) + 1.0f / 12) + 1.0f / 48;
-    wa[0] = dt * (0.5f + dt * (dc2 + dt * dc3));
   }
 };
 
-struct TrapezoidPaper {  // the caller's per-token λ (Mamba-3: sigmoid of a learned projection)
-  static constexpr int kLo = -1, kHi = 0;
-  static constexpr bool kExplicitAD = false;
-  static constexpr bool kWeightsOfZ = true;
-  static constexpr bool kTakesLam = true;
-  template <bool kSmall, class V>
-  DS_FN static void weights(V z, V, V, V lam, V& abar, V* w) {
+struct TrapezoidPaper {  // the caller's per-token λ (Mamba-3: sigmoid of a learned projection); taps −1, 0
+  template <bool kSmall, class Z, class A, class D, class L, class W>
+  DS_FN static void eval(Z z, A, D, L lam, Z& abar, W* w) {
     abar = ds_exp_any<kSmall>(z);
     w[0] = (1.0f - lam) * abar;
     w[1] = lam;
-  }
-  template <bool kSmall, class V>
-  DS_FN static void grads(V z, V, V, V lam, V& abar, V& dabar, V* w, V* wz, V*, V*, V* wl) {
-    abar = dabar = ds_exp_any<kSmall>(z);
-    w[0] = wz[0] = (1.0f - lam) * abar;
-    w[1] = lam;
-    wz[1] = ds_fill<V>(0.0f);
-    wl[0] = -abar;
-    wl[1] = ds_fill<V>(1.0f);
   }
 };

@@ -66,17 +66,12 @@ inline int64_t ds_scratch_floats(int64_t len, int64_t width) {
   return kScratchRows * ds_scratch_row(len) + (kCkptEvery * kChunkSlots + 3 * rows) * kStateAlign;
 }
 
-// The methods: (kernel id, key the Python side passes, struct in ds_methods.h, whether it takes
-// a per-token λ; the kernels assert that this flag is the struct's kTakesLam).
-#define DS_METHOD_LIST(X)                                                                         \
-  X(0, "zoh/canonical", ZohCanonical, false) X(1, "foh/canonical", FohCanonical, false)           \
-  X(2, "bilinear/canonical", BilinearCanonical, false)                                            \
-  X(3, "polynomial/canonical", PolynomialCanonical, false)                                        \
-  X(4, "highorder/canonical", HighorderCanonical, false) X(5, "rk4/canonical", Rk4Canonical, false) \
-  X(6, "zoh/paper", ZohPaper, false) X(7, "foh/paper", FohPaper, false)                           \
-  X(8, "bilinear/paper", BilinearPaper, false) X(9, "polynomial/paper", PolynomialPaper, false)   \
-  X(10, "highorder/paper", HighorderPaper, false) X(11, "rk4/paper", Rk4Paper, false)             \
-  X(12, "trapezoid/canonical", TrapezoidCanonical, false) X(13, "trapezoid/paper", TrapezoidPaper, true)
+// The methods: ds_method_list.h, generated at build time by discbench/scan/cpu.py from the
+// registry (discbench.methods) into the build folder, defines DS_METHOD_LIST(X) with one
+//   X(id, "name/variant", takes_lam, Struct, kLo, kHi, weights_of_z, explicit_a_delta)
+// per registry method whose math ds_methods.h has (Struct, named after the key): its id, key,
+// whether its weights read a per-token λ, and the rest as DsMethod's template arguments.
+#include "ds_method_list.h"
 
 // The depthwise causal conv1d (+ SiLU) of ds_conv_kernel.h. x, dout (batch, dim, len) with any
 // strides; out, dx (batch, dim, len) with out_strides; weight (dim, width); bias (dim) or null;

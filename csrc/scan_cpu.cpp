@@ -72,19 +72,19 @@ const Isa& pick_isa(const std::string& requested) {
 }
 
 int method_id(const std::string& key) {
-#define DS_MATCH(id, name, T, takes_lam) \
+#define DS_MATCH(id, name, ...) \
   if (key == name) return id;
   DS_METHOD_LIST(DS_MATCH)
 #undef DS_MATCH
   std::string valid;
-#define DS_NAME(id, name, T, takes_lam) valid += std::string(id ? ", " : "") + name;
+#define DS_NAME(id, name, ...) valid += std::string(valid.empty() ? "" : ", ") + name;
   DS_METHOD_LIST(DS_NAME)
 #undef DS_NAME
   TORCH_CHECK(false, "discbench CPU scan: unknown method '", key, "'; valid: ", valid);
 }
 
 bool method_takes_lam(int id) {
-#define DS_LAM(mid, name, T, takes_lam) \
+#define DS_LAM(mid, name, takes_lam, ...) \
   if (id == mid) return takes_lam;
   DS_METHOD_LIST(DS_LAM)
 #undef DS_LAM
@@ -174,9 +174,8 @@ Tensor unpack_tokens(const Tensor& packed, int64_t n, int64_t l, bool reverse) {
 // A (b, d, l) input in fp32 with its batch and channel strides kept, so a channel slice of a
 // wider tensor or a λ shared by the channels (an expanded view, stride 0 along d) is read without
 // a copy. Strided tokens (a token-major (b, l, ·) projection) are made contiguous by ATen's
-// blocked transpose: gathering them per (batch, channel) row in the kernel was measured 2× slower
-// for the whole Vim-Ti forward (tokens 1.5–3 KB apart fall into a few L1 sets and miss), so the
-// kernels always see contiguous tokens.
+// blocked transpose rather than gathered per (batch, channel) row in the kernel: tokens 1.5–3 KB
+// apart fall into a few L1 sets and miss, so the kernels always see contiguous tokens.
 Tensor token_rows(const Tensor& t) {
   Tensor out = t.to(torch::kFloat32);
   return out.size(2) > 1 && out.stride(2) != 1 ? out.contiguous() : out;
@@ -472,7 +471,7 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("supported_isas", &supported_isas, "instruction sets this CPU runs, widest first");
   m.def("method_keys", []() {
     std::vector<std::string> keys;
-#define DS_KEY(id, name, T, takes_lam) keys.push_back(name);
+#define DS_KEY(id, name, ...) keys.push_back(name);
     DS_METHOD_LIST(DS_KEY)
 #undef DS_KEY
     return keys;

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
+from pathlib import Path
 
 import mpmath  # a dependency of sympy, which torch requires
 import numpy as np
@@ -13,8 +15,9 @@ import torch
 from scipy import integrate
 
 from discbench import numerics, selective_scan
-from discbench.methods import (METHOD_NAMES, METHODS, RK4_STABILITY_BOUND, VARIANTS, Tap, all_methods,
-                               get_method, parse_method)
+from discbench.methods import (METHOD_NAMES, METHODS, RK4_STABILITY_BOUND, VARIANTS, WEIGHT_INPUTS, Method, Tap,
+                               all_methods, exponential, get_method, method_ids, parse_method, register,
+                               unregister)
 from discbench.phi import phi
 
 ALL_KEYS = [m.key for m in all_methods()]
@@ -24,18 +27,23 @@ CANONICAL = [m for m in all_methods() if m.variant == "canonical"]
 PAPER_TABLE = ("zoh", "foh", "bilinear", "polynomial", "highorder", "rk4")
 CANONICAL_TABLE = [m for m in CANONICAL if m.name in PAPER_TABLE]
 
-# The stencil offsets METHODS.md states, per method and variant.
-STATED_OFFSETS = {
-    "zoh/canonical": (0,),
-    "foh/canonical": (-1, 0),
-    "bilinear/canonical": (-1, 0),
-    "polynomial/canonical": (-1, 0, 1),
-    "highorder/canonical": (-2, -1, 0),
-    "rk4/canonical": (-2, -1, 0, 1),
-    "trapezoid/canonical": (-1, 0),
-    **{f"{name}/paper": (0,) for name in PAPER_TABLE},
-    "trapezoid/paper": (-1, 0),
-}
+SPEC = Path(__file__).resolve().parents[1] / "docs" / "METHODS.md"
+
+
+def _stated_offsets() -> dict[str, tuple[int, ...]]:
+    """The stencil offsets docs/METHODS.md states, per method and variant: the w_j its table row
+    names, or the paper table's single tap w_0 (B̄ = Δ · w_0) where the row names none."""
+    stated = {}
+    for line in SPEC.read_text(encoding="utf-8").splitlines():
+        row = re.match(r"\| `([a-z0-9_]+/[a-z]+)` \|", line)
+        if row:
+            subscripts = re.findall(r"w_(?:\{([−+]?\d)\}|(\d))", line)
+            offsets = {int((braced or bare).replace("−", "-")) for braced, bare in subscripts}
+            stated[row.group(1)] = tuple(sorted(offsets)) or (0,)
+    return stated
+
+
+STATED_OFFSETS = _stated_offsets()
 
 
 def weights(method, z: torch.Tensor, a: torch.Tensor, dt: torch.Tensor,
@@ -55,14 +63,61 @@ def grid_a_dt() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
 # ---------------------------------------------------------------- registry and lookup
 
 
-def test_registry_holds_seven_methods_in_two_variants():
-    assert set(METHODS) == {f"{n}/{v}" for n in METHOD_NAMES for v in VARIANTS}
-    assert len(all_methods()) == 14
+def test_registry_holds_every_method_in_both_variants():
+    assert set(METHODS) == {f"{n}/{v}" for n in METHOD_NAMES for v in VARIANTS} == set(STATED_OFFSETS)
     assert [m.key for m in all_methods() if m.takes_lam] == ["trapezoid/paper"]
     for key, method in METHODS.items():
         assert method.key == key
         assert get_method(method.name, method.variant) is method
         assert get_method(key) is method
+
+
+@pytest.mark.parametrize("key", ALL_KEYS)
+def test_weights_read_exactly_the_inputs_declared(key):
+    """Method.weights_read (what the compiled kernels differentiate along) against autograd, with
+    z, a, Δ and λ as independent inputs: a declared input moves some weight, an undeclared one none."""
+    method = METHODS[key]
+    a, dt, z = grid_a_dt()
+    inputs = {"z": z, "a": a, "delta": dt, "lam": torch.linspace(0.1, 0.9, z.numel(), dtype=torch.float64)}
+    inputs = {name: t.clone().requires_grad_() for name, t in inputs.items()}
+    lam = inputs["lam"] if method.takes_lam else None
+    total = sum(tap.weight(inputs["z"], inputs["a"], inputs["delta"], lam).sum() for tap in method.taps)
+    total = total + 0 * sum(t.sum() for t in inputs.values())  # in the graph even when constant (zoh/paper)
+    grads = torch.autograd.grad(total, list(inputs.values()), allow_unused=True)
+    read = {name for name, g in zip(inputs, grads) if g is not None and bool((g != 0).any())}
+    assert read == set(method.weights_read)
+
+
+def test_register_adds_a_method_everywhere_it_is_read_and_unregister_removes_it():
+    before = list(METHODS)
+    extra = Method("extra", "canonical", exponential, (Tap(0, lambda z, a, d, lam: torch.ones_like(z)),),
+                   order=1, stability_bound=-math.inf, summary="test only")
+    register(extra)
+    try:
+        assert get_method("extra") is extra and "extra" in METHOD_NAMES and METHOD_NAMES[-1] == "extra"
+        assert method_ids()["extra/canonical"] == len(before)  # after the others: no id moves
+        with pytest.raises(ValueError, match="method extra/canonical is already registered"):
+            register(extra)
+    finally:
+        unregister("extra/canonical")
+    assert list(METHODS) == before and "extra" not in METHOD_NAMES
+    with pytest.raises(ValueError, match="unknown method 'extra'"):
+        get_method("extra")
+    with pytest.raises(ValueError, match="method 'extra/canonical' is not registered"):
+        unregister("extra/canonical")
+
+
+@pytest.mark.parametrize("change,message", [
+    (dict(name="Bad-Name"), "the name must match"),
+    (dict(variant="textbook"), "unknown variant; valid variants: canonical, paper"),
+    (dict(taps=(Tap(0, None), Tap(-1, None))), r"increasing offset order, each offset once; got offsets \[0, -1\]"),
+    (dict(weights_read=frozenset({"z", "t"})), r"weights_read has \['t'\]; allowed: " + ", ".join(WEIGHT_INPUTS)),
+])
+def test_a_malformed_method_is_refused_when_defined(change, message):
+    fields = dict(name="extra", variant="canonical", transition=exponential, taps=(Tap(0, None),), order=1,
+                  stability_bound=-math.inf, summary="test only")
+    with pytest.raises(ValueError, match=message):
+        Method(**{**fields, **change})
 
 
 @pytest.mark.parametrize("key", ALL_KEYS)

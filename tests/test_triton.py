@@ -50,7 +50,8 @@ def kernels_follow_the_setting():
 
 
 def _method_math_kernel(a_ptr, delta_ptr, lam_ptr, out_ptr, size,
-                        METHOD: tl.constexpr, N_TAPS: tl.constexpr, BLOCK: tl.constexpr):
+                        TRANSITION: tl.constexpr, TAPS: tl.constexpr, N_TAPS: tl.constexpr,
+                        BLOCK: tl.constexpr):
     """Rows of out: Ā, dĀ/dz, then per tap w, ∂w/∂a, ∂w/∂Δ, ∂w/∂λ; one column per (a, Δ, λ)."""
     idx = tl.arange(0, BLOCK)
     mask = idx < size
@@ -58,11 +59,11 @@ def _method_math_kernel(a_ptr, delta_ptr, lam_ptr, out_ptr, size,
     delta = tl.load(delta_ptr + idx, mask=mask, other=1.0)
     lam = tl.load(lam_ptr + idx, mask=mask, other=0.5)
     z = a * delta
-    a_bar, da_bar = tm.transition(z, METHOD)
+    a_bar, da_bar = TRANSITION(z)
     tl.store(out_ptr + idx, a_bar, mask=mask)
     tl.store(out_ptr + size + idx, da_bar, mask=mask)
     for t in tl.static_range(N_TAPS):
-        w, w_da, w_ddelta, w_dlam = tm.tap_weight(z, a, delta, lam, METHOD, t)
+        w, w_da, w_ddelta, w_dlam = TAPS(z, a, delta, lam, t)
         tl.store(out_ptr + (2 + 4 * t) * size + idx, w, mask=mask)
         tl.store(out_ptr + (3 + 4 * t) * size + idx, w_da, mask=mask)
         tl.store(out_ptr + (4 + 4 * t) * size + idx, w_ddelta, mask=mask)
@@ -87,9 +88,13 @@ def _registry_math(method, a, delta, lam):
     return torch.stack(rows)
 
 
-def test_method_ids_cover_the_registry():
-    assert set(tm.METHOD_IDS) == set(METHODS)
-    assert len(set(tm.METHOD_IDS.values())) == len(METHODS)
+def _math_constexprs(method):
+    transition, taps = tm.kernel_math(method)
+    return dict(TRANSITION=transition, TAPS=taps)
+
+
+def test_every_registry_method_has_triton_math():
+    assert [k for k in METHODS if tm.missing_method_reason(METHODS[k]) is not None] == []
 
 
 @pytest.mark.parametrize("key", METHOD_KEYS)
@@ -110,7 +115,7 @@ def test_kernel_method_math_matches_registry(key):
     rows = 2 + 4 * len(method.taps)
     out = torch.full((rows, a.numel()), float("nan"), dtype=torch.float32)
     kernel = triton.jit(_method_math_kernel)
-    kernel[(1,)](a.float(), delta.float(), lam.float(), out, a.numel(), METHOD=tm.method_id(method),
+    kernel[(1,)](a.float(), delta.float(), lam.float(), out, a.numel(), **_math_constexprs(method),
                  N_TAPS=len(method.taps), BLOCK=triton.next_power_of_2(a.numel()))
     ref = _registry_math(method, a, delta, lam)
     assert torch.isfinite(out).all()
@@ -333,7 +338,7 @@ def compiler(monkeypatch):
 def test_method_math_compiles_for_cuda_for_every_method(compiler):
     kernel = triton.jit(_method_math_kernel)
     for method in all_methods():
-        compiled = _compile_for_sm80(kernel, dict(METHOD=tm.method_id(method),
+        compiled = _compile_for_sm80(kernel, dict(**_math_constexprs(method),
                                                   N_TAPS=len(method.taps), BLOCK=64), {})
         assert "cubin" in compiled.asm, method.key
 
@@ -363,7 +368,7 @@ def test_scan_kernels_compile_for_cuda(compiler, key, options, pointers):
     """The forward and backward kernels go through Triton's whole CUDA pipeline (TTIR → PTX →
     cubin), which the interpreter never exercises (constexpr branches, tuples, layouts)."""
     method = get_method(key)
-    constexprs = dict(METHOD=tm.method_id(method), OFFSETS=method.offsets,
+    constexprs = dict(**triton_backend._method_constexprs(method),
                       BLOCK_L=triton_backend.CHUNK_TOKENS,
                       BLOCK_D=triton_backend.MAX_BLOCK_CHANNELS, BLOCK_N=16, **options)
     forward = {k: v for k, v in constexprs.items() if k != "HAS_DLAST"}

@@ -5,7 +5,8 @@ Backends are registered by name (see BACKENDS). Each is a callable
     fn(u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_last_state, method, lam)
 
 that receives validated tensors with B and C always grouped as (b, g, n, l), `method` a
-discbench.methods.Method and `lam` the per-token λ (b, d, l) of a method that takes one
+discbench.methods.Method (one the backend has code for: a backend module may define
+`missing_method_reason(method)`, None or what to add where, which `resolve_backend` consults) and `lam` the per-token λ (b, d, l) of a method that takes one
 (`method.takes_lam`), else None; and returns `out` (b, d, l) in u's dtype, or `(out, last_state)` with
 last_state (b, d, n).
 """
@@ -19,7 +20,7 @@ from typing import Callable
 
 import torch
 
-from ..methods import Method, all_methods, method_of_call
+from ..methods import METHODS, Method, all_methods, method_of_call
 
 Tensor = torch.Tensor
 
@@ -58,6 +59,13 @@ class Backend:
         check = getattr(mod, "unavailable_reason", None)
         return check() if check else None
 
+    def missing_method_reason(self, method: Method) -> str | None:
+        """None when this backend computes `method`, else why not and what to add where. Backends
+        that compute from the registry's functions (reference, torch) run every method."""
+        mod = importlib.import_module(self.target.partition(":")[0])
+        check = getattr(mod, "missing_method_reason", None)
+        return check(method) if check else None
+
 
 BACKENDS: dict[str, Backend] = {
     b.name: b
@@ -94,16 +102,20 @@ def _warn_once(message: str) -> None:
 
 
 def resolve_backend(name: str, device: torch.device, dtype: torch.dtype, method_key: str = "") -> Backend:
-    """The backend to run on `device`: `name`, or for "auto" the first that works here."""
+    """The backend to run on `device` (and the method of `method_key`, when given): `name`, or for
+    "auto" the first that works here."""
+    method = METHODS.get(method_key)
     if name == "auto":
         order = AUTO_SPECIAL.get((device.type, method_key), ()) + AUTO_ORDER.get(device.type, ("torch",))
         for candidate in order:
             backend = BACKENDS[candidate]
             why = backend.unavailable_reason()
-            if why is None and dtype in backend.dtypes:
-                return backend
-            if why is None:
+            if why is None and dtype not in backend.dtypes:
                 why = f"it does not take {dtype}"
+            if why is None and method is not None:
+                why = backend.missing_method_reason(method)
+            if why is None:
+                return backend
             _warn_once(f"discbench: backend {candidate!r} not used on {device.type}: {why}; "
                        f"falling back to the next of {order}")
         return BACKENDS["torch"]
@@ -118,6 +130,9 @@ def resolve_backend(name: str, device: torch.device, dtype: torch.dtype, method_
     why = backend.unavailable_reason()
     if why is not None:
         raise RuntimeError(f"backend {name!r} is not available: {why}")
+    why = None if method is None else backend.missing_method_reason(method)
+    if why is not None:
+        raise ValueError(why)
     return backend
 
 
@@ -217,9 +232,8 @@ def selective_scan(
     """Selective scan with a chosen discretization, arguments as mamba_ssm's selective_scan_ref.
 
     u, delta, z: (b, d, l); A: (d, n), negative; B, C: (b, n, l) or (b, g, n, l) with g | d;
-    D, delta_bias: (d,). `method` is one of zoh, foh, bilinear, polynomial, highorder, rk4,
-    trapezoid (optionally "name/variant", which then takes precedence over `variant`); `variant`
-    is canonical or paper. `lam`: (b, d, l), the per-token λ_k in [0, 1] of trapezoid/paper
+    D, delta_bias: (d,). `method` is a name of the registry (discbench.METHOD_NAMES; optionally
+    "name/variant", which then takes precedence over `variant`); `variant` is canonical or paper. `lam`: (b, d, l), the per-token λ_k in [0, 1] of trapezoid/paper
     (required there, refused for every other method; differentiable; may be an expanded view,
     e.g. one λ per token shared by the channels, `lam_bl[:, None, :].expand(b, d, l)`).
     Returns out (b, d, l) in u's dtype, and with return_last_state also the final state (b, d, n).

@@ -33,6 +33,15 @@ def unavailable_reason() -> str | None:
     return None
 
 
+def missing_method_reason(method: Method) -> str | None:
+    """None for zoh/paper; any other method is not mamba_ssm's to compute (nothing to add here)."""
+    if method.key == ANCHOR_METHOD:
+        return None
+    return (f"backend 'mamba' has no code for method {method.key}: it is mamba_ssm's own kernel, which "
+            f"computes only {ANCHOR_METHOD}, so nothing can be added to it; use backend 'triton', 'cpu' or "
+            "'torch' for this method")
+
+
 def selective_scan_mamba(u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_last_state,
                          method: Method, lam=None):
     """The backend entry point (see discbench.scan): out (b, d, l) in u's dtype, and with
@@ -43,9 +52,9 @@ def selective_scan_mamba(u, delta, A, B, C, D, z, delta_bias, delta_softplus, re
     casts here are differentiable, so gradients return in each input's own dtype. Its backward
     ignores the final state's gradient, so the returned final state is detached.
     """
-    if method.key != ANCHOR_METHOD:
-        raise ValueError(f"backend 'mamba' computes only {ANCHOR_METHOD} (mamba_ssm's kernel), got "
-                         f"method {method.key!r}; use backend 'triton' or 'torch' for it")
+    why = missing_method_reason(method)
+    if why is not None:
+        raise ValueError(why)
     from mamba_ssm.ops.selective_scan_interface import selective_scan_fn
 
     dtype = u.dtype

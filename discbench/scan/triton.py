@@ -35,12 +35,14 @@ from . import triton_methods as tm
 Tensor = torch.Tensor
 
 # Tokens per chunk (the scan tile's length) and the widest channel block. Both are powers of
-# two; larger values trade registers for fewer sequential chunk steps. Not tuned on a GPU yet.
+# two; larger values trade registers for fewer sequential chunk steps, so they are the knobs to
+# set from GPU timings (`discbench bench scan` on CUDA).
 CHUNK_TOKENS = 16
 MAX_BLOCK_CHANNELS = 8
-# Warps per program. With the defaults above, 16 states and rk4/canonical, ptxas for sm_80
-# reports no spills for the forward at 4 warps; the backward spills 596 bytes at 4 warps and
-# 40 bytes at 8 (measured by compiling for sm_80, no GPU timing yet).
+# Warps per program. The backward holds more live tiles than the forward (the adjoint, the tap
+# sums and their derivatives), so it gets more warps to keep them in registers instead of
+# spilling; the spills ptxas reports for a kernel compiled for the GPU (a CompiledKernel's
+# n_spills) are the check when a method with more taps is added.
 NUM_WARPS_FORWARD = 4
 NUM_WARPS_BACKWARD = 8
 
@@ -56,6 +58,18 @@ def unavailable_reason() -> str | None:
     if major < 7:
         return f"Triton needs a GPU of compute capability 7.0 or newer, this one is {major}.{minor}"
     return None
+
+
+def missing_method_reason(method: Method) -> str | None:
+    """None when triton_methods.py has the method's math, else what to add where."""
+    return tm.missing_method_reason(method)
+
+
+def _method_constexprs(method: Method) -> dict:
+    """The kernels' method arguments: its transition and taps functions (triton_methods.py)
+    and its stencil offsets (the registry's)."""
+    transition, taps = tm.kernel_math(method)
+    return dict(TRANSITION=transition, TAPS=taps, OFFSETS=method.offsets)
 
 
 def match_interpreter_setting() -> None:
@@ -159,7 +173,7 @@ def _lam_at(lam_ptr, lam_base, pos, length, ch_mask, like, HAS_LAM: tl.constexpr
 
 @triton.jit
 def _discretize(u_ptr, B_ptr, a, dt, lam, seq_base, group_base, pos, length, ch_mask, n_idx, n_mask,
-                METHOD: tl.constexpr, OFFSETS: tl.constexpr):
+                TRANSITION: tl.constexpr, TAPS: tl.constexpr, OFFSETS: tl.constexpr):
     """At tokens pos: Ā, dĀ/dz, and the tap sums Σ_t w_t v_{k+o_t}, Σ_t ∂w_t/∂a v_{k+o_t},
     Σ_t ∂w_t/∂Δ v_{k+o_t}, Σ_t ∂w_t/∂λ v_{k+o_t} with v = u·B; each (L, D, N) fp32.
     a: (D, N); dt, lam: (L, D)."""
@@ -167,13 +181,13 @@ def _discretize(u_ptr, B_ptr, a, dt, lam, seq_base, group_base, pos, length, ch_
     a3 = a[None, :, :]
     lam3 = lam[:, :, None]
     z = dt3 * a3
-    a_bar, da_bar = tm.transition(z, METHOD)
+    a_bar, da_bar = TRANSITION(z)
     taps = z * 0.0
     taps_da = z * 0.0
     taps_ddelta = z * 0.0
     taps_dlam = z * 0.0
     for t in tl.static_range(len(OFFSETS)):
-        w, w_da, w_ddelta, w_dlam = tm.tap_weight(z, a3, dt3, lam3, METHOD, t)
+        w, w_da, w_ddelta, w_dlam = TAPS(z, a3, dt3, lam3, t)
         u_at = _load_channels(u_ptr, seq_base, pos + OFFSETS[t], length, ch_mask)
         b_at = _load_states(B_ptr, group_base, pos + OFFSETS[t], length, n_idx, n_mask)
         v = u_at[:, :, None] * b_at[:, None, :]
@@ -192,7 +206,7 @@ def _scan_fwd_kernel(
     u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, gate_ptr, bias_ptr, lam_ptr,
     out_ptr, chunk_state_ptr, last_state_ptr,
     length, channels, groups, state, channels_per_group, n_chunks, lam_stride_b, lam_stride_d,
-    METHOD: tl.constexpr, OFFSETS: tl.constexpr,
+    TRANSITION: tl.constexpr, TAPS: tl.constexpr, OFFSETS: tl.constexpr,
     HAS_D: tl.constexpr, HAS_GATE: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
     HAS_LAM: tl.constexpr,
     BLOCK_L: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr,
@@ -231,7 +245,7 @@ def _scan_fwd_kernel(
         lam = _lam_at(lam_ptr, lam_base, pos, length, ch_mask, dt, HAS_LAM)
         a_bar, _, taps, _, _, _ = _discretize(
             u_ptr, B_ptr, a, dt, lam, seq_base, group_base, pos, length, ch_mask, n_idx, n_mask,
-            METHOD, OFFSETS)
+            TRANSITION, TAPS, OFFSETS)
         # Tokens past the end are the identity step, so the tile's last row is the final state.
         a_bar = tl.where(valid, a_bar, 1.0)
         x = tl.where(valid, dt[:, :, None] * taps, 0.0)
@@ -258,7 +272,7 @@ def _scan_bwd_kernel(
     du_ptr, ddelta_ptr, dgate_ptr, dA_ptr, dD_ptr, dbias_ptr, dB_ptr, dC_ptr, dlam_ptr,
     length, channels, groups, state, channels_per_group, n_chunks, n_blocks, plane, tap_stride,
     lam_stride_b, lam_stride_d,
-    METHOD: tl.constexpr, OFFSETS: tl.constexpr,
+    TRANSITION: tl.constexpr, TAPS: tl.constexpr, OFFSETS: tl.constexpr,
     HAS_D: tl.constexpr, HAS_GATE: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
     HAS_DLAST: tl.constexpr, HAS_LAM: tl.constexpr,
     BLOCK_L: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr,
@@ -319,7 +333,7 @@ def _scan_bwd_kernel(
         lam = _lam_at(lam_ptr, lam_base, pos, length, ch_mask, dt, HAS_LAM)
         a_bar, da_bar, taps, taps_da, taps_ddelta, taps_dlam = _discretize(
             u_ptr, B_ptr, a, dt, lam, seq_base, group_base, pos, length, ch_mask, n_idx, n_mask,
-            METHOD, OFFSETS)
+            TRANSITION, TAPS, OFFSETS)
 
         # States before each token: scan the previous tokens' steps (identity at row 0) from h0.
         dt_prev, _ = _delta_at(delta_ptr, bias, seq_base, pos - 1, length, ch_mask,
@@ -327,7 +341,7 @@ def _scan_bwd_kernel(
         lam_prev = _lam_at(lam_ptr, lam_base, pos - 1, length, ch_mask, dt_prev, HAS_LAM)
         a_bar_prev, _, taps_prev, _, _, _ = _discretize(
             u_ptr, B_ptr, a, dt_prev, lam_prev, seq_base, group_base, pos - 1, length, ch_mask,
-            n_idx, n_mask, METHOD, OFFSETS)
+            n_idx, n_mask, TRANSITION, TAPS, OFFSETS)
         first = (rows == 0)[:, None, None]
         a_bar_prev = tl.where(first, 1.0, a_bar_prev)
         x_prev = tl.where(first, 0.0, dt_prev[:, :, None] * taps_prev)
@@ -359,7 +373,7 @@ def _scan_bwd_kernel(
         # valid token receives g_next (= the final state's gradient) unchanged.
         dt_next, _ = _delta_at(delta_ptr, bias, seq_base, pos + 1, length, ch_mask,
                                HAS_BIAS, SOFTPLUS)
-        a_bar_next, _ = tm.transition(dt_next[:, :, None] * a3, METHOD)
+        a_bar_next, _ = TRANSITION(dt_next[:, :, None] * a3)
         a_prod_rev, g_acc = tl.associative_scan(
             (a_bar_next, dy[:, :, None] * c_at[:, None, :]), 0, _combine, reverse=True)
         g = g_acc + a_prod_rev * g_next[None, :, :]
@@ -377,7 +391,7 @@ def _scan_bwd_kernel(
         z = dt3 * a3
         lam3 = lam[:, :, None]
         for t in tl.static_range(len(OFFSETS)):
-            w, _, _, _ = tm.tap_weight(z, a3, dt3, lam3, METHOD, t)
+            w, _, _, _ = TAPS(z, a3, dt3, lam3, t)
             share = g * dt3 * w
             target = pos + OFFSETS[t]
             inside = (pos < length) & (target >= 0) & (target < length)
@@ -440,7 +454,7 @@ class TritonSelectiveScan(torch.autograd.Function):
             out, chunk_states, last_state,
             shape["length"], channels, shape["groups"], n_state, shape["per_group"],
             shape["n_chunks"], *_lam_strides(lam),
-            METHOD=tm.method_id(method), OFFSETS=method.offsets,
+            **_method_constexprs(method),
             HAS_D=D is not None, HAS_GATE=gate is not None, HAS_BIAS=delta_bias is not None,
             SOFTPLUS=bool(delta_softplus), HAS_LAM=lam is not None,
             BLOCK_L=CHUNK_TOKENS, BLOCK_D=shape["block_d"], BLOCK_N=shape["block_n"],
@@ -484,7 +498,7 @@ class TritonSelectiveScan(torch.autograd.Function):
             length, channels, groups, n_state, shape["per_group"], shape["n_chunks"],
             n_blocks, batch * channels * length, batch * groups * n_blocks * n_state * length,
             *_lam_strides(lam),
-            METHOD=tm.method_id(method), OFFSETS=method.offsets,
+            **_method_constexprs(method),
             HAS_D=D is not None, HAS_GATE=gate is not None, HAS_BIAS=delta_bias is not None,
             SOFTPLUS=ctx.delta_softplus, HAS_DLAST=dlast is not None, HAS_LAM=lam is not None,
             BLOCK_L=CHUNK_TOKENS, BLOCK_D=shape["block_d"], BLOCK_N=shape["block_n"],

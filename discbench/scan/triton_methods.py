@@ -1,63 +1,75 @@
 """The method math of the Triton backend: Ā(z), the stencil tap weights and their derivatives.
 
 This is the one place where the Triton kernels learn what a method computes (the contract is
-docs/METHODS.md, the host-side data is discbench.methods). A method is selected by a
-constexpr id (`METHOD_IDS[method.key]`); each function branches on it at compile time, so the
-compiled kernel holds only the chosen method's arithmetic. Tap `t` here is the registry's
-`method.taps[t]` (same order, offset `method.offsets[t]`); tests/test_triton.py holds every
-function to the registry's weights and to autograd's derivatives of them.
+docs/METHODS.md; which methods exist, their stencils and λ come from the registry,
+discbench.methods). A method's code is found by name, so there is no list of methods here:
+
+- its taps: the @triton.jit function named after its key ("foh/paper" -> `foh_paper`),
+  `fn(z, a, delta, lam, TAP: tl.constexpr)` -> (w, ∂w/∂a, ∂w/∂Δ, ∂w/∂λ) of the registry's tap
+  number TAP (`method.taps[TAP]`, offset `method.offsets[TAP]`);
+- its transition: `transition_<name>` for the registry's transition function of that name
+  (discbench.methods.exponential -> `transition_exponential`), `fn(z)` -> (Ā, dĀ/dz), shared by
+  every method with that transition.
+
+`kernel_math(method)` returns the two; the kernels take them as constexpr arguments and call
+them, so a compiled kernel holds only the chosen method's arithmetic. Each weight is written
+once, as coefficients of building blocks (φ-functions, polynomials in z, polynomials in Δ and a)
+whose helpers return the value with its derivatives. tests/test_triton.py holds every function
+to the registry's weights and to autograd's derivatives of them.
 
 All arithmetic is fp32 on tensors of any shape (the kernels pass (chunk, channels, states)
-tiles); z = a·Δ, a < 0 the pole, Δ > 0 the step, λ the token's λ for a method that takes one
-(trapezoid/paper; ignored by the others).
+tiles); z = a·Δ, a < 0 the pole, Δ > 0 the step, λ the token's λ for a method that takes one.
 """
 
 from __future__ import annotations
 
+import sys
+
 import triton
 import triton.language as tl
+from triton.runtime.interpreter import InterpretedFunction
+from triton.runtime.jit import JITFunction
 
-from ..methods import METHODS, Method
-
-# Method ids: compile-time constants the kernels branch on.
-ZOH_CANONICAL = tl.constexpr(0)
-FOH_CANONICAL = tl.constexpr(1)
-BILINEAR_CANONICAL = tl.constexpr(2)
-POLYNOMIAL_CANONICAL = tl.constexpr(3)
-HIGHORDER_CANONICAL = tl.constexpr(4)
-RK4_CANONICAL = tl.constexpr(5)
-ZOH_PAPER = tl.constexpr(6)
-FOH_PAPER = tl.constexpr(7)
-BILINEAR_PAPER = tl.constexpr(8)
-POLYNOMIAL_PAPER = tl.constexpr(9)
-HIGHORDER_PAPER = tl.constexpr(10)
-RK4_PAPER = tl.constexpr(11)
-TRAPEZOID_CANONICAL = tl.constexpr(12)
-TRAPEZOID_PAPER = tl.constexpr(13)
-
-METHOD_IDS: dict[str, int] = {
-    "zoh/canonical": ZOH_CANONICAL.value,
-    "foh/canonical": FOH_CANONICAL.value,
-    "bilinear/canonical": BILINEAR_CANONICAL.value,
-    "polynomial/canonical": POLYNOMIAL_CANONICAL.value,
-    "highorder/canonical": HIGHORDER_CANONICAL.value,
-    "rk4/canonical": RK4_CANONICAL.value,
-    "zoh/paper": ZOH_PAPER.value,
-    "foh/paper": FOH_PAPER.value,
-    "bilinear/paper": BILINEAR_PAPER.value,
-    "polynomial/paper": POLYNOMIAL_PAPER.value,
-    "highorder/paper": HIGHORDER_PAPER.value,
-    "rk4/paper": RK4_PAPER.value,
-    "trapezoid/canonical": TRAPEZOID_CANONICAL.value,
-    "trapezoid/paper": TRAPEZOID_PAPER.value,
-}
-
-assert set(METHOD_IDS) == set(METHODS), "every registry method needs a Triton method id"
+from ..methods import Method
 
 
-def method_id(method: Method) -> int:
-    """The constexpr id of a registry method."""
-    return METHOD_IDS[method.key]
+def kernel_math(method: Method) -> tuple:
+    """(transition, taps): the @triton.jit functions of the method (see the module docstring);
+    ValueError naming what to add here when one is missing."""
+    module = sys.modules[__name__]  # looked up at each call: the functions may be re-decorated
+    why = missing_method_reason(method)
+    if why is not None:
+        raise ValueError(why)
+    return (getattr(module, _transition_name(method)), getattr(module, _taps_name(method)))
+
+
+def _taps_name(method: Method) -> str:
+    return method.key.replace("/", "_")
+
+
+def _transition_name(method: Method) -> str:
+    return "transition_" + getattr(method.transition, "__name__", "")
+
+
+def _defined(name: str) -> bool:
+    return isinstance(getattr(sys.modules[__name__], name, None), (JITFunction, InterpretedFunction))
+
+
+def missing_method_reason(method: Method) -> str | None:
+    """None when this module has the method's math, else what to add (the backend's refusal)."""
+    missing = []
+    if not _defined(_taps_name(method)):
+        missing.append(f"a @triton.jit function `{_taps_name(method)}(z, a, delta, lam, TAP: tl.constexpr)` "
+                       "returning (w, ∂w/∂a, ∂w/∂Δ, ∂w/∂λ) of tap TAP")
+    if not _defined(_transition_name(method)):
+        name = getattr(method.transition, "__name__", "?")
+        missing.append(f"a @triton.jit function `transition_{name}(z)` returning (Ā, dĀ/dz) for the registry's "
+                       f"transition `{name}` (or give the method one of the transitions already there: "
+                       "discbench.methods.exponential, tustin, taylor4)")
+    if not missing:
+        return None
+    return (f"backend 'triton' has no code for method {method.key}: add " + " and ".join(missing)
+            + f" to {__file__}. Backends 'torch' and 'reference' run it as it is")
 
 
 # φ_p(z) = Σ_{m≥0} z^m/(m+p)!: with |z| < 1 the terms up to m = 13 (1/17! ≈ 3e-15) are far below
@@ -98,134 +110,199 @@ def phi_1_to_4(z):
             tl.where(small, s3, c3), tl.where(small, p4, c4))
 
 
-@triton.jit
-def transition(z, METHOD: tl.constexpr):
-    """(Ā(z), dĀ/dz) of the method."""
-    if METHOD == BILINEAR_CANONICAL or METHOD == BILINEAR_PAPER:
-        r = 1.0 / (1.0 - 0.5 * z)
-        a_bar = (1.0 + 0.5 * z) * r
-        da_bar = r * r
-    elif METHOD == RK4_CANONICAL:
-        a_bar = 1.0 + z * (1.0 + z * (0.5 + z * (1.0 / 6.0 + z * (1.0 / 24.0))))
-        da_bar = 1.0 + z * (1.0 + z * (0.5 + z * (1.0 / 6.0)))
-    else:
-        a_bar = tl.exp(z)
-        da_bar = a_bar
-    return a_bar, da_bar
+# ----------------------------------------------------------------------------- building blocks
 
 
 @triton.jit
 def _of_z(w, dw_dz, a, delta):
-    """A weight that depends on z = aΔ only: (w, ∂w/∂a, ∂w/∂Δ) by the chain rule."""
-    return w, dw_dz * delta, dw_dz * a
+    """A weight that depends on z = aΔ only: (w, ∂w/∂a, ∂w/∂Δ, ∂w/∂λ = 0) by the chain rule."""
+    return w, dw_dz * delta, dw_dz * a, w * 0.0
 
 
 @triton.jit
-def _poly_in_delta(delta, c0, c1, c2, c3, c4, dc0, dc1, dc2, dc3, dc4):
-    """w = Σ_i c_i(a) Δ^i with the coefficients c_i and their a-derivatives dc_i given:
-    (w, ∂w/∂a, ∂w/∂Δ)."""
-    w = (((c4 * delta + c3) * delta + c2) * delta + c1) * delta + c0
-    dw_da = (((dc4 * delta + dc3) * delta + dc2) * delta + dc1) * delta + dc0
-    dw_ddelta = ((4.0 * c4 * delta + 3.0 * c3) * delta + 2.0 * c2) * delta + c1
-    return w, dw_da, dw_ddelta
+def _phis(z, a, delta, c1, c2, c3):
+    """The weight c1 φ_1 + c2 φ_2 + c3 φ_3 of z, with d/dz φ_p = φ_p − p φ_{p+1}."""
+    f1, f2, f3, f4 = phi_1_to_4(z)
+    return _of_z(c1 * f1 + c2 * f2 + c3 * f3,
+                 c1 * (f1 - f2) + c2 * (f2 - 2.0 * f3) + c3 * (f3 - 3.0 * f4), a, delta)
 
 
 @triton.jit
-def tap_weight(z, a, delta, lam, METHOD: tl.constexpr, TAP: tl.constexpr):
-    """(w_TAP, ∂w_TAP/∂a, ∂w_TAP/∂Δ, ∂w_TAP/∂λ) of the method's tap number TAP (registry order).
+def _poly_z(z, c0, c1, c2, c3, c4):
+    """(p, dp/dz) of p = c0 + c1 z + c2 z² + c3 z³ + c4 z⁴ (Horner)."""
+    p = (((c4 * z + c3) * z + c2) * z + c1) * z + c0
+    dp = ((4.0 * c4 * z + 3.0 * c3) * z + 2.0 * c2) * z + c1
+    return p, dp
 
-    z, a, delta, lam broadcast to one shape. ∂/∂a holds Δ fixed and ∂/∂Δ holds a fixed;
-    canonical weights are functions of z alone, the paper's are polynomials in Δ with
-    a-dependent coefficients; only trapezoid/paper reads λ (∂w/∂λ is 0 for every other method).
-    """
+
+@triton.jit
+def _tustin_r(z):
+    """(r, dr/dz) of r = 1/(1 − z/2)."""
+    r = 1.0 / (1.0 - 0.5 * z)
+    return r, 0.5 * r * r
+
+
+@triton.jit
+def _poly_a(a, k0, k1, k2, k3):
+    """(c, dc/da) of the coefficient c(a) = k0 + k1 a + k2 a² + k3 a³."""
+    return _poly_z(a, k0, k1, k2, k3, 0.0)
+
+
+@triton.jit
+def _poly_in_delta(a, delta, c0, c1, c2, c3, c4):
+    """The paper's weights w = Σ_i c_i(a) Δ^i, each c_i = (c, dc/da) from _poly_a:
+    (w, ∂w/∂a, ∂w/∂Δ, ∂w/∂λ = 0)."""
+    w = (((c4[0] * delta + c3[0]) * delta + c2[0]) * delta + c1[0]) * delta + c0[0]
+    dw_da = (((c4[1] * delta + c3[1]) * delta + c2[1]) * delta + c1[1]) * delta + c0[1]
+    dw_ddelta = ((4.0 * c4[0] * delta + 3.0 * c3[0]) * delta + 2.0 * c2[0]) * delta + c1[0]
+    return w, dw_da, dw_ddelta, delta * 0.0
+
+
+@triton.jit
+def _const(value, z):
+    """A weight that is a constant."""
     zero = z * 0.0
-    dw_dl = zero
-    if METHOD == ZOH_CANONICAL:
-        f1, f2, f3, f4 = phi_1_to_4(z)
-        w, dw_da, dw_dd = _of_z(f1, f1 - f2, a, delta)
-    elif METHOD == FOH_CANONICAL:
-        f1, f2, f3, f4 = phi_1_to_4(z)
-        if TAP == 0:  # offset -1
-            w, dw_da, dw_dd = _of_z(f1 - f2, (f1 - f2) - (f2 - 2.0 * f3), a, delta)
-        else:  # offset 0
-            w, dw_da, dw_dd = _of_z(f2, f2 - 2.0 * f3, a, delta)
-    elif METHOD == BILINEAR_CANONICAL:
-        r = 1.0 / (1.0 - 0.5 * z)
-        w, dw_da, dw_dd = _of_z(0.5 * r, 0.25 * r * r, a, delta)
-    elif METHOD == POLYNOMIAL_CANONICAL:
-        f1, f2, f3, f4 = phi_1_to_4(z)
-        d1 = f1 - f2
-        d2 = f2 - 2.0 * f3
-        d3 = f3 - 3.0 * f4
-        if TAP == 0:  # offset -1
-            w, dw_da, dw_dd = _of_z(f3 - 1.5 * f2 + f1, d3 - 1.5 * d2 + d1, a, delta)
-        elif TAP == 1:  # offset 0
-            w, dw_da, dw_dd = _of_z(2.0 * f2 - 2.0 * f3, 2.0 * d2 - 2.0 * d3, a, delta)
-        else:  # offset +1
-            w, dw_da, dw_dd = _of_z(f3 - 0.5 * f2, d3 - 0.5 * d2, a, delta)
-    elif METHOD == HIGHORDER_CANONICAL:
-        f1, f2, f3, f4 = phi_1_to_4(z)
-        d1 = f1 - f2
-        d2 = f2 - 2.0 * f3
-        d3 = f3 - 3.0 * f4
-        if TAP == 0:  # offset -2
-            w, dw_da, dw_dd = _of_z(f3 - 0.5 * f2, d3 - 0.5 * d2, a, delta)
-        elif TAP == 1:  # offset -1
-            w, dw_da, dw_dd = _of_z(f1 - 2.0 * f3, d1 - 2.0 * d3, a, delta)
-        else:  # offset 0
-            w, dw_da, dw_dd = _of_z(f3 + 0.5 * f2, d3 + 0.5 * d2, a, delta)
-    elif METHOD == RK4_CANONICAL:
-        # c_s = 1 + z + z²/2 + z³/4 (stage sum), c_m = 4 + 2z + z²/2 (midpoint coefficient)
-        c_s = 1.0 + z * (1.0 + z * (0.5 + 0.25 * z))
-        dc_s = 1.0 + z * (1.0 + 0.75 * z)
-        c_m = 4.0 + z * (2.0 + 0.5 * z)
-        dc_m = 2.0 + z
-        if TAP == 0 or TAP == 3:  # offsets -2 and +1
-            w, dw_da, dw_dd = _of_z(-c_m / 96.0, -dc_m / 96.0, a, delta)
-        elif TAP == 1:  # offset -1
-            w, dw_da, dw_dd = _of_z((c_s + 9.0 * c_m / 16.0) / 6.0,
-                                    (dc_s + 9.0 * dc_m / 16.0) / 6.0, a, delta)
-        else:  # offset 0
-            w, dw_da, dw_dd = _of_z((1.0 + 9.0 * c_m / 16.0) / 6.0, (9.0 * dc_m / 16.0) / 6.0,
-                                    a, delta)
-    elif METHOD == ZOH_PAPER:
-        w, dw_da, dw_dd = zero + 1.0, zero, zero
-    elif METHOD == FOH_PAPER:
-        # Δ/2 + aΔ²/6 + a²Δ³/24 + a³Δ⁴/120
-        w, dw_da, dw_dd = _poly_in_delta(
-            delta, zero, zero + 0.5, a / 6.0, a * a / 24.0, a * a * a / 120.0,
-            zero, zero, zero + 1.0 / 6.0, a / 12.0, a * a / 40.0)
-    elif METHOD == BILINEAR_PAPER:
-        r = 1.0 / (1.0 - 0.5 * z)
-        w, dw_da, dw_dd = _of_z(r, 0.5 * r * r, a, delta)
-    elif METHOD == POLYNOMIAL_PAPER:
-        # 1 + (a/2 + 1/4)Δ + (a²/6 + a/12)Δ² + (a³/24 + a²/48)Δ³
-        w, dw_da, dw_dd = _poly_in_delta(
-            delta, zero + 1.0, a / 2.0 + 0.25, a * a / 6.0 + a / 12.0,
-            a * a * a / 24.0 + a * a / 48.0, zero,
-            zero, zero + 0.5, a / 3.0 + 1.0 / 12.0, a * a / 8.0 + a / 24.0, zero)
-    elif METHOD == HIGHORDER_PAPER:
-        # 1 + (a/2 + 1/2)Δ + (a²/6 + a/6 + 1/12)Δ² + (a³/24 + a²/24 + a/48)Δ³
-        w, dw_da, dw_dd = _poly_in_delta(
-            delta, zero + 1.0, a / 2.0 + 0.5, a * a / 6.0 + a / 6.0 + 1.0 / 12.0,
-            a * a * a / 24.0 + a * a / 24.0 + a / 48.0, zero,
-            zero, zero + 0.5, a / 3.0 + 1.0 / 6.0, a * a / 8.0 + a / 12.0 + 1.0 / 48.0, zero)
-    elif METHOD == RK4_PAPER:  # 1 + z/2 + z²/6 + z³/24
-        w, dw_da, dw_dd = _of_z(1.0 + z * (0.5 + z * (1.0 / 6.0 + z / 24.0)),
-                                0.5 + z * (1.0 / 3.0 + z / 8.0), a, delta)
-    elif METHOD == TRAPEZOID_CANONICAL:  # w_{-1} = e^z / 2, w_0 = 1/2
-        if TAP == 0:  # offset -1
-            half_e = 0.5 * tl.exp(z)
-            w, dw_da, dw_dd = _of_z(half_e, half_e, a, delta)
-        else:  # offset 0
-            w, dw_da, dw_dd = zero + 0.5, zero, zero
-    else:  # w_{-1} = (1 − λ) e^z, w_0 = λ
-        tl.static_assert(METHOD == TRAPEZOID_PAPER, "unknown method id")
-        if TAP == 0:  # offset -1
-            e = tl.exp(z)
-            w, dw_da, dw_dd = _of_z((1.0 - lam) * e, (1.0 - lam) * e, a, delta)
-            dw_dl = -e
-        else:  # offset 0
-            w, dw_da, dw_dd = lam + zero, zero, zero
-            dw_dl = zero + 1.0
-    return w, dw_da, dw_dd, dw_dl
+    return zero + value, zero, zero, zero
+
+
+# ----------------------------------------------------------------------------- transitions
+
+
+@triton.jit
+def transition_exponential(z):
+    e = tl.exp(z)
+    return e, e
+
+
+@triton.jit
+def transition_tustin(z):
+    r = 1.0 / (1.0 - 0.5 * z)
+    return (1.0 + 0.5 * z) * r, r * r
+
+
+@triton.jit
+def transition_taylor4(z):
+    return _poly_z(z, 1.0, 1.0, 0.5, 1.0 / 6.0, 1.0 / 24.0)
+
+
+# ----------------------------------------------------------------------------- canonical taps
+
+
+@triton.jit
+def zoh_canonical(z, a, delta, lam, TAP: tl.constexpr):
+    return _phis(z, a, delta, 1.0, 0.0, 0.0)  # φ_1
+
+
+@triton.jit
+def foh_canonical(z, a, delta, lam, TAP: tl.constexpr):
+    if TAP == 0:  # offset -1: φ_1 − φ_2
+        return _phis(z, a, delta, 1.0, -1.0, 0.0)
+    else:  # offset 0: φ_2
+        return _phis(z, a, delta, 0.0, 1.0, 0.0)
+
+
+@triton.jit
+def bilinear_canonical(z, a, delta, lam, TAP: tl.constexpr):  # both taps ½ r
+    r, dr = _tustin_r(z)
+    return _of_z(0.5 * r, 0.5 * dr, a, delta)
+
+
+@triton.jit
+def polynomial_canonical(z, a, delta, lam, TAP: tl.constexpr):
+    if TAP == 0:  # offset -1: φ_3 − 1.5 φ_2 + φ_1
+        return _phis(z, a, delta, 1.0, -1.5, 1.0)
+    elif TAP == 1:  # offset 0: 2 φ_2 − 2 φ_3
+        return _phis(z, a, delta, 0.0, 2.0, -2.0)
+    else:  # offset +1: φ_3 − 0.5 φ_2
+        return _phis(z, a, delta, 0.0, -0.5, 1.0)
+
+
+@triton.jit
+def highorder_canonical(z, a, delta, lam, TAP: tl.constexpr):
+    if TAP == 0:  # offset -2: φ_3 − 0.5 φ_2
+        return _phis(z, a, delta, 0.0, -0.5, 1.0)
+    elif TAP == 1:  # offset -1: φ_1 − 2 φ_3
+        return _phis(z, a, delta, 1.0, 0.0, -2.0)
+    else:  # offset 0: φ_3 + 0.5 φ_2
+        return _phis(z, a, delta, 0.0, 0.5, 1.0)
+
+
+@triton.jit
+def rk4_canonical(z, a, delta, lam, TAP: tl.constexpr):
+    """w = k0 + ks c_s + km c_m with c_s = 1 + z + z²/2 + z³/4 (stage sum) and
+    c_m = 4 + 2z + z²/2 (midpoint coefficient)."""
+    c_s, dc_s = _poly_z(z, 1.0, 1.0, 0.5, 0.25, 0.0)
+    c_m, dc_m = _poly_z(z, 4.0, 2.0, 0.5, 0.0, 0.0)
+    if TAP == 0 or TAP == 3:  # offsets -2 and +1: −c_m/96
+        k0, ks, km = 0.0, 0.0, -1.0 / 96.0
+    elif TAP == 1:  # offset -1: (c_s + 9 c_m/16)/6
+        k0, ks, km = 0.0, 1.0 / 6.0, 9.0 / 96.0
+    else:  # offset 0: (1 + 9 c_m/16)/6
+        k0, ks, km = 1.0 / 6.0, 0.0, 9.0 / 96.0
+    return _of_z(k0 + ks * c_s + km * c_m, ks * dc_s + km * dc_m, a, delta)
+
+
+@triton.jit
+def _exp_trapezoid(z, a, delta, lam, TAP: tl.constexpr):
+    """Mamba-3's taps: w_{-1} = (1 − λ) e^z, w_0 = λ."""
+    if TAP == 0:  # offset -1
+        e = tl.exp(z)
+        w, dw_da, dw_dd, _ = _of_z((1.0 - lam) * e, (1.0 - lam) * e, a, delta)
+        return w, dw_da, dw_dd, -e
+    else:  # offset 0
+        zero = z * 0.0
+        return lam + zero, zero, zero, zero + 1.0
+
+
+@triton.jit
+def trapezoid_canonical(z, a, delta, lam, TAP: tl.constexpr):  # λ = ½
+    w, dw_da, dw_dd, _ = _exp_trapezoid(z, a, delta, z * 0.0 + 0.5, TAP)
+    return w, dw_da, dw_dd, z * 0.0
+
+
+# ----------------------------------------------------------------------------- paper taps
+
+
+@triton.jit
+def zoh_paper(z, a, delta, lam, TAP: tl.constexpr):  # 1
+    return _const(1.0, z)
+
+
+@triton.jit
+def bilinear_paper(z, a, delta, lam, TAP: tl.constexpr):  # r = 1/(1 − z/2)
+    r, dr = _tustin_r(z)
+    return _of_z(r, dr, a, delta)
+
+
+@triton.jit
+def rk4_paper(z, a, delta, lam, TAP: tl.constexpr):  # 1 + z/2 + z²/6 + z³/24
+    w, dw_dz = _poly_z(z, 1.0, 0.5, 1.0 / 6.0, 1.0 / 24.0, 0.0)
+    return _of_z(w, dw_dz, a, delta)
+
+
+@triton.jit
+def foh_paper(z, a, delta, lam, TAP: tl.constexpr):  # Δ/2 + aΔ²/6 + a²Δ³/24 + a³Δ⁴/120
+    return _poly_in_delta(a, delta, _poly_a(a, 0.0, 0.0, 0.0, 0.0), _poly_a(a, 0.5, 0.0, 0.0, 0.0),
+                          _poly_a(a, 0.0, 1.0 / 6.0, 0.0, 0.0), _poly_a(a, 0.0, 0.0, 1.0 / 24.0, 0.0),
+                          _poly_a(a, 0.0, 0.0, 0.0, 1.0 / 120.0))
+
+
+@triton.jit
+def polynomial_paper(z, a, delta, lam, TAP: tl.constexpr):
+    # 1 + (a/2 + 1/4)Δ + (a²/6 + a/12)Δ² + (a³/24 + a²/48)Δ³
+    return _poly_in_delta(a, delta, _poly_a(a, 1.0, 0.0, 0.0, 0.0), _poly_a(a, 0.25, 0.5, 0.0, 0.0),
+                          _poly_a(a, 0.0, 1.0 / 12.0, 1.0 / 6.0, 0.0),
+                          _poly_a(a, 0.0, 0.0, 1.0 / 48.0, 1.0 / 24.0), _poly_a(a, 0.0, 0.0, 0.0, 0.0))
+
+
+@triton.jit
+def highorder_paper(z, a, delta, lam, TAP: tl.constexpr):
+    # 1 + (a/2 + 1/2)Δ + (a²/6 + a/6 + 1/12)Δ² + (a³/24 + a²/24 + a/48)Δ³
+    return _poly_in_delta(a, delta, _poly_a(a, 1.0, 0.0, 0.0, 0.0), _poly_a(a, 0.5, 0.5, 0.0, 0.0),
+                          _poly_a(a, 1.0 / 12.0, 1.0 / 6.0, 1.0 / 6.0, 0.0),
+                          _poly_a(a, 0.0, 1.0 / 48.0, 1.0 / 24.0, 1.0 / 24.0), _poly_a(a, 0.0, 0.0, 0.0, 0.0))
+
+
+@triton.jit
+def trapezoid_paper(z, a, delta, lam, TAP: tl.constexpr):  # the caller's per-token λ
+    return _exp_trapezoid(z, a, delta, lam, TAP)
