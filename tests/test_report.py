@@ -514,6 +514,22 @@ def test_a_difference_is_marked_only_when_its_interval_excludes_zero(low, high, 
     assert stats.Difference(0.7, low, high, "paired t", 3).excludes_zero is marked
 
 
+def test_an_mde_beyond_the_range_of_top1_is_said_to_detect_nothing(digits_view, monkeypatch):
+    from discbench.report import findings
+
+    data = accuracy_table(digits_view).data.set_index("method_key")
+    mdes = data["top1_delta_mde"].dropna()
+    # a range between the MDEs puts the wider ones beyond it and leaves the narrower ones stated
+    cut = float(mdes.sort_values().iloc[len(mdes) // 2 - 1:len(mdes) // 2 + 1].mean())
+    monkeypatch.setattr(findings, "TOP1_RANGE_POINTS", cut)
+    sentence = next(s for s in findings.accuracy_findings(digits_view) if s.startswith("vim_micro: "))
+    beyond = sorted(mdes[mdes > cut].index)
+    assert beyond and f"design: for {', '.join(k for k in data.index if k in beyond)} the seeds' spread is so wide" in sentence
+    widest_stated = mdes[mdes <= cut].idxmax()
+    assert f"a true difference of {mdes[widest_stated]:.2f} points" in sentence
+    assert f"a true difference of {mdes.max():.2f} points" not in sentence
+
+
 def test_findings_state_the_family_the_verdicts_the_design_and_every_divergence(digits_report, digits_view):
     data = accuracy_table(digits_view).data.set_index("method_key")
     families_sentence, sentence, diverged = digits_report.findings

@@ -19,6 +19,9 @@ from .aggregate import accuracy_frame, transfer_frame
 from .study_view import StudyView
 
 
+TOP1_RANGE_POINTS = 100.0  # the widest possible difference between two top-1 accuracies (%)
+
+
 def _points(value: float) -> str:
     return f"{value:.2f}".replace("-", "−")
 
@@ -64,6 +67,14 @@ def comparison_sentence(view: StudyView, setting: str, rows: pd.DataFrame, what:
         parts.append(f"equivalent to {base} within ±{_points(margin)} points (TOST, adjusted p < {stats.ALPHA:g}): "
                      f"{', '.join(equivalent['method_key']) or 'none'}")
     with_mde = rest[rest["delta_mde"].notna()]
+    # top-1 differences lie within ±100 points: an MDE beyond that says the seeds cannot detect
+    # any difference, and printing "a true difference of 900 points" would read as a number.
+    beyond = with_mde[with_mde["delta_mde"] > TOP1_RANGE_POINTS]
+    with_mde = with_mde[with_mde["delta_mde"] <= TOP1_RANGE_POINTS]
+    if len(beyond):
+        parts.append(f"design: for {', '.join(beyond['method_key'])} the seeds' spread is so wide that no "
+                     f"difference within the {TOP1_RANGE_POINTS:g}-point range of top-1 would be detected with "
+                     f"{stats.MDE_POWER:.0%} power (MDE above {TOP1_RANGE_POINTS:g} points)")
     if len(with_mde):
         largest = with_mde.loc[with_mde["delta_mde"].idxmax()]
         which = (f"{largest['method_key']}" if len(with_mde) == 1 else
