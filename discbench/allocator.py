@@ -3,10 +3,9 @@
 With glibc's defaults a freed block above the mmap threshold (dynamic, 128 KiB rising to the
 largest block freed so far) is unmapped, and free memory at the top of the heap beyond the trim
 threshold goes back to the kernel; the next tensor of that size then page-faults in afresh, as
-often as the heap's history decides. Measured with `discbench bench model` on this 2-core
-machine (Vim-Ti, 2 threads, 7 repeats, the same code): with glibc's defaults two runs took 353
-and 494 ms per 224 px batch of 8 and 846 and 1097 ms per 1024 px image; with
-`retain_freed_memory` two runs took 335 and 367 ms and 826 and 883 ms.
+often as the heap's history decides, so the same code's timings vary from run to run with that
+history (the README's Notes give the measurements; `discbench bench model --allocator glibc`
+repeats them).
 
 `retain_freed_memory()` keeps freed memory in the process (mallopt: mmap threshold 32 MiB,
 glibc's largest; trim threshold 1 GiB); trials and `discbench bench model` call it. Resident
@@ -45,7 +44,7 @@ def retain_freed_memory() -> bool:
         return False
     if not _retained:
         # Both, in this order: setting either turns glibc's dynamic threshold off, and the trim
-        # threshold alone would leave every block above 128 KiB to mmap (measured 25 % slower).
+        # threshold alone would leave every block above 128 KiB to mmap, each page-faulting in afresh.
         _retained = bool(libc.mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES)) and \
             bool(libc.mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD_BYTES))
     return _retained
