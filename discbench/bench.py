@@ -376,6 +376,12 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     configure_model(targets.add_parser("model", help="time Vim against DeiT of the same size, inference and a "
                                                      "training step, side by side in one process",
                                        description="Vim against DeiT of the same size, side by side in one process"))
+    from .bench_train import configure_parser as configure_train
+
+    configure_train(targets.add_parser("train", help="time a sequence model's training step against "
+                                                     "parameter-matched non-SSM references (the GRU)",
+                                       description="a sequence model's training step against parameter-matched "
+                                                   "references, side by side in one process"))
 
 
 def _usable_backends(requested: str | None, device: str) -> list[str]:
@@ -503,6 +509,10 @@ def run_command(args: argparse.Namespace) -> int:
         from .bench_model import run_model_command
 
         return run_model_command(args)
+    if args.bench_target == "train":
+        from .bench_train import run_train_command
+
+        return run_train_command(args)
     if args.threads is not None:
         torch.set_num_threads(args.threads)
     if args.device is None:

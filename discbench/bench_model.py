@@ -129,7 +129,7 @@ def profile_rows(run: Callable[[], None], top: int) -> list[dict]:
             for e in events[:top]]
 
 
-def _flip_path(model: nn.Module, run: Callable[[], None]) -> Callable[[], None]:
+def flip_path_run(model: nn.Module, run: Callable[[], None]) -> Callable[[], None]:
     """`run` with every Vim mixer of `model` on its flip path (fast_path False) for the call."""
     def flipped() -> None:
         mixers = [block.mixer for block in model.layers]
@@ -153,7 +153,7 @@ def time_pair(vim: str, case: Case, method: str = "zoh", variant: str = "canonic
     vim_model, deit_model = build_pair(vim, case.resolution, method, variant, num_classes, patch_size)
     runs = [make_run(vim_model, case, num_classes, amp), make_run(deit_model, case, num_classes, amp)]
     if flip_path:
-        runs.append(_flip_path(vim_model, runs[0]))
+        runs.append(flip_path_run(vim_model, runs[0]))
     vim_ms, deit_ms, *flip_ms = interleaved_times(runs, repeats)
     record = {"model": vim, "deit": DEIT_OF[vim][0], "method": method, "variant": variant, "task": case.task,
               "resolution": case.resolution, "batch": case.batch, "amp": amp, "repeats": repeats,

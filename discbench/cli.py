@@ -14,7 +14,7 @@ COMMANDS = {
     "validate": ("discbench.study", "check study files without running them"),
     "report": ("discbench.report", "turn results/ into tables and plots under reports/"),
     "plan": ("discbench.report.plan", "seeds each comparison needs for a given effect, from a pilot study"),
-    "bench": ("discbench.bench", "time the scan backends, or Vim against DeiT, side by side"),
+    "bench": ("discbench.bench", "time the scan backends, Vim against DeiT, or a training step against the GRU, side by side"),
 }
 
 

@@ -242,7 +242,7 @@ def _quiet_ray_environment() -> None:
 REPRODUCIBLE_CPU_PATHS = {"ATEN_CPU_CAPABILITY": "avx2", "MKL_CBWR": "AVX2", "ONEDNN_MAX_CPU_ISA": "AVX2"}
 
 
-def _pin_cpu_paths() -> None:
+def pin_cpu_paths() -> None:
     """REPRODUCIBLE_CPU_PATHS for this process's children, on a CPU that has AVX2 and FMA (the
     flags Linux reports; elsewhere nothing is pinned)."""
     cpuinfo = Path("/proc/cpuinfo")
@@ -588,7 +588,7 @@ def _run(study: Study, study_path: Path, args: argparse.Namespace) -> int:
         return 0
 
     _quiet_ray_environment()
-    _pin_cpu_paths()
+    pin_cpu_paths()
     import ray as ray_module
 
     # A Ray instance this process already had (e.g. a caller's) stays up after the run.

@@ -20,6 +20,7 @@ non-finite loss at that step.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import random
@@ -344,13 +345,13 @@ def train_loop(cfg: TrialConfig, workdir: Path, on_epoch: EpochCallback | None =
         raise ValueError("train.amp 'fp16' needs a CUDA device; on CPU use 'bf16' or 'off'")
     workdir.mkdir(parents=True, exist_ok=True)
     checkpoint_path = workdir / CHECKPOINT_NAME
-    loaders = _data_loaders(cfg, recipe, workers, device)
+    loaders = data_loaders(cfg, recipe, workers, device)
 
     determinism = (torch.are_deterministic_algorithms_enabled(),
                    torch.is_deterministic_algorithms_warn_only_enabled())
     torch.use_deterministic_algorithms(recipe.deterministic, warn_only=True)
     try:
-        run = _setup_training(cfg, recipe, loaders, workers, device)
+        run = setup_training(cfg, recipe, loaders, workers, device)
         fingerprint = _resume_fingerprint(cfg)
         epochs_done, history = _resume(run, checkpoint_path, fingerprint, device)
         if workers.is_main and on_start is not None:
@@ -378,7 +379,7 @@ def train_loop(cfg: TrialConfig, workdir: Path, on_epoch: EpochCallback | None =
 
 
 @dataclass(frozen=True)
-class _Loaders:
+class Loaders:
     """A trial's data: the training loader (full batches from `sampler`), this worker's shard
     of the validation split, and what the setup needs to know about them."""
 
@@ -390,7 +391,7 @@ class _Loaders:
     mixup_active: bool
 
 
-def _data_loaders(cfg: TrialConfig, recipe: TrainConfig, workers: Workers, device: torch.device) -> _Loaders:
+def data_loaders(cfg: TrialConfig, recipe: TrainConfig, workers: Workers, device: torch.device) -> Loaders:
     """The training and validation loaders; refuses a split smaller than one batch and an odd
     batch under Mixup/CutMix (which pairs images)."""
     train_set, val_set, num_classes = build_datasets(cfg.data, recipe)
@@ -408,11 +409,11 @@ def _data_loaders(cfg: TrialConfig, recipe: TrainConfig, workers: Workers, devic
     val_shard = Subset(val_set, range(workers.rank, len(val_set), workers.world_size))
     val_loader = DataLoader(val_shard, batch_size=cfg.data.eval_batch_size or batch_size,
                             shuffle=False, num_workers=cfg.data.workers)
-    return _Loaders(train_loader, val_loader, sampler, num_classes, batch_size, mixup_active)
+    return Loaders(train_loader, val_loader, sampler, num_classes, batch_size, mixup_active)
 
 
 @dataclass
-class _Training:
+class Training:
     """The objects one training run updates: the model (and its DDP wrapper and EMA), the
     optimizer, schedule, gradient scaler, Mixup and loss; all of them but the loss and Mixup
     are saved in the checkpoint."""
@@ -429,8 +430,8 @@ class _Training:
     criterion: torch.nn.Module
 
 
-def _setup_training(cfg: TrialConfig, recipe: TrainConfig, loaders: _Loaders, workers: Workers,
-                    device: torch.device) -> _Training:
+def setup_training(cfg: TrialConfig, recipe: TrainConfig, loaders: Loaders, workers: Workers,
+                    device: torch.device) -> Training:
     """The model initialised from the trial's seed, the optimizer at the batch-scaled learning
     rate, the timm schedule (per epoch or per update), EMA, AMP scaler, Mixup and loss."""
     from timm.data import Mixup
@@ -454,10 +455,10 @@ def _setup_training(cfg: TrialConfig, recipe: TrainConfig, loaders: _Loaders, wo
                   num_classes=loaders.num_classes) if loaders.mixup_active else None
     criterion = _criterion(recipe, loaders.mixup_active)
     eval_model = ema.module if ema is not None and recipe.eval_ema else model
-    return _Training(model, model, eval_model, params, optimizer, scheduler, ema, scaler, mixup, criterion)
+    return Training(model, model, eval_model, params, optimizer, scheduler, ema, scaler, mixup, criterion)
 
 
-def _resume(run: _Training, checkpoint_path: Path, fingerprint: dict[str, Any],
+def _resume(run: Training, checkpoint_path: Path, fingerprint: dict[str, Any],
             device: torch.device) -> tuple[int, list[dict]]:
     """Load the checkpoint into `run` if there is one (refused when written for another
     configuration); returns (epochs done, their records) — (0, []) for a fresh run."""
@@ -480,13 +481,51 @@ def _resume(run: _Training, checkpoint_path: Path, fingerprint: dict[str, Any],
     return state["epochs_done"], state["history"]
 
 
-def _train_epoch(cfg: TrialConfig, recipe: TrainConfig, run: _Training, loaders: _Loaders, epoch: int,
+def train_step(run: Training, recipe: TrainConfig, images: torch.Tensor, labels: torch.Tensor, updates: int,
+               workers: Workers, device: torch.device) -> float:
+    """One optimisation step on a batch (images: (b, ...) inputs, labels: (b,) class indices):
+    Mixup, forward, loss, backward, clipping, optimizer, per-update schedule and EMA.
+
+    Returns the loss (mean over workers); a non-finite loss (see `_is_non_finite_failure`)
+    returns nan and updates nothing. `updates` is the 1-based count of updates so far
+    including this one (the schedule's position). `discbench bench train` times this call.
+    """
+    from timm.utils import dispatch_clip_grad
+
+    images, labels = images.to(device), labels.to(device)
+    targets = labels
+    if run.mixup is not None:
+        images, targets = run.mixup(images, labels)
+    try:
+        with amp_autocast(device, recipe.amp):
+            loss = run.criterion(run.train_model(images), targets)
+        local_loss = loss.item()
+    except (ValueError, RuntimeError) as exc:
+        if not _is_non_finite_failure(exc, run.model, images):
+            raise
+        local_loss = math.nan
+    (loss_value,) = workers.reduce([local_loss], device)
+    loss_value /= workers.world_size
+    if not math.isfinite(loss_value):
+        return math.nan
+    run.optimizer.zero_grad(set_to_none=True)
+    run.scaler.scale(loss).backward()
+    if recipe.clip_grad > 0:
+        run.scaler.unscale_(run.optimizer)
+        dispatch_clip_grad(run.model.parameters(), value=recipe.clip_grad, mode="norm")
+    run.scaler.step(run.optimizer)
+    run.scaler.update()
+    run.scheduler.step_update(num_updates=updates)
+    if run.ema is not None:
+        run.ema.update(run.model, step=updates)
+    return loss_value
+
+
+def _train_epoch(cfg: TrialConfig, recipe: TrainConfig, run: Training, loaders: Loaders, epoch: int,
                  workers: Workers, device: torch.device) -> tuple[dict | None, str | None]:
     """Epoch `epoch` (0-based): seed every RNG from (seed, epoch, rank), train over the loader,
     then evaluate. Returns (the epoch's record, None), or (None, "epoch E, step S") at the
     first non-finite loss (mean over workers)."""
-    from timm.utils import dispatch_clip_grad
-
     _seed_everything(order_seed(cfg.seed, epoch, workers.rank))
     loaders.sampler.set_epoch(order_seed(cfg.seed, epoch))
     run.scheduler.step(epoch)
@@ -497,33 +536,10 @@ def _train_epoch(cfg: TrialConfig, recipe: TrainConfig, run: _Training, loaders:
     with PeakMemory(device) as memory:
         start = time.perf_counter()
         for step, (images, labels) in enumerate(loaders.train, start=1):
-            images, labels = images.to(device), labels.to(device)
-            targets = labels
-            if run.mixup is not None:
-                images, targets = run.mixup(images, labels)
-            try:
-                with amp_autocast(device, recipe.amp):
-                    loss = run.criterion(run.train_model(images), targets)
-                local_loss = loss.item()
-            except (ValueError, RuntimeError) as exc:
-                if not _is_non_finite_failure(exc, run.model, images):
-                    raise
-                local_loss = math.nan
-            (loss_value,) = workers.reduce([local_loss], device)
-            loss_value /= workers.world_size
+            updates = epoch * steps_per_epoch + step
+            loss_value = train_step(run, recipe, images, labels, updates, workers, device)
             if not math.isfinite(loss_value):
                 return None, f"epoch {epoch + 1}, step {step}"
-            run.optimizer.zero_grad(set_to_none=True)
-            run.scaler.scale(loss).backward()
-            if recipe.clip_grad > 0:
-                run.scaler.unscale_(run.optimizer)
-                dispatch_clip_grad(run.model.parameters(), value=recipe.clip_grad, mode="norm")
-            run.scaler.step(run.optimizer)
-            run.scaler.update()
-            updates = epoch * steps_per_epoch + step
-            run.scheduler.step_update(num_updates=updates)
-            if run.ema is not None:
-                run.ema.update(run.model, step=updates)
             loss_sum += loss_value
             lr_sum += run.optimizer.param_groups[0]["lr"]
             steps += 1
@@ -540,7 +556,7 @@ def _train_epoch(cfg: TrialConfig, recipe: TrainConfig, run: _Training, loaders:
     }, None
 
 
-def _save_checkpoint(run: _Training, epochs_done: int, history: list[dict], fingerprint: dict[str, Any],
+def _save_checkpoint(run: Training, epochs_done: int, history: list[dict], fingerprint: dict[str, Any],
                      path: Path) -> None:
     """Everything a resume needs after `epochs_done` epochs (weights, optimizer, schedule, EMA,
     scaler, every RNG's state, the epoch records), written atomically."""
@@ -556,7 +572,8 @@ def _save_checkpoint(run: _Training, epochs_done: int, history: list[dict], fing
 def transfer_accuracy(cfg: TrialConfig, model: torch.nn.Module, device: torch.device, amp: str,
                       workers: Workers = Workers()) -> list[dict]:
     """Sampling-rate transfer: top-1 (%) of a model trained at length L on the same val signals
-    resampled to each L′ of cfg.measure.eval_lengths, with every Δ scaled by L/L′.
+    resampled to each L′ of cfg.measure.eval_lengths, with every Δ scaled by L/L′ (a model
+    without Δ, one without `delta_scaled`, runs as trained).
 
     Returns [{length: L′, delta_scale: L/L′, top1, correct}] in the order of eval_lengths ([]
     when none are asked for); correct: `_evaluate_items`'s per-example correctness. The
@@ -573,7 +590,9 @@ def transfer_accuracy(cfg: TrialConfig, model: torch.nn.Module, device: torch.de
         shard = Subset(val, range(workers.rank, len(val), workers.world_size))
         loader = DataLoader(shard, batch_size=cfg.data.eval_batch_size or cfg.data.batch_size, shuffle=False)
         scale = trained / length
-        with model.delta_scaled(scale):
+        # A model without a discretization (a reference such as seqgru) has no Δ: it runs as trained.
+        scaled = model.delta_scaled(scale) if hasattr(model, "delta_scaled") else contextlib.nullcontext()
+        with scaled:
             top1, correct = _evaluate_items(model, loader, device, amp, workers)
         out.append({"length": length, "delta_scale": scale, "top1": top1, "correct": correct})
     return out
@@ -597,7 +616,7 @@ def learned_lambda(model: torch.nn.Module, loader: DataLoader, device: torch.dev
 
 
 def _summary(cfg: TrialConfig, recipe: TrainConfig, history: list[dict], diverged_at: str | None,
-             params: int, eval_model: torch.nn.Module, loaders: _Loaders, device: torch.device,
+             params: int, eval_model: torch.nn.Module, loaders: Loaders, device: torch.device,
              workers: Workers) -> dict:
     """train_loop's result from the epoch records, plus the sampling-rate transfer, the learned
     λ and the per-example correctness of the final model (see train_loop)."""

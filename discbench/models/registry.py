@@ -51,11 +51,12 @@ def image_cfg(img_size: int, **kwargs: Any) -> FamilyCfg:
                      fixed_input_size=True, modality="image", discretized=True, **kwargs)
 
 
-def sequence_cfg(num_classes: int = 10, **kwargs: Any) -> FamilyCfg:
-    """A discretized sequence family's cfg (no image settings); no weights exist."""
-    return FamilyCfg(input_size=None, num_classes=num_classes, first_conv="in_proj", classifier="head",
+def sequence_cfg(num_classes: int = 10, discretized: bool = True, first_conv: str = "in_proj",
+                 **kwargs: Any) -> FamilyCfg:
+    """A sequence family's cfg (no image settings; discretized unless said otherwise); no weights exist."""
+    return FamilyCfg(input_size=None, num_classes=num_classes, first_conv=first_conv, classifier="head",
                      fixed_input_size=False, interpolation=None, crop_pct=None, crop_mode=None, mean=None,
-                     std=None, modality="sequence", discretized=True, **kwargs)
+                     std=None, modality="sequence", discretized=discretized, **kwargs)
 
 
 def build_family_model(model_cls: type[ModelT], name: str, pretrained: bool, **kwargs: Any) -> ModelT:

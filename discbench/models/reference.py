@@ -1,0 +1,107 @@
+"""Non-SSM reference models for sequence data, to stand beside every SSM number.
+
+A reader of "method X beats zoh/paper by 2 points" must also see what a model without any
+discretization gets on the same data with the same recipe. These are those models, registered in
+timm like every family (`FamilyCfg(modality="sequence", discretized=False)`), so a study lists them
+under `model.name` and the harness trains them exactly as it trains seqmamba.
+
+    timm.create_model("seqgru_micro", in_chans=1, seq_len=40, num_classes=10)
+
+seqgru: input (b, L, in_chans) -> one-layer nn.GRU (hidden_size H) -> the last token's hidden
+state ("last") or the mean over tokens ("mean") -> Linear head. No input projection: the GRU's
+own input weights are that. Sizes are matched in parameters to the seqmamba size of the same
+name without its conv (the conv-free model the default study trains), on MNIST-1D's one channel
+and 10 classes: seqgru_micro (H = 78, 19,744 parameters against seqmamba_micro's 19,690),
+seqgru_tiny (H = 204, 128,734 against 129,098).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+from timm.models import generate_default_cfgs, register_model
+
+from .registry import build_family_model, sequence_cfg
+from .stack import check_choice
+
+Tensor = torch.Tensor
+
+
+class SequenceGRU(nn.Module):
+    """Sequences (b, L, in_chans) -> logits (b, num_classes) through one GRU layer.
+
+    hidden_size: the GRU's state width H. pool: "last" (the final hidden state, the usual GRU
+    classifier) or "mean" (over every token's output). drop_rate: dropout before the head.
+    drop_path_rate is accepted (the recipe passes it to every model) and must be 0: a single
+    layer has no residual path to drop.
+    """
+
+    pool_choices = ("last", "mean")
+    width_arg = "hidden_size"  # what `discbench bench train` varies to match another model's parameters
+
+    def __init__(self, seq_len: int = 40, in_chans: int = 1, num_classes: int = 10, hidden_size: int = 78,
+                 pool: str = "last", drop_rate: float = 0.0, drop_path_rate: float = 0.0):
+        super().__init__()
+        check_choice("pool", pool, self.pool_choices)
+        for name, value in {"seq_len": seq_len, "in_chans": in_chans, "hidden_size": hidden_size}.items():
+            if not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        if drop_path_rate != 0.0:
+            raise ValueError(f"drop_path_rate must be 0 for a one-layer GRU (no residual path), got {drop_path_rate}")
+        if not 0.0 <= drop_rate < 1.0:
+            raise ValueError(f"drop_rate must be in [0, 1), got {drop_rate}")
+        self.seq_len, self.in_chans, self.num_classes, self.pool = seq_len, in_chans, num_classes, pool
+        self.num_features = self.head_hidden_size = hidden_size
+        self.rnn = nn.GRU(in_chans, hidden_size, batch_first=True)
+        self.head_drop = nn.Dropout(drop_rate)
+        self.head = nn.Linear(hidden_size, num_classes) if num_classes > 0 else nn.Identity()
+
+    @property
+    def input_size(self) -> tuple[int, int]:
+        """(seq_len, in_chans): the length it was built for (any length runs) and the channels."""
+        return (self.seq_len, self.in_chans)
+
+    def forward_features(self, x: Tensor) -> Tensor:
+        """Sequences (b, L, in_chans) -> every token's hidden state (b, L, H)."""
+        if x.dim() != 3 or x.shape[-1] != self.in_chans:
+            raise ValueError(f"expected sequences (batch, length, {self.in_chans}), got {tuple(x.shape)}")
+        return self.rnn(x)[0]
+
+    def forward_head(self, x: Tensor, pre_logits: bool = False) -> Tensor:
+        """Hidden states (b, L, H) -> logits (b, num_classes), or with pre_logits the pooled (b, H)."""
+        features = self.head_drop(x[:, -1] if self.pool == "last" else x.mean(dim=1))
+        return features if pre_logits else self.head(features)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.forward_head(self.forward_features(x))
+
+    @torch.jit.ignore
+    def get_classifier(self) -> nn.Module:
+        return self.head
+
+    def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None:
+        if global_pool is not None:
+            check_choice("global_pool", global_pool, self.pool_choices)
+            self.pool = global_pool
+        self.num_classes = num_classes
+        self.head = nn.Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
+
+
+# ----------------------------------------------------------------------------- registry
+
+default_cfgs = generate_default_cfgs({
+    "seqgru_micro": sequence_cfg(discretized=False, first_conv="rnn"),
+    "seqgru_tiny": sequence_cfg(discretized=False, first_conv="rnn"),
+})
+
+
+@register_model
+def seqgru_micro(pretrained: bool = False, **kwargs) -> SequenceGRU:
+    """H = 78: seqmamba_micro's parameter count without its conv (19,744 against 19,690)."""
+    return build_family_model(SequenceGRU, "seqgru_micro", pretrained, **dict(dict(hidden_size=78), **kwargs))
+
+
+@register_model
+def seqgru_tiny(pretrained: bool = False, **kwargs) -> SequenceGRU:
+    """H = 204: seqmamba_tiny's parameter count without its conv."""
+    return build_family_model(SequenceGRU, "seqgru_tiny", pretrained, **dict(dict(hidden_size=204), **kwargs))
