@@ -424,7 +424,11 @@ def _tune(study: Study, trials: list[dict], study_path: Path, progress: Progress
         tuner = tune.Tuner(
             trainable,
             param_space={"trial": tune.grid_search(trials)},
-            tune_config=tune.TuneConfig(num_samples=1, max_concurrent_trials=max_concurrent,
+            # reuse_actors: a finished trial's worker process runs the next trial that asks for the same
+            # resources, so imports, the kernel load and generated datasets (cached per process) are
+            # paid once per worker, not per trial. Each trial seeds everything it draws from, so what a
+            # trial computes does not depend on what ran before it in the process.
+            tune_config=tune.TuneConfig(num_samples=1, max_concurrent_trials=max_concurrent, reuse_actors=True,
                                         trial_name_creator=_trial_name, trial_dirname_creator=_trial_name),
             run_config=run_config)
     ctrl_c.run(tuner.fit)

@@ -256,8 +256,10 @@ def _optimizer(model: torch.nn.Module, recipe: TrainConfig, lr: float) -> torch.
     extra: dict[str, Any] = {}
     if "adam" in recipe.opt.lower() or "lamb" in recipe.opt.lower():
         extra = dict(eps=recipe.opt_eps, betas=tuple(recipe.opt_betas))
+    # foreach: one call per update for all parameters instead of a few per parameter (on CPU too,
+    # where torch's default is the per-parameter loop); the same arithmetic, bit for bit.
     return create_optimizer_v2(model, opt=recipe.opt, lr=lr, weight_decay=recipe.weight_decay,
-                               momentum=recipe.momentum, **extra)
+                               momentum=recipe.momentum, foreach=True, **extra)
 
 
 @torch.no_grad()
