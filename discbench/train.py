@@ -572,14 +572,15 @@ def _save_checkpoint(run: Training, epochs_done: int, history: list[dict], finge
 
 
 def transfer_accuracy(cfg: TrialConfig, model: torch.nn.Module, device: torch.device, amp: str,
-                      workers: Workers = Workers()) -> list[dict]:
+                      workers: Workers = Workers(), at_trained: tuple[float, np.ndarray] | None = None) -> list[dict]:
     """Sampling-rate transfer: top-1 (%) of a model trained at length L on the same val signals
     resampled to each L′ of cfg.measure.eval_lengths, with every Δ scaled by L/L′ (a model
     without Δ, one without `delta_scaled`, runs as trained).
 
     Returns [{length: L′, delta_scale: L/L′, top1, correct}] in the order of eval_lengths ([]
     when none are asked for); correct: `_evaluate_items`'s per-example correctness. The
-    model's Δ scale is restored afterwards.
+    model's Δ scale is restored afterwards. at_trained: `_evaluate_items` of this model on the
+    val split, used as it is for L′ = L (the same signals, scale 1: the same computation).
     """
     from .data import sequence_length
 
@@ -588,6 +589,9 @@ def transfer_accuracy(cfg: TrialConfig, model: torch.nn.Module, device: torch.de
     trained = sequence_length(cfg.data)
     out = []
     for length in cfg.measure.eval_lengths:
+        if length == trained and at_trained is not None:
+            out.append({"length": length, "delta_scale": 1.0, "top1": at_trained[0], "correct": at_trained[1]})
+            continue
         val = load_splits(cfg.data.model_copy(update={"seq_length": length})).val
         shard = Subset(val, range(workers.rank, len(val), workers.world_size))
         loader = DataLoader(shard, batch_size=cfg.data.eval_batch_size or cfg.data.batch_size, shuffle=False)
@@ -625,12 +629,15 @@ def _summary(cfg: TrialConfig, recipe: TrainConfig, history: list[dict], diverge
     last = history[-1] if history else {}
     train_seconds = sum(r["train_seconds"] for r in history)
     train_images = sum(r["images_per_s"] * r["train_seconds"] for r in history)
-    transfer = transfer_accuracy(cfg, eval_model, device, recipe.amp, workers) if diverged_at is None else []
-    correct = []
+    correct, at_trained = [], None
     if diverged_at is None and workers.world_size == 1:
         # One more pass over the val split for its per-example correctness: the last epoch's
         # evaluation may predate a resume, and the same weights give the same answers.
-        _, items = _evaluate_items(eval_model, loaders.val, device, recipe.amp, workers)
+        at_trained = _evaluate_items(eval_model, loaders.val, device, recipe.amp, workers)
+        items = at_trained[1]
+    transfer = transfer_accuracy(cfg, eval_model, device, recipe.amp, workers, at_trained) \
+        if diverged_at is None else []
+    if at_trained is not None:
         length = sequence_length(cfg.data) if DATASETS[cfg.data.dataset].modality == "sequence" else None
         correct.append({"evaluation": "val", "length": length, "correct": items})
         correct += [{"evaluation": "transfer", "length": t["length"], "correct": t.pop("correct")}

@@ -1,9 +1,11 @@
 """A study re-run at the same commit records the same numbers, bit for bit.
 
 Two `discbench run`s of one small study, each in its own process with its own Ray: the first
-runs both trials at once (they share the cores), the second one at a time and with the CPU
-kernel forced to its narrowest build (DISCBENCH_CPU_ISA=scalar, as on a machine without AVX2).
-Everything recorded must be equal except what measures time or memory.
+runs both trials at once (they share the cores, each in its own worker process), the second one
+at a time and with the CPU kernel forced to its narrowest build (DISCBENCH_CPU_ISA=scalar, as on
+a machine without AVX2); there Ray Tune reuses the first trial's worker for the second
+(`reuse_actors`), so the second trial runs after another in the same process. Everything
+recorded must be equal except what measures time or memory.
 """
 
 from __future__ import annotations
