@@ -187,6 +187,9 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
                         help="torch.profiler's top operators of the model's step per length (default 12; 0: none)")
     parser.add_argument("--flip-path", action="store_true",
                         help="also time the model with its mixers off the CPU fast path, in the same rounds")
+    parser.add_argument("--flush-denormal", action="store_true",
+                        help="flush subnormal floats to zero for every model (torch.set_flush_denormal); trials do "
+                             "not, and a GRU's backward over long sequences slows down on them")
     parser.add_argument("--json", action="store_true", help="one JSON record per length instead of a table")
 
 
@@ -237,6 +240,10 @@ def run_train_command(args: argparse.Namespace) -> int:
         print(f"discbench bench train: {exc}", file=sys.stderr)
         return 2
     torch.set_num_threads(args.threads)
+    flushed = torch.set_flush_denormal(True) if args.flush_denormal else False
+    if args.flush_denormal and not flushed:
+        print("discbench bench train: --flush-denormal: this CPU cannot flush subnormals", file=sys.stderr)
+        return 2
     retain_freed_memory()  # as trials run
     batch = args.batch or base.data.batch_size
     load_before = os.getloadavg()[0]
@@ -245,18 +252,22 @@ def run_train_command(args: argparse.Namespace) -> int:
         record = time_length(base, model, kwargs, method, references, length, batch, args.repeats,
                              args.profile_rows, args.flip_path)
         record["load_before"], record["load_after"] = load_before, os.getloadavg()[0]
+        record["flush_denormal"] = flushed
         records.append(record)
         if args.json:
             print(json.dumps(record), flush=True)
         else:
             refs = ", ".join(f"{r['name']} {r['ms_median']:.1f} ms" for r in record["references"])
             print(f"  L={length}: {model} {record['model_ms_median']:.1f} ms; {refs}", file=sys.stderr, flush=True)
+    if flushed:
+        torch.set_flush_denormal(False)  # the process's setting, as it was
     if args.json:
         return 0
     first = records[0]
     print(f"training step of {model} {kwargs or ''} ({method or 'no discretization'}, {first['params']:,} parameters) "
           f"against parameter-matched references; batch {batch}, {first['threads']} threads, torch CPU path "
-          f"{torch.backends.cpu.get_cpu_capability()}, {args.repeats} interleaved steps; load average "
+          f"{torch.backends.cpu.get_cpu_capability()}, subnormals {'flushed' if flushed else 'kept (as in trials)'}, "
+          f"{args.repeats} interleaved steps; load average "
           f"{load_before:.2f} before, {os.getloadavg()[0]:.2f} after; allocator: {allocator_setting()}")
     flip = " flip ms  fast speedup" if args.flip_path else ""
     print(f"{'L':>5} {'model ms':>9} {'reference':<14} {'width':>15} {'params':>8} {'ref ms':>8} {'ratio':>6}{flip}")

@@ -160,3 +160,15 @@ def test_a_gru_trial_trains_and_is_evaluated_at_other_lengths_as_it_is(tmp_path)
     assert result["status"] == "ok" and result["params"] == 3 * (78 + 78 * 78 + 2 * 78) + 78 * 10 + 10
     assert [(t["length"], t["delta_scale"]) for t in result["transfer"]] == [(8, 2.0), (16, 1.0)]
     assert result["transfer"][1]["top1"] == result["top1"] and result["lambda"] == []
+
+
+def test_bench_train_flush_denormal_is_stated_and_undone(tmp_path, capsys):
+    path = tmp_path / "bench_tiny.yaml"
+    path.write_text(STUDY)
+    argv = ["bench", "train", "--study", str(path), "--lengths", "12", "--batch", "4", "--repeats", "1",
+            "--profile-rows", "0", "--flush-denormal", "--json"]
+    assert main(argv) == 0
+    (record,) = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert record["flush_denormal"] is True
+    tiny = torch.tensor([1e-40])  # a subnormal float32: kept once the bench has undone its setting
+    assert (tiny * 1.0).item() != 0.0
