@@ -12,6 +12,10 @@
       target_mde: 2.0               # points; the report says whether the seeds met it
       divergence_fallback: chance   # a diverged seed's score in the sensitivity Δ:
                                     #   chance (100/num_classes) | last_epoch (its last finite top-1)
+      convergence:                  # the rule a finished trial must pass to count as converged:
+        window: 0.25                #   over the last quarter of its epochs (at least one epoch),
+        top1_tolerance: 0.5         #   validation top-1 rose by less than 0.5 points
+        loss_tolerance: 0.02        #   and the training loss fell by less than 2% of its value
 
 Validated once, where the study file is read (study.py); the report re-reads it from the
 study file kept in results/<study>/study.json (`from_study_source`).
@@ -57,6 +61,17 @@ class FamilySpec(_Strict):
         return self
 
 
+class ConvergenceSpec(_Strict):
+    """When a finished trial counts as converged (see the module docstring). With E epochs done
+    and w = ceil(window · E) epochs in the window: top-1 at epoch E minus top-1 at epoch E − w is
+    below top1_tolerance (points), and the training loss at E − w minus that at E is below
+    loss_tolerance times the loss at E − w. A trial with E ≤ w epochs cannot be judged."""
+
+    window: float = Field(0.25, gt=0, le=1)
+    top1_tolerance: float = Field(0.5, gt=0)
+    loss_tolerance: float = Field(0.02, gt=0)
+
+
 class AnalysisSpec(_Strict):
     """The `analysis:` section (all optional; see the module docstring)."""
 
@@ -65,6 +80,7 @@ class AnalysisSpec(_Strict):
     equivalence_margin: float | None = Field(None, gt=0)
     target_mde: float | None = Field(None, gt=0)
     divergence_fallback: Literal["chance", "last_epoch"] = "chance"
+    convergence: ConvergenceSpec = Field(default_factory=ConvergenceSpec)
 
     @field_validator("families")
     @classmethod

@@ -59,10 +59,11 @@ def test_model_info_reads_the_family_cfg_and_timm_models_are_undiscretized_image
     assert "toy_seqnet" in family_names("sequence") and "toy_seqnet" not in family_names("image")
     assert (model_info("vim_micro").modality, model_info("vim_micro").discretized) == ("image", True)
     assert (model_info("seqssd_micro").modality, model_info("seqssd_micro").discretized) == ("sequence", True)
+    assert (model_info("seqgru_micro").modality, model_info("seqgru_micro").discretized) == ("sequence", False)
     deit = model_info("deit_tiny_patch16_224")
     assert (deit.modality, deit.discretized) == ("image", False)
     assert "deit_tiny_patch16_224" not in family_names()
-    with pytest.raises(ValueError, match="unknown model 'toy_nonet'; allowed: seqmamba_micro"):
+    with pytest.raises(ValueError, match="unknown model 'toy_nonet'; allowed: seqgru_micro, seqgru_tiny, seqmamba_micro"):
         model_info("toy_nonet")
 
 

@@ -139,7 +139,9 @@ def test_a_method_that_diverged_everywhere_is_a_finding(declared_study, tmp_path
                               "accuracy here), 100% [exact 95% interval 29%, 100%], against 0 of 3 for zoh/paper "
                               "(Fisher's exact p 0.100")
     assert "scoring each diverged seed as its last finite epoch, Δ top-1 = −" in finding
-    families = report.findings[0]
+    convergence, families = report.findings[:2]
+    assert convergence.startswith("Convergence: 0 of 9 finished trials converged by the study's rule")
+    assert "9 had too few epochs to judge" in convergence  # one epoch each
     assert families.startswith("Families and corrections: “short signals” (primary; 1 test, Benjamini–Hochberg")
     within = next(f for f in report.findings if f.startswith("seq_micro:") and "equivalent to" in f)
     assert "equivalent to zoh/paper within ±5.00 points (TOST, adjusted p < 0.05): trapezoid/paper" in within

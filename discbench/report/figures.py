@@ -27,6 +27,8 @@ from ..methods import METHODS, parse_method  # noqa: E402
 from .aggregate import (COST_COLUMNS, accuracy_frame, cost_frame, lambda_frame, memory_metric,  # noqa: E402
                         resolution_frame, transfer_frame)
 from . import stats  # noqa: E402
+from .convergence import convergence_frame, rule_text  # noqa: E402
+from .families import analysis_of  # noqa: E402
 from .study_view import StudyView  # noqa: E402
 from .tables import by_condition, condition_at, row_keys_of, side_factor, side_values  # noqa: E402
 
@@ -262,6 +264,8 @@ def training_curves_figure(view: StudyView, out_dir: Path) -> FigureFile | None:
                                           ("top1", "validation top-1 (%)")) if data[c].notna().any()]
     if data.empty or not panels:
         return None
+    judged = convergence_frame(view)
+    unconverged = set(judged.loc[judged["converged"].eq(False), "trial_id"])
     style, context = _theme()
     with style, context:
         fig, axes = plt.subplots(len(view.models), len(panels), squeeze=False,
@@ -287,6 +291,11 @@ def training_curves_figure(view: StudyView, out_dir: Path) -> FigureFile | None:
                         last = trial.dropna(subset=[column]).sort_values("epoch").tail(1)
                         ax.plot(last["epoch"], last[column], marker="x", color="black", markersize=9,
                                 markeredgewidth=2, linestyle="none", zorder=4)
+                    for _, trial in rows[rows["trial_id"].isin(unconverged)].groupby("trial_id"):
+                        last = trial.dropna(subset=[column]).sort_values("epoch").tail(1)
+                        ax.plot(last["epoch"], last[column], marker="o", markerfacecolor="none",
+                                markeredgecolor=look["color"], markersize=8, markeredgewidth=1.2,
+                                linestyle="none", zorder=4)
                 ax.set_xlabel("epoch")
                 ax.set_ylabel(label)
                 if column.endswith("loss"):
@@ -297,12 +306,14 @@ def training_curves_figure(view: StudyView, out_dir: Path) -> FigureFile | None:
                 ax.xaxis.get_major_locator().set_params(integer=True)
         handles, labels = axes[0][0].get_legend_handles_labels()
         fig.legend(handles, labels, loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=8, title="method")
-        fig.suptitle(f"{view.name}: training curves (mean over seeds, band: min–max over seeds; ✕ = a trial's last epoch before it diverged)",
-                     fontsize=10)
+        fig.suptitle(f"{view.name}: training curves (mean over seeds, band: min–max over seeds; ✕ = a trial's last "
+                     f"epoch before it diverged; ○ = the last epoch of a trial that did not converge)", fontsize=10)
         fig.tight_layout()
     caption = ("Training curves per method: per-epoch " + ", ".join(label for _, label in panels)
                + ", mean over seeds with the min–max band across seeds; a black ✕ marks a diverged trial's last "
-                 f"recorded epoch. {view.provenance()}.")
+                 f"recorded epoch, an open circle the last epoch of each finished trial that did not converge "
+                 f"({len(unconverged)} of {len(judged)}; the rule: {rule_text(analysis_of(view).convergence)}). "
+                 f"{view.provenance()}.")
     return _save(fig, out_dir, "fig_training_curves", "Training curves", caption)
 
 

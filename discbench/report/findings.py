@@ -16,6 +16,7 @@ import pandas as pd
 
 from . import families, stats
 from .aggregate import accuracy_frame, transfer_frame
+from .convergence import convergence_sentence
 from .study_view import StudyView
 
 
@@ -149,7 +150,7 @@ def target_sentence(view: StudyView, frames: list[pd.DataFrame]) -> str:
 
 
 def accuracy_findings(view: StudyView) -> list[str]:
-    """The families and their corrections; one sentence per model and factor combination on
+    """Whether the trials converged; the families and their corrections; one sentence per model and factor combination on
     top-1 at the training setting, then one per model, factor combination and evaluation length
     L′ other than the training length for sampling-rate transfer; one per diverged method; and
     the target MDE's verdict when the study declares one."""
@@ -161,7 +162,8 @@ def accuracy_findings(view: StudyView) -> list[str]:
     if not view.has_baseline:
         return [f"The baseline {view.baseline_key} is absent from this study: no method is compared to it."]
     head = families_sentence(view, [frame, transfer])
-    sentences = [head] if head else []
+    converged = convergence_sentence(view)  # first: a verdict on models still learning is about speed of learning
+    sentences = [s for s in (converged, head) if s]
     sentences += _per_setting(view, frame, "") if has_accuracy else []
     if not transfer.empty:
         # At the training length the transfer rows restate the accuracy above.

@@ -18,6 +18,7 @@ from ..methods import METHODS
 from . import families, published, stats
 from .aggregate import (COST_COLUMNS, accuracy_frame, cost_frame, lambda_frame, memory_metric, resolution_frame,
                         transfer_frame)
+from .convergence import convergence_frame, rule_text
 from .study_view import StudyView, divergence_text
 
 DASH = "—"
@@ -370,6 +371,40 @@ def lambda_table(view: StudyView) -> Table | None:
     data = frame.drop(columns=["condition"]).rename(columns={f: view.factor_label(f) for f in view.factors})
     return Table("lambda", "Learned λ per layer", caption, display.reset_index(drop=True),
                  data.reset_index(drop=True))
+
+
+# ----------------------------------------------------------------------------- convergence
+
+def convergence_table(view: StudyView) -> Table | None:
+    """Per model, method and factors: how many finished trials converged by the study's rule,
+    and the window's top-1 rise and loss drop (mean, then the range over seeds). The CSV holds
+    one row per trial."""
+    frame = convergence_frame(view)
+    if frame.empty:
+        return None
+    spec = families.analysis_of(view).convergence
+    order = {c: i for i, c in enumerate(view.conditions)}
+    frame = frame.assign(_m=frame["model"].map(view.models.index), _c=frame["condition"].map(order))
+    rows = []
+    for (_, _, model, condition), trials in frame.groupby(["_m", "_c", "model", "condition"], sort=True):
+        judged = trials[trials["converged"].notna()]
+        row = {"model": model} if len(view.models) > 1 else {}
+        row["method"] = condition[0]
+        row.update({view.factor_label(f): str(v) for f, v in zip(view.factors, condition[1:])})
+        row["converged"] = f"{int(judged['converged'].astype(bool).sum())} of {len(trials)}"
+        row["epochs"] = "/".join(str(e) for e in sorted(set(trials["epochs"])))
+        for column, label, scale, digits in (("top1_rise", "top-1 rise over the window (points)", 1.0, 2),
+                                             ("loss_drop", "training-loss drop over the window (%)", 100.0, 1)):
+            values = trials[column].dropna() * scale
+            row[label] = ("—" if values.empty else f"{_num(values.mean(), digits, signed=column == 'top1_rise')} "
+                          f"[{_num(values.min(), digits)}, {_num(values.max(), digits)}]")
+        rows.append(row)
+    caption = (f"Convergence of every finished trial by the study's rule (analysis.convergence): a trial converged "
+               f"when, {rule_text(spec)}. converged: trials that pass, of those that finished (diverged trials are "
+               f"in the divergence columns); rise and drop: mean over seeds [min, max]. A trial with no more "
+               f"epochs than the window is not judged. The CSV has one row per trial. {view.provenance()}.")
+    data = frame.drop(columns=["_m", "_c"]).assign(condition=[", ".join(map(str, c)) for c in frame["condition"]])
+    return Table("convergence", "Convergence", caption, pd.DataFrame(rows), data.reset_index(drop=True))
 
 
 # ----------------------------------------------------------------------------- cost

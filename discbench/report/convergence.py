@@ -1,0 +1,86 @@
+"""Whether each finished trial converged, by the rule its study's analysis states.
+
+A verdict about which method is better is only about what the methods end up computing when
+every model has learned its task. `convergence_frame` judges every finished (ok) trial with the
+study's `analysis.convergence` rule (discbench.analysis.ConvergenceSpec): over the last window of
+its epochs, validation top-1 must have risen by less than a tolerance and the training loss
+fallen by less than a fraction. Diverged trials are counted by the divergence findings instead.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pandas as pd
+
+from ..analysis import ConvergenceSpec
+from .families import analysis_of
+from .study_view import StudyView
+
+COLUMNS = ["trial_id", "model", "condition", "method_key", "seed", "epochs", "window", "top1_rise",
+           "loss_drop", "converged"]
+
+
+def rule_text(spec: ConvergenceSpec) -> str:
+    """The rule in words, for captions and findings."""
+    return (f"over the last {100 * spec.window:g}% of its E epochs (w = ⌈{spec.window:g}·E⌉ epochs), validation top-1 rose by "
+            f"less than {spec.top1_tolerance:g} points and the training loss fell by less than "
+            f"{100 * spec.loss_tolerance:g}% of its value")
+
+
+def window_epochs(epochs: int, spec: ConvergenceSpec) -> int:
+    """w: the number of epochs in the window, at least one."""
+    return max(1, math.ceil(spec.window * epochs))
+
+
+def convergence_frame(view: StudyView) -> pd.DataFrame:
+    """One row per finished trial with epoch records (COLUMNS): epochs E, window w, top1_rise
+    (points, epoch E minus E − w), loss_drop (fraction of the loss at E − w) and converged
+    (True/False; None when E ≤ w, too few epochs to judge). Empty when no trial logged epochs."""
+    epochs = view.results.epochs
+    if epochs.empty or "top1" not in epochs or "train_loss" not in epochs:
+        return pd.DataFrame(columns=COLUMNS)
+    spec = analysis_of(view).convergence
+    finished = view.trials[view.trials["status"] == "ok"].set_index("trial_id")
+    rows = []
+    for trial_id, records in epochs[epochs["trial_id"].isin(finished.index)].groupby("trial_id", sort=False):
+        records = records.sort_values("epoch")
+        count = len(records)
+        w = window_epochs(count, spec)
+        trial = finished.loc[trial_id]
+        row = {"trial_id": trial_id, "model": trial["model"], "condition": trial["condition"],
+               "method_key": trial["method_key"], "seed": trial["seed"], "epochs": count, "window": w,
+               "top1_rise": math.nan, "loss_drop": math.nan, "converged": None}
+        if count > w:
+            top1 = pd.to_numeric(records["top1"], errors="coerce").to_numpy(dtype=float)
+            loss = pd.to_numeric(records["train_loss"], errors="coerce").to_numpy(dtype=float)
+            row["top1_rise"] = top1[-1] - top1[count - 1 - w]
+            row["loss_drop"] = (loss[count - 1 - w] - loss[-1]) / loss[count - 1 - w]
+            if math.isfinite(row["top1_rise"]) and math.isfinite(row["loss_drop"]):  # else not judged
+                row["converged"] = bool(row["top1_rise"] < spec.top1_tolerance
+                                        and row["loss_drop"] < spec.loss_tolerance)
+        rows.append(row)
+    return pd.DataFrame(rows, columns=COLUMNS)
+
+
+def convergence_sentence(view: StudyView) -> str:
+    """The first finding: how many finished trials converged by the rule (empty without epochs)."""
+    frame = convergence_frame(view)
+    if frame.empty:
+        return ""
+    spec = analysis_of(view).convergence
+    judged = frame[frame["converged"].notna()]
+    failed = judged[~judged["converged"].astype(bool)]
+    unjudged = len(frame) - len(judged)
+    short = (f"; {unjudged} had too few epochs to judge (at most the window)" if unjudged else "")
+    rule = rule_text(spec)
+    if failed.empty and not unjudged:
+        return f"Every finished trial converged ({len(frame)} of {len(frame)}; the rule: {rule})."
+    if failed.empty:
+        return (f"Convergence: {len(judged)} of {len(frame)} finished trials converged by the study's rule ({rule})"
+                f"{short}.")
+    by_method = failed.groupby("method_key").size()
+    order = list(dict.fromkeys(c[0] for c in view.conditions))  # the report's order: baseline first
+    listed = ", ".join(f"{key} {by_method[key]}" for key in order if key in by_method)
+    return (f"Not converged: {len(failed)} of {len(frame)} finished trials did not converge by the study's rule "
+            f"({rule}){short}; the verdicts below compare models that were still learning (per method: {listed}).")
