@@ -170,7 +170,8 @@ def time_pair(vim: str, case: Case, method: str = "zoh", variant: str = "canonic
     return record
 
 
-def _ints(spec: str, what: str) -> list[int]:
+def positive_ints(spec: str, what: str) -> list[int]:
+    """Comma-separated positive integers from a flag's value, else ValueError naming `what`."""
     try:
         values = [int(s) for s in spec.split(",") if s.strip()]
     except ValueError:
@@ -212,13 +213,13 @@ def parse_cases(args: argparse.Namespace) -> list[Case]:
             parts = item.split(":")
             if len(parts) != 3 or parts[0] not in TASKS:
                 raise ValueError(f"--cases item {item!r} must be task:resolution:batch with task in {', '.join(TASKS)}")
-            cases.append(Case(parts[0], *_ints(f"{parts[1]},{parts[2]}", "--cases resolution and batch")))
+            cases.append(Case(parts[0], *positive_ints(f"{parts[1]},{parts[2]}", "--cases resolution and batch")))
         return cases
     tasks = [t for t in args.tasks.split(",") if t]
     if not tasks or any(t not in TASKS for t in tasks):
         raise ValueError(f"--tasks must list some of {', '.join(TASKS)}, got {args.tasks!r}")
-    return [Case(t, r, b) for t in tasks for r in _ints(args.resolutions, "--resolutions")
-            for b in _ints(args.batches, "--batches")]
+    return [Case(t, r, b) for t in tasks for r in positive_ints(args.resolutions, "--resolutions")
+            for b in positive_ints(args.batches, "--batches")]
 
 
 def run_model_command(args: argparse.Namespace) -> int:
@@ -263,9 +264,16 @@ def run_model_command(args: argparse.Namespace) -> int:
         print(f"{r['task']:<10} {r['resolution']:>5} {r['batch']:>5} {r['vim_ms_median']:9.1f} {r['deit_ms_median']:9.1f} "
               f"{r['vim_img_s']:10.2f} {r['deit_img_s']:10.2f} {r['ratio']:6.2f}{flip}")
     for r in records:
-        if r["profile"]:
-            print(f"\nVim profile, {r['task']} {r['resolution']}px batch {r['batch']} (one call, by self CPU time):")
-            for row in r["profile"]:
-                print(f"  {row['op'][:40]:<40} {row['calls']:>6} calls {row['self_ms']:9.1f} ms self "
-                      f"{100 * row['self_share']:5.1f}%")
+        print_profile(f"Vim profile, {r['task']} {r['resolution']}px batch {r['batch']} (one call, by self CPU time)",
+                      r["profile"])
     return 0
+
+
+def print_profile(title: str, rows: list[dict]) -> None:
+    """`profile_rows`' rows under a title (nothing when there are none)."""
+    if not rows:
+        return
+    print(f"\n{title}:")
+    for row in rows:
+        print(f"  {row['op'][:44]:<44} {row['calls']:>6} calls {row['self_ms']:9.2f} ms self "
+              f"{100 * row['self_share']:5.1f}%")

@@ -29,19 +29,9 @@ from typing import Callable
 import torch
 
 from .allocator import allocator_setting, retain_freed_memory
-from .bench_model import flip_path_run, interleaved_times, profile_rows
+from .bench_model import flip_path_run, interleaved_times, positive_ints, print_profile, profile_rows
 
 WARMUP_STEPS = 3  # untimed steps per model before the rounds (first-call allocations, kernel build)
-
-
-def _ints(spec: str, what: str) -> list[int]:
-    try:
-        values = [int(s) for s in spec.split(",") if s.strip()]
-    except ValueError:
-        values = []
-    if not values or any(v < 1 for v in values):
-        raise ValueError(f"{what} must be comma-separated positive integers, got {spec!r}")
-    return values
 
 
 def reference_names() -> list[str]:
@@ -226,7 +216,7 @@ def _resolve(args: argparse.Namespace):
     for flag, value in (("--threads", args.threads), ("--repeats", args.repeats), ("--batch", args.batch or 1)):
         if value < 1:
             raise ValueError(f"{flag} must be at least 1, got {value}")
-    return base, model, kwargs, method, references, _ints(args.lengths, "--lengths")
+    return base, model, kwargs, method, references, positive_ints(args.lengths, "--lengths")
 
 
 def run_train_command(args: argparse.Namespace) -> int:
@@ -279,9 +269,5 @@ def run_train_command(args: argparse.Namespace) -> int:
             print(f"{r['length']:>5} {r['model_ms_median']:9.2f} {ref['name']:<14} {width:>15} {ref['params']:>8,} "
                   f"{ref['ms_median']:8.2f} {ref['ratio']:6.2f}{flip}")
     for r in records:
-        if r["profile"]:
-            print(f"\n{model} step profile, L={r['length']} (one step, by self CPU time):")
-            for row in r["profile"]:
-                print(f"  {row['op'][:44]:<44} {row['calls']:>6} calls {row['self_ms']:8.2f} ms self "
-                      f"{100 * row['self_share']:5.1f}%")
+        print_profile(f"{model} step profile, L={r['length']} (one step, by self CPU time)", r["profile"])
     return 0

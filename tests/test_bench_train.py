@@ -30,6 +30,13 @@ measure: {throughput: false}
 """
 
 
+@pytest.fixture
+def tiny_study(tmp_path):
+    path = tmp_path / "bench_tiny.yaml"
+    path.write_text(STUDY)
+    return path
+
+
 def _params(name: str, **kwargs) -> int:
     model = timm.create_model(name, in_chans=1, seq_len=40, num_classes=10, **kwargs)
     return sum(p.numel() for p in model.parameters())
@@ -64,12 +71,10 @@ def test_the_references_are_one_name_per_non_ssm_model_class():
     assert reference_names() == ["seqgru_micro"]
 
 
-def test_the_matched_width_is_the_closest_in_parameters(tmp_path):
+def test_the_matched_width_is_the_closest_in_parameters(tiny_study):
     from discbench.study import load_study
 
-    path = tmp_path / "bench_tiny.yaml"
-    path.write_text(STUDY)
-    base = load_study(path).trials[0].config
+    base = load_study(tiny_study).trials[0].config
     target = parameter_count(trial_config(base, model="seqmamba_micro", kwargs={"conv": "none"}, method="zoh/paper",
                                           length=40, batch=8))
     width, params = matched_reference(base, "seqgru_micro", target, 40, 8)
@@ -79,9 +84,8 @@ def test_the_matched_width_is_the_closest_in_parameters(tmp_path):
     assert width == {"hidden_size": 78}
 
 
-def test_bench_train_json_times_the_trial_step_against_the_matched_gru(tmp_path, capsys):
-    path = tmp_path / "bench_tiny.yaml"
-    path.write_text(STUDY)
+def test_bench_train_json_times_the_trial_step_against_the_matched_gru(tiny_study, capsys):
+    path = tiny_study
     argv = ["bench", "train", "--study", str(path), "--lengths", "12,20", "--batch", "4", "--repeats", "1",
             "--profile-rows", "3", "--flip-path", "--json"]
     assert main(argv) == 0
@@ -97,9 +101,8 @@ def test_bench_train_json_times_the_trial_step_against_the_matched_gru(tmp_path,
         assert {"load_before", "load_after", "threads", "kwargs"} <= set(r) and r["kwargs"] == {"conv": "none"}
 
 
-def test_bench_train_table_names_the_model_the_reference_and_the_ratio(tmp_path, capsys):
-    path = tmp_path / "bench_tiny.yaml"
-    path.write_text(STUDY)
+def test_bench_train_table_names_the_model_the_reference_and_the_ratio(tiny_study, capsys):
+    path = tiny_study
     argv = ["bench", "train", "--study", str(path), "--lengths", "12", "--batch", "4", "--repeats", "1",
             "--profile-rows", "2", "--method", "foh/paper"]
     assert main(argv) == 0
@@ -162,9 +165,8 @@ def test_a_gru_trial_trains_and_is_evaluated_at_other_lengths_as_it_is(tmp_path)
     assert result["transfer"][1]["top1"] == result["top1"] and result["lambda"] == []
 
 
-def test_bench_train_flush_denormal_is_stated_and_undone(tmp_path, capsys):
-    path = tmp_path / "bench_tiny.yaml"
-    path.write_text(STUDY)
+def test_bench_train_flush_denormal_is_stated_and_undone(tiny_study, capsys):
+    path = tiny_study
     argv = ["bench", "train", "--study", str(path), "--lengths", "12", "--batch", "4", "--repeats", "1",
             "--profile-rows", "0", "--flush-denormal", "--json"]
     assert main(argv) == 0
