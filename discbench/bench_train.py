@@ -35,8 +35,9 @@ WARMUP_STEPS = 3  # untimed steps per model before the rounds (first-call alloca
 
 
 def reference_names() -> list[str]:
-    """The registered sequence models without a discretization (the non-SSM references), one name
-    per model class: the bench sets each one's width itself, so two sizes of a class are one reference."""
+    """The registered sequence models without a discretization (the non-SSM references) whose class
+    states a `width_arg`, one name per class: the bench sets each one's width itself, so two sizes
+    of a class are one reference."""
     import timm
 
     from .models import family_names, model_info
@@ -44,7 +45,7 @@ def reference_names() -> list[str]:
     names, classes = [], set()
     for name in family_names("sequence"):
         cls = type(timm.create_model(name, num_classes=2))
-        if not model_info(name).discretized and cls not in classes:
+        if not model_info(name).discretized and hasattr(cls, "width_arg") and cls not in classes:
             names.append(name)
             classes.add(cls)
     return names

@@ -59,7 +59,7 @@ class TrainConfig(Strict):
     momentum: NonNegative | None = None
     clip_grad: NonNegative | None = None  # max gradient norm; 0 = no clipping
     # schedule (timm.scheduler.create_scheduler_v2)
-    sched: Literal["cosine", "step", "const"] | None = None
+    sched: Literal["cosine", "step", "constant"] | None = None  # timm's names (create_scheduler_v2)
     sched_on_updates: bool | None = None  # False: lr changes once per epoch (DeiT); True: per step
     warmup_epochs: NonNegativeInt | None = None
     warmup_lr: NonNegative | None = None
@@ -163,6 +163,16 @@ PRESETS: dict[str, dict[str, Any]] = {
                "min_lr": 1e-5, "drop_path": 0.0, "smoothing": 0.1, "mixup": 0.0, "cutmix": 0.0,
                "augment": False, "auto_augment": "none", "reprob": 0.0, "repeated_aug": False,
                "model_ema": False, "eval_crop_ratio": 1.0, "deterministic": True},
+    # MNIST-1D's published recipe (greydanus/mnist1d at 7878d96, notebooks/train.py with the
+    # classification notebook's 6000 steps): Adam at a constant 1e-2, no weight decay, batch 100
+    # (the study's data.batch_size), 6000 steps = 150 epochs of 4000 signals; no smoothing,
+    # clipping, warm-up or EMA. The original walks the training set in order without
+    # shuffling; the harness draws a new order every epoch.
+    "mnist1d_paper": {**_DEIT, "epochs": 150, "opt": "adam", "lr": 1e-2, "lr_scaling": "none",
+                      "weight_decay": 0.0, "sched": "constant", "warmup_epochs": 0, "warmup_lr": 1e-2,
+                      "min_lr": 1e-2, "drop_path": 0.0, "smoothing": 0.0, "mixup": 0.0, "cutmix": 0.0,
+                      "augment": False, "auto_augment": "none", "reprob": 0.0, "repeated_aug": False,
+                      "model_ema": False, "eval_crop_ratio": 1.0, "deterministic": True},
 }
 
 

@@ -165,7 +165,7 @@ KIND = TrialKind(
     },
     tables=(accuracy_or_note, f"{_TABLES}:convergence_table", f"{_TABLES}:transfer_table", f"{_TABLES}:lambda_table", f"{_TABLES}:cost_table",
             f"{_TABLES}:ablation_bidirectional_table", f"{_TABLES}:ablation_classification_table",
-            f"{_TABLES}:published_accuracy_table", f"{_TABLES}:efficiency_table"),
+            f"{_TABLES}:published_accuracy_table", f"{_TABLES}:mnist1d_published_table", f"{_TABLES}:efficiency_table"),
     figures=tuple(f"{_FIGURES}:{name}" for name in (
         "accuracy_figure", "tradeoff_figure", "training_curves_figure", "transfer_figure", "lambda_figure",
         "resolution_figure")))

@@ -27,50 +27,46 @@ from .stack import check_choice
 Tensor = torch.Tensor
 
 
-class SequenceGRU(nn.Module):
-    """Sequences (b, L, in_chans) -> logits (b, num_classes) through one GRU layer.
+class SequenceClassifier(nn.Module):
+    """Base of the non-SSM sequence classifiers: (b, L, in_chans) -> logits (b, num_classes).
 
-    hidden_size: the GRU's state width H. pool: "last" (the final hidden state, the usual GRU
-    classifier) or "mean" (over every token's output). drop_rate: dropout before the head.
-    drop_path_rate is accepted (the recipe passes it to every model) and must be 0: a single
-    layer has no residual path to drop.
+    Checks what the harness passes every model (seq_len, in_chans, num_classes, drop_rate,
+    drop_path_rate: these models have no residual path to drop, so it must be 0) and gives
+    timm's classifier interface. A subclass builds its layers after `super().__init__(...)`,
+    sets `num_features` (the head's input width), builds `self.head` with `new_head()` and
+    implements `forward_features` and `forward_head`.
     """
 
-    pool_choices = ("last", "mean")
-    width_arg = "hidden_size"  # what `discbench bench train` varies to match another model's parameters
+    pool_choices: tuple[str, ...] = ()
 
-    def __init__(self, seq_len: int = 40, in_chans: int = 1, num_classes: int = 10, hidden_size: int = 78,
-                 pool: str = "last", drop_rate: float = 0.0, drop_path_rate: float = 0.0):
+    def __init__(self, seq_len: int, in_chans: int, num_classes: int, drop_rate: float, drop_path_rate: float,
+                 pool: str | None = None, **sizes: int):
         super().__init__()
-        check_choice("pool", pool, self.pool_choices)
-        for name, value in {"seq_len": seq_len, "in_chans": in_chans, "hidden_size": hidden_size}.items():
+        if pool is not None:
+            check_choice("pool", pool, self.pool_choices)
+        for name, value in {"seq_len": seq_len, "in_chans": in_chans, **sizes}.items():
             if not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
         if drop_path_rate != 0.0:
-            raise ValueError(f"drop_path_rate must be 0 for a one-layer GRU (no residual path), got {drop_path_rate}")
+            raise ValueError(f"drop_path_rate must be 0 for {type(self).__name__} (no residual path to drop), "
+                             f"got {drop_path_rate}")
         if not 0.0 <= drop_rate < 1.0:
             raise ValueError(f"drop_rate must be in [0, 1), got {drop_rate}")
         self.seq_len, self.in_chans, self.num_classes, self.pool = seq_len, in_chans, num_classes, pool
-        self.num_features = self.head_hidden_size = hidden_size
-        self.rnn = nn.GRU(in_chans, hidden_size, batch_first=True)
-        self.head_drop = nn.Dropout(drop_rate)
-        self.head = nn.Linear(hidden_size, num_classes) if num_classes > 0 else nn.Identity()
 
     @property
     def input_size(self) -> tuple[int, int]:
-        """(seq_len, in_chans): the length it was built for (any length runs) and the channels."""
+        """(seq_len, in_chans): the length it was built for and the channels."""
         return (self.seq_len, self.in_chans)
 
-    def forward_features(self, x: Tensor) -> Tensor:
-        """Sequences (b, L, in_chans) -> every token's hidden state (b, L, H)."""
-        if x.dim() != 3 or x.shape[-1] != self.in_chans:
-            raise ValueError(f"expected sequences (batch, length, {self.in_chans}), got {tuple(x.shape)}")
-        return self.rnn(x)[0]
+    def check_input(self, x: Tensor, fixed_length: bool = False) -> None:
+        """A clear error unless x is (b, L, in_chans) (and L = seq_len for a model built for one length)."""
+        if x.dim() != 3 or x.shape[-1] != self.in_chans or (fixed_length and x.shape[1] != self.seq_len):
+            length = self.seq_len if fixed_length else "length"
+            raise ValueError(f"expected sequences (batch, {length}, {self.in_chans}), got {tuple(x.shape)}")
 
-    def forward_head(self, x: Tensor, pre_logits: bool = False) -> Tensor:
-        """Hidden states (b, L, H) -> logits (b, num_classes), or with pre_logits the pooled (b, H)."""
-        features = self.head_drop(x[:, -1] if self.pool == "last" else x.mean(dim=1))
-        return features if pre_logits else self.head(features)
+    def new_head(self) -> nn.Module:
+        return nn.Linear(self.num_features, self.num_classes) if self.num_classes > 0 else nn.Identity()
 
     def forward(self, x: Tensor) -> Tensor:
         return self.forward_head(self.forward_features(x))
@@ -84,7 +80,37 @@ class SequenceGRU(nn.Module):
             check_choice("global_pool", global_pool, self.pool_choices)
             self.pool = global_pool
         self.num_classes = num_classes
-        self.head = nn.Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
+        self.head = self.new_head()
+
+
+class SequenceGRU(SequenceClassifier):
+    """Sequences (b, L, in_chans) -> logits (b, num_classes) through one GRU layer.
+
+    hidden_size: the GRU's state width H. pool: "last" (the final hidden state, the usual GRU
+    classifier) or "mean" (over every token's output). drop_rate: dropout before the head.
+    """
+
+    pool_choices = ("last", "mean")
+    width_arg = "hidden_size"  # what `discbench bench train` varies to match another model's parameters
+
+    def __init__(self, seq_len: int = 40, in_chans: int = 1, num_classes: int = 10, hidden_size: int = 78,
+                 pool: str = "last", drop_rate: float = 0.0, drop_path_rate: float = 0.0):
+        super().__init__(seq_len, in_chans, num_classes, drop_rate, drop_path_rate, pool=pool,
+                         hidden_size=hidden_size)
+        self.num_features = self.head_hidden_size = hidden_size
+        self.rnn = nn.GRU(in_chans, hidden_size, batch_first=True)
+        self.head_drop = nn.Dropout(drop_rate)
+        self.head = self.new_head()
+
+    def forward_features(self, x: Tensor) -> Tensor:
+        """Sequences (b, L, in_chans) -> every token's hidden state (b, L, H)."""
+        self.check_input(x)
+        return self.rnn(x)[0]
+
+    def forward_head(self, x: Tensor, pre_logits: bool = False) -> Tensor:
+        """Hidden states (b, L, H) -> logits (b, num_classes), or with pre_logits the pooled (b, H)."""
+        features = self.head_drop(x[:, -1] if self.pool == "last" else x.mean(dim=1))
+        return features if pre_logits else self.head(features)
 
 
 # ----------------------------------------------------------------------------- registry

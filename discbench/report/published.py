@@ -1,5 +1,5 @@
-"""The Vim paper's published numbers (discbench/published/vim_paper.yaml) and how a study's
-trials map onto the paper's rows.
+"""Published numbers: the Vim paper's (discbench/published/vim_paper.yaml) and how a study's
+trials map onto the paper's rows, and MNIST-1D's table (discbench/published/mnist1d.yaml).
 
 The YAML is data with its source; nothing here restates a number. Names of the paper's models
 and ablation rows are the YAML's own spellings.
@@ -85,6 +85,16 @@ def efficiency_claim() -> dict[str, Any]:
         if "speedup_vs_deit" in row:
             return dict(row)
     raise KeyError(f"{PAPER_FILE} has no efficiency claim with speedup_vs_deit")
+
+
+MNIST1D_FILE = "mnist1d.yaml"
+
+
+@functools.cache
+def mnist1d() -> dict[str, Any]:
+    """MNIST-1D's published table (discbench/published/mnist1d.yaml) as a dict."""
+    text = resources.files("discbench").joinpath("published", MNIST1D_FILE).read_text(encoding="utf-8")
+    return yaml.safe_load(text)
 
 
 @functools.cache

@@ -635,6 +635,72 @@ def published_accuracy_table(view: StudyView) -> tuple[Table | None, str]:
                  pd.DataFrame(rows)), ""
 
 
+def _on_published_mnist1d(view: StudyView) -> pd.Series:
+    """Per trial: whether it trained on MNIST-1D at the published table's length (the published
+    dataset itself, or discbench's resampled mnist1d at that length)."""
+    table = published.mnist1d()
+    trials = view.trials
+    dataset = trials["dataset"].fillna(trials.get("config.data.dataset", pd.Series(index=trials.index)))
+    length = pd.to_numeric(trials.get("config.data.seq_length", pd.Series(index=trials.index)), errors="coerce")
+    resampled_at = (dataset == "mnist1d") & length.fillna(table["length"]).eq(table["length"])
+    return (dataset == table["dataset"]) | resampled_at
+
+
+def mnist1d_published_table(view: StudyView) -> Table | None:
+    """MNIST-1D's published test accuracies beside this study's: the published architectures'
+    rows with ours (mean ± sd over seeds, 95% t-interval, gap), then every other model and method
+    this study trained on MNIST-1D at 40 samples, as anchors for its numbers."""
+    on_data = _on_published_mnist1d(view)
+    if not on_data.any():
+        return None
+    table = published.mnist1d()
+    trials = view.trials[on_data & (view.trials["status"] == "ok")]
+    dataset_of = trials["dataset"].fillna(trials.get("config.data.dataset", pd.Series(index=trials.index)))
+
+    def ours(rows: pd.DataFrame) -> dict:
+        summary = stats.summarize(list(rows["top1"]))
+        low, high = stats.mean_interval(list(rows["top1"]))
+        return {"top1_mean": summary.mean, "top1_std": summary.std, "top1_n": summary.n, "ci_low": low,
+                "ci_high": high}
+
+    data, shown, published_models = [], [], set()
+    for entry in table["test_top1"]:
+        published_models.add(entry.get("ours"))
+        matches = trials[trials["model"] == entry.get("ours")] if entry.get("ours") else trials.iloc[:0]
+        groups = sorted(matches.groupby(dataset_of[matches.index]), key=lambda g: g[0] != table["dataset"]) \
+            or [(None, matches)]  # the published dataset first
+        for dataset, rows in groups:
+            row = {"published_model": entry["model"], "published_top1": float(entry["top1"]),
+                   "model": entry.get("ours"), "method_key": None, "dataset": dataset, **ours(rows)}
+            row["gap"] = row["top1_mean"] - row["published_top1"] if row["top1_n"] else math.nan
+            data.append(row)
+    order = {c: i for i, c in enumerate(view.conditions)}
+    others = trials[~trials["model"].isin(published_models)]
+    others = others.assign(_m=others["model"].map(view.models.index), _c=others["condition"].map(order))
+    for (_, _, model, condition), rows in others.groupby(["_m", "_c", "model", "condition"], sort=True):
+        for dataset, group in rows.groupby(dataset_of[rows.index], sort=True):
+            data.append({"published_model": None, "published_top1": math.nan, "model": model,
+                         "method_key": view.condition_label(condition), "dataset": dataset, **ours(group),
+                         "gap": math.nan})
+    for row in data:
+        name = row["published_model"] or f"{row['model']} ({row['method_key']})"
+        interval = (f"[{_num(row['ci_low'])}, {_num(row['ci_high'])}]" if row["top1_n"] >= 2 else "—")
+        shown.append({"model": name, "ours": row["model"] or "—", "data": row["dataset"] or "—",
+                      "published top-1 (%)": _num(row["published_top1"], 0),
+                      "ours top-1 (%)": (_mean_std(row["top1_mean"], row["top1_std"], row["top1_n"])
+                                         if row["top1_n"] else "not run here"),
+                      "ours 95% CI": interval, "gap (ours − published)": _num(row["gap"], signed=True)})
+    caption = (f"MNIST-1D test accuracy (%), published ({table['source']}) beside this study's: mean ± sample "
+               f"sd over seeds (n = seeds that finished), the 95% Student-t interval of that mean, and the gap. "
+               f"The published architectures are trained with the harness under their own names; every other "
+               f"model and method this study ran on MNIST-1D at {table['length']} samples follows, without a "
+               f"published counterpart. data: {table['dataset']} is the generator's own dataset, as published; "
+               f"mnist1d is discbench's resampling of the same signals at cell centres (the transfer studies' "
+               f"variant). Measured on {view.provenance(trials['trial_id'])}.")
+    return Table("published_mnist1d", "Published vs reproduced: MNIST-1D", caption, pd.DataFrame(shown),
+                 pd.DataFrame(data))
+
+
 def _vim_deit_pair(models: list[str]) -> tuple[str, str] | None:
     names = {published.PUBLISHED_MODEL_NAMES.get(m): m for m in models}
     if "Vim-Ti" in names and "DeiT-Ti" in names:
