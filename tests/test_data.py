@@ -370,12 +370,13 @@ def test_mnist1d_lengths_are_resamplings_with_one_scale():
 def test_mnist1d_leaves_the_global_random_state_alone():
     import random
 
-    from discbench.data import mnist1d_native
+    from discbench.data import DataConfig, _mnist1d_generated, load_splits, mnist1d_native
 
-    mnist1d_native.cache_clear()
+    _mnist1d_generated.cache_clear()
     np.random.seed(5)
     random.seed(5)
     mnist1d_native()
+    load_splits(DataConfig(dataset="mnist1d_paper"))
     assert np.random.rand() == np.random.RandomState(5).rand()
     assert random.random() == random.Random(5).random()
 
@@ -440,7 +441,8 @@ def test_image_only_and_transfer_options_are_checked_against_the_data(trial, mes
 
 @pytest.mark.parametrize("dataset,model,message", [
     ("mnist1d", "vim_micro", "model.name 'vim_micro' cannot read dataset 'mnist1d', which is sequence "
-                             "data; use one of seqmamba_micro, seqmamba_tiny, seqssd_micro, seqssd_tiny"),
+                             "data; use one of mnist1d_cnn, mnist1d_gru, mnist1d_logistic, mnist1d_mlp, "
+                             "seqgru_micro, seqgru_tiny, seqmamba_micro, seqmamba_tiny, seqssd_micro, seqssd_tiny"),
     ("digits", "seqmamba_micro", "cannot read dataset 'digits', which is image data"),
 ])
 def test_a_model_that_cannot_read_the_data_is_a_clear_error(dataset, model, message):
