@@ -189,20 +189,26 @@ class Progress:
         self.say(f"retrying  {trial_id} after: {error}")
 
     def time_left(self) -> float | None:
+        """Seconds until the study is done, or None before any epoch or trial has finished.
+
+        A running trial that has logged epochs since it started has the rest of its epochs left at
+        its own rate; a waiting trial costs the mean duration of the finished ones, or before any
+        has finished, the longest whole-trial estimate of the running ones (rate × its epochs)."""
         now = time.monotonic()
-        estimates = []
+        remaining, whole = [], []
         for trial_id, start in self.running.items():
             first, current = self.progress.get(trial_id, (0, 0))
             total = self.epochs.get(trial_id, 1)
             if current > first:
                 per_epoch = (now - start) / (current - first)
-                estimates.append(max(0.0, per_epoch * (total - current)))
+                remaining.append(max(0.0, per_epoch * (total - current)))
+                whole.append(per_epoch * (total - first))
         mean = sum(self.durations) / len(self.durations) if self.durations else None
-        if mean is None and not estimates:
+        if mean is None and not remaining:
             return None
         pending = self.total - self.done - self.diverged - self.failed - len(self.running)
-        per_trial = mean if mean is not None else max(estimates)
-        return (sum(estimates) + pending * per_trial) / max(1, self.concurrency)
+        per_trial = mean if mean is not None else max(whole)
+        return (sum(remaining) + pending * per_trial) / max(1, self.concurrency)
 
     def status(self, force: bool = True) -> None:
         now = time.monotonic()
@@ -264,6 +270,9 @@ def _init_ray(address: str | None, num_cpus: int | None) -> Any:
     if address:
         ray.init(address=address, **kwargs)
     else:
+        # A local instance enables Ray's token authentication by default and says so at every
+        # start; nothing for the user to do, so that one notice is not shown. A cluster's is.
+        logging.getLogger("ray._private.authentication.authentication_token_setup").setLevel(logging.ERROR)
         # "local": always a new instance on this machine, never a cluster found on it by chance
         ray.init(address="local", num_cpus=num_cpus or os.cpu_count(), _node_ip_address="127.0.0.1", **kwargs)
     return ray

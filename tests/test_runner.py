@@ -261,6 +261,7 @@ def test_sigkill_mid_trial_then_rerun_resumes_without_redoing_finished_trials(tm
                             capture_output=True, text=True, env=env, timeout=600)
     assert second.returncode == 0, second.stdout + second.stderr
     assert "1 already finished (not re-run)" in second.stdout
+    assert "Token authentication is enabled" not in second.stdout + second.stderr  # a local instance's notice
     assert ("resumed", "foh-paper") in progress_events(second.stdout)
     # the finished trial was not touched; the killed one resumed from its checkpoint
     assert (study_path / "trials" / "zoh-canonical" / "trial.json").read_text() == finished_first
@@ -425,3 +426,22 @@ def test_a_ctrl_c_swallowed_inside_the_loop_still_interrupts_the_run():
     with pytest.raises(KeyboardInterrupt):
         ctrl_c.check()  # what the progress callback calls at every step of Tune's loop
     _CtrlC().run(lambda: None)  # no Ctrl-C: nothing raised
+
+
+def test_the_time_left_counts_the_waiting_trials_before_any_has_finished(monkeypatch):
+    """Before any trial finishes, a running trial that has done all its (one) epochs must not make
+    the waiting ones look free: each waits as long as a whole trial at the running one's rate."""
+    from discbench import runner
+
+    clock = [100.0]
+    monkeypatch.setattr(runner.time, "monotonic", lambda: clock[0])
+    progress = runner.Progress(total=5, epochs={f"t{i}": 1 for i in range(5)}, concurrency=1)
+    progress.say = lambda text: None
+    assert progress.time_left() is None  # nothing measured yet
+    progress.started("t0")
+    progress.resumed("t0", 0)
+    clock[0] += 30.0
+    progress.epoch("t0", 1)  # its only epoch, after 30 s; evaluation and saving still to come
+    assert progress.time_left() == pytest.approx(4 * 30.0)
+    progress.finished("t0", {"status": "ok", "top1": 50.0})
+    assert progress.time_left() == pytest.approx(4 * 30.0)  # now from the finished trial's duration
