@@ -72,16 +72,26 @@ def now() -> str:
     return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
 
 
-def _git_commit() -> str:
-    here = Path(__file__).resolve().parent
+# What a result depends on in a checkout: "-dirty" marks a commit whose code differs from the
+# checkout's, not one whose reports/ or docs were rewritten meanwhile (a study's report, written
+# while the next study runs, would otherwise mark that study's every trial).
+CODE_PATHS = ("discbench", "csrc", "pyproject.toml", "setup.py")
+
+
+def _git_commit(here: Path | None = None) -> str:
+    """HEAD's commit of the checkout holding `here` (default: this package), with "-dirty" when a
+    tracked file under CODE_PATHS differs from it; "unknown" outside a git checkout."""
+    here = here or Path(__file__).resolve().parent
     try:
         out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True,
                              text=True, timeout=5)
         commit = out.stdout.strip()
         if out.returncode != 0 or not commit:
             return "unknown"
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=here,
-                               capture_output=True, text=True, timeout=5).stdout.strip()
+        top = subprocess.run(["git", "rev-parse", "--show-toplevel"], cwd=here, capture_output=True,
+                             text=True, timeout=5).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", *CODE_PATHS],
+                               cwd=top or here, capture_output=True, text=True, timeout=5).stdout.strip()
         return commit + ("-dirty" if dirty else "")
     except (OSError, subprocess.SubprocessError):
         return "unknown"

@@ -141,3 +141,26 @@ def test_per_example_correctness_round_trips_packed_through_consolidation(tmp_pa
     assert (results.unpack_correctness(records[0]) == val).all()
     assert (results.unpack_correctness(records[1]) == short).all() and records[1]["length"] == 32
     assert len(records[0]["bits"]) == 125  # 1000 answers in 125 bytes
+
+
+def test_a_commit_is_dirty_when_its_code_differs_not_when_its_reports_do(tmp_path):
+    import subprocess
+
+    from discbench.results import _git_commit
+
+    def git(*args):
+        subprocess.run(["git", *args], cwd=tmp_path, check=True, capture_output=True)
+
+    git("init", "-q")
+    (tmp_path / "discbench").mkdir()
+    (tmp_path / "reports").mkdir()
+    (tmp_path / "discbench" / "code.py").write_text("x = 1\n")
+    (tmp_path / "reports" / "table.md").write_text("old\n")
+    git("add", ".")
+    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "one")
+    commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=tmp_path, capture_output=True, text=True).stdout.strip()
+    assert _git_commit(tmp_path / "discbench") == commit
+    (tmp_path / "reports" / "table.md").write_text("regenerated while the next study runs\n")
+    assert _git_commit(tmp_path / "discbench") == commit
+    (tmp_path / "discbench" / "code.py").write_text("x = 2\n")
+    assert _git_commit(tmp_path / "discbench") == commit + "-dirty"
