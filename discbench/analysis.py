@@ -14,8 +14,9 @@
                                     #   chance (100/num_classes) | last_epoch (its last finite top-1)
       convergence:                  # the rule a finished trial must pass to count as converged:
         window: 0.25                #   over the last quarter of its epochs (at least one epoch),
-        top1_tolerance: 0.5         #   validation top-1 rose by less than 0.5 points
-        loss_tolerance: 0.02        #   and the training loss fell by less than 2% of its value
+        top1_tolerance: 0.5         #   validation top-1 moved by less than 0.5 points (up or down)
+        loss_tolerance: 0.02        #   and the training loss by less than 2% of its value (up or
+        loss_floor: 0.01            #   down) or ended below 0.01 (a training set fitted)
 
 Validated once, where the study file is read (study.py); the report re-reads it from the
 study file kept in results/<study>/study.json (`from_study_source`).
@@ -63,13 +64,17 @@ class FamilySpec(_Strict):
 
 class ConvergenceSpec(_Strict):
     """When a finished trial counts as converged (see the module docstring). With E epochs done
-    and w = ceil(window · E) epochs in the window: top-1 at epoch E minus top-1 at epoch E − w is
-    below top1_tolerance (points), and the training loss at E − w minus that at E is below
-    loss_tolerance times the loss at E − w. A trial with E ≤ w epochs cannot be judged."""
+    and w = ceil(window · E) epochs in the window: |top-1 at epoch E − top-1 at epoch E − w| is
+    below top1_tolerance (points), and the training loss either moved by less than
+    loss_tolerance times its value at E − w or ended below loss_floor (nats: a fitted training
+    set, whose tiny loss still halves from epoch to epoch). Changes count either way: a loss that
+    jumps up or a top-1 that falls is not a converged run. A trial with E ≤ w epochs cannot be
+    judged."""
 
     window: float = Field(0.25, gt=0, le=1)
     top1_tolerance: float = Field(0.5, gt=0)
     loss_tolerance: float = Field(0.02, gt=0)
+    loss_floor: float = Field(0.01, ge=0)
 
 
 class AnalysisSpec(_Strict):

@@ -23,6 +23,8 @@ TRIALS = [
     ("foh", "canonical", 0, "ok", [(2.0, 80.0), (1.5, 80.0), (1.2, 80.0), (1.0, 80.0)]),  # loss still falling
     ("foh", "canonical", 1, "ok", [(1.0, 80.0)]),                                # one epoch: not judged
     ("rk4", "canonical", 0, "diverged", [(1.0, 80.0)]),                          # counted as diverged instead
+    ("bilinear", "canonical", 0, "ok", [(0.5, 90.0), (0.04, 90.0), (0.008, 90.0), (0.004, 90.0)]),  # fitted
+    ("bilinear", "canonical", 1, "ok", [(0.5, 90.0), (0.5, 90.0), (0.5, 90.0), (0.9, 85.0)]),  # a late jump
 ]
 
 
@@ -47,7 +49,14 @@ def _study(root: Path, source: str = "name: conv\n", trials=TRIALS) -> Path:
 def test_each_finished_trial_is_judged_by_the_window_rule(tmp_path):
     view = build_view(results.load_study(_study(tmp_path)))
     frame = convergence_frame(view).set_index("trial_id")
-    assert set(frame.index) == {"zoh-paper-s0", "zoh-paper-s1", "foh-canonical-s0", "foh-canonical-s1"}
+    assert set(frame.index) == {"zoh-paper-s0", "zoh-paper-s1", "foh-canonical-s0", "foh-canonical-s1",
+                                "bilinear-canonical-s0", "bilinear-canonical-s1"}
+    # a training set fitted (loss below the floor) counts as settled though its tiny loss still halves
+    assert frame.loc["bilinear-canonical-s0", "converged"] is True
+    assert frame.loc["bilinear-canonical-s0", "final_loss"] == pytest.approx(0.004)
+    # a loss that jumps up and a top-1 that falls are changes too
+    assert frame.loc["bilinear-canonical-s1", "converged"] is False
+    assert frame.loc["bilinear-canonical-s1", "top1_rise"] == pytest.approx(-5.0)
     # E = 4 epochs, w = ceil(0.25 · 4) = 1: epoch 3 against epoch 4
     assert frame.loc["zoh-paper-s0", "converged"] is True and frame.loc["zoh-paper-s0", "window"] == 1
     assert frame.loc["zoh-paper-s1", "top1_rise"] == pytest.approx(2.0)
@@ -56,20 +65,21 @@ def test_each_finished_trial_is_judged_by_the_window_rule(tmp_path):
     assert frame.loc["foh-canonical-s0", "converged"] is False
     assert frame.loc["foh-canonical-s1", "converged"] is None and math.isnan(frame.loc["foh-canonical-s1", "top1_rise"])
     sentence = convergence_sentence(view)
-    assert sentence.startswith("Not converged: 2 of 4 finished trials did not converge by the study's rule (over "
+    assert sentence.startswith("Not converged: 3 of 6 finished trials did not converge by the study's rule (over "
                                "the last 25% of its E epochs")
-    assert "1 had too few epochs to judge" in sentence and "(per method: zoh/paper 1, foh/canonical 1)." in sentence
+    assert "1 had too few epochs to judge" in sentence
+    assert "(per method: zoh/paper 1, foh/canonical 1, bilinear/canonical 1)." in sentence
 
 
 def test_the_study_declares_the_rule_and_a_bad_rule_is_refused(tmp_path):
-    lenient = "name: conv\nanalysis:\n  convergence: {window: 0.5, top1_tolerance: 10, loss_tolerance: 0.5}\n"
+    lenient = "name: conv\nanalysis:\n  convergence: {window: 0.5, top1_tolerance: 10, loss_tolerance: 0.9}\n"
     view = build_view(results.load_study(_study(tmp_path, lenient)))
     frame = convergence_frame(view).set_index("trial_id")
     assert frame.loc["zoh-paper-s1", "window"] == 2  # ceil(0.5 · 4): epoch 2 against epoch 4, a 5-point rise
     assert frame["converged"].dropna().all()
     assert convergence_sentence(view).startswith(  # the one-epoch trial stays unjudged
-        "Convergence: 3 of 4 finished trials converged by the study's rule (over the last 50% of its E epochs")
-    for bad in ("window: 0", "window: 1.5", "top1_tolerance: -1", "loss_tolerance: 0", "patience: 3"):
+        "Convergence: 5 of 6 finished trials converged by the study's rule (over the last 50% of its E epochs")
+    for bad in ("window: 0", "window: 1.5", "top1_tolerance: -1", "loss_tolerance: 0", "loss_floor: -1", "patience: 3"):
         with pytest.raises(AnalysisError, match="analysis.convergence"):
             from_study_source(f"analysis:\n  convergence: {{{bad}}}\n")
 
@@ -82,11 +92,12 @@ def test_every_trial_converged_is_said_so(tmp_path):
 def test_the_report_opens_with_convergence_and_tabulates_it(tmp_path):
     study = _study(tmp_path)
     report = build_report(study, tmp_path / "reports")
-    assert report.findings[0].startswith("Not converged: 2 of 4")
+    assert report.findings[0].startswith("Not converged: 3 of 6")
     table = convergence_table(build_view(results.load_study(study)))
     rows = table.display.set_index("method")
     assert rows.loc["zoh/paper", "converged"] == "1 of 2" and rows.loc["foh/canonical", "converged"] == "0 of 2"
     assert rows.loc["zoh/paper", "top-1 rise over the window (points)"] == "+1.00 [0.00, 2.00]"
-    assert len(table.data) == 4 and "rk4/canonical" not in set(rows.index)
+    assert rows.loc["bilinear/canonical", "converged"] == "1 of 2"
+    assert len(table.data) == 6 and "rk4/canonical" not in set(rows.index)
     assert (report.out_dir / "convergence.csv").exists()
     assert "did not converge" in (report.out_dir / "index.md").read_text()

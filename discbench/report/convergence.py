@@ -18,14 +18,14 @@ from .families import analysis_of
 from .study_view import StudyView
 
 COLUMNS = ["trial_id", "model", "condition", "method_key", "seed", "epochs", "window", "top1_rise",
-           "loss_drop", "converged"]
+           "loss_drop", "final_loss", "converged"]
 
 
 def rule_text(spec: ConvergenceSpec) -> str:
     """The rule in words, for captions and findings."""
-    return (f"over the last {100 * spec.window:g}% of its E epochs (w = ⌈{spec.window:g}·E⌉ epochs), validation top-1 rose by "
-            f"less than {spec.top1_tolerance:g} points and the training loss fell by less than "
-            f"{100 * spec.loss_tolerance:g}% of its value")
+    return (f"over the last {100 * spec.window:g}% of its E epochs (w = ⌈{spec.window:g}·E⌉ epochs), validation "
+            f"top-1 moved by less than {spec.top1_tolerance:g} points and the training loss by less than "
+            f"{100 * spec.loss_tolerance:g}% of its value (either way), or ended below {spec.loss_floor:g}")
 
 
 def window_epochs(epochs: int, spec: ConvergenceSpec) -> int:
@@ -35,7 +35,8 @@ def window_epochs(epochs: int, spec: ConvergenceSpec) -> int:
 
 def convergence_frame(view: StudyView) -> pd.DataFrame:
     """One row per finished trial with epoch records (COLUMNS): epochs E, window w, top1_rise
-    (points, epoch E minus E − w), loss_drop (fraction of the loss at E − w) and converged
+    (points, epoch E minus E − w; negative: a fall), loss_drop (fraction of the loss at E − w;
+    negative: a rise) and converged
     (True/False; None when E ≤ w, too few epochs to judge). Empty when no trial logged epochs."""
     epochs = view.results.epochs
     if epochs.empty or "top1" not in epochs or "train_loss" not in epochs:
@@ -50,15 +51,16 @@ def convergence_frame(view: StudyView) -> pd.DataFrame:
         trial = finished.loc[trial_id]
         row = {"trial_id": trial_id, "model": trial["model"], "condition": trial["condition"],
                "method_key": trial["method_key"], "seed": trial["seed"], "epochs": count, "window": w,
-               "top1_rise": math.nan, "loss_drop": math.nan, "converged": None}
+               "top1_rise": math.nan, "loss_drop": math.nan, "final_loss": math.nan, "converged": None}
         if count > w:
             top1 = pd.to_numeric(records["top1"], errors="coerce").to_numpy(dtype=float)
             loss = pd.to_numeric(records["train_loss"], errors="coerce").to_numpy(dtype=float)
             row["top1_rise"] = top1[-1] - top1[count - 1 - w]
             row["loss_drop"] = (loss[count - 1 - w] - loss[-1]) / loss[count - 1 - w]
+            row["final_loss"] = loss[-1]
             if math.isfinite(row["top1_rise"]) and math.isfinite(row["loss_drop"]):  # else not judged
-                row["converged"] = bool(row["top1_rise"] < spec.top1_tolerance
-                                        and row["loss_drop"] < spec.loss_tolerance)
+                settled_loss = abs(row["loss_drop"]) < spec.loss_tolerance or loss[-1] < spec.loss_floor
+                row["converged"] = bool(abs(row["top1_rise"]) < spec.top1_tolerance and settled_loss)
         rows.append(row)
     return pd.DataFrame(rows, columns=COLUMNS)
 
@@ -79,8 +81,11 @@ def convergence_sentence(view: StudyView) -> str:
     if failed.empty:
         return (f"Convergence: {len(judged)} of {len(frame)} finished trials converged by the study's rule ({rule})"
                 f"{short}.")
-    by_method = failed.groupby("method_key").size()
     order = list(dict.fromkeys(c[0] for c in view.conditions))  # the report's order: baseline first
-    listed = ", ".join(f"{key} {by_method[key]}" for key in order if key in by_method)
+    by = failed.groupby(["model", "method_key"]).size()
+    several = len(view.models) > 1
+    listed = ", ".join(f"{f'{model} ' if several else ''}{key} {by[(model, key)]}"
+                       for model in view.models for key in order if (model, key) in by)
     return (f"Not converged: {len(failed)} of {len(frame)} finished trials did not converge by the study's rule "
-            f"({rule}){short}; the verdicts below compare models that were still learning (per method: {listed}).")
+            f"({rule}){short}; the verdicts below compare models that were still learning "
+            f"(per {'model and ' if several else ''}method: {listed}).")

@@ -393,6 +393,9 @@ def convergence_table(view: StudyView) -> Table | None:
         row.update({view.factor_label(f): str(v) for f, v in zip(view.factors, condition[1:])})
         row["converged"] = f"{int(judged['converged'].astype(bool).sum())} of {len(trials)}"
         row["epochs"] = "/".join(str(e) for e in sorted(set(trials["epochs"])))
+        final = trials["final_loss"].mean()
+        row["final training loss"] = "—" if not math.isfinite(final) else (f"{final:.1e}" if final < 1e-3
+                                                                          else _num(final, 4))
         for column, label, scale, digits in (("top1_rise", "top-1 rise over the window (points)", 1.0, 2),
                                              ("loss_drop", "training-loss drop over the window (%)", 100.0, 1)):
             values = trials[column].dropna() * scale
@@ -401,7 +404,8 @@ def convergence_table(view: StudyView) -> Table | None:
         rows.append(row)
     caption = (f"Convergence of every finished trial by the study's rule (analysis.convergence): a trial converged "
                f"when, {rule_text(spec)}. converged: trials that pass, of those that finished (diverged trials are "
-               f"in the divergence columns); rise and drop: mean over seeds [min, max]. A trial with no more "
+               f"in the divergence columns); final training loss: mean over seeds; rise and drop: mean over seeds "
+               f"[min, max] (negative: a fall, a rise). A trial with no more "
                f"epochs than the window is not judged. The CSV has one row per trial. {view.provenance()}.")
     data = frame.drop(columns=["_m", "_c"]).assign(condition=[", ".join(map(str, c)) for c in frame["condition"]])
     return Table("convergence", "Convergence", caption, pd.DataFrame(rows), data.reset_index(drop=True))
