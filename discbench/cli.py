@@ -13,6 +13,7 @@ COMMANDS = {
     "run": ("discbench.runner", "schedule a study's trials on Ray Tune (resumes after a crash)"),
     "validate": ("discbench.study", "check study files without running them"),
     "report": ("discbench.report", "turn results/ into tables and plots under reports/"),
+    "compare": ("discbench.compare", "whether two runs of a study recorded the same numbers, bit for bit"),
     "plan": ("discbench.report.plan", "seeds each comparison needs for a given effect, from a pilot study"),
     "bench": ("discbench.bench", "time the scan backends, Vim against DeiT, or a training step against the GRU, side by side"),
 }
