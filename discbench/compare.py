@@ -44,11 +44,18 @@ def recorded(study: results.StudyResults) -> dict[str, pd.DataFrame]:
     return out
 
 
+def _missing(value) -> bool:
+    """None, NaN, pandas' NA or NaT (a scalar); anything else, arrays included, is a value."""
+    try:
+        return bool(pd.isna(value))
+    except (TypeError, ValueError):  # an array's isna has no single truth value
+        return False
+
+
 def _same(u, v) -> bool:
     """Exactly equal, missing on both sides counting as equal (bytes, strings and numbers alike)."""
-    missing_u, missing_v = u is None or (isinstance(u, float) and u != u), v is None or (isinstance(v, float) and v != v)
-    if missing_u or missing_v:
-        return missing_u and missing_v
+    if _missing(u) or _missing(v):
+        return _missing(u) and _missing(v)
     return type(u) is type(v) and u == v if isinstance(u, (bytes, str)) else bool(u == v)
 
 

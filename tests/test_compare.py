@@ -53,3 +53,16 @@ def test_a_missing_row_and_a_folder_that_is_no_study_are_said(tmp_path, capsys):
     assert differences(first, second) == ["epochs: 1 rows against 2"]
     assert main(["compare", str(first), str(tmp_path / "nothing")]) == 2
     assert "discbench compare:" in capsys.readouterr().err
+
+
+def test_missing_values_of_every_kind_are_equal_only_to_missing_values():
+    import math
+
+    import pandas as pd
+
+    from discbench.compare import _same
+
+    for missing in (None, math.nan, pd.NA, pd.NaT):
+        assert _same(missing, None) and _same(None, missing)
+        assert not _same(missing, 0.0) and not _same(1, missing)
+    assert _same(b"\x80\x01", b"\x80\x01") and not _same(b"\x80", b"\x81") and not _same("1", 1)
