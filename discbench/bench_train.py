@@ -19,6 +19,7 @@ torch.profiler's top operators of the model's step per length.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import math
 import os
@@ -73,10 +74,12 @@ def trial_config(base, *, model: str, kwargs: dict, method: str | None, length: 
 
 def parameter_count(cfg) -> int:
     """Parameters of the trial's model as the trial builds it."""
-    from .data import load_splits
+    from .data import DATASETS, load_splits
     from .train import build_model
 
-    model = build_model(cfg, load_splits(cfg.data).num_classes, cfg.train.resolved())
+    # The registry knows the classes; only a dataset that counts them in the user's files is loaded.
+    classes = DATASETS[cfg.data.dataset].classes(cfg.data) or load_splits(cfg.data).num_classes
+    model = build_model(cfg, classes, cfg.train.resolved())
     return sum(p.numel() for p in model.parameters())
 
 
@@ -89,6 +92,7 @@ def matched_reference(base, reference: str, target: int, length: int, batch: int
     if width_arg is None:
         raise ValueError(f"reference {reference!r} states no width_arg to match parameters with")
 
+    @functools.cache  # the search and the final pick ask for the same widths again
     def count(width: int) -> int:
         return parameter_count(trial_config(base, model=reference, kwargs={width_arg: width}, method=None,
                                             length=length, batch=batch))

@@ -639,12 +639,17 @@ def published_accuracy_table(view: StudyView) -> tuple[Table | None, str]:
                  pd.DataFrame(rows)), ""
 
 
+def _dataset_of(trials: pd.DataFrame) -> pd.Series:
+    """Each trial's dataset: its row's, else its config's."""
+    return trials["dataset"].fillna(trials.get("config.data.dataset", pd.Series(index=trials.index)))
+
+
 def _on_published_mnist1d(view: StudyView) -> pd.Series:
     """Per trial: whether it trained on MNIST-1D at the published table's length (the published
     dataset itself, or discbench's resampled mnist1d at that length)."""
     table = published.mnist1d()
     trials = view.trials
-    dataset = trials["dataset"].fillna(trials.get("config.data.dataset", pd.Series(index=trials.index)))
+    dataset = _dataset_of(trials)
     length = pd.to_numeric(trials.get("config.data.seq_length", pd.Series(index=trials.index)), errors="coerce")
     resampled_at = (dataset == "mnist1d") & length.fillna(table["length"]).eq(table["length"])
     return (dataset == table["dataset"]) | resampled_at
@@ -659,7 +664,7 @@ def mnist1d_published_table(view: StudyView) -> Table | None:
         return None
     table = published.mnist1d()
     trials = view.trials[on_data & (view.trials["status"] == "ok")]
-    dataset_of = trials["dataset"].fillna(trials.get("config.data.dataset", pd.Series(index=trials.index)))
+    dataset_of = _dataset_of(trials)
 
     def ours(rows: pd.DataFrame) -> dict:
         summary = stats.summarize(list(rows["top1"]))
