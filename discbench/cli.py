@@ -11,6 +11,7 @@ import sys
 
 COMMANDS = {
     "run": ("discbench.runner", "schedule a study's trials on Ray Tune (resumes after a crash)"),
+    "tune": ("discbench.tuner", "tune each arm of a study on its validation split (Ray Tune, ASHA) and write its lock file"),
     "validate": ("discbench.study", "check study files without running them"),
     "report": ("discbench.report", "turn results/ into tables and plots under reports/"),
     "compare": ("discbench.compare", "whether two runs of a study recorded the same numbers, bit for bit"),

@@ -29,6 +29,9 @@ PositiveInt = Annotated[int, Field(gt=0)]
 NonNegativeInt = Annotated[int, Field(ge=0)]
 
 
+# Trial config keys a study sets at its top level (the rest are study settings).
+TRIAL_SECTIONS = ("data", "model", "train", "measure", "seed")
+
 class ModelConfig(Strict):
     name: str = "vim_micro"  # a timm model name (vim_* registered by discbench.models, deit_* by timm)
     patch_size: int | None = Field(None, gt=0)

@@ -8,11 +8,16 @@ pipeline (and every timm augmentation) serves all of them; after transforms an i
 `(float tensor (3, image_size, image_size), int label)`, normalised with ImageNet's mean and std.
 Sequence datasets yield `(float tensor (L, channels), int label)` and take no transforms.
 
+Every trial sees three splits (`load_splits`): test is the dataset's own held-out split (the
+folder `val/` of an ImageFolder tree, CIFAR's test batch, MNIST-1D's test set), and val is a
+stratified share of the dataset's training split (data.val_fraction, one fixed draw), so that
+every choice can be made without looking at what the report scores.
+
 Layouts (`root` is `data.root`; the folder in brackets may be `root` itself or sit inside it):
 
     digits         scikit-learn's 8×8 digits (ships with scikit-learn), grey values replicated to
                    3 channels (so the RGB models and augmentations apply unchanged); a fixed
-                   stratified split (random_state 0): 1437 train / 360 val images, 10 classes
+                   stratified split (random_state 0): 1437 train / 360 test images, 10 classes
     synthetic      generated: class c is a fixed random colour pattern (seeded by c) plus
                    per-image Gaussian noise (seeded by split and index); any size and classes
     cifar10        [cifar-10-batches-py]/data_batch_1..5, test_batch (python pickles)
@@ -26,7 +31,7 @@ Layouts (`root` is `data.root`; the folder in brackets may be `root` itself or s
 Sequence datasets (no files; `data.permute: true` puts the tokens in one fixed random order):
 
     mnist1d            MNIST-1D (Greydanus 2020) from the mnist1d package's generator: 4000 train
-                       / 1000 val signals, 1 channel, 10 classes, any length `data.seq_length`
+                       / 1000 test signals, 1 channel, 10 classes, any length `data.seq_length`
                        (default 40): one set of signals resampled (see `mnist1d_native`)
     mnist1d_paper      MNIST-1D exactly as published: the generator's default dataset, 40 samples
                        as it samples and normalises them (4000 / 1000 signals); fixed length
@@ -55,6 +60,7 @@ IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".t
 MNIST1D_NATIVE_LENGTH = 72  # the generator's template_len + padding[1]: its signals' own length
 MNIST1D_PAPER_LENGTH = 40  # the generator's default final_seq_length: the published dataset's
 PERMUTATION_SEED = 0  # the one fixed token permutation of data.permute
+VALIDATION_SEED = 0  # the one fixed draw of the validation split (carve_validation)
 
 
 class DatasetError(ValueError):
@@ -63,12 +69,27 @@ class DatasetError(ValueError):
 
 
 @dataclass(frozen=True)
+class SourceSplits:
+    """What a dataset's loader returns: its own training split and its own held-out split (the
+    test split: MNIST-1D's test set, digits' held-out part, CIFAR's test batch, ImageNet's val),
+    with int labels: PIL RGB images (untransformed) for image data, float tensors (L, channels)
+    for sequence data."""
+
+    train: Dataset
+    test: Dataset
+    num_classes: int
+    classes: tuple[str, ...]
+
+
+@dataclass(frozen=True)
 class Splits:
-    """Raw train and val datasets with int labels: PIL RGB images (untransformed) for image
-    data, float tensors (L, channels) for sequence data."""
+    """A trial's three splits (`load_splits`): train and val carved from the dataset's training
+    split (`carve_validation`), test the dataset's own held-out split. Every choice (tuning,
+    stopping, the per-epoch records) reads val; only a trial's final numbers read test."""
 
     train: Dataset
     val: Dataset
+    test: Dataset
     num_classes: int
     classes: tuple[str, ...]
 
@@ -145,22 +166,22 @@ def _digits_split() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     return digits.images, digits.target, train_idx, val_idx
 
 
-def _digits(data: DataConfig) -> Splits:
+def _digits(data: DataConfig) -> SourceSplits:
     images, labels, train_idx, val_idx = _digits_split()
     grey = np.round(images * (255.0 / 16.0)).astype(np.uint8)  # values 0..16 -> 0..255
     rgb = np.repeat(grey[..., None], 3, axis=-1)
     classes = tuple(str(c) for c in range(10))
-    return Splits(ArrayImages(rgb[train_idx], labels[train_idx]),
+    return SourceSplits(ArrayImages(rgb[train_idx], labels[train_idx]),
                   ArrayImages(rgb[val_idx], labels[val_idx]), 10, classes)
 
 
-def _synthetic(data: DataConfig) -> Splits:
+def _synthetic(data: DataConfig) -> SourceSplits:
     classes = DATASETS["synthetic"].classes(data)
-    default_train, default_val = DATASETS["synthetic"].sizes
+    default_train, default_test = DATASETS["synthetic"].sizes
     n_train = data.train_limit or default_train
-    n_val = data.val_limit or default_val
-    return Splits(SyntheticImages(n_train, classes, data.image_size, split=0),
-                  SyntheticImages(n_val, classes, data.image_size, split=1),
+    n_test = data.test_limit or default_test
+    return SourceSplits(SyntheticImages(n_train, classes, data.image_size, split=0),
+                  SyntheticImages(n_test, classes, data.image_size, split=1),
                   classes, tuple(str(c) for c in range(classes)))
 
 
@@ -216,7 +237,7 @@ def _read_cifar_pickle(path: Path, label_key: bytes, dataset: str) -> tuple[np.n
 
 
 def _cifar(data: DataConfig, folder_name: str, train_files: Sequence[str], test_file: str,
-           label_key: bytes) -> Splits:
+           label_key: bytes) -> SourceSplits:
     num_classes = DATASETS[data.dataset].num_classes
     root = _locate(_need_root(data), [folder_name], test_file)
     missing = [name for name in (*train_files, test_file) if not (root / name).is_file()]
@@ -234,16 +255,16 @@ def _cifar(data: DataConfig, folder_name: str, train_files: Sequence[str], test_
             raise DatasetError(f"dataset {data.dataset!r}: {name} labels must be in 0..{num_classes - 1}; "
                                f"found {bad[0]} in {root}")
     classes = tuple(str(c) for c in range(num_classes))
-    return Splits(ArrayImages(train_images, train_labels), ArrayImages(val_images, val_labels),
+    return SourceSplits(ArrayImages(train_images, train_labels), ArrayImages(val_images, val_labels),
                   num_classes, classes)
 
 
-def _cifar10(data: DataConfig) -> Splits:
+def _cifar10(data: DataConfig) -> SourceSplits:
     return _cifar(data, "cifar-10-batches-py", [f"data_batch_{i}" for i in range(1, 6)], "test_batch",
                   b"labels")
 
 
-def _cifar100(data: DataConfig) -> Splits:
+def _cifar100(data: DataConfig) -> SourceSplits:
     return _cifar(data, "cifar-100-python", ["train"], "test", b"fine_labels")
 
 
@@ -269,7 +290,7 @@ def _class_folders(split_dir: Path, dataset: str) -> list[Path]:
     return folders
 
 
-def _image_folder_tree(data: DataConfig, subfolders: Sequence[str] = ()) -> Splits:
+def _image_folder_tree(data: DataConfig, subfolders: Sequence[str] = ()) -> SourceSplits:
     root = _locate(_need_root(data), subfolders, "train")
     train_folders = _class_folders(root / "train", data.dataset)
     val_folders = _class_folders(root / "val", data.dataset)
@@ -286,18 +307,18 @@ def _image_folder_tree(data: DataConfig, subfolders: Sequence[str] = ()) -> Spli
     index = {name: i for i, name in enumerate(classes)}
     train = [(p, i) for i, f in enumerate(train_folders) for p in _images_in(f)]
     val = [(p, index[f.name]) for f in val_folders for p in _images_in(f)]
-    return Splits(ImageFiles(train), ImageFiles(val), len(classes), classes)
+    return SourceSplits(ImageFiles(train), ImageFiles(val), len(classes), classes)
 
 
-def _imagefolder(data: DataConfig) -> Splits:
+def _imagefolder(data: DataConfig) -> SourceSplits:
     return _image_folder_tree(data)
 
 
-def _imagenette(data: DataConfig) -> Splits:
+def _imagenette(data: DataConfig) -> SourceSplits:
     return _image_folder_tree(data, ["imagenette2-320", "imagenette2", "imagenette2-160"])
 
 
-def _tiny_imagenet(data: DataConfig) -> Splits:
+def _tiny_imagenet(data: DataConfig) -> SourceSplits:
     root = _locate(_need_root(data), ["tiny-imagenet-200"], "wnids.txt")
     source = DATASETS["tiny_imagenet"].source
     wnids_file = root / "wnids.txt"
@@ -339,7 +360,7 @@ def _tiny_imagenet(data: DataConfig) -> Splits:
         val.append((path, index[wnid]))
     if not val:
         raise DatasetError(f"dataset 'tiny_imagenet': {annotations} lists no validation images")
-    return Splits(ImageFiles(train), ImageFiles(val), len(wnids), tuple(wnids))
+    return SourceSplits(ImageFiles(train), ImageFiles(val), len(wnids), tuple(wnids))
 
 
 # --------------------------------------------------------------------------- sequence data
@@ -421,31 +442,31 @@ def _permuted(signals: np.ndarray, data: DataConfig) -> np.ndarray:
     return signals[:, order]
 
 
-def _mnist1d(data: DataConfig) -> Splits:
+def _mnist1d(data: DataConfig) -> SourceSplits:
     x_train, y_train, x_test, y_test = mnist1d_native()
     length = sequence_length(data)
     train, val = (resample(x, length)[..., None] for x in (x_train, x_test))
     classes = tuple(str(c) for c in range(10))
-    return Splits(SequenceArrays(_permuted(train, data), y_train),
+    return SourceSplits(SequenceArrays(_permuted(train, data), y_train),
                   SequenceArrays(_permuted(val, data), y_test), 10, classes)
 
 
-def _mnist1d_paper(data: DataConfig) -> Splits:
+def _mnist1d_paper(data: DataConfig) -> SourceSplits:
     """MNIST-1D exactly as published: the generator's default dataset, 40 samples sampled by the
     generator itself and normalised by it (not resampled at cell centres, see mnist1d_native)."""
     x_train, y_train, x_test, y_test = _mnist1d_generated(MNIST1D_PAPER_LENGTH)
     classes = tuple(str(c) for c in range(10))
-    return Splits(SequenceArrays(_permuted(x_train[..., None], data), y_train),
+    return SourceSplits(SequenceArrays(_permuted(x_train[..., None], data), y_train),
                   SequenceArrays(_permuted(x_test[..., None], data), y_test), 10, classes)
 
 
-def _sequential_digits(data: DataConfig) -> Splits:
+def _sequential_digits(data: DataConfig) -> SourceSplits:
     images, labels, train_idx, val_idx = _digits_split()
     pixels = images.reshape(len(images), 64, 1) / 16.0  # raster order, values in [0, 1]
     mean, std = pixels[train_idx].mean(), pixels[train_idx].std()
     signals = _permuted((pixels - mean) / std, data)
     classes = tuple(str(c) for c in range(10))
-    return Splits(SequenceArrays(signals[train_idx], labels[train_idx]),
+    return SourceSplits(SequenceArrays(signals[train_idx], labels[train_idx]),
                   SequenceArrays(signals[val_idx], labels[val_idx]), 10, classes)
 
 
@@ -460,16 +481,16 @@ class DatasetInfo:
 
     modality: "image" items are (PIL RGB image, label) before transforms; "sequence" items are
     (float tensor (L, channels), label) and take no transforms. num_classes: its classes (None:
-    as many as the user's class folders). sizes: (train, val) items of the full dataset, when
+    as many as the user's class folders). sizes: (train, test) items of the dataset's own splits, when
     known (None: depends on the user's files). default_length: a sequence dataset's length when
     data.seq_length is not set; resamples: whether it can be made at any data.seq_length (the
     same signals resampled, for sampling-rate transfer). generated: made on demand, so
-    data.train_limit / data.val_limit are its split sizes and data.num_classes may set its
+    data.train_limit / data.test_limit are its split sizes and data.num_classes may set its
     classes (num_classes is then the default).
     """
 
     name: str
-    loader: Callable[[DataConfig], Splits]
+    loader: Callable[[DataConfig], SourceSplits]
     modality: Literal["image", "sequence"]
     needs_root: bool
     source: str  # where to get it, or how it is made
@@ -571,11 +592,14 @@ class DataConfig(Strict):
     seq_length: int | None = Field(None, gt=1)
     permute: bool = False  # sequence data: tokens in one fixed random order (permuted MNIST)
     num_classes: int | None = Field(None, gt=1)  # generated datasets only; others know their classes
-    # Use only N training / validation images: a fixed random subset (seed 0, the same for every
-    # trial and seed, so trials differ only in what they study). For a generated dataset these
-    # are the split sizes (default: its DatasetInfo.sizes).
+    # Use only N training / test items: a fixed random subset (seed 0, the same for every trial
+    # and seed, so trials differ only in what they study). For a generated dataset these are the
+    # split sizes (default: its DatasetInfo.sizes). Validation is carved from the training items.
     train_limit: int | None = Field(None, gt=0)
-    val_limit: int | None = Field(None, gt=0)
+    test_limit: int | None = Field(None, gt=0)
+    # the share of the training split held out as the validation split, stratified by class
+    # (carve_validation: the same items for every trial)
+    val_fraction: float = Field(0.1, gt=0, lt=1)
     batch_size: int = Field(64, gt=0)  # per data-parallel worker
     eval_batch_size: int | None = Field(None, gt=0)  # default: batch_size
     workers: int = Field(0, ge=0, json_schema_extra=NO_EFFECT_ON_RESULT)  # DataLoader worker processes
@@ -604,14 +628,59 @@ def _fixed_subset(dataset: Dataset, limit: int | None) -> Dataset:
     return Subset(dataset, chosen.tolist())
 
 
-def load_splits(data: DataConfig) -> Splits:
-    """The raw train/val splits of `data.dataset`, with the layout checked and limits applied.
+def dataset_labels(dataset: Dataset) -> np.ndarray:
+    """The int labels (n,) of a split, read without loading its images."""
+    if isinstance(dataset, Subset):
+        return dataset_labels(dataset.dataset)[np.asarray(dataset.indices, dtype=np.int64)]
+    if isinstance(dataset, ImageFiles):
+        return np.array([label for _, label in dataset.samples], dtype=np.int64)
+    if isinstance(dataset, SyntheticImages):
+        return np.arange(len(dataset), dtype=np.int64) % dataset.num_classes
+    return np.asarray(dataset.labels, dtype=np.int64)
 
-    Raises DatasetError when the dataset is missing or malformed.
+
+def carve_validation(labels: np.ndarray, fraction: float) -> tuple[np.ndarray, np.ndarray]:
+    """(train indices, val indices), both sorted: a stratified split of a training split.
+
+    Each class c keeps round(fraction · n_c) of its n_c items for validation, drawn with a
+    generator seeded by (VALIDATION_SEED, c): the same items for every trial, seed and method,
+    and a class's draw does not depend on the others. At least one item is held out.
+    """
+    val: list[np.ndarray] = []
+    for c in np.unique(labels):
+        members = np.flatnonzero(labels == c)
+        count = int(round(fraction * len(members)))
+        val.append(np.random.default_rng([VALIDATION_SEED, int(c)]).permutation(members)[:count])
+    held = np.sort(np.concatenate(val)) if val else np.array([], dtype=np.int64)
+    if held.size == 0 and len(labels) > 1:
+        held = np.array([0])
+    return np.setdiff1d(np.arange(len(labels)), held), held
+
+
+def load_splits(data: DataConfig) -> Splits:
+    """The train / val / test splits of `data.dataset`, with the layout checked and limits applied.
+
+    test is the dataset's own held-out split (limited to data.test_limit items); train and val
+    are the dataset's training split (limited to data.train_limit items first), divided by
+    `carve_validation` with data.val_fraction. Raises DatasetError when the dataset is missing
+    or malformed, or too small to hold out a validation split.
     """
     info = DATASETS[data.dataset]
-    splits = info.loader(data)
-    if info.generated:
-        return splits  # the limits already are its sizes
-    return Splits(_fixed_subset(splits.train, data.train_limit), _fixed_subset(splits.val, data.val_limit),
-                  splits.num_classes, splits.classes)
+    source = info.loader(data)
+    # a generated dataset is made at its limits already
+    train = source.train if info.generated else _fixed_subset(source.train, data.train_limit)
+    test = source.test if info.generated else _fixed_subset(source.test, data.test_limit)
+    train_idx, val_idx = carve_validation(dataset_labels(train), data.val_fraction)
+    if len(train_idx) == 0 or len(val_idx) == 0:
+        raise DatasetError(f"dataset {data.dataset!r}: {len(train)} training {info.items} cannot be divided "
+                           f"into train and val (data.val_fraction {data.val_fraction:g}); raise train_limit")
+    return Splits(_take(train, train_idx), _take(train, val_idx), test, source.num_classes, source.classes)
+
+
+def _take(dataset: Dataset, indices: np.ndarray) -> Dataset:
+    """The items at `indices`: in-memory arrays stay arrays (a copy), anything else a Subset."""
+    if isinstance(dataset, SequenceArrays):
+        return SequenceArrays(dataset.signals.numpy()[indices], np.asarray(dataset.labels)[indices])
+    if isinstance(dataset, ArrayImages):
+        return ArrayImages(dataset.images[indices], np.asarray(dataset.labels)[indices])
+    return Subset(dataset, indices.tolist())

@@ -35,7 +35,7 @@ import pandas as pd
 
 from .kinds import measurement_columns, quantities
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3  # 3: three splits (epochs read val, a trial's top-1 and correctness test)
 STUDY_FILE = "study.json"
 TRIALS_TABLE = "trials.parquet"
 EPOCHS_TABLE = "epochs.parquet"
@@ -59,9 +59,10 @@ EPOCH_COLUMNS = [
     "trial_id", "epoch", "train_loss", "val_loss", "top1", "top5", "lr", "images_per_s",
     "epoch_time_s", "peak_mem_mb",
 ]
-# Per-example top-1 correctness of a trained model: evaluation "val" (the val split at the
-# trained setting; length = its tokens, null for images) or "transfer" (the val signals at
-# length L′); n examples in the val split's order, packed 8 to a byte (numpy.packbits).
+# An epoch's val_loss, top1 and top5 are on the val split; a trial's top1 and top5 on the test split.
+# Per-example top-1 correctness of a trained model: evaluation "test" (the test split at the
+# trained setting; length = its tokens, null for images) or "transfer" (the test signals at
+# length L′); n examples in the test split's order, packed 8 to a byte (numpy.packbits).
 CORRECTNESS_COLUMNS = ["trial_id", "evaluation", "length", "n", "bits"]
 
 class ResultsError(RuntimeError):

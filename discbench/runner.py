@@ -37,6 +37,7 @@ from .study import DEFAULT_STUDY, Study, StudyError, add_override_arguments, loa
 from .config import config_differences
 from .kinds import TRIAL_KINDS
 from .trials import FINISHED, comparable
+from .tuning import lock_path
 
 LOCK_FILE = ".lock"
 RAY_DIR = "ray"
@@ -584,13 +585,19 @@ def _run(study: Study, study_path: Path, args: argparse.Namespace) -> int:
               f"(--restart removes them)")
     results.write_study_meta(study_path, study.name, study.source, extra={
         "study_file": str(study.path), "kind": study.spec.kind, "description": study.spec.description,
-        "overrides": study.overrides, "trial_ids": [t.trial_id for t in study.trials]})
+        "overrides": study.overrides, "trial_ids": [t.trial_id for t in study.trials],
+        "tuning_lock": study.lock_text})
     done = [t for t in study.trials if states[t.trial_id] in FINISHED]
     todo = [t for t in study.trials if states[t.trial_id] not in FINISHED]
     resumed = [t for t in todo if states[t.trial_id] in ("running", "failed")]
     print(f"study {study.name!r}: {len(study.trials)} trials -> {study_path}")
     for note in study.notes:
         print(f"  note: {note}")
+    if study.tuned is not None:
+        print(f"  tuned: each arm at its values from {lock_path(study.path)} (discbench tune at {study.tuned.commit})")
+    elif study.spec.tune is not None:
+        print(f"  untuned: no {lock_path(study.path)} yet (discbench tune {study.path} writes it); "
+              f"every arm runs at the study's own values")
     if done:
         print(f"  {len(done)} already finished (not re-run)")
     if resumed:

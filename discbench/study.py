@@ -21,6 +21,7 @@ A study file (see studies/*.yaml):
     max_concurrent: 2
     numerics: {...} | kernels: {...}               # parameters of those kinds
     analysis: {families: [...], error_rate: fwer}  # the report's statistics (see analysis.py)
+    tune: {space: {train.lr: {log_uniform: [1e-3, 3e-2]}}, samples: 8}  # the tuning stage (tuning.py)
 
 The trials are methods × grid (the cartesian product, in file order) followed by the explicit
 trials. A grid axis over a key whose values are mappings merges each mapping into the key
@@ -51,13 +52,12 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 
 from .analysis import AnalysisSpec
-from .config import TrialConfig
+from .tuning import LOCK_SUFFIX, TuneSpec, TuningLock, lock_path, read_lock
+from .config import TRIAL_SECTIONS, TrialConfig
 from .data import DATASETS
 from .methods import METHOD_NAMES, METHODS, VARIANTS, parse_method
 from .kinds import DEFAULT_KIND, TRIAL_KINDS, TrialKind
 
-# Trial config keys a study sets at its top level (the rest are study settings).
-TRIAL_SECTIONS = ("data", "model", "train", "measure", "seed")
 TRIAL_ID_MAX = 96
 STUDY_NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
 
@@ -116,6 +116,7 @@ class _StudyFields(_Strict):
     retries: int = Field(1, ge=0)
     max_concurrent: int | None = Field(None, gt=0)
     analysis: AnalysisSpec = Field(default_factory=AnalysisSpec)
+    tune: TuneSpec | None = None  # the tuning stage (discbench/tuning.py); its choices: the lock file
 
 
 @functools.lru_cache(maxsize=8)
@@ -146,6 +147,7 @@ class Trial:
     params: dict[str, Any]  # the kind's parameters (numerics/kernels), {} for train/resolution
     resources: Resources
     origin: str  # where in the study file it comes from, for messages
+    arm_id: str  # the trial without its seed: what the tuning stage tunes (its trial id without seed=)
 
     @property
     def method_key(self) -> str:
@@ -172,6 +174,8 @@ class Study:
     trials: list[Trial]
     overrides: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)  # what the overrides changed beyond values
+    tuned: TuningLock | None = None  # the lock file whose choices the trials carry (None: untuned)
+    lock_text: str | None = None  # its text, kept with the results
 
     @property
     def name(self) -> str:
@@ -456,8 +460,15 @@ class Candidate:
     origins: dict[str, str]  # dotted trial-config key -> the study-file path that set it
     settings: list[tuple[str, Any]]  # the axes that vary, or [("id", id)]: what names the trial
 
+    @property
+    def arm_id(self) -> str:
+        explicit = [v for k, v in self.settings if k == "id"]
+        return _slug(explicit[0]) if explicit else _trial_id(self.method_key, [s for s in self.settings
+                                                                              if s[0] != "seed"])
 
-def _expand(path: Path, spec: _StudyFields, raw: dict, overrides: list[tuple[str, Any]]) -> tuple[list[Trial], list[str]]:
+
+def _expand(path: Path, spec: _StudyFields, raw: dict, overrides: list[tuple[str, Any]],
+            tuned: TuningLock | None = None) -> tuple[list[Trial], list[str]]:
     problems: list[str] = []
     method_keys, method_problems = _method_keys(path, spec.methods, "methods")
     problems += method_problems
@@ -537,6 +548,12 @@ def _expand(path: Path, spec: _StudyFields, raw: dict, overrides: list[tuple[str
         candidates.append(Candidate(keys[0], where, _deep_merge(values, forced), {**origins, **forced_origins},
                                     settings))
 
+    if tuned is not None:
+        candidates, lock_problems = _apply_lock(path, candidates, tuned)
+        problems += lock_problems
+        if problems:
+            return [], problems
+
     trials: list[Trial] = []
     kind = TRIAL_KINDS[spec.kind]
     params = {}
@@ -569,7 +586,7 @@ def _expand(path: Path, spec: _StudyFields, raw: dict, overrides: list[tuple[str
                 continue
         explicit = [v for k, v in settings if k == "id"]
         trial_id = _slug(explicit[0]) if explicit else _trial_id(key, settings)
-        trial = Trial(trial_id, spec.kind, cfg, params, spec.resources, origin)
+        trial = Trial(trial_id, spec.kind, cfg, params, spec.resources, origin, candidate.arm_id)
         fingerprint = json.dumps(trial.resolved(), sort_keys=True)
         if fingerprint in seen:
             problems.append(f"{path}: {origin}: duplicate trial: same configuration as {seen[fingerprint]} "
@@ -578,19 +595,46 @@ def _expand(path: Path, spec: _StudyFields, raw: dict, overrides: list[tuple[str
         seen[fingerprint] = origin
         if trial_id in used_ids:
             digest = hashlib.sha1(fingerprint.encode()).hexdigest()[:6]
-            trial = Trial(f"{trial_id}__{digest}", spec.kind, cfg, params, spec.resources, origin)
+            trial = Trial(f"{trial_id}__{digest}", spec.kind, cfg, params, spec.resources, origin, candidate.arm_id)
         used_ids[trial.trial_id] = origin
         trials.append(trial)
     return trials, problems
 
 
+def _apply_lock(path: Path, candidates: list[Candidate], tuned: TuningLock) -> tuple[list[Candidate], list[str]]:
+    """Each candidate with its arm's chosen values from the lock (under the overrides, which win:
+    a key an override set keeps the override's value)."""
+    out, problems = [], []
+    where = lock_path(path)
+    for candidate in candidates:
+        choice = tuned.arms.get(candidate.arm_id)
+        if choice is None:
+            problems.append(f"{where}: arm {candidate.arm_id!r} ({candidate.origin}) was not tuned (the lock has "
+                            f"{', '.join(tuned.arms)}); run discbench tune {path}")
+            continue
+        if candidate.values.get("seed", 0) == tuned.tune.seed:
+            problems.append(f"{path}: seed {tuned.tune.seed} ({candidate.origin}) is the tuning seed of {where}; "
+                            f"the confirmation runs on fresh seeds: choose others")
+            continue
+        chosen = {k: v for k, v in choice.chosen.items() if not str(candidate.origins.get(k, "")).startswith("-o ")}
+        origins = {**candidate.origins, **{k: f"{where.name}: arms.{candidate.arm_id}.chosen.{k}" for k in chosen}}
+        out.append(Candidate(candidate.method_key, candidate.origin, _deep_merge(candidate.values, _nest(chosen)),
+                             origins, candidate.settings))
+    return out, problems
+
+
 def load_study(path: str | Path, overrides: list[str] | tuple[str, ...] = (),
-               data_root: str | None = None) -> Study:
-    """Read, override and validate a study file and expand it into trials.
+               data_root: str | None = None, apply_lock: bool = True) -> Study:
+    """Read, override and validate a study file and expand it into trials. With apply_lock, a
+    study with a `tune:` section and a lock file beside it (studies/<name>.tuned.yaml) runs each
+    arm at its chosen values (`discbench tune` loads without it).
 
     Raises StudyError listing every problem (file, field path, bad value, allowed values).
     """
     path = find_study(path)
+    if path.name.endswith(LOCK_SUFFIX):
+        raise StudyError([f"{path}: a tuning lock file (written by discbench tune), not a study; give "
+                          f"{path.name[:-len(LOCK_SUFFIX)]}.yaml"])
     text, raw = _read_yaml(path)
     parsed = [parse_override(o) for o in overrides]
     if data_root is not None:
@@ -616,12 +660,22 @@ def load_study(path: str | Path, overrides: list[str] | tuple[str, ...] = (),
     for section in [k for k, v in TRIAL_KINDS.items() if v.params is not None and k != spec.kind]:
         if getattr(spec, section) is not None:
             raise StudyError([f"{path}: {section}: only for kind {section!r}; this study's kind is {spec.kind!r}"])
-    trials, problems = _expand(path, spec, raw, parsed)
+    tuned = lock_text = None
+    if apply_lock and spec.tune is not None and lock_path(path).is_file():
+        try:
+            tuned = read_lock(lock_path(path))
+        except ValueError as exc:
+            raise StudyError([str(exc)]) from None
+        if set(tuned.tune.space) != set(spec.tune.space):
+            raise StudyError([f"{lock_path(path)}: tuned {', '.join(tuned.tune.space)}, but the study's tune.space "
+                              f"is {', '.join(spec.tune.space)}; run discbench tune {path} again"])
+        lock_text = lock_path(path).read_text()
+    trials, problems = _expand(path, spec, raw, parsed, tuned)
     if not problems and not trials:
         problems.append(f"{path}: methods × grid gives no trials")
     if problems:
         raise StudyError(problems)
-    return Study(path, text, spec, trials, [f"{k}={_describe(v)}" for k, v in parsed], notes)
+    return Study(path, text, spec, trials, [f"{k}={_describe(v)}" for k, v in parsed], notes, tuned, lock_text)
 
 
 # ----------------------------------------------------------------------------- table

@@ -204,8 +204,8 @@ def build_transforms(image_size: int, recipe: TrainConfig) -> tuple[Callable, Ca
     return train, evaluate
 
 
-def build_datasets(data: DataConfig, recipe: TrainConfig) -> tuple[Dataset, Dataset, int]:
-    """(train, val, num_classes); recipe must be resolved.
+def build_datasets(data: DataConfig, recipe: TrainConfig) -> tuple[Dataset, Dataset, Dataset, int]:
+    """(train, val, test, num_classes) (data.load_splits); recipe must be resolved.
 
     Image data get the recipe's transforms. Sequence data are used as they are: the image
     augmentations (augment, mixup, cutmix) are refused for them when the config is validated,
@@ -214,9 +214,10 @@ def build_datasets(data: DataConfig, recipe: TrainConfig) -> tuple[Dataset, Data
     """
     splits = load_splits(data)
     if DATASETS[data.dataset].modality == "sequence":
-        return splits.train, splits.val, splits.num_classes
+        return splits.train, splits.val, splits.test, splits.num_classes
     train_tf, eval_tf = build_transforms(data.image_size, recipe)
-    return Transformed(splits.train, train_tf), Transformed(splits.val, eval_tf), splits.num_classes
+    return (Transformed(splits.train, train_tf), Transformed(splits.val, eval_tf), Transformed(splits.test, eval_tf),
+            splits.num_classes)
 
 
 def _resume_fingerprint(cfg: TrialConfig) -> dict[str, Any]:
@@ -265,7 +266,7 @@ def _optimizer(model: torch.nn.Module, recipe: TrainConfig, lr: float) -> torch.
 @torch.no_grad()
 def _evaluate(model: torch.nn.Module, loader: DataLoader, device: torch.device, amp: str,
               workers: Workers, hits_out: list[torch.Tensor] | None = None) -> tuple[float, float, float]:
-    """(val_loss, top1 %, top5 %) over the whole val split (each worker does its shard).
+    """(loss, top1 %, top5 %) over the whole split `loader` reads (each worker does its shard).
     hits_out: if given, each batch's top-1 hits ((batch,) bool, on the CPU) are appended."""
     model.eval()
     loss_sum = correct1 = correct5 = count = 0.0
@@ -288,7 +289,7 @@ def _evaluate(model: torch.nn.Module, loader: DataLoader, device: torch.device, 
 
 def _evaluate_items(model: torch.nn.Module, loader: DataLoader, device: torch.device, amp: str,
                     workers: Workers) -> tuple[float, np.ndarray | None]:
-    """(top1 %, per-example top-1 correctness (N,) bool in the val split's order). The
+    """(top1 %, per-example top-1 correctness (N,) bool in the split's order). The
     correctness is None under data parallelism (each worker holds an interleaved shard)."""
     hits: list[torch.Tensor] | None = [] if workers.world_size == 1 else None
     _, top1, _ = _evaluate(model, loader, device, amp, workers, hits)
@@ -316,30 +317,33 @@ def _atomic_save(state: dict, path: Path) -> None:
 
 
 def fit(cfg: TrialConfig, workdir: Path, on_epoch: EpochCallback | None = None,
-        on_start: StartCallback | None = None) -> dict:
+        on_start: StartCallback | None = None, evaluate_test: bool = True) -> dict:
     """Train one trial in this process; see `train_loop` for the callbacks and the result."""
-    return train_loop(cfg, Path(workdir), on_epoch=on_epoch, on_start=on_start)
+    return train_loop(cfg, Path(workdir), on_epoch=on_epoch, on_start=on_start, evaluate_test=evaluate_test)
 
 
 def train_loop(cfg: TrialConfig, workdir: Path, on_epoch: EpochCallback | None = None,
                on_start: StartCallback | None = None, workers: Workers = Workers(),
-               device: torch.device | None = None) -> dict:
+               device: torch.device | None = None, evaluate_test: bool = True) -> dict:
     """Train (or resume) one trial in `workdir`, as one of `workers` (a process group must exist
     when world_size > 1). Callbacks and checkpoint writes happen on the main worker only.
+    Every epoch is evaluated on the val split; the final model on the test split, unless
+    evaluate_test is False (the tuning stage: the test split is then never built).
 
     on_start(epochs_done): once, before training (0 for a fresh run).
     on_epoch(record): after each epoch; record = {epoch (1-based), train_loss, val_loss, top1,
-      top5 (%), lr (mean over the epoch's steps), images_per_s (training images / training
+      top5 (% on the val split), lr (mean over the epoch's steps), images_per_s (training images / training
       seconds, all workers), epoch_time_s (train + eval), peak_mem_mb (see discbench.measure;
       the largest over workers)}.
-    Returns {status ("ok"|"diverged"), top1, top5, train_loss (last completed epoch; None if
-      none), epochs_done, train_time_s (sum of epoch times, across resumes),
+    Returns {status ("ok"|"diverged"), top1, top5 (% on the test split; None if diverged or
+      without evaluate_test), train_loss (last completed epoch; None if none), epochs_done, train_time_s (sum of epoch times, across resumes),
       train_images_per_s, peak_mem_mb (over epochs), params, diverged_at (None or "epoch E, step S"),
       num_classes, transfer (`transfer_accuracy` at cfg.measure.eval_lengths, without the
-      correctness; [] if none or diverged), correct ([{evaluation: "val" | "transfer", length
-      (tokens; None for images), correct: (N,) bool per val example}] for the val split and each
-      transfer length; [] if diverged or under data parallelism),
-      lambda (`learned_lambda` over the val split; [] for a model without λ or diverged)}.
+      correctness; [] if none, diverged or without evaluate_test), correct ([{evaluation: "test" |
+      "transfer", length (tokens; None for images), correct: (N,) bool per test example}] for the
+      test split and each transfer length; [] if diverged, under data parallelism or without
+      evaluate_test), lambda (`learned_lambda` over the test split; [] for a model without λ,
+      diverged or without evaluate_test)}.
     """
     recipe = cfg.train.resolved()
     device = device or resolve_device(recipe)
@@ -347,7 +351,7 @@ def train_loop(cfg: TrialConfig, workdir: Path, on_epoch: EpochCallback | None =
         raise ValueError("train.amp 'fp16' needs a CUDA device; on CPU use 'bf16' or 'off'")
     workdir.mkdir(parents=True, exist_ok=True)
     checkpoint_path = workdir / CHECKPOINT_NAME
-    loaders = data_loaders(cfg, recipe, workers, device)
+    loaders = data_loaders(cfg, recipe, workers, device, with_test=evaluate_test)
 
     determinism = (torch.are_deterministic_algorithms_enabled(),
                    torch.is_deterministic_algorithms_warn_only_enabled())
@@ -382,21 +386,23 @@ def train_loop(cfg: TrialConfig, workdir: Path, on_epoch: EpochCallback | None =
 
 @dataclass(frozen=True)
 class Loaders:
-    """A trial's data: the training loader (full batches from `sampler`), this worker's shard
-    of the validation split, and what the setup needs to know about them."""
+    """A trial's data: the training loader (full batches from `sampler`), this worker's shards
+    of the val and test splits (test None when not asked for), and what the setup needs to know."""
 
     train: DataLoader
     val: DataLoader
+    test: DataLoader | None
     sampler: Any  # re-seeded per epoch (set_epoch)
     num_classes: int
     batch_size: int  # per worker
     mixup_active: bool
 
 
-def data_loaders(cfg: TrialConfig, recipe: TrainConfig, workers: Workers, device: torch.device) -> Loaders:
-    """The training and validation loaders; refuses a split smaller than one batch and an odd
-    batch under Mixup/CutMix (which pairs images)."""
-    train_set, val_set, num_classes = build_datasets(cfg.data, recipe)
+def data_loaders(cfg: TrialConfig, recipe: TrainConfig, workers: Workers, device: torch.device,
+                 with_test: bool = True) -> Loaders:
+    """The training, val and (with_test) test loaders; refuses a training split smaller than one
+    batch and an odd batch under Mixup/CutMix (which pairs images)."""
+    train_set, val_set, test_set, num_classes = build_datasets(cfg.data, recipe)
     sampler = _train_sampler(train_set, recipe, workers)
     batch_size = cfg.data.batch_size
     if len(sampler) < batch_size:
@@ -408,10 +414,13 @@ def data_loaders(cfg: TrialConfig, recipe: TrainConfig, workers: Workers, device
         raise ValueError(f"data.batch_size {batch_size} must be even when Mixup/CutMix is on")
     train_loader = DataLoader(train_set, batch_size=batch_size, sampler=sampler, drop_last=True,
                               num_workers=cfg.data.workers, pin_memory=device.type == "cuda")
-    val_shard = Subset(val_set, range(workers.rank, len(val_set), workers.world_size))
-    val_loader = DataLoader(val_shard, batch_size=cfg.data.eval_batch_size or batch_size,
-                            shuffle=False, num_workers=cfg.data.workers)
-    return Loaders(train_loader, val_loader, sampler, num_classes, batch_size, mixup_active)
+    def shard_loader(split: Dataset) -> DataLoader:
+        shard = Subset(split, range(workers.rank, len(split), workers.world_size))
+        return DataLoader(shard, batch_size=cfg.data.eval_batch_size or batch_size, shuffle=False,
+                          num_workers=cfg.data.workers)
+
+    return Loaders(train_loader, shard_loader(val_set), shard_loader(test_set) if with_test else None, sampler,
+                   num_classes, batch_size, mixup_active)
 
 
 @dataclass
@@ -546,7 +555,13 @@ def _train_epoch(cfg: TrialConfig, recipe: TrainConfig, run: Training, loaders: 
             lr_sum += run.optimizer.param_groups[0]["lr"]
             steps += 1
         train_seconds = time.perf_counter() - start
-        val_loss, top1, top5 = _evaluate(run.eval_model, loaders.val, device, recipe.amp, workers)
+        try:
+            val_loss, top1, top5 = _evaluate(run.eval_model, loaders.val, device, recipe.amp, workers)
+        except (ValueError, RuntimeError) as exc:
+            # the epoch's last update overflowed the weights: the run diverged, seen at evaluation
+            if not _is_non_finite_failure(exc, run.eval_model, torch.zeros(())):
+                raise
+            return None, f"epoch {epoch + 1}, evaluation"
         epoch_seconds = time.perf_counter() - start
     (peak_mb,) = workers.reduce([memory.peak_mb], device, op="max")
     return {
@@ -573,14 +588,14 @@ def _save_checkpoint(run: Training, epochs_done: int, history: list[dict], finge
 
 def transfer_accuracy(cfg: TrialConfig, model: torch.nn.Module, device: torch.device, amp: str,
                       workers: Workers = Workers(), at_trained: tuple[float, np.ndarray] | None = None) -> list[dict]:
-    """Sampling-rate transfer: top-1 (%) of a model trained at length L on the same val signals
+    """Sampling-rate transfer: top-1 (%) of a model trained at length L on the same test signals
     resampled to each L′ of cfg.measure.eval_lengths, with every Δ scaled by L/L′ (a model
     without Δ, one without `delta_scaled`, runs as trained).
 
     Returns [{length: L′, delta_scale: L/L′, top1, correct}] in the order of eval_lengths ([]
     when none are asked for); correct: `_evaluate_items`'s per-example correctness. The
     model's Δ scale is restored afterwards. at_trained: `_evaluate_items` of this model on the
-    val split, used as it is for L′ = L (the same signals, scale 1: the same computation).
+    test split, used as it is for L′ = L (the same signals, scale 1: the same computation).
     """
     from .data import sequence_length
 
@@ -592,8 +607,8 @@ def transfer_accuracy(cfg: TrialConfig, model: torch.nn.Module, device: torch.de
         if length == trained and at_trained is not None:
             out.append({"length": length, "delta_scale": 1.0, "top1": at_trained[0], "correct": at_trained[1]})
             continue
-        val = load_splits(cfg.data.model_copy(update={"seq_length": length})).val
-        shard = Subset(val, range(workers.rank, len(val), workers.world_size))
+        test = load_splits(cfg.data.model_copy(update={"seq_length": length})).test
+        shard = Subset(test, range(workers.rank, len(test), workers.world_size))
         loader = DataLoader(shard, batch_size=cfg.data.eval_batch_size or cfg.data.batch_size, shuffle=False)
         scale = trained / length
         # A model without a discretization (a reference such as seqgru) has no Δ: it runs as trained.
@@ -606,7 +621,7 @@ def transfer_accuracy(cfg: TrialConfig, model: torch.nn.Module, device: torch.de
 
 @torch.no_grad()
 def learned_lambda(model: torch.nn.Module, loader: DataLoader, device: torch.device, amp: str) -> list[dict]:
-    """The per-token λ a trapezoid/paper model computes over `loader` (its val split): one record
+    """The per-token λ a trapezoid/paper model computes over `loader` (its test split): one record
     {layer, direction, mean, std, count} per layer and scan direction ([] for a model without λ).
     """
     from .models import MixerStack
@@ -624,28 +639,27 @@ def learned_lambda(model: torch.nn.Module, loader: DataLoader, device: torch.dev
 def _summary(cfg: TrialConfig, recipe: TrainConfig, history: list[dict], diverged_at: str | None,
              params: int, eval_model: torch.nn.Module, loaders: Loaders, device: torch.device,
              workers: Workers) -> dict:
-    """train_loop's result from the epoch records, plus the sampling-rate transfer, the learned
-    λ and the per-example correctness of the final model (see train_loop)."""
+    """train_loop's result from the epoch records, plus the final model's test accuracy, its
+    sampling-rate transfer, learned λ and per-example correctness (see train_loop)."""
     last = history[-1] if history else {}
     train_seconds = sum(r["train_seconds"] for r in history)
     train_images = sum(r["images_per_s"] * r["train_seconds"] for r in history)
-    correct, at_trained = [], None
-    if diverged_at is None and workers.world_size == 1:
-        # One more pass over the val split for its per-example correctness: the last epoch's
-        # evaluation may predate a resume, and the same weights give the same answers.
-        at_trained = _evaluate_items(eval_model, loaders.val, device, recipe.amp, workers)
-        items = at_trained[1]
-    transfer = transfer_accuracy(cfg, eval_model, device, recipe.amp, workers, at_trained) \
-        if diverged_at is None else []
-    if at_trained is not None:
-        length = sequence_length(cfg.data) if DATASETS[cfg.data.dataset].modality == "sequence" else None
-        correct.append({"evaluation": "val", "length": length, "correct": items})
+    tested = diverged_at is None and loaders.test is not None
+    correct, transfer, top1, top5 = [], [], None, None
+    if tested:
+        hits: list[torch.Tensor] | None = [] if workers.world_size == 1 else None
+        _, top1, top5 = _evaluate(eval_model, loaders.test, device, recipe.amp, workers, hits)
+        items = torch.cat(hits).numpy() if hits else None
+        transfer = transfer_accuracy(cfg, eval_model, device, recipe.amp, workers, (top1, items))
+        if items is not None:
+            length = sequence_length(cfg.data) if DATASETS[cfg.data.dataset].modality == "sequence" else None
+            correct.append({"evaluation": "test", "length": length, "correct": items})
         correct += [{"evaluation": "transfer", "length": t["length"], "correct": t.pop("correct")}
                     for t in transfer if t.get("correct") is not None]
     workers.barrier()
     return {
         "status": "diverged" if diverged_at else "ok",
-        "top1": last.get("top1"), "top5": last.get("top5"), "train_loss": last.get("train_loss"),
+        "top1": top1, "top5": top5, "train_loss": last.get("train_loss"),
         "epochs_done": len(history),
         "train_time_s": sum(r["epoch_time_s"] for r in history),
         "train_images_per_s": train_images / train_seconds if train_seconds > 0 else None,
@@ -655,6 +669,6 @@ def _summary(cfg: TrialConfig, recipe: TrainConfig, history: list[dict], diverge
         "diverged_at": diverged_at,
         "transfer": [{k: v for k, v in t.items() if k != "correct"} for t in transfer],
         "correct": correct,
-        "lambda": learned_lambda(eval_model, loaders.val, device, recipe.amp)
-        if diverged_at is None and workers.is_main else [],
+        "lambda": learned_lambda(eval_model, loaders.test, device, recipe.amp)
+        if tested and workers.is_main else [],
     }

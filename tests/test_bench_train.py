@@ -23,7 +23,7 @@ STUDY = """
 name: bench_tiny
 description: the default study's setting, small
 methods: [zoh/paper]
-data: {dataset: mnist1d, seq_length: 40, batch_size: 8, train_limit: 64, val_limit: 16}
+data: {dataset: mnist1d, seq_length: 40, batch_size: 8, train_limit: 64, test_limit: 16}
 model: {name: seqmamba_micro, kwargs: {conv: none}}
 train: {preset: digits, epochs: 1, lr: 0.005, device: cpu}
 measure: {throughput: false}
@@ -155,7 +155,7 @@ def test_a_gru_trial_trains_and_is_evaluated_at_other_lengths_as_it_is(tmp_path)
     from discbench.config import TrialConfig
     from discbench.train import fit
 
-    cfg = TrialConfig(data={"dataset": "mnist1d", "seq_length": 16, "train_limit": 64, "val_limit": 32,
+    cfg = TrialConfig(data={"dataset": "mnist1d", "seq_length": 16, "train_limit": 64, "test_limit": 32,
                             "batch_size": 16},
                       model={"name": "seqgru_micro"}, train={"preset": "digits", "epochs": 1, "device": "cpu"},
                       measure={"throughput": False, "eval_lengths": [8, 16]})

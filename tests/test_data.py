@@ -88,24 +88,24 @@ def data_config(dataset: str, root: Path | None = None, **extra) -> DataConfig:
 
 def test_digits_split_is_fixed_and_rgb():
     splits = load_splits(data_config("digits"))
-    assert (len(splits.train), len(splits.val), splits.num_classes) == (1437, 360, 10)
+    assert (len(splits.train) + len(splits.val), len(splits.test), splits.num_classes) == (1437, 360, 10)
     image, label = splits.train[0]
     assert image.mode == "RGB" and image.size == (8, 8) and 0 <= label < 10
     pixels = np.asarray(image)
     assert (pixels[..., 0] == pixels[..., 1]).all() and (pixels[..., 0] == pixels[..., 2]).all()
-    assert [splits.val[i][1] for i in range(20)] == [load_splits(data_config("digits")).val[i][1]
+    assert [splits.test[i][1] for i in range(20)] == [load_splits(data_config("digits")).test[i][1]
                                                      for i in range(20)]
-    train, _, _ = build_datasets(DataConfig(dataset="digits", image_size=16), TrainConfig().resolved())
+    train, _, _, _ = build_datasets(DataConfig(dataset="digits", image_size=16), TrainConfig().resolved())
     tensor, _ = train[0]
     assert tensor.shape == (3, 16, 16)
 
 
 def test_synthetic_images_are_deterministic_and_class_conditional():
-    splits = load_splits(data_config("synthetic", num_classes=5, train_limit=20, val_limit=10))
-    assert (len(splits.train), len(splits.val), splits.num_classes) == (20, 10, 5)
+    splits = load_splits(data_config("synthetic", num_classes=5, train_limit=20, test_limit=10))
+    assert (len(splits.train) + len(splits.val), len(splits.test), splits.num_classes) == (20, 10, 5)
     first, label = splits.train[3]
     again, _ = load_splits(data_config("synthetic", num_classes=5, train_limit=20)).train[3]
-    assert label == 3 and np.array_equal(np.asarray(first), np.asarray(again))
+    assert label == splits.train.indices[3] % 5 and np.array_equal(np.asarray(first), np.asarray(again))
     big = SyntheticImages(size=10, num_classes=5, image_size=64, split=0)
     same_class = [np.asarray(big[i][0], dtype=float) for i in (0, 5)]
     other_class = np.asarray(big[1][0], dtype=float)
@@ -115,14 +115,14 @@ def test_synthetic_images_are_deterministic_and_class_conditional():
 
 def test_cifar_pickles(tmp_path):
     ten = load_splits(data_config("cifar10", make_cifar10(tmp_path / "c10")))
-    assert (len(ten.train), len(ten.val), ten.num_classes) == (20, 6, 10)
-    image, label = ten.train[1]
+    assert (len(ten.train) + len(ten.val), len(ten.test), ten.num_classes) == (20, 6, 10)
+    image, label = ten.test[1]
     assert image.size == (32, 32) and image.mode == "RGB" and label == 1
     # the folder itself may be given as the root, too
     direct = load_splits(data_config("cifar10", tmp_path / "c10" / "cifar-10-batches-py"))
-    assert len(direct.train) == 20
+    assert len(direct.train) + len(direct.val) == 20
     hundred = load_splits(data_config("cifar100", make_cifar100(tmp_path / "c100")))
-    assert (len(hundred.train), len(hundred.val), hundred.num_classes) == (12, 6, 100)
+    assert (len(hundred.train) + len(hundred.val), len(hundred.test), hundred.num_classes) == (12, 6, 100)
 
 
 def test_cifar_pixels_are_read_as_channel_planes(tmp_path):
@@ -131,37 +131,37 @@ def test_cifar_pixels_are_read_as_channel_planes(tmp_path):
     red[0, :1024] = 255  # first plane is red
     with open(folder / "test_batch", "wb") as f:
         pickle.dump({b"data": red, b"labels": [0]}, f)
-    image, _ = load_splits(data_config("cifar10", tmp_path)).val[0]
+    image, _ = load_splits(data_config("cifar10", tmp_path)).test[0]
     assert np.asarray(image)[5, 7].tolist() == [255, 0, 0]
 
 
 @pytest.mark.parametrize("dataset", ["imagefolder", "imagenet"])
 def test_image_folder_trees(tmp_path, dataset):
     splits = load_splits(data_config(dataset, make_image_folder(tmp_path)))
-    assert (len(splits.train), len(splits.val), splits.num_classes) == (8, 4, 2)
+    assert (len(splits.train) + len(splits.val), len(splits.test), splits.num_classes) == (8, 4, 2)
     assert splits.classes == ("cat", "dog")
-    assert [splits.val[i][1] for i in range(4)] == [0, 0, 1, 1]
+    assert [splits.test[i][1] for i in range(4)] == [0, 0, 1, 1]
 
 
 def test_imagenette_inside_its_archive_folder(tmp_path):
     make_image_folder(tmp_path / "imagenette2-320", classes=("n01440764", "n02102040"), suffix=".JPEG")
     splits = load_splits(data_config("imagenette", tmp_path))
-    assert (len(splits.train), splits.num_classes) == (8, 2)
+    assert (len(splits.train) + len(splits.val), splits.num_classes) == (8, 2)
 
 
 def test_tiny_imagenet_uses_val_annotations(tmp_path):
     splits = load_splits(data_config("tiny_imagenet", make_tiny_imagenet(tmp_path)))
-    assert (len(splits.train), len(splits.val), splits.num_classes) == (9, 6, 3)
-    assert [splits.val[i][1] for i in range(6)] == [0, 1, 2, 0, 1, 2]
+    assert (len(splits.train) + len(splits.val), len(splits.test), splits.num_classes) == (9, 6, 3)
+    assert [splits.test[i][1] for i in range(6)] == [0, 1, 2, 0, 1, 2]
 
 
 def test_limits_take_a_fixed_subset_of_all_classes(tmp_path):
     make_image_folder(tmp_path, classes=("a", "b", "c", "d"), train_per_class=10)
-    splits = load_splits(data_config("imagefolder", tmp_path, train_limit=12, val_limit=3))
-    labels = [splits.train[i][1] for i in range(12)]
-    assert len(splits.train) == 12 and len(splits.val) == 3 and len(set(labels)) > 1
+    splits = load_splits(data_config("imagefolder", tmp_path, train_limit=12, test_limit=3))
+    labels = [splits.train[i][1] for i in range(len(splits.train))]
+    assert len(splits.train) + len(splits.val) == 12 and len(splits.test) == 3 and len(set(labels)) > 1
     again = load_splits(data_config("imagefolder", tmp_path, train_limit=12))
-    assert labels == [again.train[i][1] for i in range(12)]
+    assert labels == [again.train[i][1] for i in range(len(again.train))]
 
 
 BUILDERS = {
@@ -185,7 +185,7 @@ def test_one_training_epoch_on_each_dataset(tmp_path, dataset):
     cfg = TrialConfig(
         data={"dataset": dataset, "root": str(root) if root else None, "image_size": image_size, "batch_size": 4,
               "train_limit": 8 if dataset == "synthetic" else None,
-              "val_limit": 4 if dataset == "synthetic" else None},
+              "test_limit": 4 if dataset == "synthetic" else None},
         model={"name": "vim_micro", "patch_size": patch_size},
         train={"preset": "deit", "epochs": 1, "warmup_epochs": 0, "device": "cpu"},
         measure={"throughput": False})
@@ -263,15 +263,15 @@ def test_too_few_images_for_one_batch_is_an_error_before_training(tmp_path):
     cfg = TrialConfig(data={"dataset": "imagefolder", "root": str(make_image_folder(tmp_path / "d")),
                             "image_size": 8, "batch_size": 16},
                       model={"name": "vim_micro", "patch_size": 4}, train={"epochs": 1})
-    with pytest.raises(DatasetError, match=r"8 training images per worker is fewer than data.batch_size 16"):
+    with pytest.raises(DatasetError, match=r"7 training images per worker is fewer than data.batch_size 16"):
         fit(cfg, tmp_path / "trial")
 
 
 def test_num_classes_only_for_generated_datasets():
     with pytest.raises(ValueError, match=r"num_classes is only for generated datasets \(synthetic\)"):
         DataConfig(dataset="digits", num_classes=3)
-    splits = load_splits(DataConfig(dataset="synthetic", num_classes=3, train_limit=6, val_limit=3))
-    assert splits.num_classes == 3 and sorted({splits.train[i][1] for i in range(6)}) == [0, 1, 2]
+    splits = load_splits(DataConfig(dataset="synthetic", num_classes=3, train_limit=6, test_limit=3))
+    assert splits.num_classes == 3 and sorted({splits.train[i][1] for i in range(len(splits.train))}) == [0, 1, 2]
 
 
 # --------------------------------------------------------------------------- the registry
@@ -289,12 +289,12 @@ def test_the_registered_facts_are_what_the_dataset_loads(name):
     data = DataConfig(dataset=name, image_size=8)
     splits = load_splits(data)
     assert splits.num_classes == info.num_classes == info.classes(data)
-    assert (len(splits.train), len(splits.val)) == info.sizes
+    assert (len(splits.train) + len(splits.val), len(splits.test)) == info.sizes
     item, label = splits.train[0]
     if info.modality == "sequence":
         assert tuple(item.shape) == info.input_size(data) == (info.default_length, info.channels)
     else:
-        train, _, _ = build_datasets(data, TrainConfig().resolved())
+        train, _, _, _ = build_datasets(data, TrainConfig().resolved())
         assert tuple(train[0][0].shape) == info.input_size(data) == (3, 8, 8) and item.mode == "RGB"
     assert 0 <= label < info.num_classes
 
@@ -319,10 +319,10 @@ def test_mnist1d_items_are_sequences_of_the_configured_length():
 
     for length in (40, 17):
         splits = load_splits(DataConfig(dataset="mnist1d", seq_length=length))
-        assert (len(splits.train), len(splits.val), splits.num_classes) == (4000, 1000, 10)
+        assert (len(splits.train) + len(splits.val), len(splits.test), splits.num_classes) == (4000, 1000, 10)
         signal, label = splits.train[0]
         assert signal.dtype == torch.float32 and signal.shape == (length, DATASETS["mnist1d"].channels)
-        labels = [splits.val[i][1] for i in range(len(splits.val))]
+        labels = [splits.test[i][1] for i in range(len(splits.test))]
         assert set(labels) == set(range(10))
     default = load_splits(DataConfig(dataset="mnist1d")).train[0][0]
     assert default.shape == (40, 1)
@@ -353,11 +353,11 @@ def test_mnist1d_lengths_are_resamplings_with_one_scale():
     native length they are the native signals; a finer length interpolates between them."""
     from discbench.data import MNIST1D_NATIVE_LENGTH, mnist1d_native, resample
 
-    native = mnist1d_native()[2]  # val signals
-    at_native = load_splits(DataConfig(dataset="mnist1d", seq_length=MNIST1D_NATIVE_LENGTH)).val
+    native = mnist1d_native()[2]  # test signals
+    at_native = load_splits(DataConfig(dataset="mnist1d", seq_length=MNIST1D_NATIVE_LENGTH)).test
     assert np.array_equal(at_native.signals[..., 0].numpy(), native.astype(np.float32))
     for length in (20, 144):
-        val = load_splits(DataConfig(dataset="mnist1d", seq_length=length)).val.signals[..., 0].numpy()
+        val = load_splits(DataConfig(dataset="mnist1d", seq_length=length)).test.signals[..., 0].numpy()
         np.testing.assert_allclose(val, resample(native, length), rtol=1e-6, atol=1e-6)
     # a smooth signal sampled at cell centres comes back at any length
     centres = lambda n: (np.arange(n) + 0.5) / n  # noqa: E731
@@ -386,10 +386,10 @@ def test_sequential_digits_are_the_digits_pixels_in_raster_order():
 
     images = load_splits(DataConfig(dataset="digits", image_size=8))
     seq = load_splits(DataConfig(dataset="sequential_digits"))
-    assert (len(seq.train), len(seq.val), seq.num_classes) == (1437, 360, 10)
-    signal, label = seq.val[3]
-    assert signal.shape == (64, 1) and label == images.val[3][1]
-    grey = np.asarray(images.val[3][0])[..., 0].astype(float).ravel()
+    assert (len(seq.train) + len(seq.val), len(seq.test), seq.num_classes) == (1437, 360, 10)
+    signal, label = seq.test[3]
+    assert signal.shape == (64, 1) and label == images.test[3][1]
+    grey = np.asarray(images.test[3][0])[..., 0].astype(float).ravel()
     # the same image, pixel for pixel (standardised): a perfect linear relation
     assert np.corrcoef(grey, signal[:, 0].numpy())[0, 1] > 0.999
     pixels = load_digits().images.reshape(-1, 64)
@@ -404,7 +404,7 @@ def test_permuted_sequences_use_one_fixed_permutation():
     again = load_splits(DataConfig(dataset="sequential_digits", permute=True))
     order = np.random.default_rng(PERMUTATION_SEED).permutation(64)
     assert not np.array_equal(order, np.arange(64))
-    for split in ("train", "val"):
+    for split in ("train", "val", "test"):
         ours, base = getattr(permuted, split).signals, getattr(plain, split).signals
         assert torch.equal(ours, base[:, order])  # the same order for every item and split
         assert torch.equal(ours, getattr(again, split).signals)
@@ -456,7 +456,7 @@ def test_a_model_that_cannot_read_the_data_is_a_clear_error(dataset, model, mess
 @pytest.mark.parametrize("data", [{"dataset": "mnist1d", "seq_length": 24},
                                   {"dataset": "sequential_digits", "permute": True}])
 def test_one_training_epoch_on_sequence_data(tmp_path, data):
-    cfg = TrialConfig(data={**data, "train_limit": 64, "val_limit": 32, "batch_size": 16},
+    cfg = TrialConfig(data={**data, "train_limit": 64, "test_limit": 32, "batch_size": 16},
                       model={"name": "seqmamba_micro", "kwargs": {"depth": 1}},
                       train={"preset": "digits", "epochs": 1, "device": "cpu"},
                       measure={"throughput": True, "batch_sizes": [8], "repeats": 1, "warmup": 0})
@@ -465,3 +465,43 @@ def test_one_training_epoch_on_sequence_data(tmp_path, data):
     assert result["status"] == "ok" and len(log) == 1 and np.isfinite(log[0]["train_loss"])
     # inference throughput is the train trial kind's (tests/test_train.py checks its rows for sequences)
     assert "infer_images_per_s" not in result and result["transfer"] == []
+
+
+# ------------------------------------------------------------------------ the three splits
+
+def test_validation_is_a_fixed_stratified_share_of_the_training_split():
+    from discbench.data import carve_validation, dataset_labels, mnist1d_native
+
+    splits = load_splits(DataConfig(dataset="mnist1d"))
+    source_train, source_labels = mnist1d_native()[0], mnist1d_native()[1]
+    assert len(splits.train) + len(splits.val) == len(source_labels) and len(splits.test) == 1000
+    # train and val are disjoint and together the whole training split, item for item
+    both = np.concatenate([splits.train.signals.numpy(), splits.val.signals.numpy()])[..., 0]
+    rows = {row.tobytes() for row in both}
+    assert len(rows) == len(source_labels)
+    # stratified: every class holds out round(10 %) of its items
+    counts = np.bincount(source_labels, minlength=10)
+    assert np.array_equal(np.bincount(dataset_labels(splits.val), minlength=10), np.round(0.1 * counts))
+    # one draw: the same items whatever the trial, and another fraction holds out more
+    again = load_splits(DataConfig(dataset="mnist1d", seq_length=72))
+    assert np.array_equal(again.val.signals.numpy()[..., 0],
+                          source_train[carve_validation(source_labels, 0.1)[1]].astype(np.float32))
+    assert len(load_splits(DataConfig(dataset="mnist1d", val_fraction=0.25)).val) == int(np.round(0.25 * counts).sum())
+    # the test split is the generator's test set, untouched by the carving
+    assert np.array_equal(splits.test.signals.numpy()[..., 0], load_splits(
+        DataConfig(dataset="mnist1d", val_fraction=0.3)).test.signals.numpy()[..., 0])
+
+
+def test_a_class_draw_does_not_depend_on_the_other_classes():
+    from discbench.data import carve_validation
+
+    labels = np.repeat(np.arange(3), 20)
+    _, held = carve_validation(labels, 0.2)
+    _, held_without_two = carve_validation(labels[labels != 2], 0.2)
+    assert np.array_equal(held[labels[held] != 2], held_without_two)
+    assert len(held) == 12
+
+
+def test_too_small_to_hold_out_a_validation_split():
+    with pytest.raises(DatasetError, match=r"cannot be divided into train and val"):
+        load_splits(DataConfig(dataset="mnist1d", train_limit=1))

@@ -28,14 +28,18 @@ MODELS = ("mnist1d_logistic", "mnist1d_mlp", "mnist1d_cnn", "mnist1d_gru")
 def test_the_published_dataset_is_the_generators_own_40_samples():
     from mnist1d.data import get_dataset_args, make_dataset
 
+    from discbench.data import carve_validation
+
     splits = load_splits(DataConfig(dataset="mnist1d_paper"))
-    assert (len(splits.train), len(splits.val), splits.num_classes) == (4000, 1000, 10)
+    assert (len(splits.train) + len(splits.val), len(splits.test), splits.num_classes) == (4000, 1000, 10)
     state = np.random.get_state()
     generated = make_dataset(get_dataset_args())  # the package's defaults: 40 samples
     np.random.set_state(state)
-    assert np.array_equal(splits.train.signals.numpy()[..., 0], generated["x"].astype(np.float32))
-    assert np.array_equal(splits.val.signals.numpy()[..., 0], generated["x_test"].astype(np.float32))
-    assert splits.train.labels == [int(y) for y in generated["y"]]
+    train_idx, val_idx = carve_validation(np.asarray(generated["y"]), 0.1)
+    assert np.array_equal(splits.train.signals.numpy()[..., 0], generated["x"][train_idx].astype(np.float32))
+    assert np.array_equal(splits.val.signals.numpy()[..., 0], generated["x"][val_idx].astype(np.float32))
+    assert np.array_equal(splits.test.signals.numpy()[..., 0], generated["x_test"].astype(np.float32))
+    assert splits.train.labels == [int(y) for y in generated["y"][train_idx]]
     resampled = load_splits(DataConfig(dataset="mnist1d", seq_length=40)).train.signals.numpy()
     assert not np.array_equal(resampled, splits.train.signals.numpy())  # another variant of the same signals
     with pytest.raises(ValidationError, match="fixed length of 40"):
@@ -75,7 +79,7 @@ def test_the_published_recipe_and_timms_constant_schedule():
 def test_a_published_model_trains_with_the_published_recipe(tmp_path):
     from discbench.train import fit
 
-    cfg = TrialConfig(data={"dataset": "mnist1d_paper", "train_limit": 200, "val_limit": 100, "batch_size": 100},
+    cfg = TrialConfig(data={"dataset": "mnist1d_paper", "train_limit": 200, "test_limit": 100, "batch_size": 100},
                       model={"name": "mnist1d_cnn"}, train={"preset": "mnist1d_paper", "epochs": 2, "device": "cpu"},
                       measure={"throughput": False})
     seen = []

@@ -98,7 +98,7 @@ def test_study_validation_and_training_take_the_new_family(tmp_path):
 name: toy
 description: a throwaway model family
 methods: [zoh, trapezoid/paper]
-data: {dataset: mnist1d, seq_length: 16, train_limit: 64, val_limit: 32, batch_size: 16}
+data: {dataset: mnist1d, seq_length: 16, train_limit: 64, test_limit: 32, batch_size: 16}
 model: {name: toy_seqnet}
 train: {preset: digits, epochs: 1, device: cpu}
 """)

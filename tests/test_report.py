@@ -532,8 +532,9 @@ def test_an_mde_beyond_the_range_of_top1_is_said_to_detect_nothing(digits_view, 
 
 def test_findings_state_the_family_the_verdicts_the_design_and_every_divergence(digits_report, digits_view):
     data = accuracy_table(digits_view).data.set_index("method_key")
-    converged, families_sentence, sentence, diverged = digits_report.findings
+    converged, untuned, families_sentence, sentence, diverged = digits_report.findings
     assert converged.startswith("Not converged: 8 of 8 finished trials did not converge by the study's rule")
+    assert untuned.startswith("Untuned: every method ran at one shared recipe")
     assert families_sentence == (
         "Families and corrections: “every method vs zoh/paper at the training length” (primary; 2 tests, Holm "
         "(family-wise error rate)); “divergence rate vs the baseline (Fisher's exact test)” (secondary; 1 test, "
@@ -719,7 +720,8 @@ def test_transfer_report_files_and_findings(transfer_report):
     assert 'id="transfer"' in page and 'id="lambda"' in page
     assert "The values of conv side by side in each method's row" in (out / "index.md").read_text()
     findings = transfer_report.findings
-    assert findings[0].startswith("Families and corrections: “every method vs zoh/paper at the training length” "
+    assert findings[0].startswith("Untuned: every method ran at one shared recipe")
+    assert findings[1].startswith("Families and corrections: “every method vs zoh/paper at the training length” "
                                   "(primary; 3 tests, Holm (family-wise error rate)); “transfer: every method")
     causal = next(f for f in findings if f.startswith(f"{SEQ_MODEL}, conv=causal:"))
     assert ("1 of 2 methods differs from zoh/paper in top-1 after Holm (family-wise error rate) within family "

@@ -60,7 +60,7 @@ def _trial(study: Path, key: str, seed: int, status: str) -> None:
     for epoch in (1, 2):
         results.append_epoch(path, {"epoch": epoch, "top1": 30.0 + 10 * epoch})
     if status == "ok":
-        results.write_correctness(path, [{"evaluation": "val", "length": TRAIN_LENGTH, "correct": correct[TRAIN_LENGTH]}]
+        results.write_correctness(path, [{"evaluation": "test", "length": TRAIN_LENGTH, "correct": correct[TRAIN_LENGTH]}]
                                   + [{"evaluation": "transfer", "length": n, "correct": c} for n, c in correct.items()])
         results.append_measurements(path, [
             {"quantity": "transfer", "name": "top1", "value": 100.0 * c.mean(), "unit": "%", "length": n,
@@ -139,7 +139,8 @@ def test_a_method_that_diverged_everywhere_is_a_finding(declared_study, tmp_path
                               "accuracy here), 100% [exact 95% interval 29%, 100%], against 0 of 3 for zoh/paper "
                               "(Fisher's exact p 0.100")
     assert "scoring each diverged seed as its last finite epoch, Δ top-1 = −" in finding
-    convergence, families = report.findings[:2]
+    convergence, untuned, families = report.findings[:3]
+    assert untuned.startswith("Untuned: every method ran at one shared recipe")
     assert convergence.startswith("Convergence: 0 of 9 finished trials converged by the study's rule")
     assert "9 had too few epochs to judge" in convergence  # one epoch each
     assert families.startswith("Families and corrections: “short signals” (primary; 1 test, Benjamini–Hochberg")

@@ -31,7 +31,7 @@ STUDY = """
 name: repro
 description: two small trials of the default study's kind
 methods: [foh/paper, zoh/canonical]
-data: {dataset: mnist1d, seq_length: 40, batch_size: 32, train_limit: 256, val_limit: 128}
+data: {dataset: mnist1d, seq_length: 40, batch_size: 32, train_limit: 256, test_limit: 128}
 model: {name: seqmamba_micro, kwargs: {conv: none}}
 train: {preset: digits, epochs: 2, lr: 0.005, device: cpu}
 measure: {throughput: false, eval_lengths: [20, 40]}

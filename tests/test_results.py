@@ -129,7 +129,7 @@ def test_per_example_correctness_round_trips_packed_through_consolidation(tmp_pa
     val, short = rng.random(1000) < 0.65, rng.random(13) < 0.5  # 13: not a whole number of bytes
     folder = results.trial_dir(study, "t")
     results.write_trial(folder, {"trial_id": "t", "status": "ok"})
-    results.write_correctness(folder, [{"evaluation": "val", "length": None, "correct": val},
+    results.write_correctness(folder, [{"evaluation": "test", "length": None, "correct": val},
                                        {"evaluation": "transfer", "length": 32, "correct": short}])
     results.write_correctness(results.trial_dir(study, "u"), [])  # nothing to write: no file
     results.write_trial(results.trial_dir(study, "u"), {"trial_id": "u", "status": "diverged"})

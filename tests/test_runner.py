@@ -30,7 +30,7 @@ MICRO = """
 name: {name}
 description: two tiny trials for the runner tests
 methods: [zoh, foh/paper]
-data: {{dataset: digits, image_size: 8, train_limit: 64, val_limit: 32, batch_size: 16}}
+data: {{dataset: digits, image_size: 8, train_limit: 64, test_limit: 32, batch_size: 16}}
 model: {{name: vim_micro, patch_size: 4}}
 train: {{preset: digits, epochs: {epochs}, device: cpu}}
 measure: {{throughput: true, batch_sizes: [8], resolutions: [8, 16], repeats: 1, warmup: 1}}

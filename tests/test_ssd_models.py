@@ -173,7 +173,7 @@ def test_a_study_trial_trains_vssd_micro(tmp_path, one_torch_thread):
     from discbench.train import fit
 
     spec = {
-        "data": {"dataset": "digits", "image_size": 8, "train_limit": 64, "val_limit": 32, "batch_size": 32},
+        "data": {"dataset": "digits", "image_size": 8, "train_limit": 64, "test_limit": 32, "batch_size": 32},
         "model": {"name": "vssd_micro", "patch_size": 4},
         "train": {"preset": "digits", "epochs": 1},
         "measure": {"throughput": False},

@@ -264,17 +264,23 @@ def test_large_step_reaches_steps_far_beyond_one():
     assert (0.001, 0.1) in ranges and max(high for _, high in ranges) * 16 > 100  # |aΔ| up to 16·dt_max
 
 
-def test_the_default_study_is_the_conv_free_half_of_sampling_rate():
+def test_the_default_study_is_the_conv_free_half_of_sampling_rate_tuned_and_trained_longer():
     from discbench.study import DEFAULT_STUDY
 
-    default = load_study(DEFAULT_STUDY)
+    default = load_study(DEFAULT_STUDY, apply_lock=False)
     assert default.spec.name == "sampling_rate_noconv"
     full = load_study(ROOT / "studies" / "sampling_rate.yaml")
-    conv_free = {t.method_key + json.dumps(t.config.model_dump(), sort_keys=True) for t in full.trials
-                 if t.config.model.kwargs["conv"] == "none"}
-    # trial for trial the same configuration, so the default's numbers are sampling_rate's
-    assert {t.method_key + json.dumps(t.config.model_dump(), sort_keys=True) for t in default.trials} == conv_free
+
+    def setting(t):  # everything but the training budget and the values the tuning stage sets
+        values = t.config.model_dump()
+        values["train"] = {k: v for k, v in values["train"].items() if k not in ("epochs", "lr", "weight_decay")}
+        return t.method_key + json.dumps(values, sort_keys=True)
+
+    conv_free = {setting(t) for t in full.trials if t.config.model.kwargs["conv"] == "none"}
+    assert {setting(t) for t in default.trials} == conv_free
     assert len({t.config.seed for t in default.trials}) >= 3
+    assert set(default.spec.tune.space) == {"train.lr", "train.weight_decay"}
+    assert default.spec.tune.seed not in {t.config.seed for t in default.trials}
 
 
 def test_digits_noconv_is_digits_without_the_conv_with_five_seeds():

@@ -59,7 +59,7 @@ def run_train(cfg: TrialConfig, trial: dict, record: Recorder, events: Events) -
     record.append_measurements(_transfer_rows(cfg, outcome.pop("transfer", None) or []))
     record.append_measurements([
         measurement("lambda", stat, layer[stat], "1", layer=layer["layer"], direction=layer["direction"],
-                    model=cfg.model.name, method_key=cfg.method_key, note=f"{layer['count']} tokens of the val split")
+                    model=cfg.model.name, method_key=cfg.method_key, note=f"{layer['count']} tokens of the test split")
         for layer in outcome.pop("lambda", None) or [] for stat in ("mean", "std")])
     throughput = throughput_name(cfg)
     outcome[throughput] = None
@@ -73,16 +73,16 @@ def run_train(cfg: TrialConfig, trial: dict, record: Recorder, events: Events) -
 
 
 def _split_sizes(data) -> tuple[int, int, str]:
+    """(train, val) items: what every epoch trains on and evaluates."""
     try:
         splits = load_splits(data)
         return len(splits.train), len(splits.val), "counted"
     except DatasetError:
         if DATASETS[data.dataset].sizes is None:
             raise
-        n_train, n_val = DATASETS[data.dataset].sizes
-        n_train = min(n_train, data.train_limit or n_train)
-        n_val = min(n_val, data.val_limit or n_val)
-        return n_train, n_val, "published size (files not found here)"
+        n_source = min(DATASETS[data.dataset].sizes[0], data.train_limit or DATASETS[data.dataset].sizes[0])
+        n_val = round(data.val_fraction * n_source)
+        return n_source - n_val, n_val, "published size (files not found here)"
 
 
 def _num_classes(data) -> int:
@@ -160,12 +160,12 @@ KIND = TrialKind(
                              "resampled to `length` with every Δ × delta_scale (= trained length / length)",
                              ("model", "method_key", "length", "delta_scale")),
         "lambda": Quantity("name='mean' / 'std' (unit 1): the learned per-token λ of a trapezoid/paper model "
-                           "over every token of the val split after training; layer (0-based), direction "
+                           "over every token of the test split after training; layer (0-based), direction "
                            "('forward' or 'backward')", ("model", "method_key", "layer", "direction")),
     },
-    tables=(accuracy_or_note, f"{_TABLES}:convergence_table", f"{_TABLES}:transfer_table", f"{_TABLES}:lambda_table", f"{_TABLES}:cost_table",
+    tables=(accuracy_or_note, f"{_TABLES}:convergence_table", "discbench.report.tuning:tuning_table", f"{_TABLES}:transfer_table", f"{_TABLES}:lambda_table", f"{_TABLES}:cost_table",
             f"{_TABLES}:ablation_bidirectional_table", f"{_TABLES}:ablation_classification_table",
             f"{_TABLES}:published_accuracy_table", f"{_TABLES}:mnist1d_published_table", f"{_TABLES}:efficiency_table"),
     figures=tuple(f"{_FIGURES}:{name}" for name in (
         "accuracy_figure", "tradeoff_figure", "training_curves_figure", "transfer_figure", "lambda_figure",
-        "resolution_figure")))
+        "resolution_figure")) + ("discbench.report.tuning:sensitivity_figure",))

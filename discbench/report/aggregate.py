@@ -62,7 +62,7 @@ def seed_summary(values: dict[int, float], base_values: dict[int, float] | None,
 def _seed_correct(view: StudyView, rows: pd.DataFrame, evaluation: str, length: float | None = None
                   ) -> dict[int, np.ndarray] | None:
     """{seed: per-example correctness} of the trials in `rows` (one per seed) for one
-    evaluation ("val", or "transfer" at `length`); None unless every seed has it."""
+    evaluation ("test", or "transfer" at `length`); None unless every seed has it."""
     table = view.results.correctness
     if table.empty or rows.empty:
         return None
@@ -80,7 +80,7 @@ def _seed_correct(view: StudyView, rows: pd.DataFrame, evaluation: str, length: 
 
 def fallback_score(view: StudyView, trial: pd.Series, how: str) -> float:
     """The top-1 (%) a diverged trial scores in the sensitivity Δ: "chance" (100/num_classes,
-    from the trial row or config.data.num_classes) or "last_epoch" (its last finite val top-1);
+    from the trial row or config.data.num_classes) or "last_epoch" (its last finite top-1 on the val split);
     nan when the trial did not record what that needs."""
     if how == "chance":
         for column in ("num_classes", "config.data.num_classes"):
@@ -126,7 +126,7 @@ def _accuracy_raw(view: StudyView, metric: str) -> pd.DataFrame:
                 base_ok = base_group[base_group["status"] == "ok"]
                 base_values = _seed_values(base_ok, metric)
                 if metric == "top1":
-                    correct, base_correct = _seed_correct(view, ok, "val"), _seed_correct(view, base_ok, "val")
+                    correct, base_correct = _seed_correct(view, ok, "test"), _seed_correct(view, base_ok, "test")
             rate = stats.divergence_rate(len(diverged), int(group["status"].isin(["ok", "diverged"]).sum()))
             base_rate = stats.divergence_rate(int((base_group["status"] == "diverged").sum()),
                                               int(base_group["status"].isin(["ok", "diverged"]).sum()))

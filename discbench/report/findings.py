@@ -17,6 +17,7 @@ import pandas as pd
 from . import families, stats
 from .aggregate import accuracy_frame, transfer_frame
 from .convergence import convergence_sentence
+from .tuning import tuning_sentence
 from .study_view import StudyView
 
 
@@ -163,7 +164,8 @@ def accuracy_findings(view: StudyView) -> list[str]:
         return [f"The baseline {view.baseline_key} is absent from this study: no method is compared to it."]
     head = families_sentence(view, [frame, transfer])
     converged = convergence_sentence(view)  # first: a verdict on models still learning is about speed of learning
-    sentences = [s for s in (converged, head) if s]
+    tuned = tuning_sentence(view)  # then whether each method ran at its own optimum
+    sentences = [s for s in (converged, tuned, head) if s]
     sentences += _per_setting(view, frame, "") if has_accuracy else []
     if not transfer.empty:
         # At the training length the transfer rows restate the accuracy above.

@@ -264,7 +264,7 @@ def accuracy_table(view: StudyView) -> Table:
     excluded = int((view.trials["status"] == "diverged").sum())
     side = side_factor(view)
     caption = (
-        f"Accuracy on {_dataset(view)} (validation, %): mean ± sample standard deviation over seeds, "
+        f"Accuracy on {_dataset(view)} (test split, %): mean ± sample standard deviation over seeds, "
         f"n = seeds that finished."
         + (f" The values of {view.factor_label(side)} side by side, one column group each." if side else "")
         + f" Δ is the difference to {view.baseline_key} with the same model"
@@ -365,7 +365,7 @@ def lambda_table(view: StudyView) -> Table | None:
     ids = view.results.measurements.loc[view.results.measurements["quantity"] == "lambda", "trial_id"]
     caption = ("Learned λ per layer and scan direction (dimensionless): the mean over seeds of each trial's "
                "per-layer mean λ ± the sample sd of those means over seeds (n = seeds), and the within-layer "
-               "sd of λ (over every token of the val split, as each trial recorded it; λ is one value per "
+               "sd of λ (over every token of the test split, as each trial recorded it; λ is one value per "
                "token, shared by the channels), averaged over seeds. "
                f"Measured on {view.provenance(ids)}.")
     data = frame.drop(columns=["condition"]).rename(columns={f: view.factor_label(f) for f in view.factors})

@@ -1,0 +1,137 @@
+"""What the tuning stage chose and how the choice depends on it: the chosen-values table, the
+learning-rate sensitivity figure and the sentence that says whether (and how) a study was tuned.
+
+They read the lock file a run carried (its text is kept in results/<study>/study.json as
+`tuning_lock`, so a report shows the choices its trials ran with, not a newer lock).
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import pandas as pd
+import yaml
+
+from ..tuning import TuningLock, parse_lock_text
+from .figures import FigureFile, _save, _theme, method_style
+from .study_view import StudyView
+from .tables import Table, _num
+
+SENSITIVITY_KEY = "train.lr"  # the figure's x axis
+
+
+def lock_of(view: StudyView) -> TuningLock | None:
+    """The lock file the run applied, or None (untuned)."""
+    return parse_lock_text(view.results.meta.get("tuning_lock"))
+
+
+def _declares_tuning(view: StudyView) -> bool:
+    source = view.results.meta.get("study_source")
+    raw = yaml.safe_load(source) if source else None
+    return isinstance(raw, dict) and raw.get("tune") is not None
+
+
+def budget_text(lock: TuningLock) -> str:
+    """The tuning budget in words."""
+    spec = lock.tune
+    space = "; ".join(
+        f"{key} " + (f"log-uniform on [{d.log_uniform[0]:g}, {d.log_uniform[1]:g}]" if d.log_uniform else
+                     f"uniform on [{d.uniform[0]:g}, {d.uniform[1]:g}]" if d.uniform else
+                     f"one of {', '.join(map(str, d.choice))}")
+        for key, d in spec.space.items())
+    search = (f"{spec.samples} configurations drawn at random (Ray Tune's random search, seed {spec.search_seed}; "
+              f"the same {spec.samples} for every arm)" if spec.search == "random" else
+              f"every one of the {spec.candidates_per_arm()} combinations (grid search)")
+    asha = (f"ASHA stopped the weaker candidates of each arm at its rungs (grace period {spec.asha.grace_period} "
+            f"epochs, reduction factor {spec.asha.reduction_factor:g}), within the arm only"
+            if spec.asha else "every candidate trained every epoch (no early stopping)")
+    spent = [a.epochs_spent for a in lock.arms.values()]
+    return (f"Each arm (a method with the study's other factors) was tuned with the same budget: {search}, each "
+            f"trained for up to {lock.epochs} epochs with training seed {spec.seed} (the report's trials use other "
+            f"seeds); {asha}. The choice is the candidate with the best validation top-1 after all {lock.epochs} "
+            f"epochs; the test split was never built. Search space: {space}. The arms trained "
+            f"{min(spent)}–{max(spent)} epochs in all; tuning took {lock.tuning_seconds / 60:.1f} min on "
+            f"{lock.device} at commit {lock.commit}.")
+
+
+def tuning_sentence(view: StudyView) -> str:
+    """Whether the trials ran at per-arm tuned values, and with what budget; or that they are untuned."""
+    lock = lock_of(view)
+    if lock is None:
+        if _declares_tuning(view):
+            return ("Untuned: this study declares a tuning stage, but it ran without its lock file, so every method "
+                    "ran at the study's own recipe (discbench tune writes the lock file).")
+        return ("Untuned: every method ran at one shared recipe, chosen without a per-method search; a method whose "
+                "best settings lie elsewhere is judged away from its optimum.")
+    return "Tuned per method on the validation split. " + budget_text(lock)
+
+
+def tuning_table(view: StudyView) -> Table | None:
+    """One row per arm: its chosen values, their validation top-1, and how its candidates ended."""
+    lock = lock_of(view)
+    if lock is None:
+        return None
+    keys = list(lock.tune.space)
+    rows, data = [], []
+    for arm_id, arm in lock.arms.items():
+        ended = pd.Series([c.status for c in arm.candidates]).value_counts()
+        row = {"arm": arm_id, "method": arm.method}
+        row.update({key: _value(arm.chosen.get(key)) for key in keys})
+        row["val top-1 (%)"] = _num(arm.val_top1, 2)
+        row["candidates: finished / stopped / diverged / failed"] = " / ".join(
+            str(int(ended.get(s, 0))) for s in ("finished", "stopped", "diverged", "failed"))
+        row["epochs spent"] = str(arm.epochs_spent)
+        rows.append(row)
+        for candidate in arm.candidates:
+            data.append({"arm": arm_id, "method": arm.method, **candidate.values, "val_top1": candidate.val_top1,
+                         "epochs": candidate.epochs, "status": candidate.status,
+                         "chosen": candidate.values == arm.chosen})
+    caption = (f"Chosen values per arm, from the lock file the trials ran with. val top-1: the chosen candidate's "
+               f"validation top-1 after the last epoch (one training seed: noisy by about ±1 point on a few hundred "
+               f"validation items). {budget_text(lock)} The CSV has every candidate.")
+    return Table("tuning", "Tuned values per method", caption, pd.DataFrame(rows), pd.DataFrame(data))
+
+
+def _value(value) -> str:
+    if isinstance(value, float):
+        return f"{value:.3g}"
+    return "—" if value is None else str(value)
+
+
+def sensitivity_figure(view: StudyView, out_dir: Path) -> FigureFile | None:
+    """Validation top-1 against the learning rate, one line per method (every candidate that
+    trained every epoch; a candidate ASHA stopped is a small mark at its last score)."""
+    lock = lock_of(view)
+    if lock is None or SENSITIVITY_KEY not in lock.tune.space:
+        return None
+    style, context = _theme()
+    with style, context:
+        fig, ax = plt.subplots(figsize=(7.2, 4.4))
+        for arm_id, arm in lock.arms.items():
+            look = method_style(arm.method)
+            points = sorted((c.values[SENSITIVITY_KEY], c.val_top1, c.status) for c in arm.candidates
+                            if c.val_top1 is not None and math.isfinite(c.val_top1))
+            full = [(x, y) for x, y, s in points if s == "finished"]
+            if full:
+                ax.plot(*zip(*full), color=look["color"], marker=look["marker"], linestyle=look["linestyle"],
+                        markerfacecolor=look["markerfacecolor"], markersize=5, linewidth=1.2, label=arm_id)
+            stopped = [(x, y) for x, y, s in points if s != "finished"]
+            if stopped:
+                ax.plot(*zip(*stopped), color=look["color"], marker=".", linestyle="none", alpha=0.6)
+            chosen = arm.chosen.get(SENSITIVITY_KEY)
+            ax.plot([chosen], [arm.val_top1], marker="*", color=look["color"], markersize=13, linestyle="none",
+                    markeredgecolor="black", markeredgewidth=0.6, zorder=5)
+        ax.set_xscale("log")
+        ax.set_xlabel("learning rate (train.lr)")
+        ax.set_ylabel("validation top-1 (%)")
+        ax.legend(fontsize=7, ncol=2, loc="lower center")
+    others = [k for k in lock.tune.space if k != SENSITIVITY_KEY]
+    caption = (f"Sensitivity to the learning rate: validation top-1 of every candidate of the tuning stage against "
+               f"its learning rate, one line per method through the candidates that trained all {lock.epochs} epochs; "
+               f"dots: candidates ASHA stopped early (their score at that epoch); star: the chosen candidate."
+               + (f" The candidates also differ in {', '.join(others)} (drawn together with the rate), so a line is "
+                  f"not a one-factor sweep." if others else "")
+               + " A verdict that holds across the flat top of every line does not depend on the chosen rate.")
+    return _save(fig, out_dir, "fig_sensitivity", "Validation top-1 against learning rate", caption)
