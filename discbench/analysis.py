@@ -13,10 +13,11 @@
       divergence_fallback: chance   # a diverged seed's score in the sensitivity Δ:
                                     #   chance (100/num_classes) | last_epoch (its last finite top-1)
       convergence:                  # the rule a finished trial must pass to count as converged:
-        window: 0.25                #   over the last quarter of its epochs (at least one epoch),
-        top1_tolerance: 0.5         #   validation top-1 moved by less than 0.5 points (up or down)
-        loss_tolerance: 0.02        #   and the training loss by less than 2% of its value (up or
-        loss_floor: 0.01            #   down) or ended below 0.01 (a training set fitted)
+        window: 0.25                #   over the last quarter of its epochs (at least two), the
+        top1_tolerance: 0.5         #   second half's mean validation top-1 differs from the first
+        loss_tolerance: 0.02        #   half's by less than 0.5 points (up or down), and its mean
+        loss_floor: 0.01            #   training loss by less than 2% (up or down) or the loss
+                                    #   ended below 0.01 (a training set fitted)
 
 Validated once, where the study file is read (study.py); the report re-reads it from the
 study file kept in results/<study>/study.json (`from_study_source`).
@@ -63,13 +64,14 @@ class FamilySpec(_Strict):
 
 
 class ConvergenceSpec(_Strict):
-    """When a finished trial counts as converged (see the module docstring). With E epochs done
-    and w = ceil(window · E) epochs in the window: |top-1 at epoch E − top-1 at epoch E − w| is
-    below top1_tolerance (points), and the training loss either moved by less than
-    loss_tolerance times its value at E − w or ended below loss_floor (nats: a fitted training
-    set, whose tiny loss still halves from epoch to epoch). Changes count either way: a loss that
-    jumps up or a top-1 that falls is not a converged run. A trial with E ≤ w epochs cannot be
-    judged."""
+    """When a finished trial counts as converged (see the module docstring). With E epochs done,
+    w = max(2, ceil(window · E)) epochs in the window and h = w // 2: the mean validation top-1
+    of epochs E − h + 1 … E differs from that of the h epochs before by less than top1_tolerance
+    (points), and the same halves' mean training loss by less than loss_tolerance of the first
+    half's, or the loss ended below loss_floor (nats: a fitted training set, whose tiny loss still
+    halves from epoch to epoch). Half-window means, not two single epochs, so that one noisy
+    epoch decides nothing. Changes count either way: a loss that jumps up or a top-1 that falls
+    is not a converged run. A trial with E < w epochs cannot be judged."""
 
     window: float = Field(0.25, gt=0, le=1)
     top1_tolerance: float = Field(0.5, gt=0)

@@ -729,6 +729,10 @@ def run_command(args: argparse.Namespace) -> int:
         print(f"{name}: ok — study {study.name!r} ({kind}{len(study.trials)} trials)")
         for note in study.notes:
             print(f"  note: {note}")
+        if study.tuned is not None:
+            print(f"  tuned: {len(study.tuned.arms)} arms at their values from {lock_path(study.path)}")
+        elif study.spec.tune is not None:
+            print(f"  untuned: no {lock_path(study.path)} (discbench tune writes it)")
         if args.list:
             print("\n".join("  " + line for line in trial_table(study)))
     return status

@@ -57,8 +57,8 @@ def test_each_finished_trial_is_judged_by_the_window_rule(tmp_path):
     # a loss that jumps up and a top-1 that falls are changes too
     assert frame.loc["bilinear-canonical-s1", "converged"] is False
     assert frame.loc["bilinear-canonical-s1", "top1_rise"] == pytest.approx(-5.0)
-    # E = 4 epochs, w = ceil(0.25 · 4) = 1: epoch 3 against epoch 4
-    assert frame.loc["zoh-paper-s0", "converged"] is True and frame.loc["zoh-paper-s0", "window"] == 1
+    # E = 4 epochs, w = max(2, ceil(0.25 · 4)) = 2: halves of one epoch, epoch 3 against epoch 4
+    assert frame.loc["zoh-paper-s0", "converged"] is True and frame.loc["zoh-paper-s0", "window"] == 2
     assert frame.loc["zoh-paper-s1", "top1_rise"] == pytest.approx(2.0)
     assert frame.loc["zoh-paper-s1", "converged"] is False
     assert frame.loc["foh-canonical-s0", "loss_drop"] == pytest.approx((1.2 - 1.0) / 1.2)
@@ -72,13 +72,14 @@ def test_each_finished_trial_is_judged_by_the_window_rule(tmp_path):
 
 
 def test_the_study_declares_the_rule_and_a_bad_rule_is_refused(tmp_path):
-    lenient = "name: conv\nanalysis:\n  convergence: {window: 0.5, top1_tolerance: 10, loss_tolerance: 0.9}\n"
+    lenient = "name: conv\nanalysis:\n  convergence: {window: 1.0, top1_tolerance: 10, loss_tolerance: 0.9}\n"
     view = build_view(results.load_study(_study(tmp_path, lenient)))
     frame = convergence_frame(view).set_index("trial_id")
-    assert frame.loc["zoh-paper-s1", "window"] == 2  # ceil(0.5 · 4): epoch 2 against epoch 4, a 5-point rise
+    # w = 4: the mean of epochs 3-4 against that of epochs 1-2, (78 + 80)/2 − (70 + 75)/2
+    assert frame.loc["zoh-paper-s1", "window"] == 4 and frame.loc["zoh-paper-s1", "top1_rise"] == pytest.approx(6.5)
     assert frame["converged"].dropna().all()
     assert convergence_sentence(view).startswith(  # the one-epoch trial stays unjudged
-        "Convergence: 5 of 6 finished trials converged by the study's rule (over the last 50% of its E epochs")
+        "Convergence: 5 of 6 finished trials converged by the study's rule (over the last 100% of its E epochs")
     for bad in ("window: 0", "window: 1.5", "top1_tolerance: -1", "loss_tolerance: 0", "loss_floor: -1", "patience: 3"):
         with pytest.raises(AnalysisError, match="analysis.convergence"):
             from_study_source(f"analysis:\n  convergence: {{{bad}}}\n")
@@ -101,3 +102,18 @@ def test_the_report_opens_with_convergence_and_tabulates_it(tmp_path):
     assert len(table.data) == 6 and "rk4/canonical" not in set(rows.index)
     assert (report.out_dir / "convergence.csv").exists()
     assert "did not converge" in (report.out_dir / "index.md").read_text()
+
+
+def test_one_noisy_epoch_decides_nothing(tmp_path):
+    """Half-window means (w = 4 of 8 epochs: epochs 7-8 against 5-6): a plateau with one noisy
+    evaluation in it passes, and a rise within the window fails however flat its last two epochs."""
+    plateau = [(1.0, 60.0)] * 4 + [(1.0, 94.0), (1.0, 96.0), (1.0, 95.0), (1.0, 95.0)]
+    rising = [(1.0, 60.0)] * 4 + [(1.0, 91.0), (1.0, 92.0), (1.0, 95.0), (1.0, 95.0)]
+    view = build_view(results.load_study(_study(tmp_path, "name: conv\nanalysis:\n  convergence: {window: 0.5}\n",
+                                                trials=[("zoh", "paper", 0, "ok", plateau),
+                                                        ("zoh", "paper", 1, "ok", rising)])))
+    frame = convergence_frame(view).set_index("trial_id")
+    assert frame.loc["zoh-paper-s0", "top1_rise"] == pytest.approx(0.0)  # (95 + 95)/2 − (94 + 96)/2
+    assert bool(frame.loc["zoh-paper-s0", "converged"])
+    assert frame.loc["zoh-paper-s1", "top1_rise"] == pytest.approx(3.5)  # (95 + 95)/2 − (91 + 92)/2
+    assert frame.loc["zoh-paper-s1", "converged"] == False  # noqa: E712 (a numpy bool)

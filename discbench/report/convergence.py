@@ -3,8 +3,9 @@
 A verdict about which method is better is only about what the methods end up computing when
 every model has learned its task. `convergence_frame` judges every finished (ok) trial with the
 study's `analysis.convergence` rule (discbench.analysis.ConvergenceSpec): over the last window of
-its epochs, validation top-1 must have risen by less than a tolerance and the training loss
-fallen by less than a fraction. Diverged trials are counted by the divergence findings instead.
+its epochs, the second half's mean validation top-1 must differ from the first half's by less
+than a tolerance, and its mean training loss by less than a fraction. Means over half-windows,
+not two single epochs, so that one noisy epoch neither passes nor fails a trial. Diverged trials are counted by the divergence findings instead.
 """
 
 from __future__ import annotations
@@ -23,21 +24,23 @@ COLUMNS = ["trial_id", "model", "condition", "method_key", "seed", "epochs", "wi
 
 def rule_text(spec: ConvergenceSpec) -> str:
     """The rule in words, for captions and findings."""
-    return (f"over the last {100 * spec.window:g}% of its E epochs (w = ⌈{spec.window:g}·E⌉ epochs), validation "
-            f"top-1 moved by less than {spec.top1_tolerance:g} points and the training loss by less than "
-            f"{100 * spec.loss_tolerance:g}% of its value (either way), or ended below {spec.loss_floor:g}")
+    return (f"over the last {100 * spec.window:g}% of its E epochs (w = max(2, ⌈{spec.window:g}·E⌉) epochs), the mean "
+            f"validation top-1 of the window's second half (⌊w/2⌋ epochs) differs from that of its first half by "
+            f"less than {spec.top1_tolerance:g} points and the mean training loss by less than "
+            f"{100 * spec.loss_tolerance:g}% (either way), or the training loss ended below {spec.loss_floor:g}")
 
 
 def window_epochs(epochs: int, spec: ConvergenceSpec) -> int:
-    """w: the number of epochs in the window, at least one."""
-    return max(1, math.ceil(spec.window * epochs))
+    """w: the number of epochs in the window, at least two (a half each)."""
+    return max(2, math.ceil(spec.window * epochs))
 
 
 def convergence_frame(view: StudyView) -> pd.DataFrame:
     """One row per finished trial with epoch records (COLUMNS): epochs E, window w, top1_rise
-    (points, epoch E minus E − w; negative: a fall), loss_drop (fraction of the loss at E − w;
-    negative: a rise) and converged
-    (True/False; None when E ≤ w, too few epochs to judge). Empty when no trial logged epochs."""
+    (points: the mean top-1 of the window's last h = ⌊w/2⌋ epochs minus that of the h before
+    them; negative: a fall), loss_drop (the same halves' mean training loss, as a fraction of
+    the first half's; negative: a rise) and converged (True/False; None when E < w, too few
+    epochs to judge). Empty when no trial logged epochs."""
     epochs = view.results.epochs
     if epochs.empty or "top1" not in epochs or "train_loss" not in epochs:
         return pd.DataFrame(columns=COLUMNS)
@@ -52,11 +55,13 @@ def convergence_frame(view: StudyView) -> pd.DataFrame:
         row = {"trial_id": trial_id, "model": trial["model"], "condition": trial["condition"],
                "method_key": trial["method_key"], "seed": trial["seed"], "epochs": count, "window": w,
                "top1_rise": math.nan, "loss_drop": math.nan, "final_loss": math.nan, "converged": None}
-        if count > w:
+        if count >= w:
             top1 = pd.to_numeric(records["top1"], errors="coerce").to_numpy(dtype=float)
             loss = pd.to_numeric(records["train_loss"], errors="coerce").to_numpy(dtype=float)
-            row["top1_rise"] = top1[-1] - top1[count - 1 - w]
-            row["loss_drop"] = (loss[count - 1 - w] - loss[-1]) / loss[count - 1 - w]
+            h = w // 2
+            first, second = slice(count - 2 * h, count - h), slice(count - h, count)
+            row["top1_rise"] = top1[second].mean() - top1[first].mean()
+            row["loss_drop"] = (loss[first].mean() - loss[second].mean()) / loss[first].mean()
             row["final_loss"] = loss[-1]
             if math.isfinite(row["top1_rise"]) and math.isfinite(row["loss_drop"]):  # else not judged
                 settled_loss = abs(row["loss_drop"]) < spec.loss_tolerance or loss[-1] < spec.loss_floor
@@ -74,7 +79,7 @@ def convergence_sentence(view: StudyView) -> str:
     judged = frame[frame["converged"].notna()]
     failed = judged[~judged["converged"].astype(bool)]
     unjudged = len(frame) - len(judged)
-    short = (f"; {unjudged} had too few epochs to judge (at most the window)" if unjudged else "")
+    short = (f"; {unjudged} had too few epochs to judge (fewer than the window)" if unjudged else "")
     rule = rule_text(spec)
     if failed.empty and not unjudged:
         return f"Every finished trial converged ({len(frame)} of {len(frame)}; the rule: {rule})."

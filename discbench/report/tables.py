@@ -405,7 +405,7 @@ def convergence_table(view: StudyView) -> Table | None:
     caption = (f"Convergence of every finished trial by the study's rule (analysis.convergence): a trial converged "
                f"when, {rule_text(spec)}. converged: trials that pass, of those that finished (diverged trials are "
                f"in the divergence columns); final training loss: mean over seeds; rise and drop: mean over seeds "
-               f"[min, max] (negative: a fall, a rise). A trial with no more "
+               f"[min, max] (negative: a fall, a rise). A trial with fewer "
                f"epochs than the window is not judged. The CSV has one row per trial. {view.provenance()}.")
     data = frame.drop(columns=["_m", "_c"]).assign(condition=[", ".join(map(str, c)) for c in frame["condition"]])
     return Table("convergence", "Convergence", caption, pd.DataFrame(rows), data.reset_index(drop=True))
