@@ -21,10 +21,12 @@ A study file (see studies/*.yaml):
     max_concurrent: 2
     numerics: {...} | kernels: {...}               # parameters of those kinds
     analysis: {families: [...], error_rate: fwer}  # the report's statistics (see analysis.py)
+    references: [seqgru_micro, seqcnn_micro]       # models without a discretization, beside the methods
     tune: {space: {train.lr: {log_uniform: [1e-3, 3e-2]}}, samples: 8}  # the tuning stage (tuning.py)
 
-The trials are methods × grid (the cartesian product, in file order) followed by the explicit
-trials. A grid axis over a key whose values are mappings merges each mapping into the key
+The trials are methods × grid (the cartesian product, in file order), then references × grid
+(the grid's axes over model.* left out: a reference is its own model; the method fields of its
+trials are a placeholder it ignores; trial ids `ref-<model>…`), then the explicit trials. A grid axis over a key whose values are mappings merges each mapping into the key
 (`model.kwargs: [{cls_token: none, pool: max}, {cls_token: head}]`); a named axis that is not a
 config key sets several keys together (`size: [{model.name: vim_small_patch16_224,
 train.preset: vim_small}, …]`). Overrides of trial keys (`-o train.epochs=1`) win over all of
@@ -49,7 +51,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, model_validator
 
 from .analysis import AnalysisSpec
 from .tuning import LOCK_SUFFIX, TuneSpec, TuningLock, lock_path, read_lock
@@ -97,6 +99,19 @@ class Resources(_Strict):
     workers: int = Field(1, ge=1)
 
 
+class Reference(_Strict):
+    """A model without a discretization trained beside the study's methods: `references:` takes
+    names (`seqgru_micro`) or mappings ({name: seqgru_micro, kwargs: {pool: mean}})."""
+
+    name: str = Field(min_length=1)
+    kwargs: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_name(cls, value: Any) -> Any:
+        return {"name": value} if isinstance(value, str) else value
+
+
 class _StudyFields(_Strict):
     """The study file's top level (trial sections stay mappings here; TrialConfig checks them).
     `kind` and the kinds' parameter sections come from kinds.TRIAL_KINDS (see _spec_model)."""
@@ -117,6 +132,7 @@ class _StudyFields(_Strict):
     max_concurrent: int | None = Field(None, gt=0)
     analysis: AnalysisSpec = Field(default_factory=AnalysisSpec)
     tune: TuneSpec | None = None  # the tuning stage (discbench/tuning.py); its choices: the lock file
+    references: list[Reference] = Field(default_factory=list)  # non-SSM models beside every method
 
 
 @functools.lru_cache(maxsize=8)
@@ -148,6 +164,12 @@ class Trial:
     resources: Resources
     origin: str  # where in the study file it comes from, for messages
     arm_id: str  # the trial without its seed: what the tuning stage tunes (its trial id without seed=)
+    reference: str | None = None  # a reference model's name (then method_key is a placeholder)
+
+    @property
+    def label(self) -> str:
+        """What the trial compares: its method key, or a reference's model name."""
+        return self.reference or self.method_key
 
     @property
     def method_key(self) -> str:
@@ -459,12 +481,18 @@ class Candidate:
     values: dict[str, Any]  # the nested trial config (without method and variant)
     origins: dict[str, str]  # dotted trial-config key -> the study-file path that set it
     settings: list[tuple[str, Any]]  # the axes that vary, or [("id", id)]: what names the trial
+    reference: str | None = None  # a reference model's name (its method_key is a placeholder)
+
+    @property
+    def name_key(self) -> str:
+        """What a trial id starts with: the method key, or ref-<model> for a reference."""
+        return f"ref-{self.reference}" if self.reference else self.method_key
 
     @property
     def arm_id(self) -> str:
         explicit = [v for k, v in self.settings if k == "id"]
-        return _slug(explicit[0]) if explicit else _trial_id(self.method_key, [s for s in self.settings
-                                                                              if s[0] != "seed"])
+        return _slug(explicit[0]) if explicit else _trial_id(self.name_key, [s for s in self.settings
+                                                                            if s[0] != "seed"])
 
 
 def _expand(path: Path, spec: _StudyFields, raw: dict, overrides: list[tuple[str, Any]],
@@ -521,6 +549,27 @@ def _expand(path: Path, spec: _StudyFields, raw: dict, overrides: list[tuple[str
             origin = f"methods[{m_index}]" + "".join(f" × grid.{a}[{i}]" for a, i, _ in combo)
             candidates.append(Candidate(key, origin, _deep_merge(values, forced), {**origins, **forced_origins},
                                         settings))
+    for r_index, ref in enumerate(spec.references):
+        problems += _reference_problems(path, r_index, ref, {c.values.get("model", {}).get("name") for c in candidates})
+        kept = [(axis, values) for axis, values in axes if not axis.startswith("model.")]
+        for combo in itertools.product(*[[(axis, i, v) for i, v in enumerate(values)] for axis, values in kept]):
+            values = {k: v for k, v in copy.deepcopy(base).items() if k != "model"}
+            origins = {k: v for k, v in base_origins.items() if not k.startswith("model.")}
+            values["model"] = {"name": ref.name, "kwargs": copy.deepcopy(ref.kwargs)}
+            origins.update({"model.name": f"references[{r_index}]", "model.kwargs": f"references[{r_index}].kwargs"})
+            settings = []
+            for axis, i, value in combo:
+                bundle = axis.split(".")[0] not in TRIAL_SECTIONS
+                chosen = {k: v for k, v in value.items() if not str(k).startswith("model.")} if bundle else {axis: value}
+                values = _deep_merge(values, _nest(chosen))
+                for set_key, sub in chosen.items():
+                    _flat_origins(set_key, sub, f"grid.{axis}[{i}]", origins)
+                if len(spec.grid[axis]) > 1:
+                    settings.append((axis, value))
+            forced_here = {k: v for k, v in forced.items() if k != "model"}
+            origin = f"references[{r_index}]" + "".join(f" × grid.{a}[{i}]" for a, i, _ in combo)
+            candidates.append(Candidate(REFERENCE_METHOD, origin, _deep_merge(values, forced_here),
+                                        {**origins, **forced_origins}, settings, reference=ref.name))
     for t_index, extra in enumerate(spec.trials):
         extra = dict(extra)
         explicit_id = extra.pop("id", None)
@@ -585,8 +634,9 @@ def _expand(path: Path, spec: _StudyFields, raw: dict, overrides: list[tuple[str
                 problems.append(f"{path}: {where}: {problem} (trial {origin})")
                 continue
         explicit = [v for k, v in settings if k == "id"]
-        trial_id = _slug(explicit[0]) if explicit else _trial_id(key, settings)
-        trial = Trial(trial_id, spec.kind, cfg, params, spec.resources, origin, candidate.arm_id)
+        trial_id = _slug(explicit[0]) if explicit else _trial_id(candidate.name_key, settings)
+        trial = Trial(trial_id, spec.kind, cfg, params, spec.resources, origin, candidate.arm_id,
+                      candidate.reference)
         fingerprint = json.dumps(trial.resolved(), sort_keys=True)
         if fingerprint in seen:
             problems.append(f"{path}: {origin}: duplicate trial: same configuration as {seen[fingerprint]} "
@@ -595,10 +645,32 @@ def _expand(path: Path, spec: _StudyFields, raw: dict, overrides: list[tuple[str
         seen[fingerprint] = origin
         if trial_id in used_ids:
             digest = hashlib.sha1(fingerprint.encode()).hexdigest()[:6]
-            trial = Trial(f"{trial_id}__{digest}", spec.kind, cfg, params, spec.resources, origin, candidate.arm_id)
+            trial = Trial(f"{trial_id}__{digest}", spec.kind, cfg, params, spec.resources, origin, candidate.arm_id,
+                          candidate.reference)
         used_ids[trial.trial_id] = origin
         trials.append(trial)
     return trials, problems
+
+
+# A reference trial's method fields: a placeholder its model ignores (the model has no discretization).
+REFERENCE_METHOD = "zoh/canonical"
+
+
+def _reference_problems(path: Path, index: int, ref: Reference, method_models: set) -> list[str]:
+    """A reference must be a registered model without a discretization, and not one the methods run on."""
+    from .models import model_info
+
+    where = f"{path}: references[{index}]"
+    try:
+        info = model_info(ref.name)
+    except ValueError as exc:
+        return [f"{where}: {exc}"]
+    if info.discretized:
+        return [f"{where}: {ref.name} is discretized; a reference is a model without a discretization "
+                f"(list it under model.name to compare methods on it)"]
+    if ref.name in method_models:
+        return [f"{where}: {ref.name} is also the methods' model; list it in one place"]
+    return []
 
 
 def _apply_lock(path: Path, candidates: list[Candidate], tuned: TuningLock) -> tuple[list[Candidate], list[str]]:
@@ -619,7 +691,7 @@ def _apply_lock(path: Path, candidates: list[Candidate], tuned: TuningLock) -> t
         chosen = {k: v for k, v in choice.chosen.items() if not str(candidate.origins.get(k, "")).startswith("-o ")}
         origins = {**candidate.origins, **{k: f"{where.name}: arms.{candidate.arm_id}.chosen.{k}" for k in chosen}}
         out.append(Candidate(candidate.method_key, candidate.origin, _deep_merge(candidate.values, _nest(chosen)),
-                             origins, candidate.settings))
+                             origins, candidate.settings, candidate.reference))
     return out, problems
 
 
@@ -690,7 +762,7 @@ def trial_table(study: Study) -> list[str]:
         recipe = t.config.train.resolved()
         kind = TRIAL_KINDS[t.kind]
         epochs = str(recipe.epochs) if kind.trains else "-"
-        rows.append([t.trial_id, t.method_key, t.config.model.name if kind.builds_model else "-",
+        rows.append([t.trial_id, "reference" if t.reference else t.method_key, t.config.model.name if kind.builds_model else "-",
                      t.config.data.dataset if kind.trains else "-",
                      "×".join(map(str, input_size(t.config.data))) if kind.trains else "-",
                      epochs, str(t.config.seed), f"{t.resources.cpus:g}",

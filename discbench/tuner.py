@@ -229,7 +229,7 @@ def tune_study(study, results_dir: Path, max_concurrent: int | None = None, num_
                 best = choose(candidates)
             except ValueError as exc:
                 raise RunError(f"arm {arm_id}: {exc}; widen or move the search space") from None
-            choice = ArmChoice(method=trial.method_key, chosen=best.values, val_top1=best.val_top1,
+            choice = ArmChoice(method=trial.label, chosen=best.values, val_top1=best.val_top1,
                                epochs_spent=sum(c.epochs for c in candidates), candidates=candidates)
             chosen[arm_id] = choice
             results._atomic_write_text(saved, json.dumps({"plan": plan, "config": trial.config.model_dump(mode="json"),

@@ -68,7 +68,7 @@ def test_the_gru_classifies_sequences_of_any_length_and_refuses_bad_input():
 
 
 def test_the_references_are_one_name_per_non_ssm_model_class():
-    assert reference_names() == ["seqgru_micro"]
+    assert reference_names() == ["seqcnn_micro", "seqgru_micro", "seqtransformer_micro"]
 
 
 def test_the_matched_width_is_the_closest_in_parameters(tiny_study):
@@ -87,7 +87,7 @@ def test_the_matched_width_is_the_closest_in_parameters(tiny_study):
 def test_bench_train_json_times_the_trial_step_against_the_matched_gru(tiny_study, capsys):
     path = tiny_study
     argv = ["bench", "train", "--study", str(path), "--lengths", "12,20", "--batch", "4", "--repeats", "1",
-            "--profile-rows", "3", "--flip-path", "--json"]
+            "--profile-rows", "3", "--flip-path", "--json", "--references", "seqgru_micro"]
     assert main(argv) == 0
     records = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert [(r["length"], r["batch"], r["method"], r["params"]) for r in records] == [
@@ -104,7 +104,7 @@ def test_bench_train_json_times_the_trial_step_against_the_matched_gru(tiny_stud
 def test_bench_train_table_names_the_model_the_reference_and_the_ratio(tiny_study, capsys):
     path = tiny_study
     argv = ["bench", "train", "--study", str(path), "--lengths", "12", "--batch", "4", "--repeats", "1",
-            "--profile-rows", "2", "--method", "foh/paper"]
+            "--profile-rows", "2", "--method", "foh/paper", "--references", "seqgru_micro"]
     assert main(argv) == 0
     out = capsys.readouterr().out
     assert "training step of seqmamba_micro" in out and "(foh/paper, 19,690 parameters)" in out

@@ -63,7 +63,7 @@ def test_model_info_reads_the_family_cfg_and_timm_models_are_undiscretized_image
     deit = model_info("deit_tiny_patch16_224")
     assert (deit.modality, deit.discretized) == ("image", False)
     assert "deit_tiny_patch16_224" not in family_names()
-    with pytest.raises(ValueError, match="unknown model 'toy_nonet'; allowed: mnist1d_cnn, mnist1d_gru, mnist1d_logistic, mnist1d_mlp, seqgru_micro"):
+    with pytest.raises(ValueError, match="unknown model 'toy_nonet'; allowed: mnist1d_cnn, mnist1d_gru, mnist1d_logistic, mnist1d_mlp, seqcnn_micro"):
         model_info("toy_nonet")
 
 

@@ -163,7 +163,9 @@ KIND = TrialKind(
                            "over every token of the test split after training; layer (0-based), direction "
                            "('forward' or 'backward')", ("model", "method_key", "layer", "direction")),
     },
-    tables=(accuracy_or_note, f"{_TABLES}:convergence_table", "discbench.report.tuning:tuning_table", f"{_TABLES}:transfer_table", f"{_TABLES}:lambda_table", f"{_TABLES}:cost_table",
+    tables=(accuracy_or_note, f"{_TABLES}:references_table", f"{_TABLES}:convergence_table",
+            "discbench.report.tuning:tuning_table", f"{_TABLES}:transfer_table", f"{_TABLES}:lambda_table",
+            f"{_TABLES}:cost_table",
             f"{_TABLES}:ablation_bidirectional_table", f"{_TABLES}:ablation_classification_table",
             f"{_TABLES}:published_accuracy_table", f"{_TABLES}:mnist1d_published_table", f"{_TABLES}:efficiency_table"),
     figures=tuple(f"{_FIGURES}:{name}" for name in (

@@ -45,7 +45,8 @@ def convergence_frame(view: StudyView) -> pd.DataFrame:
     if epochs.empty or "top1" not in epochs or "train_loss" not in epochs:
         return pd.DataFrame(columns=COLUMNS)
     spec = analysis_of(view).convergence
-    finished = view.trials[view.trials["status"] == "ok"].set_index("trial_id")
+    every = pd.concat([view.trials, view.references]) if not view.references.empty else view.trials
+    finished = every[every["status"] == "ok"].set_index("trial_id")
     rows = []
     for trial_id, records in epochs[epochs["trial_id"].isin(finished.index)].groupby("trial_id", sort=False):
         records = records.sort_values("epoch")
@@ -86,11 +87,12 @@ def convergence_sentence(view: StudyView) -> str:
     if failed.empty:
         return (f"Convergence: {len(judged)} of {len(frame)} finished trials converged by the study's rule ({rule})"
                 f"{short}.")
-    order = list(dict.fromkeys(c[0] for c in view.conditions))  # the report's order: baseline first
+    # the report's order: baseline first, the references last
+    order = list(dict.fromkeys(c[0] for c in view.conditions)) + view.reference_names
     by = failed.groupby(["model", "method_key"]).size()
     several = len(view.models) > 1
-    listed = ", ".join(f"{f'{model} ' if several else ''}{key} {by[(model, key)]}"
-                       for model in view.models for key in order if (model, key) in by)
+    listed = ", ".join(f"{f'{model} ' if several and model in view.models else ''}{key} {by[(model, key)]}"
+                       for model in view.models + view.reference_names for key in order if (model, key) in by)
     return (f"Not converged: {len(failed)} of {len(frame)} finished trials did not converge by the study's rule "
             f"({rule}){short}; the verdicts below compare models that were still learning "
             f"(per {'model and ' if several else ''}method: {listed}).")

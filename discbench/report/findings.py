@@ -17,6 +17,7 @@ import pandas as pd
 from . import families, stats
 from .aggregate import accuracy_frame, transfer_frame
 from .convergence import convergence_sentence
+from .tables import references_table
 from .tuning import tuning_sentence
 from .study_view import StudyView
 
@@ -173,8 +174,21 @@ def accuracy_findings(view: StudyView) -> list[str]:
         for length, at_length in away.groupby("length", sort=True):
             sentences += _per_setting(view, at_length, f", evaluated at L′={int(length)}")
     sentences += divergence_findings(view, frame)
+    references = references_sentence(view)
+    sentences += [references] if references else []
     target = target_sentence(view, [frame, transfer])
     return sentences + ([target] if target else [])
+
+
+def references_sentence(view: StudyView) -> str:
+    """The references' test top-1 beside each model's baseline, in one sentence (empty without references)."""
+    table = references_table(view)
+    if table is None:
+        return ""
+    parts = [f"{row['model']} {row['top-1 (%)']}" for _, row in table.display.iterrows()]
+    alike = ", tuned with the same budget" if view.results.meta.get("tuning_lock") else ""
+    return (f"References without a discretization (the methods' data, splits and recipe{alike}), top-1 on the "
+            f"test split: " + "; ".join(parts) + ".")
 
 
 def _per_setting(view: StudyView, frame: pd.DataFrame, extra: str) -> list[str]:

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pandas as pd
+import yaml
 
 from ..config import result_neutral_fields
 from ..methods import METHODS
@@ -35,8 +36,10 @@ class StudyView:
     """A study's trials with the axes a report groups by.
 
     trials: the trials table plus `condition` (a tuple: method_key then factor values) and
-    `model` filled; factors: factor column names; models: model names in the order they first
-    appear; conditions: every condition, the baseline first then registry order.
+    `model` filled, without the references; factors: factor column names; models: model names in
+    the order they first appear; conditions: every condition, the baseline first then registry
+    order. references: the trials of the study's `references:` models (no discretization), with
+    method_key and condition set to the model's name; empty when it lists none.
     """
 
     results: StudyResults
@@ -46,10 +49,15 @@ class StudyView:
     conditions: list[tuple]
     baseline_key: str = BASELINE_KEY
     _labels: dict[str, str] = field(default_factory=dict)
+    references: pd.DataFrame = field(default_factory=pd.DataFrame)
 
     @property
     def name(self) -> str:
         return self.results.name
+
+    @property
+    def reference_names(self) -> list[str]:
+        return list(dict.fromkeys(self.references["model"])) if not self.references.empty else []
 
     @property
     def has_baseline(self) -> bool:
@@ -86,6 +94,14 @@ class StudyView:
                 f"torch {values('torch_version')}; commit {' / '.join(commits) or 'unknown'}")
 
 
+def reference_models(results: StudyResults) -> list[str]:
+    """The model names the study lists under `references:` (from the study file kept in study.json)."""
+    source = results.meta.get("study_source")
+    raw = yaml.safe_load(source) if source else None
+    listed = raw.get("references") if isinstance(raw, dict) else None
+    return [r if isinstance(r, str) else r.get("name") for r in listed or []]
+
+
 def build_view(results: StudyResults) -> StudyView:
     trials = results.trials.copy()
     if trials.empty:
@@ -96,6 +112,15 @@ def build_view(results: StudyResults) -> StudyView:
     if trials["model"].isna().all() and "config.model.name" in trials:
         trials["model"] = trials["config.model.name"]
     trials["model"] = trials["model"].fillna("unknown model").astype(str)
+    listed = reference_models(results)
+    is_reference = trials["model"].isin(listed)
+    references = trials[is_reference].copy()
+    references = references.iloc[sorted(range(len(references)), key=lambda i: listed.index(references["model"].iloc[i]))]
+    references["method_key"] = references["model"]  # its method fields are a placeholder
+    references["condition"] = [(m,) for m in references["model"]]
+    trials = trials[~is_reference].copy()
+    if trials.empty:
+        raise ValueError(f"study {results.name!r} at {results.path} has only reference trials")
     models = list(dict.fromkeys(trials["model"]))
 
     factors = [c for c in trials.columns if c.startswith("config.") and c not in _NOT_FACTORS
@@ -108,7 +133,8 @@ def build_view(results: StudyResults) -> StudyView:
     order = {key: i for i, key in enumerate(METHODS)}
     conditions = sorted(set(trials["condition"]), key=lambda c: (
         c[0] != BASELINE_KEY, order.get(c[0], len(order)), c[0], tuple(str(v) for v in c[1:])))
-    return StudyView(results, trials, factors, models, conditions, _labels=_short_labels(factors))
+    return StudyView(results, trials, factors, models, conditions, _labels=_short_labels(factors),
+                     references=references.reset_index(drop=True))
 
 
 _DIVERGED_AT = re.compile(r"^\s*epoch\s+(\d+)\s*,\s*step\s+(\d+)\s*$")

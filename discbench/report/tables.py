@@ -383,8 +383,10 @@ def convergence_table(view: StudyView) -> Table | None:
     if frame.empty:
         return None
     spec = families.analysis_of(view).convergence
-    order = {c: i for i, c in enumerate(view.conditions)}
-    frame = frame.assign(_m=frame["model"].map(view.models.index), _c=frame["condition"].map(order))
+    # the references after the methods, each its own row
+    order = {c: i for i, c in enumerate(view.conditions + [(m,) for m in view.reference_names])}
+    models = view.models + view.reference_names
+    frame = frame.assign(_m=frame["model"].map(models.index), _c=frame["condition"].map(order))
     rows = []
     for (_, _, model, condition), trials in frame.groupby(["_m", "_c", "model", "condition"], sort=True):
         judged = trials[trials["converged"].notna()]
@@ -408,7 +410,53 @@ def convergence_table(view: StudyView) -> Table | None:
                f"[min, max] (negative: a fall, a rise). A trial with fewer "
                f"epochs than the window is not judged. The CSV has one row per trial. {view.provenance()}.")
     data = frame.drop(columns=["_m", "_c"]).assign(condition=[", ".join(map(str, c)) for c in frame["condition"]])
-    return Table("convergence", "Convergence", caption, pd.DataFrame(rows), data.reset_index(drop=True))
+    return Table("convergence", "Convergence", caption, pd.DataFrame(rows).fillna(DASH), data.reset_index(drop=True))
+
+
+# ----------------------------------------------------------------------------- references
+
+def _reference_rows(view: StudyView) -> pd.DataFrame:
+    """The trials a references table shows: every reference's, and each model's baseline ones."""
+    baseline = view.trials[view.trials["method_key"] == view.baseline_key].assign(
+        label=lambda t: [f"{view.baseline_key} ({m})" for m in t["model"]], kind="method")
+    references = view.references.assign(label=view.references["model"], kind="reference")
+    return pd.concat([references, baseline], ignore_index=True)
+
+
+def references_table(view: StudyView) -> Table | None:
+    """The study's references (models without a discretization: same data, splits, recipe and
+    tuning) beside the baseline: parameters, top-1 on the test split and, with transfer, at each L′."""
+    if view.references.empty:
+        return None
+    rows_in = _reference_rows(view)
+    m = view.results.measurements
+    transfer = m[(m["quantity"] == "transfer") & (m["name"] == "top1")] if not m.empty else m
+    lengths = sorted({int(x) for x in pd.to_numeric(transfer.get("length", pd.Series(dtype=float)),
+                                                      errors="coerce").dropna()})
+    rows, data = [], []
+    for label, trials in rows_in.groupby("label", sort=False):
+        ok = trials[trials["status"] == "ok"]
+        top1 = pd.to_numeric(ok["top1"], errors="coerce").dropna()
+        params = pd.to_numeric(trials.get("params", pd.Series(dtype=float)), errors="coerce").dropna()
+        row = {"model": label, "parameters": f"{int(params.iloc[0]):,}" if not params.empty else DASH,
+               "diverged": f"{int((trials['status'] == 'diverged').sum())} of {len(trials)}",
+               "top-1 (%)": _mean_std(top1.mean(), top1.std(), len(top1))}
+        record = {"model": label, "kind": trials["kind"].iloc[0], "top1_mean": top1.mean(), "top1_sd": top1.std(),
+                  "n": len(top1)}
+        for length in lengths:
+            here = transfer[transfer["trial_id"].isin(ok["trial_id"]) &
+                            (pd.to_numeric(transfer["length"], errors="coerce") == length)]
+            values = pd.to_numeric(here["value"], errors="coerce").dropna()
+            row[f"top-1 at L′={length} (%)"] = _mean_std(values.mean(), values.std(), len(values))
+            record[f"top1_at_{length}"] = values.mean()
+        rows.append(row)
+        data.append(record)
+    caption = (f"References: models without a discretization, trained on the same data and splits with the same "
+               f"recipe{' and the same tuning budget' if view.results.meta.get('tuning_lock') else ''}, beside the "
+               f"baseline {view.baseline_key}; top-1 on the test split, mean ± sample sd over seeds (n = seeds that "
+               f"finished)" + (", and at each evaluation length L′ (a reference has no step Δ: it runs as trained)"
+                               if lengths else "") + f". {view.provenance()}.")
+    return Table("references", "References without a discretization", caption, pd.DataFrame(rows), pd.DataFrame(data))
 
 
 # ----------------------------------------------------------------------------- cost

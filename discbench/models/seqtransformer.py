@@ -1,0 +1,91 @@
+"""seqtransformer: a small Transformer-encoder reference for sequence data (no discretization),
+registered in timm like every family so that a study lists it under `model.name` or `references:`.
+
+    timm.create_model("seqtransformer_micro", in_chans=1, seq_len=40, num_classes=10)
+
+input (b, L, in_chans) -> Linear to width D, plus sinusoidal positions (fixed, so any length
+runs) -> `depth` pre-norm encoder layers (`num_heads` heads, one by default so that any width D
+works; feed-forward 2D, GELU) -> LayerNorm ->
+the mean over tokens -> Linear head. Sizes are matched in parameters to the conv-free seqmamba
+of the same name on MNIST-1D's one channel and 10 classes: seqtransformer_micro (D = 34, one head,
+19,730 parameters against seqmamba_micro's 19,690), seqtransformer_tiny (D = 89, one head, 129,950
+against seqmamba_tiny's 129,098).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn as nn
+from timm.models import generate_default_cfgs, register_model
+
+from .reference import SequenceClassifier
+from .registry import build_family_model, sequence_cfg
+
+Tensor = torch.Tensor
+
+
+def sinusoidal_positions(length: int, width: int, device: torch.device) -> Tensor:
+    """(length, width) fixed positions of "Attention Is All You Need" (sin on even, cos on odd
+    features), for any length."""
+    position = torch.arange(length, device=device, dtype=torch.float32)[:, None]
+    frequency = torch.exp(torch.arange(0, width, 2, device=device, dtype=torch.float32) * (-math.log(10000.0) / width))
+    table = torch.zeros(length, width, device=device)
+    table[:, 0::2] = torch.sin(position * frequency)
+    table[:, 1::2] = torch.cos(position * frequency[: width // 2])
+    return table
+
+
+class SequenceTransformer(SequenceClassifier):
+    """Sequences (b, L, in_chans) -> logits (b, num_classes) through a pre-norm Transformer encoder."""
+
+    pool_choices = ("mean",)
+    width_arg = "embed_dim"  # what `discbench bench train` varies to match another model's parameters
+
+    def __init__(self, seq_len: int = 40, in_chans: int = 1, num_classes: int = 10, embed_dim: int = 34,
+                 depth: int = 2, num_heads: int = 1, pool: str = "mean", drop_rate: float = 0.0,
+                 drop_path_rate: float = 0.0):
+        super().__init__(seq_len, in_chans, num_classes, drop_rate, drop_path_rate, pool=pool, embed_dim=embed_dim,
+                         depth=depth, num_heads=num_heads)
+        if embed_dim % num_heads:
+            raise ValueError(f"embed_dim {embed_dim} must be a multiple of num_heads {num_heads}")
+        self.num_features = self.head_hidden_size = embed_dim
+        self.embed = nn.Linear(in_chans, embed_dim)
+        layer = nn.TransformerEncoderLayer(embed_dim, num_heads, dim_feedforward=2 * embed_dim, dropout=0.0,
+                                           activation="gelu", batch_first=True, norm_first=True)
+        self.encoder = nn.TransformerEncoder(layer, depth, enable_nested_tensor=False)
+        self.norm = nn.LayerNorm(embed_dim)
+        self.head_drop = nn.Dropout(drop_rate)
+        self.head = self.new_head()
+
+    def forward_features(self, x: Tensor) -> Tensor:
+        """Sequences (b, L, in_chans) -> every token's features (b, L, D)."""
+        self.check_input(x)
+        tokens = self.embed(x) + sinusoidal_positions(x.shape[1], self.num_features, x.device)
+        return self.norm(self.encoder(tokens))
+
+    def forward_head(self, x: Tensor, pre_logits: bool = False) -> Tensor:
+        """Features (b, L, D) -> logits (b, num_classes), or with pre_logits the pooled (b, D)."""
+        features = self.head_drop(x.mean(dim=1))
+        return features if pre_logits else self.head(features)
+
+
+default_cfgs = generate_default_cfgs({
+    "seqtransformer_micro": sequence_cfg(discretized=False, first_conv="embed"),
+    "seqtransformer_tiny": sequence_cfg(discretized=False, first_conv="embed"),
+})
+
+
+@register_model
+def seqtransformer_micro(pretrained: bool = False, **kwargs) -> SequenceTransformer:
+    """D = 34, one head: seqmamba_micro's parameter count without its conv (19,730 against 19,690)."""
+    return build_family_model(SequenceTransformer, "seqtransformer_micro", pretrained,
+                              **dict(dict(embed_dim=34), **kwargs))
+
+
+@register_model
+def seqtransformer_tiny(pretrained: bool = False, **kwargs) -> SequenceTransformer:
+    """D = 89, one head: seqmamba_tiny's parameter count without its conv."""
+    return build_family_model(SequenceTransformer, "seqtransformer_tiny", pretrained,
+                              **dict(dict(embed_dim=89), **kwargs))
