@@ -10,7 +10,8 @@ candidate with the best validation top-1 among those that trained every epoch (`
 Candidates train with `train.fit(evaluate_test=False)`: the test split is never built.
 
 Finished arms are kept in results/<study>/tuning/<arm>.json (with the plan they were tuned under):
-an interrupted `discbench tune` resumes with the next arm. The lock file is written at the end.
+an interrupted `discbench tune` keeps them and starts the arm it was on afresh. The lock file is
+written at the end.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from __future__ import annotations
 import argparse
 import datetime as _dt
 import json
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -223,6 +225,9 @@ def tune_study(study, results_dir: Path, max_concurrent: int | None = None, num_
                     if spent else "")
             _say(f"arm {index}/{len(arms)} {arm_id}{left}")
             arm_start = time.monotonic()
+            # an arm interrupted part-way starts over: its candidates' checkpoints would resume
+            # without reporting the epochs they already had, which ASHA and the choice need
+            shutil.rmtree(folder / arm_id, ignore_errors=True)
             candidates = _tune_arm(arm_id, trial, spec, folder, epochs, concurrency)
             spent.append(time.monotonic() - arm_start)
             try:
