@@ -594,7 +594,7 @@ def _run(study: Study, study_path: Path, args: argparse.Namespace) -> int:
     for note in study.notes:
         print(f"  note: {note}")
     if study.tuned is not None:
-        print(f"  tuned: each arm at its values from {lock_path(study.path)} (discbench tune at {study.tuned.commit})")
+        print(f"  tuned: each arm at its values from {lock_path(study.path)} (discbench tune at {study.tuned.commit[:12]})")
     elif study.spec.tune is not None:
         print(f"  untuned: no {lock_path(study.path)} yet (discbench tune {study.path} writes it); "
               f"every arm runs at the study's own values")

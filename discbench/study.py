@@ -26,7 +26,8 @@ A study file (see studies/*.yaml):
 
 The trials are methods × grid (the cartesian product, in file order), then references × grid
 (the grid's axes over model.* left out: a reference is its own model; the method fields of its
-trials are a placeholder it ignores; trial ids `ref-<model>…`), then the explicit trials. A grid axis over a key whose values are mappings merges each mapping into the key
+trials are a placeholder it ignores; trial ids `ref-<model>…`), then the explicit trials. A grid
+axis over a key whose values are mappings merges each mapping into the key
 (`model.kwargs: [{cls_token: none, pool: max}, {cls_token: head}]`); a named axis that is not a
 config key sets several keys together (`size: [{model.name: vim_small_patch16_224,
 train.preset: vim_small}, …]`). Overrides of trial keys (`-o train.epochs=1`) win over all of
@@ -550,7 +551,8 @@ def _expand(path: Path, spec: _StudyFields, raw: dict, overrides: list[tuple[str
             candidates.append(Candidate(key, origin, _deep_merge(values, forced), {**origins, **forced_origins},
                                         settings))
     for r_index, ref in enumerate(spec.references):
-        problems += _reference_problems(path, r_index, ref, {c.values.get("model", {}).get("name") for c in candidates})
+        method_models = {c.values.get("model", {}).get("name") for c in candidates}
+        problems += _reference_problems(path, r_index, ref, method_models)
         kept = [(axis, values) for axis, values in axes if not axis.startswith("model.")]
         for combo in itertools.product(*[[(axis, i, v) for i, v in enumerate(values)] for axis, values in kept]):
             values = {k: v for k, v in copy.deepcopy(base).items() if k != "model"}

@@ -264,7 +264,7 @@ def test_large_step_reaches_steps_far_beyond_one():
     assert (0.001, 0.1) in ranges and max(high for _, high in ranges) * 16 > 100  # |aΔ| up to 16·dt_max
 
 
-def test_the_default_study_is_the_conv_free_half_of_sampling_rate_tuned_and_trained_longer():
+def test_the_default_study_is_part_of_sampling_rates_conv_free_half_tuned_and_trained_longer():
     from discbench.study import DEFAULT_STUDY
 
     default = load_study(DEFAULT_STUDY, apply_lock=False)
@@ -277,7 +277,11 @@ def test_the_default_study_is_the_conv_free_half_of_sampling_rate_tuned_and_trai
         return t.method_key + json.dumps(values, sort_keys=True)
 
     conv_free = {setting(t) for t in full.trials if t.config.model.kwargs["conv"] == "none"}
-    assert {setting(t) for t in default.trials} == conv_free
+    methods = [t for t in default.trials if not t.reference]
+    assert {setting(t) for t in methods} <= conv_free
+    assert {t.method_key for t in methods} == {"zoh/paper", "zoh/canonical", "foh/paper", "trapezoid/paper"}
+    assert {t.reference for t in default.trials if t.reference} == {"seqgru_micro", "seqcnn_micro",
+                                                                     "seqtransformer_micro"}
     assert len({t.config.seed for t in default.trials}) >= 3
     assert set(default.spec.tune.space) == {"train.lr", "train.weight_decay"}
     assert default.spec.tune.seed not in {t.config.seed for t in default.trials}
