@@ -81,6 +81,18 @@ def method_style(key: str) -> dict:
             "markerfacecolor": "none" if (index + v_index) % 2 else color}
 
 
+_REFERENCE_COLORS = ("#333333", "#8c564b", "#7f7f7f", "#bcbd22", "#17becf")
+_REFERENCE_MARKERS = ("P", "X", "h", "8", "*")
+
+
+def reference_style(index: int) -> dict:
+    """The look of a study's index-th reference model: dark, muted colours and their own markers,
+    dash-dotted, so that a reference is never mistaken for a method."""
+    return {"color": _REFERENCE_COLORS[index % len(_REFERENCE_COLORS)],
+            "marker": _REFERENCE_MARKERS[index % len(_REFERENCE_MARKERS)], "linestyle": "-.",
+            "markerfacecolor": _REFERENCE_COLORS[index % len(_REFERENCE_COLORS)]}
+
+
 def _series_style(index: int) -> dict:
     palette = sns.color_palette("colorblind", 10)
     return {"color": palette[index % 10], "marker": _MARKERS[index % len(_MARKERS)],

@@ -56,6 +56,11 @@ class StudyView:
         return self.results.name
 
     @property
+    def every_trial(self) -> pd.DataFrame:
+        """The methods' trials and then the references' (whose condition is their model's name)."""
+        return pd.concat([self.trials, self.references], ignore_index=True) if not self.references.empty else self.trials
+
+    @property
     def reference_names(self) -> list[str]:
         return list(dict.fromkeys(self.references["model"])) if not self.references.empty else []
 

@@ -696,7 +696,7 @@ def _on_published_mnist1d(view: StudyView) -> pd.Series:
     """Per trial: whether it trained on MNIST-1D at the published table's length (the published
     dataset itself, or discbench's resampled mnist1d at that length)."""
     table = published.mnist1d()
-    trials = view.trials
+    trials = view.every_trial
     dataset = _dataset_of(trials)
     length = pd.to_numeric(trials.get("config.data.seq_length", pd.Series(index=trials.index)), errors="coerce")
     resampled_at = (dataset == "mnist1d") & length.fillna(table["length"]).eq(table["length"])
@@ -711,7 +711,8 @@ def mnist1d_published_table(view: StudyView) -> Table | None:
     if not on_data.any():
         return None
     table = published.mnist1d()
-    trials = view.trials[on_data & (view.trials["status"] == "ok")]
+    every = view.every_trial
+    trials = every[on_data & (every["status"] == "ok")]
     dataset_of = _dataset_of(trials)
 
     def ours(rows: pd.DataFrame) -> dict:
@@ -731,14 +732,16 @@ def mnist1d_published_table(view: StudyView) -> Table | None:
                    "model": entry.get("ours"), "method_key": None, "dataset": dataset, **ours(rows)}
             row["gap"] = row["top1_mean"] - row["published_top1"] if row["top1_n"] else math.nan
             data.append(row)
-    order = {c: i for i, c in enumerate(view.conditions)}
+    # the methods, then the references (a reference's condition is its model's name)
+    order = {c: i for i, c in enumerate(view.conditions + [(m,) for m in view.reference_names])}
+    models = view.models + view.reference_names
     others = trials[~trials["model"].isin(published_models)]
-    others = others.assign(_m=others["model"].map(view.models.index), _c=others["condition"].map(order))
+    others = others.assign(_m=others["model"].map(models.index), _c=others["condition"].map(order))
     for (_, _, model, condition), rows in others.groupby(["_m", "_c", "model", "condition"], sort=True):
+        label = "reference" if model in view.reference_names else view.condition_label(condition)
         for dataset, group in rows.groupby(dataset_of[rows.index], sort=True):
             data.append({"published_model": None, "published_top1": math.nan, "model": model,
-                         "method_key": view.condition_label(condition), "dataset": dataset, **ours(group),
-                         "gap": math.nan})
+                         "method_key": label, "dataset": dataset, **ours(group), "gap": math.nan})
     for row in data:
         name = row["published_model"] or f"{row['model']} ({row['method_key']})"
         interval = (f"[{_num(row['ci_low'])}, {_num(row['ci_high'])}]" if row["top1_n"] >= 2 else "—")

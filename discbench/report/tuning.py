@@ -15,7 +15,8 @@ import pandas as pd
 import yaml
 
 from ..tuning import TuningLock, parse_lock_text
-from .figures import FigureFile, _save, _theme, method_style
+from ..methods import METHODS
+from .figures import FigureFile, _save, _theme, method_style, reference_style
 from .study_view import StudyView
 from .tables import Table, _num
 
@@ -108,9 +109,11 @@ def sensitivity_figure(view: StudyView, out_dir: Path) -> FigureFile | None:
         return None
     style, context = _theme()
     with style, context:
-        fig, ax = plt.subplots(figsize=(7.2, 4.4))
+        fig, ax = plt.subplots(figsize=(8.4, 4.4))
+        references = [arm.method for arm in lock.arms.values() if arm.method not in METHODS]
         for arm_id, arm in lock.arms.items():
-            look = method_style(arm.method)
+            look = (reference_style(references.index(arm.method)) if arm.method in references
+                    else method_style(arm.method))
             points = sorted((c.values[SENSITIVITY_KEY], c.val_top1, c.status) for c in arm.candidates
                             if c.val_top1 is not None and math.isfinite(c.val_top1))
             full = [(x, y) for x, y, s in points if s == "finished"]
@@ -126,7 +129,7 @@ def sensitivity_figure(view: StudyView, out_dir: Path) -> FigureFile | None:
         ax.set_xscale("log")
         ax.set_xlabel("learning rate (train.lr)")
         ax.set_ylabel("validation top-1 (%)")
-        ax.legend(fontsize=7, ncol=2, loc="lower center")
+        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), title="arm", title_fontsize=8)
     others = [k for k in lock.tune.space if k != SENSITIVITY_KEY]
     caption = (f"Sensitivity to the learning rate: validation top-1 of every candidate of the tuning stage against "
                f"its learning rate, one line per method through the candidates that trained all {lock.epochs} epochs; "
