@@ -336,6 +336,11 @@ SHIPPED_STUDIES = Path(__file__).resolve().parents[1] / "studies"
 DEFAULT_STUDY = "sampling_rate_noconv"
 
 
+def study_files(folder: Path) -> list[Path]:
+    """The study files in `folder`, sorted (not the tuning lock files beside them)."""
+    return sorted(p for p in Path(folder).glob("*.yaml") if not p.name.endswith(LOCK_SUFFIX))
+
+
 def find_study(name: str | Path) -> Path:
     """A study file from a path, or from a bare name: ./studies/<name>.yaml, then the shipped
     studies/<name>.yaml (so `discbench run digits` works from any folder)."""
@@ -351,7 +356,7 @@ def find_study(name: str | Path) -> Path:
 
 def _read_yaml(path: Path) -> tuple[str, dict]:
     if not path.is_file():
-        shipped = sorted(p.stem for p in SHIPPED_STUDIES.glob("*.yaml"))
+        shipped = [p.stem for p in study_files(SHIPPED_STUDIES)]
         names = f"; shipped studies: {', '.join(shipped)}" if shipped else ""
         raise StudyError([f"{path}: no such study file (give a path to a .yaml file or a study name{names})"])
     text = path.read_text()
@@ -812,5 +817,5 @@ def run_command(args: argparse.Namespace) -> int:
     return status
 
 
-__all__ = ["find_study", "DEFAULT_STUDY", "Study", "StudySpec", "Trial", "Resources", "StudyError", "load_study",
+__all__ = ["find_study", "study_files", "DEFAULT_STUDY", "Study", "StudySpec", "Trial", "Resources", "StudyError", "load_study",
            "parse_override", "trial_table", "configure_parser", "run_command", "add_override_arguments"]

@@ -37,7 +37,7 @@ def test_the_readme_studies_table_lists_every_shipped_study_with_its_trial_count
     """README.md's studies table is where users read what a study costs: it must stay true."""
     import re
 
-    from discbench.study import DEFAULT_STUDY, SHIPPED_STUDIES, load_study
+    from discbench.study import DEFAULT_STUDY, SHIPPED_STUDIES, load_study, study_files
 
     readme = (SPEC.parents[1] / "README.md").read_text(encoding="utf-8")
     rows = {}
@@ -45,7 +45,7 @@ def test_the_readme_studies_table_lists_every_shipped_study_with_its_trial_count
         found = re.match(r"\| `([a-z0-9_]+)\.yaml` \|", line)
         if found:  # cells: study, what it reproduces, trials, cost ("\|" inside a cell is text)
             rows[found.group(1)] = [c.strip() for c in re.split(r"(?<!\\)\|", line)[1:-1]]
-    shipped = sorted(p.stem for p in SHIPPED_STUDIES.glob("*.yaml"))
+    shipped = [p.stem for p in study_files(SHIPPED_STUDIES)]
     assert sorted(rows) == shipped
     for name in shipped:
         assert rows[name][2] == str(len(load_study(name).trials)), f"README.md: trial count of {name}"

@@ -9,11 +9,11 @@ import pytest
 
 from discbench.models import model_info
 from discbench.cli import main
-from discbench.study import StudyError, load_study, parse_override
+from discbench.study import StudyError, load_study, parse_override, study_files
 
 ROOT = Path(__file__).resolve().parents[1]
 BAD = sorted((ROOT / "tests" / "bad_studies").glob("*.yaml"))
-STUDIES = sorted((ROOT / "studies").glob("*.yaml"))
+STUDIES = study_files(ROOT / "studies")
 
 
 def expected_message(path: Path) -> str:
