@@ -598,8 +598,10 @@ class DataConfig(Strict):
     train_limit: int | None = Field(None, gt=0)
     test_limit: int | None = Field(None, gt=0)
     # the share of the training split held out as the validation split, stratified by class
-    # (carve_validation: the same items for every trial)
-    val_fraction: float = Field(0.1, gt=0, lt=1)
+    # (carve_validation: the same items for every trial). 0: no validation split, for a study
+    # that chooses nothing and must train on the whole split (a published protocol reproduced);
+    # its epochs then record no validation numbers, and it cannot be tuned or judged converged
+    val_fraction: float = Field(0.1, ge=0, lt=1)
     batch_size: int = Field(64, gt=0)  # per data-parallel worker
     eval_batch_size: int | None = Field(None, gt=0)  # default: batch_size
     workers: int = Field(0, ge=0, json_schema_extra=NO_EFFECT_ON_RESULT)  # DataLoader worker processes
@@ -670,6 +672,8 @@ def load_splits(data: DataConfig) -> Splits:
     # a generated dataset is made at its limits already
     train = source.train if info.generated else _fixed_subset(source.train, data.train_limit)
     test = source.test if info.generated else _fixed_subset(source.test, data.test_limit)
+    if data.val_fraction == 0:
+        return Splits(train, _take(train, np.array([], dtype=np.int64)), test, source.num_classes, source.classes)
     train_idx, val_idx = carve_validation(dataset_labels(train), data.val_fraction)
     if len(train_idx) == 0 or len(val_idx) == 0:
         raise DatasetError(f"dataset {data.dataset!r}: {len(train)} training {info.items} cannot be divided "

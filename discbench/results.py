@@ -117,7 +117,7 @@ def provenance(device: str = "cpu") -> dict[str, str]:
     }
 
 
-def _atomic_write_text(path: Path, text: str) -> None:
+def atomic_write_text(path: Path, text: str) -> None:
     tmp = path.with_name(path.name + ".tmp")
     with open(tmp, "w") as f:
         f.write(text)
@@ -143,7 +143,7 @@ def write_study_meta(study_path: Path, name: str, study_source: str, extra: dict
     Path(study_path).mkdir(parents=True, exist_ok=True)
     meta = {"name": name, "schema_version": SCHEMA_VERSION, "created": now(),
             "study_source": study_source, **provenance(), **(extra or {})}
-    _atomic_write_text(Path(study_path) / STUDY_FILE, json.dumps(meta, indent=2))
+    atomic_write_text(Path(study_path) / STUDY_FILE, json.dumps(meta, indent=2))
 
 
 def write_trial(trial_path: Path, row: dict[str, Any]) -> None:
@@ -152,7 +152,7 @@ def write_trial(trial_path: Path, row: dict[str, Any]) -> None:
     row.setdefault("schema_version", SCHEMA_VERSION)
     if isinstance(row.get("config"), dict):
         row["config"] = json.dumps(row["config"], sort_keys=True)
-    _atomic_write_text(Path(trial_path) / "trial.json", json.dumps(row, indent=2, default=str))
+    atomic_write_text(Path(trial_path) / "trial.json", json.dumps(row, indent=2, default=str))
 
 
 def read_trial(trial_path: Path) -> dict[str, Any] | None:
@@ -180,7 +180,7 @@ def reset_epochs(trial_path: Path, keep_through_epoch: int) -> None:
     if not path.exists():
         return
     kept = [line for line in _read_jsonl(path) if line.get("epoch", 0) <= keep_through_epoch]
-    _atomic_write_text(path, "".join(json.dumps(r, default=str) + "\n" for r in kept))
+    atomic_write_text(path, "".join(json.dumps(r, default=str) + "\n" for r in kept))
 
 
 def append_measurements(trial_path: Path, rows: Iterable[dict[str, Any]],

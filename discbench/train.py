@@ -556,7 +556,9 @@ def _train_epoch(cfg: TrialConfig, recipe: TrainConfig, run: Training, loaders: 
             steps += 1
         train_seconds = time.perf_counter() - start
         try:
-            val_loss, top1, top5 = _evaluate(run.eval_model, loaders.val, device, recipe.amp, workers)
+            # data.val_fraction 0: no validation split, nothing to record
+            val_loss, top1, top5 = (_evaluate(run.eval_model, loaders.val, device, recipe.amp, workers)
+                                    if cfg.data.val_fraction > 0 else (math.nan, math.nan, math.nan))
         except (ValueError, RuntimeError) as exc:
             # the epoch's last update overflowed the weights: the run diverged, seen at evaluation
             if not _is_non_finite_failure(exc, run.eval_model, torch.zeros(())):

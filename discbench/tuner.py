@@ -192,6 +192,10 @@ def tune_study(study, results_dir: Path, max_concurrent: int | None = None, num_
         raise RunError(f"{study.path}: the arms train for different epochs ({sorted(epoch_counts)}); tuning "
                        f"gives every arm the same budget, so they must agree")
     epochs = epoch_counts.pop()
+    unheld = [arm_id for arm_id, t in arms.items() if t.config.data.val_fraction == 0]
+    if unheld:
+        raise RunError(f"{study.path}: data.val_fraction is 0 for {', '.join(unheld)}: tuning reads the validation "
+                       f"split only, so it needs one (e.g. data.val_fraction: 0.1)")
     folder = (Path(results_dir) / study.name / TUNING_DIR).resolve()
     folder.mkdir(parents=True, exist_ok=True)
     lock = StudyLock(folder / ".lock")
@@ -237,7 +241,7 @@ def tune_study(study, results_dir: Path, max_concurrent: int | None = None, num_
             choice = ArmChoice(method=trial.label, chosen=best.values, val_top1=best.val_top1,
                                epochs_spent=sum(c.epochs for c in candidates), candidates=candidates)
             chosen[arm_id] = choice
-            results._atomic_write_text(saved, json.dumps({"plan": plan, "config": trial.config.model_dump(mode="json"),
+            results.atomic_write_text(saved, json.dumps({"plan": plan, "config": trial.config.model_dump(mode="json"),
                                                           "choice": choice.model_dump(mode="json")}, indent=2))
             _say(f"arm {arm_id}: chose {_candidate_name(best.values)} (val top-1 {best.val_top1:.2f} %)")
     finally:
@@ -251,7 +255,7 @@ def tune_study(study, results_dir: Path, max_concurrent: int | None = None, num_
     path = lock_path(study.path)
     header = (f"# Written by `discbench tune {study.path}`: each arm's chosen values, from validation top-1\n"
               f"# only (the test split is never built while tuning). Regenerate it; do not edit it.\n")
-    results._atomic_write_text(path, header + yaml.safe_dump(lock_file.model_dump(mode="json"), sort_keys=False))
+    results.atomic_write_text(path, header + yaml.safe_dump(lock_file.model_dump(mode="json"), sort_keys=False))
     _say(f"wrote {path} ({len(chosen)} arms, {_duration(time.monotonic() - start)})")
     return path
 

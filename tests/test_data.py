@@ -3,6 +3,7 @@ and the errors for missing or malformed datasets."""
 
 from __future__ import annotations
 
+import math
 import pickle
 from pathlib import Path
 
@@ -506,3 +507,18 @@ def test_a_class_draw_does_not_depend_on_the_other_classes():
 def test_too_small_to_hold_out_a_validation_split():
     with pytest.raises(DatasetError, match=r"cannot be divided into train and val"):
         load_splits(DataConfig(dataset="mnist1d", train_limit=1))
+
+
+def test_no_validation_split_for_a_published_protocol(tmp_path):
+    """data.val_fraction 0: the whole training split trains (a published protocol that chooses
+    nothing), the epochs record no validation numbers, and the final numbers are test's."""
+    splits = load_splits(DataConfig(dataset="mnist1d_paper", val_fraction=0))
+    assert (len(splits.train), len(splits.val), len(splits.test)) == (4000, 0, 1000)
+    cfg = TrialConfig(data={"dataset": "mnist1d", "seq_length": 16, "train_limit": 64, "test_limit": 32,
+                            "batch_size": 16, "val_fraction": 0},
+                      model={"name": "seqgru_micro"}, train={"preset": "digits", "epochs": 1, "device": "cpu"},
+                      measure={"throughput": False})
+    log = []
+    result = fit(cfg, tmp_path / "trial", on_epoch=log.append)
+    assert math.isnan(log[0]["top1"]) and math.isnan(log[0]["val_loss"])
+    assert result["status"] == "ok" and 0 <= result["top1"] <= 100

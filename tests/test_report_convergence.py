@@ -67,7 +67,7 @@ def test_each_finished_trial_is_judged_by_the_window_rule(tmp_path):
     sentence = convergence_sentence(view)
     assert sentence.startswith("Not converged: 3 of 6 finished trials did not converge by the study's rule (over "
                                "the last 25% of its E epochs")
-    assert "1 had too few epochs to judge" in sentence
+    assert "1 could not be judged (fewer epochs than the window" in sentence
     assert "(per method: zoh/paper 1, foh/canonical 1, bilinear/canonical 1)." in sentence
 
 

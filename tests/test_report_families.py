@@ -142,7 +142,7 @@ def test_a_method_that_diverged_everywhere_is_a_finding(declared_study, tmp_path
     convergence, untuned, families = report.findings[:3]
     assert untuned.startswith("Untuned: every method ran at one shared recipe")
     assert convergence.startswith("Convergence: 0 of 9 finished trials converged by the study's rule")
-    assert "9 had too few epochs to judge" in convergence  # one epoch each
+    assert "9 could not be judged (fewer epochs than the window" in convergence  # one epoch each
     assert families.startswith("Families and corrections: “short signals” (primary; 1 test, Benjamini–Hochberg")
     within = next(f for f in report.findings if f.startswith("seq_micro:") and "equivalent to" in f)
     assert "equivalent to zoh/paper within ±5.00 points (TOST, adjusted p < 0.05): trapezoid/paper" in within

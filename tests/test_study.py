@@ -285,6 +285,13 @@ def test_the_default_study_is_part_of_sampling_rates_conv_free_half_tuned_and_tr
     assert len({t.config.seed for t in default.trials}) >= 3
     assert set(default.spec.tune.space) == {"train.lr", "train.weight_decay"}
     assert default.spec.tune.seed not in {t.config.seed for t in default.trials}
+    # make study runs the confirmation stage: the committed lock file covers every arm, and each
+    # trial carries its arm's chosen values
+    tuned = load_study(DEFAULT_STUDY)
+    assert tuned.tuned is not None and set(tuned.tuned.arms) == {t.arm_id for t in tuned.trials}
+    assert tuned.tuned.epochs == default.trials[0].config.train.resolved().epochs
+    for trial in tuned.trials:
+        assert trial.config.train.lr == tuned.tuned.arms[trial.arm_id].chosen["train.lr"]
 
 
 def test_digits_noconv_is_digits_without_the_conv_with_five_seeds():

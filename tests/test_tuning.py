@@ -219,3 +219,12 @@ def test_discbench_tune_writes_the_lock_and_run_and_report_use_it(tmp_path, caps
     assert (report / "fig_sensitivity.png").is_file()
     chosen = np.genfromtxt(report / "tuning.csv", delimiter=",", names=True, dtype=None, encoding=None)
     assert len(chosen) == 6
+
+
+def test_tuning_needs_a_validation_split(tmp_path, capsys):
+    from discbench.cli import main
+
+    study = write_study(tmp_path)
+    assert main(["tune", str(study), "-o", "data.val_fraction=0", "--results-dir", str(tmp_path / "r")]) == 1
+    assert "data.val_fraction is 0 for zoh-paper, foh-paper" in capsys.readouterr().err
+    assert not lock_path(study).exists()

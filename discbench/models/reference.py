@@ -32,9 +32,10 @@ class SequenceClassifier(nn.Module):
 
     Checks what the harness passes every model (seq_len, in_chans, num_classes, drop_rate,
     drop_path_rate: these models have no residual path to drop, so it must be 0) and gives
-    timm's classifier interface. A subclass builds its layers after `super().__init__(...)`,
-    sets `num_features` (the head's input width), builds `self.head` with `new_head()` and
-    implements `forward_features` and `forward_head`.
+    timm's classifier interface and the head: the last token's features ("last") or their mean
+    over tokens ("mean"), dropout, Linear. A subclass builds its layers after
+    `super().__init__(...)`, sets `num_features` (the head's input width), builds `self.head` with
+    `new_head()` and implements `forward_features`.
     """
 
     pool_choices: tuple[str, ...] = ()
@@ -53,6 +54,7 @@ class SequenceClassifier(nn.Module):
         if not 0.0 <= drop_rate < 1.0:
             raise ValueError(f"drop_rate must be in [0, 1), got {drop_rate}")
         self.seq_len, self.in_chans, self.num_classes, self.pool = seq_len, in_chans, num_classes, pool
+        self.head_drop = nn.Dropout(drop_rate)
 
     @property
     def input_size(self) -> tuple[int, int]:
@@ -70,6 +72,11 @@ class SequenceClassifier(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         return self.forward_head(self.forward_features(x))
+
+    def forward_head(self, x: Tensor, pre_logits: bool = False) -> Tensor:
+        """Features (b, L, W) -> logits (b, num_classes), or with pre_logits the pooled (b, W)."""
+        features = self.head_drop(x[:, -1] if self.pool == "last" else x.mean(dim=1))
+        return features if pre_logits else self.head(features)
 
     @torch.jit.ignore
     def get_classifier(self) -> nn.Module:
@@ -99,18 +106,12 @@ class SequenceGRU(SequenceClassifier):
                          hidden_size=hidden_size)
         self.num_features = self.head_hidden_size = hidden_size
         self.rnn = nn.GRU(in_chans, hidden_size, batch_first=True)
-        self.head_drop = nn.Dropout(drop_rate)
         self.head = self.new_head()
 
     def forward_features(self, x: Tensor) -> Tensor:
         """Sequences (b, L, in_chans) -> every token's hidden state (b, L, H)."""
         self.check_input(x)
         return self.rnn(x)[0]
-
-    def forward_head(self, x: Tensor, pre_logits: bool = False) -> Tensor:
-        """Hidden states (b, L, H) -> logits (b, num_classes), or with pre_logits the pooled (b, H)."""
-        features = self.head_drop(x[:, -1] if self.pool == "last" else x.mean(dim=1))
-        return features if pre_logits else self.head(features)
 
 
 # ----------------------------------------------------------------------------- registry

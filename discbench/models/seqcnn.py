@@ -40,18 +40,12 @@ class SequenceCNN(SequenceClassifier):
         for i in range(depth):
             layers += [nn.Conv1d(in_chans if i == 0 else width, width, KERNEL, padding=KERNEL // 2), nn.ReLU()]
         self.convs = nn.Sequential(*layers)
-        self.head_drop = nn.Dropout(drop_rate)
         self.head = self.new_head()
 
     def forward_features(self, x: Tensor) -> Tensor:
         """Sequences (b, L, in_chans) -> every token's features (b, L, W)."""
         self.check_input(x)
         return self.convs(x.transpose(1, 2)).transpose(1, 2)
-
-    def forward_head(self, x: Tensor, pre_logits: bool = False) -> Tensor:
-        """Features (b, L, W) -> logits (b, num_classes), or with pre_logits the pooled (b, W)."""
-        features = self.head_drop(x.mean(dim=1))
-        return features if pre_logits else self.head(features)
 
 
 default_cfgs = generate_default_cfgs({

@@ -56,7 +56,6 @@ class SequenceTransformer(SequenceClassifier):
                                            activation="gelu", batch_first=True, norm_first=True)
         self.encoder = nn.TransformerEncoder(layer, depth, enable_nested_tensor=False)
         self.norm = nn.LayerNorm(embed_dim)
-        self.head_drop = nn.Dropout(drop_rate)
         self.head = self.new_head()
 
     def forward_features(self, x: Tensor) -> Tensor:
@@ -64,11 +63,6 @@ class SequenceTransformer(SequenceClassifier):
         self.check_input(x)
         tokens = self.embed(x) + sinusoidal_positions(x.shape[1], self.num_features, x.device)
         return self.norm(self.encoder(tokens))
-
-    def forward_head(self, x: Tensor, pre_logits: bool = False) -> Tensor:
-        """Features (b, L, D) -> logits (b, num_classes), or with pre_logits the pooled (b, D)."""
-        features = self.head_drop(x.mean(dim=1))
-        return features if pre_logits else self.head(features)
 
 
 default_cfgs = generate_default_cfgs({

@@ -80,7 +80,8 @@ def convergence_sentence(view: StudyView) -> str:
     judged = frame[frame["converged"].notna()]
     failed = judged[~judged["converged"].astype(bool)]
     unjudged = len(frame) - len(judged)
-    short = (f"; {unjudged} had too few epochs to judge (fewer than the window)" if unjudged else "")
+    short = (f"; {unjudged} could not be judged (fewer epochs than the window, or no validation split)"
+             if unjudged else "")
     rule = rule_text(spec)
     if failed.empty and not unjudged:
         return f"Every finished trial converged ({len(frame)} of {len(frame)}; the rule: {rule})."
