@@ -83,6 +83,9 @@ def convergence_sentence(view: StudyView) -> str:
     short = (f"; {unjudged} could not be judged (fewer epochs than the window, or no validation split)"
              if unjudged else "")
     rule = rule_text(spec)
+    if judged.empty:
+        return (f"Convergence not judged: none of the {len(frame)} finished trials could be (fewer epochs than the "
+                f"window, or no validation split to judge by); the rule: {rule}.")
     if failed.empty and not unjudged:
         return f"Every finished trial converged ({len(frame)} of {len(frame)}; the rule: {rule})."
     if failed.empty:
