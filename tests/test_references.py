@@ -4,7 +4,6 @@ study's `references:` section, how the tuning stage treats them, and their rows 
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 import timm
