@@ -231,23 +231,23 @@ def _set_dotted(target: dict, key: str, value: Any) -> None:
     target[parts[-1]] = value
 
 
-def _deep_merge(base: dict, extra: dict) -> dict:
+def deep_merge(base: dict, extra: dict) -> dict:
     out = copy.deepcopy(base)
     for key, value in extra.items():
         if isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = _deep_merge(out[key], value)
+            out[key] = deep_merge(out[key], value)
         else:
             out[key] = copy.deepcopy(value)
     return out
 
 
-def _nest(flat: dict[str, Any]) -> dict[str, Any]:
+def nest_dotted(flat: dict[str, Any]) -> dict[str, Any]:
     """{'train.epochs': 1, 'model': {'name': x}} -> nested dict (dotted keys expanded)."""
     out: dict[str, Any] = {}
     for key, value in flat.items():
         nested: dict[str, Any] = {}
         _set_dotted(nested, key, copy.deepcopy(value))
-        out = _deep_merge(out, nested)
+        out = deep_merge(out, nested)
     return out
 
 
@@ -512,7 +512,7 @@ def _expand(path: Path, spec: _StudyFields, raw: dict, overrides: list[tuple[str
         _flat_origins(key, value, key, base_origins)
     # Overrides of trial keys win over the base, grid axes and explicit trials alike.
     trial_overrides = [(k, v) for k, v in overrides if k.split(".")[0] in TRIAL_SECTIONS]
-    forced = _nest(dict(trial_overrides))
+    forced = nest_dotted(dict(trial_overrides))
     forced_origins: dict[str, str] = {}
     for key, value in trial_overrides:
         _flat_origins(key, value, f"-o {key}", forced_origins)
@@ -546,14 +546,14 @@ def _expand(path: Path, spec: _StudyFields, raw: dict, overrides: list[tuple[str
             values, origins, settings = copy.deepcopy(base), dict(base_origins), []
             for axis, i, value in combo:
                 bundle = axis.split(".")[0] not in TRIAL_SECTIONS
-                nested = _nest(value if bundle else {axis: value})
-                values = _deep_merge(values, nested)
+                nested = nest_dotted(value if bundle else {axis: value})
+                values = deep_merge(values, nested)
                 for set_key, sub in (value.items() if bundle else [(axis, value)]):
                     _flat_origins(set_key, sub, f"grid.{axis}[{i}]" + (f".{set_key}" if bundle else ""), origins)
                 if len(spec.grid[axis]) > 1:
                     settings.append((axis, value))
             origin = f"methods[{m_index}]" + "".join(f" × grid.{a}[{i}]" for a, i, _ in combo)
-            candidates.append(Candidate(key, origin, _deep_merge(values, forced), {**origins, **forced_origins},
+            candidates.append(Candidate(key, origin, deep_merge(values, forced), {**origins, **forced_origins},
                                         settings))
     for r_index, ref in enumerate(spec.references):
         method_models = {c.values.get("model", {}).get("name") for c in candidates}
@@ -568,14 +568,14 @@ def _expand(path: Path, spec: _StudyFields, raw: dict, overrides: list[tuple[str
             for axis, i, value in combo:
                 bundle = axis.split(".")[0] not in TRIAL_SECTIONS
                 chosen = {k: v for k, v in value.items() if not str(k).startswith("model.")} if bundle else {axis: value}
-                values = _deep_merge(values, _nest(chosen))
+                values = deep_merge(values, nest_dotted(chosen))
                 for set_key, sub in chosen.items():
                     _flat_origins(set_key, sub, f"grid.{axis}[{i}]", origins)
                 if len(spec.grid[axis]) > 1:
                     settings.append((axis, value))
             forced_here = {k: v for k, v in forced.items() if k != "model"}
             origin = f"references[{r_index}]" + "".join(f" × grid.{a}[{i}]" for a, i, _ in combo)
-            candidates.append(Candidate(REFERENCE_METHOD, origin, _deep_merge(values, forced_here),
+            candidates.append(Candidate(REFERENCE_METHOD, origin, deep_merge(values, forced_here),
                                         {**origins, **forced_origins}, settings, reference=ref.name))
     for t_index, extra in enumerate(spec.trials):
         extra = dict(extra)
@@ -594,14 +594,14 @@ def _expand(path: Path, spec: _StudyFields, raw: dict, overrides: list[tuple[str
             problems.append(f"{path}: {where}.{unknown[0]}: unknown key; an explicit trial sets method, "
                             f"id and trial config keys under {', '.join(TRIAL_SECTIONS)}")
             continue
-        nested = _nest(extra)
-        values, origins = _deep_merge(base, nested), dict(base_origins)
+        nested = nest_dotted(extra)
+        values, origins = deep_merge(base, nested), dict(base_origins)
         for k, v in nested.items():
             _flat_origins(k, v, f"{where}.{k}", origins)
         settings = [(k, v) for k, v in sorted(extra.items())]
         if explicit_id is not None:
             settings = [("id", explicit_id)]
-        candidates.append(Candidate(keys[0], where, _deep_merge(values, forced), {**origins, **forced_origins},
+        candidates.append(Candidate(keys[0], where, deep_merge(values, forced), {**origins, **forced_origins},
                                     settings))
 
     if tuned is not None:
@@ -697,7 +697,7 @@ def _apply_lock(path: Path, candidates: list[Candidate], tuned: TuningLock) -> t
             continue
         chosen = {k: v for k, v in choice.chosen.items() if not str(candidate.origins.get(k, "")).startswith("-o ")}
         origins = {**candidate.origins, **{k: f"{where.name}: arms.{candidate.arm_id}.chosen.{k}" for k in chosen}}
-        out.append(Candidate(candidate.method_key, candidate.origin, _deep_merge(candidate.values, _nest(chosen)),
+        out.append(Candidate(candidate.method_key, candidate.origin, deep_merge(candidate.values, nest_dotted(chosen)),
                              origins, candidate.settings, candidate.reference))
     return out, problems
 

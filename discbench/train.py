@@ -414,13 +414,16 @@ def data_loaders(cfg: TrialConfig, recipe: TrainConfig, workers: Workers, device
         raise ValueError(f"data.batch_size {batch_size} must be even when Mixup/CutMix is on")
     train_loader = DataLoader(train_set, batch_size=batch_size, sampler=sampler, drop_last=True,
                               num_workers=cfg.data.workers, pin_memory=device.type == "cuda")
-    def shard_loader(split: Dataset) -> DataLoader:
-        shard = Subset(split, range(workers.rank, len(split), workers.world_size))
-        return DataLoader(shard, batch_size=cfg.data.eval_batch_size or batch_size, shuffle=False,
-                          num_workers=cfg.data.workers)
+    return Loaders(train_loader, eval_loader(val_set, cfg.data, workers),
+                   eval_loader(test_set, cfg.data, workers) if with_test else None, sampler, num_classes,
+                   batch_size, mixup_active)
 
-    return Loaders(train_loader, shard_loader(val_set), shard_loader(test_set) if with_test else None, sampler,
-                   num_classes, batch_size, mixup_active)
+
+def eval_loader(split: Dataset, data: DataConfig, workers: Workers) -> DataLoader:
+    """This worker's shard of an evaluation split (every world_size-th item), in order."""
+    shard = Subset(split, range(workers.rank, len(split), workers.world_size))
+    return DataLoader(shard, batch_size=data.eval_batch_size or data.batch_size, shuffle=False,
+                      num_workers=data.workers)
 
 
 @dataclass
@@ -609,9 +612,8 @@ def transfer_accuracy(cfg: TrialConfig, model: torch.nn.Module, device: torch.de
         if length == trained and at_trained is not None:
             out.append({"length": length, "delta_scale": 1.0, "top1": at_trained[0], "correct": at_trained[1]})
             continue
-        test = load_splits(cfg.data.model_copy(update={"seq_length": length})).test
-        shard = Subset(test, range(workers.rank, len(test), workers.world_size))
-        loader = DataLoader(shard, batch_size=cfg.data.eval_batch_size or cfg.data.batch_size, shuffle=False)
+        resampled = cfg.data.model_copy(update={"seq_length": length})
+        loader = eval_loader(load_splits(resampled).test, resampled, workers)
         scale = trained / length
         # A model without a discretization (a reference such as seqgru) has no Δ: it runs as trained.
         scaled = model.delta_scaled(scale) if hasattr(model, "delta_scaled") else contextlib.nullcontext()

@@ -29,37 +29,17 @@ import yaml
 
 from . import results
 from .runner import RunError, StudyLock, _duration, _init_ray, _quiet_ray_environment, pin_cpu_paths
-from .study import StudyError, add_override_arguments, load_study
+from .study import StudyError, add_override_arguments, deep_merge, load_study, nest_dotted
 from .tuning import METRIC, ArmChoice, Candidate, TuneSpec, TuningLock, lock_path
 
 TUNING_DIR = "tuning"  # results/<study>/tuning/: the candidates' folders, Ray's state, finished arms
 OUTCOME_FILE = "outcome.json"  # in a candidate's folder once it ran to its end (finished or diverged)
 
 
-
-
-def _nested(values: dict[str, Any]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key, value in values.items():
-        target = out
-        *parents, last = key.split(".")
-        for part in parents:
-            target = target.setdefault(part, {})
-        target[last] = value
-    return out
-
-
-def _merge(base: dict, extra: dict) -> dict:
-    out = dict(base)
-    for key, value in extra.items():
-        out[key] = _merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
-    return out
-
-
 def candidate_config(arm_config: dict[str, Any], values: dict[str, Any], seed: int) -> dict[str, Any]:
     """The trial config (as a dict) a candidate trains: the arm's, with the candidate's values
     (dotted keys) and the tuning seed."""
-    return {**_merge(arm_config, _nested(values)), "seed": seed}
+    return {**deep_merge(arm_config, nest_dotted(values)), "seed": seed}
 
 
 def train_candidate(trial_config: dict[str, Any], workdir: Path, report, threads: int = 1) -> dict[str, Any]:

@@ -5,7 +5,8 @@ every model has learned its task. `convergence_frame` judges every finished (ok)
 study's `analysis.convergence` rule (discbench.analysis.ConvergenceSpec): over the last window of
 its epochs, the second half's mean validation top-1 must differ from the first half's by less
 than a tolerance, and its mean training loss by less than a fraction. Means over half-windows,
-not two single epochs, so that one noisy epoch neither passes nor fails a trial. Diverged trials are counted by the divergence findings instead.
+not two single epochs, so that one noisy epoch neither passes nor fails a trial. Diverged trials
+are counted by the divergence findings instead.
 """
 
 from __future__ import annotations
@@ -45,7 +46,7 @@ def convergence_frame(view: StudyView) -> pd.DataFrame:
     if epochs.empty or "top1" not in epochs or "train_loss" not in epochs:
         return pd.DataFrame(columns=COLUMNS)
     spec = analysis_of(view).convergence
-    every = pd.concat([view.trials, view.references]) if not view.references.empty else view.trials
+    every = view.every_trial
     finished = every[every["status"] == "ok"].set_index("trial_id")
     rows = []
     for trial_id, records in epochs[epochs["trial_id"].isin(finished.index)].groupby("trial_id", sort=False):
@@ -92,11 +93,11 @@ def convergence_sentence(view: StudyView) -> str:
         return (f"Convergence: {len(judged)} of {len(frame)} finished trials converged by the study's rule ({rule})"
                 f"{short}.")
     # the report's order: baseline first, the references last
-    order = list(dict.fromkeys(c[0] for c in view.conditions)) + view.reference_names
+    order = list(dict.fromkeys(c[0] for c in view.all_conditions))
     by = failed.groupby(["model", "method_key"]).size()
     several = len(view.models) > 1
     listed = ", ".join(f"{f'{model} ' if several and model in view.models else ''}{key} {by[(model, key)]}"
-                       for model in view.models + view.reference_names for key in order if (model, key) in by)
+                       for model in view.all_models for key in order if (model, key) in by)
     return (f"Not converged: {len(failed)} of {len(frame)} finished trials did not converge by the study's rule "
             f"({rule}){short}; the verdicts below compare models that were still learning "
             f"(per {'model and ' if several else ''}method: {listed}).")

@@ -65,6 +65,16 @@ class StudyView:
         return list(dict.fromkeys(self.references["model"])) if not self.references.empty else []
 
     @property
+    def all_models(self) -> list[str]:
+        """The methods' models, then the references, in report order."""
+        return self.models + self.reference_names
+
+    @property
+    def all_conditions(self) -> list[tuple]:
+        """The conditions, then each reference's (its model's name), in report order."""
+        return self.conditions + [(m,) for m in self.reference_names]
+
+    @property
     def has_baseline(self) -> bool:
         return any(c[0] == self.baseline_key for c in self.conditions)
 
@@ -99,12 +109,16 @@ class StudyView:
                 f"torch {values('torch_version')}; commit {' / '.join(commits) or 'unknown'}")
 
 
-def reference_models(results: StudyResults) -> list[str]:
-    """The model names the study lists under `references:` (from the study file kept in study.json)."""
+def study_file(results: StudyResults) -> dict:
+    """The study file the run was made from (kept in study.json), as its YAML mapping ({} if none)."""
     source = results.meta.get("study_source")
     raw = yaml.safe_load(source) if source else None
-    listed = raw.get("references") if isinstance(raw, dict) else None
-    return [r if isinstance(r, str) else r.get("name") for r in listed or []]
+    return raw if isinstance(raw, dict) else {}
+
+
+def reference_models(results: StudyResults) -> list[str]:
+    """The model names the study lists under `references:`, in its order."""
+    return [r if isinstance(r, str) else r.get("name") for r in study_file(results).get("references") or []]
 
 
 def build_view(results: StudyResults) -> StudyView:
@@ -119,8 +133,7 @@ def build_view(results: StudyResults) -> StudyView:
     trials["model"] = trials["model"].fillna("unknown model").astype(str)
     listed = reference_models(results)
     is_reference = trials["model"].isin(listed)
-    references = trials[is_reference].copy()
-    references = references.iloc[sorted(range(len(references)), key=lambda i: listed.index(references["model"].iloc[i]))]
+    references = trials[is_reference].sort_values("model", key=lambda m: m.map(listed.index), kind="stable")
     references["method_key"] = references["model"]  # its method fields are a placeholder
     references["condition"] = [(m,) for m in references["model"]]
     trials = trials[~is_reference].copy()

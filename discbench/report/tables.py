@@ -384,9 +384,8 @@ def convergence_table(view: StudyView) -> Table | None:
         return None
     spec = families.analysis_of(view).convergence
     # the references after the methods, each its own row
-    order = {c: i for i, c in enumerate(view.conditions + [(m,) for m in view.reference_names])}
-    models = view.models + view.reference_names
-    frame = frame.assign(_m=frame["model"].map(models.index), _c=frame["condition"].map(order))
+    order = {c: i for i, c in enumerate(view.all_conditions)}
+    frame = frame.assign(_m=frame["model"].map(view.all_models.index), _c=frame["condition"].map(order))
     rows = []
     for (_, _, model, condition), trials in frame.groupby(["_m", "_c", "model", "condition"], sort=True):
         judged = trials[trials["converged"].notna()]
@@ -733,10 +732,9 @@ def mnist1d_published_table(view: StudyView) -> Table | None:
             row["gap"] = row["top1_mean"] - row["published_top1"] if row["top1_n"] else math.nan
             data.append(row)
     # the methods, then the references (a reference's condition is its model's name)
-    order = {c: i for i, c in enumerate(view.conditions + [(m,) for m in view.reference_names])}
-    models = view.models + view.reference_names
+    order = {c: i for i, c in enumerate(view.all_conditions)}
     others = trials[~trials["model"].isin(published_models)]
-    others = others.assign(_m=others["model"].map(models.index), _c=others["condition"].map(order))
+    others = others.assign(_m=others["model"].map(view.all_models.index), _c=others["condition"].map(order))
     for (_, _, model, condition), rows in others.groupby(["_m", "_c", "model", "condition"], sort=True):
         label = "reference" if model in view.reference_names else view.condition_label(condition)
         for dataset, group in rows.groupby(dataset_of[rows.index], sort=True):

@@ -12,12 +12,11 @@ from pathlib import Path
 
 import matplotlib.pyplot as plt
 import pandas as pd
-import yaml
 
 from ..tuning import TuningLock, parse_lock_text
 from ..methods import METHODS
 from .figures import FigureFile, _save, _theme, method_style, reference_style
-from .study_view import StudyView
+from .study_view import StudyView, study_file
 from .tables import Table, _num
 
 SENSITIVITY_KEY = "train.lr"  # the figure's x axis
@@ -28,10 +27,6 @@ def lock_of(view: StudyView) -> TuningLock | None:
     return parse_lock_text(view.results.meta.get("tuning_lock"))
 
 
-def _declares_tuning(view: StudyView) -> bool:
-    source = view.results.meta.get("study_source")
-    raw = yaml.safe_load(source) if source else None
-    return isinstance(raw, dict) and raw.get("tune") is not None
 
 
 def budget_text(lock: TuningLock) -> str:
@@ -61,7 +56,7 @@ def tuning_sentence(view: StudyView) -> str:
     """Whether the trials ran at per-arm tuned values, and with what budget; or that they are untuned."""
     lock = lock_of(view)
     if lock is None:
-        if _declares_tuning(view):
+        if study_file(view.results).get("tune") is not None:
             return ("Untuned: this study declares a tuning stage, but it ran without its lock file, so every method "
                     "ran at the study's own recipe (discbench tune writes the lock file).")
         return ("Untuned: every method ran at one shared recipe, chosen without a per-method search; a method whose "
