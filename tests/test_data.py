@@ -443,8 +443,9 @@ def test_image_only_and_transfer_options_are_checked_against_the_data(trial, mes
 @pytest.mark.parametrize("dataset,model,message", [
     ("mnist1d", "vim_micro", "model.name 'vim_micro' cannot read dataset 'mnist1d', which is sequence "
                              "data; use one of mnist1d_cnn, mnist1d_gru, mnist1d_logistic, mnist1d_mlp, "
-                             "seqcnn_micro, seqcnn_tiny, seqgru_micro, seqgru_tiny, seqmamba_micro, seqmamba_tiny, seqssd_micro, "
-                             "seqssd_tiny, seqtransformer_micro, seqtransformer_tiny"),
+                             + ", ".join(f"{family}_{size}" for family in ("seqcnn", "seqgru", "seqmamba", "seqssd",
+                                                                         "seqtransformer")
+                                         for size in sorted(("nano", "micro", "mini", "tiny", "small")))),
     ("digits", "seqmamba_micro", "cannot read dataset 'digits', which is image data"),
 ])
 def test_a_model_that_cannot_read_the_data_is_a_clear_error(dataset, model, message):

@@ -117,3 +117,24 @@ def test_one_noisy_epoch_decides_nothing(tmp_path):
     assert bool(frame.loc["zoh-paper-s0", "converged"])
     assert frame.loc["zoh-paper-s1", "top1_rise"] == pytest.approx(3.5)  # (95 + 95)/2 − (91 + 92)/2
     assert frame.loc["zoh-paper-s1", "converged"] == False  # noqa: E712 (a numpy bool)
+
+
+def test_separation_on_validation_pairs_the_last_epochs_by_seed_and_counts_intervals_that_exclude_zero(tmp_path):
+    from discbench.report.validation import separation_frame, separation_sentence
+
+    def last(top1):  # three epochs, the last one's validation top-1 given
+        return [(1.0, 50.0), (1.0, 60.0), (1.0, top1)]
+
+    trials = [("zoh", "paper", s, "ok", last(v)) for s, v in enumerate((80.0, 82.0, 84.0))]
+    trials += [("foh", "canonical", s, "ok", last(v)) for s, v in enumerate((90.0, 93.0, 94.0))]  # +10, +11, +10
+    trials += [("rk4", "canonical", s, "ok", last(v)) for s, v in enumerate((70.0, 90.0, 80.0))]  # −10, +8, −4
+    trials += [("bilinear", "canonical", 0, "ok", last(99.0))]  # one seed: no interval
+    view = build_view(results.load_study(_study(tmp_path, trials=trials)))
+    frame = separation_frame(view).set_index("method_key")
+    assert set(frame.index) == {"foh/canonical", "rk4/canonical"}
+    assert frame.loc["foh/canonical", "delta"] == pytest.approx(31 / 3)
+    assert frame.loc["foh/canonical", "separated"] and not frame.loc["rk4/canonical", "separated"]
+    assert frame.loc["rk4/canonical", "low"] < 0 < frame.loc["rk4/canonical", "high"]
+    sentence = separation_sentence(view)
+    assert "1 of 2 differences to zoh/paper have a paired 95% interval (seeds) that excludes 0" in sentence
+    assert "largest +10.33 (foh/canonical)" in sentence

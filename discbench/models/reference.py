@@ -11,17 +11,17 @@ seqgru: input (b, L, in_chans) -> one-layer nn.GRU (hidden_size H) -> the last t
 state ("last") or the mean over tokens ("mean") -> Linear head. No input projection: the GRU's
 own input weights are that. Sizes are matched in parameters to the seqmamba size of the same
 name without its conv (the conv-free model the default study trains), on MNIST-1D's one channel
-and 10 classes: seqgru_micro (H = 78, 19,744 parameters against seqmamba_micro's 19,690),
-seqgru_tiny (H = 204, 128,734 against 129,098).
+and 10 classes: one rung per seqmamba size (`SIZES`, seqgru_nano … seqgru_small).
 """
 
 from __future__ import annotations
 
+import functools
+
 import torch
 import torch.nn as nn
-from timm.models import generate_default_cfgs, register_model
 
-from .registry import build_family_model, sequence_cfg
+from .registry import register_ladder, sequence_cfg
 from .stack import check_choice
 
 Tensor = torch.Tensor
@@ -116,19 +116,10 @@ class SequenceGRU(SequenceClassifier):
 
 # ----------------------------------------------------------------------------- registry
 
-default_cfgs = generate_default_cfgs({
-    "seqgru_micro": sequence_cfg(discretized=False, first_conv="rnn"),
-    "seqgru_tiny": sequence_cfg(discretized=False, first_conv="rnn"),
-})
-
-
-@register_model
-def seqgru_micro(pretrained: bool = False, **kwargs) -> SequenceGRU:
-    """H = 78: seqmamba_micro's parameter count without its conv (19,744 against 19,690)."""
-    return build_family_model(SequenceGRU, "seqgru_micro", pretrained, **dict(dict(hidden_size=78), **kwargs))
-
-
-@register_model
-def seqgru_tiny(pretrained: bool = False, **kwargs) -> SequenceGRU:
-    """H = 204: seqmamba_tiny's parameter count without its conv."""
-    return build_family_model(SequenceGRU, "seqgru_tiny", pretrained, **dict(dict(hidden_size=204), **kwargs))
+# One rung per seqmamba size (seq.SIZES), H chosen so the parameters on MNIST-1D match the conv-free
+# seqmamba of the same name (tests/test_references.py): nano 6,654 (against 6,650), micro 19,744
+# (19,690), mini 58,082 (58,378), tiny 128,734 (129,098), small 270,280 (270,442).
+SIZES = {"nano": dict(hidden_size=44), "micro": dict(hidden_size=78), "mini": dict(hidden_size=136),
+         "tiny": dict(hidden_size=204), "small": dict(hidden_size=297)}
+register_ladder(SequenceGRU, "seqgru", SIZES, functools.partial(sequence_cfg, discretized=False, first_conv="rnn"),
+                __name__)

@@ -10,13 +10,14 @@ a new family is one module that the package imports, nothing else.
 from __future__ import annotations
 
 import functools
+import sys
 from dataclasses import dataclass
-from typing import Any, Literal, TypeVar, get_args
+from typing import Any, Callable, Literal, Mapping, TypeVar, get_args
 
 import timm
 import torch.nn as nn
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
-from timm.models import PretrainedCfg, build_model_with_cfg, get_pretrained_cfg
+from timm.models import PretrainedCfg, build_model_with_cfg, generate_default_cfgs, get_pretrained_cfg, register_model
 
 Modality = Literal["image", "sequence"]
 ModelT = TypeVar("ModelT", bound=nn.Module)
@@ -29,12 +30,14 @@ class FamilyCfg(PretrainedCfg):
     modality: "image" (input (b, C, H, W), input_size (C, H, W)) or "sequence" (input
     (b, L, C); the registered cfg has no input_size, since timm would read it as (C, H, W); the
     built model's states (L, C)). discretized: the model takes `method=`, `variant=` and
-    `scan_backend=`. The defaults are what every other timm model is: an image classifier
-    without a discretization.
+    `scan_backend=`. ladder: the family whose size ladder this name is a rung of (`register_ladder`;
+    a study that varies model.name over rungs of one ladder has a size axis). The defaults are
+    what every other timm model is: an image classifier without a discretization or a ladder.
     """
 
     modality: Modality = "image"
     discretized: bool = False
+    ladder: str | None = None
 
     def __post_init__(self) -> None:
         if self.modality not in get_args(Modality):
@@ -57,6 +60,30 @@ def sequence_cfg(num_classes: int = 10, discretized: bool = True, first_conv: st
     return FamilyCfg(input_size=None, num_classes=num_classes, first_conv=first_conv, classifier="head",
                      fixed_input_size=False, interpolation=None, crop_pct=None, crop_mode=None, mean=None,
                      std=None, modality="sequence", discretized=discretized, **kwargs)
+
+
+def register_ladder(model_cls: type[ModelT], family: str, sizes: Mapping[str, Mapping[str, Any]],
+                    cfg: Callable[..., FamilyCfg], module: str) -> None:
+    """Registers one timm entrypoint `<family>_<size>` per rung of a size ladder, in `module`
+    (the family's file, as @register_model would): it builds `model_cls` with the rung's
+    arguments (`sizes[size]`, overridden by the caller's keyword arguments) and its cfg is
+    `cfg(ladder=family)`. The ladder is data: a new size is one entry of `sizes`.
+    """
+    mod = sys.modules[module]
+    names = {size: f"{family}_{size}" for size in sizes}
+    mod.default_cfgs = {**getattr(mod, "default_cfgs", {}),
+                        **generate_default_cfgs({name: cfg(ladder=family) for name in names.values()})}
+    for size, name in names.items():
+        rung = dict(sizes[size])
+
+        def entrypoint(pretrained: bool = False, *, _name: str = name, _rung: dict = rung, **kwargs: Any) -> ModelT:
+            return build_family_model(model_cls, _name, pretrained, **{**_rung, **kwargs})
+
+        entrypoint.__name__ = entrypoint.__qualname__ = name
+        entrypoint.__module__ = module
+        entrypoint.__doc__ = f"{family} at size {size}: " + ", ".join(f"{k}={v}" for k, v in rung.items()) + "."
+        setattr(mod, name, entrypoint)
+        register_model(entrypoint)
 
 
 def build_family_model(model_cls: type[ModelT], name: str, pretrained: bool, **kwargs: Any) -> ModelT:
@@ -84,6 +111,7 @@ class ModelInfo:
 
     modality: Modality
     discretized: bool
+    ladder: str | None = None
 
 
 def model_info(name: str) -> ModelInfo:
@@ -98,7 +126,7 @@ def model_info(name: str) -> ModelInfo:
     cfg = get_pretrained_cfg(name)
     if not isinstance(cfg, FamilyCfg):
         cfg = FamilyCfg()
-    return ModelInfo(cfg.modality, cfg.discretized)
+    return ModelInfo(cfg.modality, cfg.discretized, cfg.ladder)
 
 
 def family_names(modality: str | None = None) -> list[str]:

@@ -6,19 +6,19 @@ timm like every family so that a study lists it under `model.name` or `reference
 input (b, L, in_chans) -> `depth` × [Conv1d (kernel 5, 'same' padding) -> ReLU] of width W ->
 the mean over tokens -> Linear head. The mean makes it length-agnostic, so it runs unchanged at
 the transfer lengths (like the GRU, it has no step to rescale). Sizes are matched in parameters
-to the conv-free seqmamba of the same name on MNIST-1D's one channel and 10 classes:
-seqcnn_micro (W = 43, 19,274 parameters against seqmamba_micro's 19,690), seqcnn_tiny (W = 113,
-129,734 against seqmamba_tiny's 129,098).
+to the conv-free seqmamba of the same name on MNIST-1D's one channel and 10 classes: one rung
+per seqmamba size (`SIZES`, seqcnn_nano … seqcnn_small).
 """
 
 from __future__ import annotations
 
+import functools
+
 import torch
 import torch.nn as nn
-from timm.models import generate_default_cfgs, register_model
 
 from .reference import SequenceClassifier
-from .registry import build_family_model, sequence_cfg
+from .registry import register_ladder, sequence_cfg
 
 Tensor = torch.Tensor
 KERNEL = 5
@@ -48,19 +48,10 @@ class SequenceCNN(SequenceClassifier):
         return self.convs(x.transpose(1, 2)).transpose(1, 2)
 
 
-default_cfgs = generate_default_cfgs({
-    "seqcnn_micro": sequence_cfg(discretized=False, first_conv="convs.0"),
-    "seqcnn_tiny": sequence_cfg(discretized=False, first_conv="convs.0"),
-})
-
-
-@register_model
-def seqcnn_micro(pretrained: bool = False, **kwargs) -> SequenceCNN:
-    """W = 43: seqmamba_micro's parameter count without its conv (19,274 against 19,690)."""
-    return build_family_model(SequenceCNN, "seqcnn_micro", pretrained, **dict(dict(width=43), **kwargs))
-
-
-@register_model
-def seqcnn_tiny(pretrained: bool = False, **kwargs) -> SequenceCNN:
-    """W = 113: seqmamba_tiny's parameter count without its conv."""
-    return build_family_model(SequenceCNN, "seqcnn_tiny", pretrained, **dict(dict(width=113), **kwargs))
+# One rung per seqmamba size (seq.SIZES), W matched in parameters to the conv-free seqmamba of the
+# same name (tests/test_references.py): nano 6,710 (against 6,650), micro 19,274 (19,690), mini
+# 59,138 (58,378), tiny 129,734 (129,098), small 271,922 (270,442).
+SIZES = {"nano": dict(width=25), "micro": dict(width=43), "mini": dict(width=76), "tiny": dict(width=113),
+         "small": dict(width=164)}
+register_ladder(SequenceCNN, "seqcnn", SIZES, functools.partial(sequence_cfg, discretized=False, first_conv="convs.0"),
+                __name__)

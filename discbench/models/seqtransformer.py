@@ -7,21 +7,21 @@ input (b, L, in_chans) -> Linear to width D, plus sinusoidal positions (fixed, s
 runs) -> `depth` pre-norm encoder layers (`num_heads` heads, one by default so that any width D
 works; feed-forward 2D, GELU) -> LayerNorm ->
 the mean over tokens -> Linear head. Sizes are matched in parameters to the conv-free seqmamba
-of the same name on MNIST-1D's one channel and 10 classes: seqtransformer_micro (D = 34, one head,
-19,730 parameters against seqmamba_micro's 19,690), seqtransformer_tiny (D = 89, one head, 129,950
-against seqmamba_tiny's 129,098).
+of the same name on MNIST-1D's one channel and 10 classes: one rung per seqmamba size (`SIZES`,
+seqtransformer_nano … seqtransformer_small, one head each).
 """
 
 from __future__ import annotations
+
+import functools
 
 import math
 
 import torch
 import torch.nn as nn
-from timm.models import generate_default_cfgs, register_model
 
 from .reference import SequenceClassifier
-from .registry import build_family_model, sequence_cfg
+from .registry import register_ladder, sequence_cfg
 
 Tensor = torch.Tensor
 
@@ -65,21 +65,10 @@ class SequenceTransformer(SequenceClassifier):
         return self.norm(self.encoder(tokens))
 
 
-default_cfgs = generate_default_cfgs({
-    "seqtransformer_micro": sequence_cfg(discretized=False, first_conv="embed"),
-    "seqtransformer_tiny": sequence_cfg(discretized=False, first_conv="embed"),
-})
-
-
-@register_model
-def seqtransformer_micro(pretrained: bool = False, **kwargs) -> SequenceTransformer:
-    """D = 34, one head: seqmamba_micro's parameter count without its conv (19,730 against 19,690)."""
-    return build_family_model(SequenceTransformer, "seqtransformer_micro", pretrained,
-                              **dict(dict(embed_dim=34), **kwargs))
-
-
-@register_model
-def seqtransformer_tiny(pretrained: bool = False, **kwargs) -> SequenceTransformer:
-    """D = 89, one head: seqmamba_tiny's parameter count without its conv."""
-    return build_family_model(SequenceTransformer, "seqtransformer_tiny", pretrained,
-                              **dict(dict(embed_dim=89), **kwargs))
+# One rung per seqmamba size (seq.SIZES), one head, D matched in parameters to the conv-free seqmamba
+# of the same name (tests/test_references.py): nano 6,470 (against 6,650), micro 19,730 (19,690),
+# mini 57,830 (58,378), tiny 129,950 (129,098), small 270,910 (270,442).
+SIZES = {"nano": dict(embed_dim=19), "micro": dict(embed_dim=34), "mini": dict(embed_dim=59),
+         "tiny": dict(embed_dim=89), "small": dict(embed_dim=129)}
+register_ladder(SequenceTransformer, "seqtransformer", SIZES,
+                functools.partial(sequence_cfg, discretized=False, first_conv="embed"), __name__)

@@ -32,8 +32,8 @@ The sequence family takes seqmamba's arguments plus headdim, ngroups, chunk_size
 
     timm.create_model("seqssd_micro", in_chans=1, seq_len=40, num_classes=10, conv="none")
 
-seqssd_micro (D = 32, depth 2) and seqssd_tiny (D = 64, depth 4), heads of 16 and d_state 48,
-chosen so their parameter counts match seqmamba_micro/_tiny within 3%.
+Its sizes are seqmamba's ladder (seqssd_nano … seqssd_small, `SEQ_SSD_SIZES`), heads of 16 and
+d_state 48, chosen so each rung's parameter count matches seqmamba's within 3%.
 """
 
 from __future__ import annotations
@@ -49,8 +49,8 @@ from timm.models import generate_default_cfgs, register_model
 from ..causal_conv1d import causal_conv1d_fn
 from ..methods import get_method
 from ..scan.ssd import SSD_BACKENDS, heads_of_groups, ssd_scan
-from .registry import build_family_model, image_cfg, sequence_cfg
-from .seq import SequenceMamba
+from .registry import build_family_model, image_cfg, register_ladder, sequence_cfg
+from .seq import SIZES as SEQ_SIZES, SequenceMamba
 from .stack import (BIDIRECTIONAL_CHOICES, CONV_CHOICES, add_lambda_stats, at_least_fp32, check_choice,
                     check_dt_range, mixer_blocks)
 from .vim import VisionMamba
@@ -335,8 +335,6 @@ default_cfgs = generate_default_cfgs({
     "vssd_tiny": image_cfg(224),
     "vssd_small": image_cfg(224),
     "vssd_micro": image_cfg(32),
-    "seqssd_micro": sequence_cfg(),
-    "seqssd_tiny": sequence_cfg(),
 })
 
 
@@ -361,16 +359,8 @@ def vssd_micro(pretrained: bool = False, **kwargs) -> VisionSSD:
     return build_family_model(VisionSSD, "vssd_micro", pretrained, **dict(model_args, **kwargs))
 
 
-# seqssd sizes are matched in parameters to seqmamba_micro/_tiny (tests/test_ssd_models.py prints both).
-@register_model
-def seqssd_micro(pretrained: bool = False, **kwargs) -> SequenceSSD:
-    """seqmamba_micro's shape with Mamba-2 blocks: D = 32, depth 2, 4 heads of 16, causal."""
-    model_args = dict(embed_dim=32, depth=2, d_state=48, headdim=16)
-    return build_family_model(SequenceSSD, "seqssd_micro", pretrained, **dict(model_args, **kwargs))
-
-
-@register_model
-def seqssd_tiny(pretrained: bool = False, **kwargs) -> SequenceSSD:
-    """seqmamba_tiny's shape with Mamba-2 blocks: D = 64, depth 4, 8 heads of 16, causal."""
-    model_args = dict(embed_dim=64, depth=4, d_state=48, headdim=16)
-    return build_family_model(SequenceSSD, "seqssd_tiny", pretrained, **dict(model_args, **kwargs))
+# The seqssd ladder: seqmamba's sizes (seq.SIZES) with Mamba-2 blocks, heads of 16 and d_state 48,
+# which matches each rung in parameters (tests/test_ssd_models.py): without the conv, nano 6,534,
+# micro 19,330, mini 57,280, tiny 126,634, small 265,210.
+SEQ_SSD_SIZES = {size: dict(args, d_state=48, headdim=16) for size, args in SEQ_SIZES.items()}
+register_ladder(SequenceSSD, "seqssd", SEQ_SSD_SIZES, sequence_cfg, __name__)

@@ -20,7 +20,7 @@ from .families import analysis_of
 from .study_view import StudyView
 
 COLUMNS = ["trial_id", "model", "condition", "method_key", "seed", "epochs", "window", "top1_rise",
-           "loss_drop", "final_loss", "converged"]
+           "loss_drop", "final_loss", "final_top1", "converged"]
 
 
 def rule_text(spec: ConvergenceSpec) -> str:
@@ -40,8 +40,9 @@ def convergence_frame(view: StudyView) -> pd.DataFrame:
     """One row per finished trial with epoch records (COLUMNS): epochs E, window w, top1_rise
     (points: the mean top-1 of the window's last h = ⌊w/2⌋ epochs minus that of the h before
     them; negative: a fall), loss_drop (the same halves' mean training loss, as a fraction of
-    the first half's; negative: a rise) and converged (True/False; None when E < w, too few
-    epochs to judge). Empty when no trial logged epochs."""
+    the first half's; negative: a rise), final_top1 (the last epoch's validation top-1, %) and
+    converged (True/False; None when E < w, too few epochs to judge). Empty when no trial logged
+    epochs."""
     epochs = view.results.epochs
     if epochs.empty or "top1" not in epochs or "train_loss" not in epochs:
         return pd.DataFrame(columns=COLUMNS)
@@ -57,8 +58,9 @@ def convergence_frame(view: StudyView) -> pd.DataFrame:
         row = {"trial_id": trial_id, "model": trial["model"], "condition": trial["condition"],
                "method_key": trial["method_key"], "seed": trial["seed"], "epochs": count, "window": w,
                "top1_rise": math.nan, "loss_drop": math.nan, "final_loss": math.nan, "converged": None}
+        top1 = pd.to_numeric(records["top1"], errors="coerce").to_numpy(dtype=float)
+        row["final_top1"] = top1[-1]
         if count >= w:
-            top1 = pd.to_numeric(records["top1"], errors="coerce").to_numpy(dtype=float)
             loss = pd.to_numeric(records["train_loss"], errors="coerce").to_numpy(dtype=float)
             h = w // 2
             first, second = slice(count - 2 * h, count - h), slice(count - h, count)

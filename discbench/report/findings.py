@@ -20,6 +20,7 @@ from .convergence import convergence_sentence
 from .tables import references_table
 from .tuning import tuning_sentence
 from .study_view import StudyView
+from .validation import separation_sentence
 
 
 TOP1_RANGE_POINTS = 100.0  # the widest possible difference between two top-1 accuracies (%)
@@ -166,7 +167,8 @@ def accuracy_findings(view: StudyView) -> list[str]:
     head = families_sentence(view, [frame, transfer])
     converged = convergence_sentence(view)  # first: a verdict on models still learning is about speed of learning
     tuned = tuning_sentence(view)  # then whether each method ran at its own optimum
-    sentences = [s for s in (converged, tuned, head) if s]
+    separation = separation_sentence(view)  # what the design shows on validation, for choosing designs
+    sentences = [s for s in (converged, tuned, separation, head) if s]
     sentences += _per_setting(view, frame, "") if has_accuracy else []
     if not transfer.empty:
         # At the training length the transfer rows restate the accuracy above.
