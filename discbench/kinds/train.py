@@ -164,10 +164,12 @@ KIND = TrialKind(
                            "('forward' or 'backward')", ("model", "method_key", "layer", "direction")),
     },
     tables=(accuracy_or_note, f"{_TABLES}:references_table", f"{_TABLES}:convergence_table",
-            "discbench.report.tuning:tuning_table", f"{_TABLES}:transfer_table", f"{_TABLES}:lambda_table",
+            "discbench.report.tuning:tuning_table", "discbench.report.scaling:scaling_table",
+            f"{_TABLES}:transfer_table", f"{_TABLES}:lambda_table",
             f"{_TABLES}:cost_table",
             f"{_TABLES}:ablation_bidirectional_table", f"{_TABLES}:ablation_classification_table",
             f"{_TABLES}:published_accuracy_table", f"{_TABLES}:mnist1d_published_table", f"{_TABLES}:efficiency_table"),
     figures=tuple(f"{_FIGURES}:{name}" for name in (
         "accuracy_figure", "tradeoff_figure", "training_curves_figure", "transfer_figure", "lambda_figure",
-        "resolution_figure")) + ("discbench.report.tuning:sensitivity_figure",))
+        "resolution_figure")) + ("discbench.report.tuning:sensitivity_figure",
+                                 "discbench.report.scaling:scaling_figure"))

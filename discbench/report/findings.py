@@ -17,6 +17,7 @@ import pandas as pd
 from . import families, stats
 from .aggregate import accuracy_frame, transfer_frame
 from .convergence import convergence_sentence
+from .scaling import scaling_findings
 from .tables import references_table
 from .tuning import tuning_sentence
 from .study_view import StudyView
@@ -175,6 +176,7 @@ def accuracy_findings(view: StudyView) -> list[str]:
         away = transfer[transfer["length"] != transfer["train_length"]]
         for length, at_length in away.groupby("length", sort=True):
             sentences += _per_setting(view, at_length, f", evaluated at L′={int(length)}")
+    sentences += scaling_findings(view)
     sentences += divergence_findings(view, frame)
     references = references_sentence(view)
     sentences += [references] if references else []

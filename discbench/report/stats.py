@@ -389,6 +389,23 @@ def seeds_needed(effect: float, sd: float, paired: bool, alpha: float = ALPHA, p
     return n
 
 
+def line_slope(x: np.ndarray, y: np.ndarray, level: float = DEFAULT_LEVEL) -> tuple[float, float, float, float]:
+    """(slope, low, high, two-sided p) of the least-squares line y = a + b·x with b's t-interval
+    on n − 2 degrees of freedom; nan when fewer than 3 points or x does not vary."""
+    n = len(x)
+    sxx = float(((x - x.mean()) ** 2).sum()) if n else 0.0
+    if n < 3 or sxx == 0.0:
+        return math.nan, math.nan, math.nan, math.nan
+    slope = float(((x - x.mean()) * (y - y.mean())).sum() / sxx)
+    residual = y - (y.mean() + slope * (x - x.mean()))
+    se = math.sqrt(float((residual ** 2).sum()) / (n - 2) / sxx)
+    if se == 0.0:
+        return slope, slope, slope, 0.0 if slope else 1.0
+    half = _t_quantile(level, n - 2) * se
+    p = float(2.0 * _scipy_stats.t.sf(abs(slope) / se, n - 2))
+    return slope, slope - half, slope + half, p
+
+
 def _finite(values: Sequence[float]) -> np.ndarray:
     array = np.asarray([np.nan if v is None else v for v in values], dtype=np.float64)
     return array[np.isfinite(array)]

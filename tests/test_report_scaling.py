@@ -1,0 +1,121 @@
+"""Model size as an axis: a study whose models are rungs of a declared ladder gets the scaling
+table, figure and finding, with slopes fitted through the seeds' paired differences."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from discbench import results
+from discbench.report import build_report
+from discbench.report.scaling import scaling_frame, scaling_findings, size_ladders, slope_frame
+from discbench.report.stats import line_slope
+from discbench.report.study_view import build_view
+
+TRAIN_LENGTH, FAR = 40, 144
+RUNGS = {"seqmamba_nano": 6_650, "seqmamba_micro": 19_690, "seqmamba_tiny": 129_098}
+SEEDS = (0, 1, 2)
+
+
+def _top1(key: str, model: str, seed: int, length: int) -> float:
+    """zoh/paper at 80 + 5·log10(params/6650) + seed noise; foh/paper's gap at the training length
+    shrinks by 4 points per 10× parameters (−10 at nano), at L′=144 it is a flat −20 (seed noise ±1)."""
+    decades = math.log10(RUNGS[model] / RUNGS["seqmamba_nano"])
+    base = 80.0 + 5.0 * decades + (seed - 1) * 0.5
+    if key == "zoh/paper":
+        return base
+    gap = -10.0 + 4.0 * decades if length == TRAIN_LENGTH else -20.0
+    return base + gap + (0.5, -0.5, 0.0)[seed]
+
+
+def _trial(study: Path, key: str, model: str, seed: int, reference: bool = False) -> None:
+    method, variant = ("zoh", "paper") if reference else key.split("/")
+    trial_id = f"{model}-{method}-{variant}-s{seed}" if not reference else f"ref-{model}-s{seed}"
+    params = RUNGS.get(model, 10_000 if "nano" in model else 100_000)
+    top1 = _top1(key, model, seed, TRAIN_LENGTH) if not reference else 90.0 + seed
+    config = {"method": method, "variant": variant, "seed": seed, "model": {"name": model},
+              "data": {"dataset": "mnist1d", "seq_length": TRAIN_LENGTH}}
+    row = {"study": "sizes", "trial_id": trial_id, "method": method, "variant": variant,
+           "method_key": f"{method}/{variant}", "seed": seed, "model": model, "dataset": "mnist1d", "status": "ok",
+           "top1": top1, "params": params, "num_classes": 10, "config": config, "device": "cpu:test",
+           "git_commit": "0123456789ab"}
+    path = results.trial_dir(study, trial_id)
+    results.write_trial(path, row)
+    if not reference:
+        results.append_measurements(path, [
+            {"quantity": "transfer", "name": "top1", "value": _top1(key, model, seed, n), "unit": "%", "length": n,
+             "delta_scale": TRAIN_LENGTH / n, "model": model, "method_key": key, "status": "ok"}
+            for n in (TRAIN_LENGTH, 72, FAR)])
+
+
+@pytest.fixture(scope="module")
+def sizes_study(tmp_path_factory) -> Path:
+    study = tmp_path_factory.mktemp("results") / "sizes"
+    results.write_study_meta(study, "sizes", "name: sizes\nreferences: [seqgru_nano, seqgru_tiny]\n")
+    for model in RUNGS:
+        for key in ("zoh/paper", "foh/paper"):
+            for seed in SEEDS:
+                _trial(study, key, model, seed)
+    for model in ("seqgru_nano", "seqgru_tiny"):
+        for seed in SEEDS:
+            _trial(study, "", model, seed, reference=True)
+    results.consolidate(study)
+    return study
+
+
+def test_line_slope_is_least_squares_with_a_t_interval():
+    x = np.array([0.0, 1.0, 2.0, 3.0])
+    slope, low, high, p = line_slope(x, np.array([1.0, 3.0, 2.0, 5.0]))
+    # numpy's fit and a hand t-interval: se² = (Σ residual² / (n − 2)) / Σ(x − x̄)²
+    fitted = np.polyfit(x, [1.0, 3.0, 2.0, 5.0], 1)
+    residual = np.array([1.0, 3.0, 2.0, 5.0]) - np.polyval(fitted, x)
+    se = math.sqrt((residual ** 2).sum() / 2 / 5.0)
+    assert slope == pytest.approx(fitted[0]) and slope == pytest.approx(1.1)
+    assert (high - low) / 2 == pytest.approx(4.302652729749464 * se)  # t(0.975, 2 dof)
+    assert 0.05 < p < 1.0
+    assert all(math.isnan(v) for v in line_slope(np.array([1.0, 1.0, 1.0]), np.array([1.0, 2.0, 3.0])))
+
+
+def test_rungs_of_a_ladder_form_the_size_axis_ordered_by_parameters(sizes_study):
+    view = build_view(results.load_study(sizes_study))
+    assert size_ladders(view) == {"seqmamba": sorted(RUNGS.items(), key=lambda r: r[1])}
+    assert size_ladders(view, view.reference_names, view.references) == {
+        "seqgru": [("seqgru_nano", 10_000.0), ("seqgru_tiny", 100_000.0)]}
+    frame = scaling_frame(view)
+    assert set(frame["evaluation"]) == {"trained", f"L′={FAR}"}  # 144/40 is further from 40 than 72
+    foh = frame[(frame["method_key"] == "foh/paper") & (frame["evaluation"] == "trained")].set_index("model")
+    assert foh.loc["seqmamba_nano", "delta"] == pytest.approx(-10.0)
+    assert foh.loc["seqmamba_nano", "params"] == RUNGS["seqmamba_nano"]
+
+
+def test_the_gap_that_shrinks_and_the_gap_that_holds_are_told_apart(sizes_study, tmp_path):
+    view = build_view(results.load_study(sizes_study))
+    slopes = slope_frame(view).set_index("evaluation")
+    trained, far = slopes.loc["trained"], slopes.loc[f"L′={FAR}"]
+    # the seed pairs lie on −10 + 4·decades ± 0.5: slope 4 points per 10× parameters, the gap shrinks
+    assert trained["slope"] == pytest.approx(4.0, abs=1e-9) and trained["low"] > 0
+    assert trained["trend"] == "shrinks" and (trained["sizes"], trained["points"]) == (3, 9)
+    assert far["slope"] == pytest.approx(0.0, abs=1e-9) and far["trend"] == "no trend detected"
+    sentences = scaling_findings(view)
+    assert sentences[0].startswith("Model size, seqmamba, at the training length: the gap to zoh/paper foh/paper "
+                                   "shrinks (+4.00 [")
+    assert "Fitted over 6,650–129,098 parameters on this task" in sentences[0]
+    report = build_report(sizes_study, tmp_path / "reports")
+    assert (report.out_dir / "fig_scaling.png").exists()
+    table = (report.out_dir / "scaling.md").read_text()
+    assert "seqmamba_nano (6,650)" in table and "shrinks (3 sizes, 9 seed pairs)" in table
+    assert "Model size, seqmamba" in (report.out_dir / "index.md").read_text()
+
+
+def test_a_study_without_a_ladder_has_no_size_axis(tmp_path):
+    study = tmp_path / "flat"
+    results.write_study_meta(study, "flat", "name: flat\n")
+    for key in ("zoh/paper", "foh/paper"):
+        for seed in SEEDS:
+            _trial(study, key, "seqmamba_micro", seed)
+    results.consolidate(study)
+    view = build_view(results.load_study(study))
+    assert size_ladders(view) == {} and scaling_frame(view).empty and scaling_findings(view) == []
