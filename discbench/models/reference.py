@@ -117,7 +117,7 @@ class SequenceGRU(SequenceClassifier):
 # ----------------------------------------------------------------------------- registry
 
 # One rung per seqmamba size (seq.SIZES), H chosen so the parameters on MNIST-1D match the conv-free
-# seqmamba of the same name (tests/test_references.py): nano 6,654 (against 6,650), micro 19,744
+# seqmamba of the same name (tests/test_ladder.py): nano 6,654 (against 6,650), micro 19,744
 # (19,690), mini 58,082 (58,378), tiny 128,734 (129,098), small 270,280 (270,442).
 SIZES = {"nano": dict(hidden_size=44), "micro": dict(hidden_size=78), "mini": dict(hidden_size=136),
          "tiny": dict(hidden_size=204), "small": dict(hidden_size=297)}

@@ -107,7 +107,7 @@ class SequenceMamba(MixerStack):
 # The size ladder, grown as Vim and VSSD grow: width D and depth together, d_state 16, causal.
 # Parameters on MNIST-1D (1 channel, 10 classes) without the conv before the scan, the setting
 # the CPU studies train: nano 6,650, micro 19,690, mini 58,378, tiny 129,098, small 270,442
-# (tests/test_models.py checks them; the README lists them).
+# (tests/test_ladder.py checks them; the README lists them).
 SIZES = {
     "nano": dict(embed_dim=16, depth=2, d_state=16),
     "micro": dict(embed_dim=32, depth=2, d_state=16),

@@ -49,7 +49,7 @@ class SequenceCNN(SequenceClassifier):
 
 
 # One rung per seqmamba size (seq.SIZES), W matched in parameters to the conv-free seqmamba of the
-# same name (tests/test_references.py): nano 6,710 (against 6,650), micro 19,274 (19,690), mini
+# same name (tests/test_ladder.py): nano 6,710 (against 6,650), micro 19,274 (19,690), mini
 # 59,138 (58,378), tiny 129,734 (129,098), small 271,922 (270,442).
 SIZES = {"nano": dict(width=25), "micro": dict(width=43), "mini": dict(width=76), "tiny": dict(width=113),
          "small": dict(width=164)}

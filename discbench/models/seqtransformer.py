@@ -66,7 +66,7 @@ class SequenceTransformer(SequenceClassifier):
 
 
 # One rung per seqmamba size (seq.SIZES), one head, D matched in parameters to the conv-free seqmamba
-# of the same name (tests/test_references.py): nano 6,470 (against 6,650), micro 19,730 (19,690),
+# of the same name (tests/test_ladder.py): nano 6,470 (against 6,650), micro 19,730 (19,690),
 # mini 57,830 (58,378), tiny 129,950 (129,098), small 270,910 (270,442).
 SIZES = {"nano": dict(embed_dim=19), "micro": dict(embed_dim=34), "mini": dict(embed_dim=59),
          "tiny": dict(embed_dim=89), "small": dict(embed_dim=129)}

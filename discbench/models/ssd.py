@@ -360,7 +360,7 @@ def vssd_micro(pretrained: bool = False, **kwargs) -> VisionSSD:
 
 
 # The seqssd ladder: seqmamba's sizes (seq.SIZES) with Mamba-2 blocks, heads of 16 and d_state 48,
-# which matches each rung in parameters (tests/test_ssd_models.py): without the conv, nano 6,534,
+# which matches each rung in parameters (tests/test_ladder.py): without the conv, nano 6,534,
 # micro 19,330, mini 57,280, tiny 126,634, small 265,210.
 SEQ_SSD_SIZES = {size: dict(args, d_state=48, headdim=16) for size, args in SEQ_SIZES.items()}
 register_ladder(SequenceSSD, "seqssd", SEQ_SSD_SIZES, sequence_cfg, __name__)
