@@ -532,9 +532,11 @@ def test_an_mde_beyond_the_range_of_top1_is_said_to_detect_nothing(digits_view, 
 
 def test_findings_state_the_family_the_verdicts_the_design_and_every_divergence(digits_report, digits_view):
     data = accuracy_table(digits_view).data.set_index("method_key")
-    converged, untuned, families_sentence, sentence, diverged = digits_report.findings
+    converged, untuned, validation, families_sentence, sentence, diverged = digits_report.findings
     assert converged.startswith("Not converged: 8 of 8 finished trials did not converge by the study's rule")
     assert untuned.startswith("Untuned: every method ran at one shared recipe")
+    assert validation.startswith("On validation (the last epoch's top-1; what a choice between study designs may "
+                                 "read, not a verdict): ")
     assert families_sentence == (
         "Families and corrections: “every method vs zoh/paper at the training length” (primary; 2 tests, Holm "
         "(family-wise error rate)); “divergence rate vs the baseline (Fisher's exact test)” (secondary; 1 test, "

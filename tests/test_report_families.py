@@ -139,10 +139,13 @@ def test_a_method_that_diverged_everywhere_is_a_finding(declared_study, tmp_path
                               "accuracy here), 100% [exact 95% interval 29%, 100%], against 0 of 3 for zoh/paper "
                               "(Fisher's exact p 0.100")
     assert "scoring each diverged seed as its last finite epoch, Δ top-1 = −" in finding
-    convergence, untuned, families = report.findings[:3]
+    convergence, untuned, validation, families = report.findings[:4]
     assert untuned.startswith("Untuned: every method ran at one shared recipe")
     # one epoch each: too few to judge
     assert convergence.startswith("Convergence not judged: none of the 9 finished trials could be (fewer epochs")
+    # rk4/paper diverged on every seed: only foh/paper and trapezoid/paper are compared on validation
+    assert validation.startswith("On validation (the last epoch's top-1; what a choice between study designs may "
+                                 "read, not a verdict): 0 of 2 differences to zoh/paper")
     assert families.startswith("Families and corrections: “short signals” (primary; 1 test, Benjamini–Hochberg")
     within = next(f for f in report.findings if f.startswith("seq_micro:") and "equivalent to" in f)
     assert "equivalent to zoh/paper within ±5.00 points (TOST, adjusted p < 0.05): trapezoid/paper" in within
