@@ -11,7 +11,7 @@ import pytest
 
 from discbench import results
 from discbench.report import build_report
-from discbench.report.scaling import scaling_frame, scaling_findings, size_ladders, slope_frame
+from discbench.report.scaling import _figure_evaluations, scaling_frame, scaling_findings, size_ladders, slope_frame
 from discbench.report.stats import line_slope
 from discbench.report.study_view import build_view
 
@@ -85,7 +85,7 @@ def test_rungs_of_a_ladder_form_the_size_axis_ordered_by_parameters(sizes_study)
     assert size_ladders(view, view.reference_names, view.references) == {
         "seqgru": [("seqgru_nano", 10_000.0), ("seqgru_tiny", 100_000.0)]}
     frame = scaling_frame(view)
-    assert set(frame["evaluation"]) == {"trained", f"L′={FAR}"}  # 144/40 is further from 40 than 72
+    assert set(frame["evaluation"]) == {"trained", "L′=72", f"L′={FAR}"}  # every length; the slopes read each
     foh = frame[(frame["method_key"] == "foh/paper") & (frame["evaluation"] == "trained")].set_index("model")
     assert foh.loc["seqmamba_nano", "delta"] == pytest.approx(-10.0)
     assert foh.loc["seqmamba_nano", "params"] == RUNGS["seqmamba_nano"]
@@ -99,12 +99,16 @@ def test_the_gap_that_shrinks_and_the_gap_that_holds_are_told_apart(sizes_study,
     assert trained["slope"] == pytest.approx(4.0, abs=1e-9) and trained["low"] > 0
     assert trained["trend"] == "shrinks" and (trained["sizes"], trained["points"]) == (3, 9)
     assert far["slope"] == pytest.approx(0.0, abs=1e-9) and far["trend"] == "no trend detected"
+    assert list(slopes.index) == ["trained", "L′=72", f"L′={FAR}"]  # the finding is per evaluation length
     sentences = scaling_findings(view)
+    assert [s.split(": the gap")[0] for s in sentences] == [
+        "Model size, seqmamba, at the training length", "Model size, seqmamba, at L′=72", f"Model size, seqmamba, at L′={FAR}"]
     assert sentences[0].startswith("Model size, seqmamba, at the training length: the gap to zoh/paper foh/paper "
                                    "shrinks (+4.00 [")
     assert "Fitted over 6,650–129,098 parameters on this task" in sentences[0]
     report = build_report(sizes_study, tmp_path / "reports")
     assert (report.out_dir / "fig_scaling.png").exists()
+    assert _figure_evaluations(view) == ["trained", f"L′={FAR}"]  # the figure: 144/40 is further from 40 than 72
     table = (report.out_dir / "scaling.md").read_text()
     assert "seqmamba_nano (6,650)" in table and "shrinks (3 sizes, 9 seed pairs)" in table
     assert "Model size, seqmamba" in (report.out_dir / "index.md").read_text()

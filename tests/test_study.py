@@ -62,7 +62,7 @@ def test_validate_accepts_the_shipped_studies(capsys):
 
 # The studies re-run under the protocol of #24: tuned per arm on validation, trained to convergence.
 PROTOCOL_STUDIES = ["sampling_rate_noconv", "sampling_rate", "large_step", "mnist1d", "sequential_digits",
-                    "digits", "digits_noconv"]
+                    "digits", "digits_noconv", "sizes_cpu"]
 # what each question needs: Mamba's baseline, the textbook ZOH it approximates and Mamba-3's method
 CORE_METHODS = {"zoh/paper", "zoh/canonical", "trapezoid/paper"}
 
@@ -91,6 +91,33 @@ def test_a_committed_lock_file_covers_every_arm_and_sets_its_values(name):
         chosen = tuned.tuned.arms[trial.arm_id].chosen
         assert (trial.config.train.lr, trial.config.train.weight_decay) == (
             chosen["train.lr"], chosen["train.weight_decay"])
+
+
+def test_sizes_cpu_is_the_default_question_on_a_ladder_spanning_over_30x_with_matched_references():
+    import timm
+
+    from discbench.models.seq import SIZES
+
+    study = load_study(ROOT / "studies" / "sizes_cpu.yaml", apply_lock=False)
+    default = load_study(ROOT / "studies" / "sampling_rate_noconv.yaml", apply_lock=False)
+    methods = [t for t in study.trials if not t.reference]
+    rungs = sorted({t.config.model.name for t in methods}, key=lambda n: list(SIZES).index(n.split("_")[1]))
+    assert {model_info(n).ladder for n in rungs} == {"seqmamba"} and len(rungs) >= 4
+    smallest, largest = (sum(p.numel() for p in timm.create_model(n, in_chans=1, seq_len=40, num_classes=10,
+                                                                    conv="none").parameters()) for n in (rungs[0], rungs[-1]))
+    assert largest / smallest >= 30
+    # every method at every rung on the same seeds, tuned per (method, size): one arm each
+    assert sorted((t.method_key, t.config.model.name, t.config.seed) for t in methods) == sorted(
+        (k, n, s) for k in {t.method_key for t in methods} for n in rungs for s in (0, 1, 2))
+    assert len({t.arm_id for t in methods}) == len({(t.method_key, t.config.model.name) for t in methods})
+    # each rung has a GRU and a CNN of its own size, on the same seeds
+    references = {(t.config.model.name, t.config.seed) for t in study.trials if t.reference}
+    assert references == {(f"{family}_{n.split('_')[1]}", s) for family in ("seqgru", "seqcnn") for n in rungs
+                          for s in (0, 1, 2)}
+    # the default study's task, data, eval lengths and recipe: only the size differs
+    same = lambda t: json.dumps([t.config.data.model_dump(mode="json"), t.config.measure.eval_lengths,
+                                 t.config.train.resolved().epochs, t.config.model.kwargs], sort_keys=True)
+    assert {same(t) for t in methods} == {same(t) for t in default.trials if not t.reference}
 
 
 def test_digits_is_the_core_methods_on_both_families_with_three_seeds():

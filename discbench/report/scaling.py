@@ -6,7 +6,7 @@ ladder (`FamilyCfg.ladder`, registered by `models.registry.register_ladder`): fo
 the figure and the finding; nothing here names a study.
 
 Per ladder, factor setting, method and evaluation (the training length, and with sampling-rate
-transfer the evaluation length furthest from it), the difference to the baseline at each rung
+transfer every other evaluation length; the figure draws the one furthest from it), the difference to the baseline at each rung
 comes from the accuracy and transfer frames (their intervals, seeds × test items). The trend is
 an ordinary least-squares line through every seed's paired difference (method − baseline, same
 seed and rung) against log10(parameters), with its slope's t-interval on n − 2 degrees of
@@ -80,13 +80,20 @@ def _furthest_length(transfer: pd.DataFrame) -> int | None:
 
 
 def _evaluations(view: StudyView) -> list[tuple[str, pd.DataFrame]]:
-    """[(evaluation label, per (model, condition) frame)]: the training length, then the furthest L′."""
+    """[(evaluation label, per (model, condition) frame)]: the training length, then every other
+    evaluation length L′ in increasing order."""
     out = [(TRAINED, accuracy_frame(view, "top1"))]
     transfer = transfer_frame(view)
-    furthest = _furthest_length(transfer)
-    if furthest is not None:
-        out.append((f"L′={furthest}", transfer[transfer["length"] == furthest]))
-    return out
+    if transfer.empty:
+        return out
+    away = transfer[transfer["length"] != transfer["train_length"]]
+    return out + [(f"L′={int(n)}", away[away["length"] == n]) for n in sorted(away["length"].unique())]
+
+
+def _figure_evaluations(view: StudyView) -> list[str]:
+    """The evaluations the figure draws: the training length and the L′ furthest from it."""
+    furthest = _furthest_length(transfer_frame(view))
+    return [TRAINED] + ([f"L′={furthest}"] if furthest is not None else [])
 
 
 def _settings(view: StudyView) -> list[tuple]:
@@ -217,8 +224,8 @@ def scaling_table(view: StudyView) -> Table | None:
             rows.append(row)
     caption = (f"Model size: at each rung of a size ladder (columns, parameters in parentheses), the baseline "
                f"{view.baseline_key}'s top-1 on the test split (mean ± sd over seeds) and each method's Δ to it with "
-               f"its 95% interval (seeds × test items), at the training length and at the evaluation length furthest "
-               f"from it. Slope: an ordinary least-squares line through every seed's paired Δ against log10(parameters), "
+               f"its 95% interval (seeds × test items), at the training length and at every other evaluation length. "
+               f"Slope: an ordinary least-squares line through every seed's paired Δ against log10(parameters), "
                f"in points per tenfold parameters, with its t-interval (n − 2 dof) and p, unadjusted. The gap grows "
                f"when the interval excludes 0 on the side of the mean Δ, shrinks when on the other side; otherwise no "
                f"trend is detected, which is not evidence that it holds. {view.provenance()}.")
@@ -233,7 +240,8 @@ def scaling_figure(view: StudyView, out_dir: Path) -> FigureFile | None:
     frame = scaling_frame(view)
     if frame.empty:
         return None
-    evaluations = list(dict.fromkeys(frame["evaluation"]))
+    evaluations = _figure_evaluations(view)
+    frame = frame[frame["evaluation"].isin(evaluations)]
     panels = [(ladder, setting) for ladder in dict.fromkeys(frame["ladder"])
               for setting in dict.fromkeys(frame.loc[frame["ladder"] == ladder, "setting"])]
     references = size_ladders(view, view.reference_names, view.references) if not view.references.empty else {}
