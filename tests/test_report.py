@@ -879,6 +879,32 @@ def family_study(tmp_path_factory) -> Path:
     return study
 
 
+def test_tuned_values_are_not_factors_even_when_they_vary_by_method_and_model_together(tmp_path):
+    """Each arm (method × family) runs at its own tuned rate, so the rate is determined by neither
+    the method nor the model alone; it is the protocol, not a design factor, and splitting the
+    conditions by it would leave each method without a baseline to compare with."""
+    study = tmp_path / "tuned_families"
+    results.write_study_meta(study, "tuned_families", "name: tuned_families\ntune:\n  space:\n"
+                             "    train.lr: {log_uniform: [0.001, 0.1]}\n")
+    rates = {("vim_micro", "zoh/paper"): 0.01, ("vim_micro", "foh/canonical"): 0.02,
+             ("vssd_micro", "zoh/paper"): 0.02, ("vssd_micro", "foh/canonical"): 0.01}
+    for model, by_key in FAMILY_TOP1.items():
+        for key, values in by_key.items():
+            method, variant = key.split("/")
+            for seed, top1 in enumerate(values):
+                row = _row("tuned_families", method, variant, seed, "ok", model=model, image_size=16, top1=top1)
+                row["config"]["train"]["lr"] = rates[(model, key)]
+                results.write_trial(results.trial_dir(study, row["trial_id"]), row)
+    results.consolidate(study)
+    view = build_view(results.load_study(study))
+    assert view.factors == [] and view.conditions == [("zoh/paper",), ("foh/canonical",)]
+    data = accuracy_table(view).data.set_index(["model", "method_key"])
+    assert data.loc[("vim_micro", "foh/canonical"), "top1_delta"] == pytest.approx(3.0)
+    # without the tune section the same rates are a factor of the design
+    results.write_study_meta(study, "tuned_families", "name: tuned_families\n")
+    assert build_view(results.load_study(study)).factors == ["config.train.lr"]
+
+
 def test_model_families_get_their_own_columns_with_intervals_and_mdes(family_study, tmp_path):
     view = build_view(results.load_study(family_study))
     assert view.models == ["vim_micro", "vssd_micro"] and view.factors == []

@@ -3,7 +3,9 @@ configuration factors, the seeds, and where each result came from.
 
 A factor is a flattened config column (e.g. `config.model.kwargs.cls_token`) that takes more
 than one value and is not determined by the model alone. The method (method_key), the model
-(`model`) and the seed have their own axes and are never factors.
+(`model`) and the seed have their own axes and are never factors; nor are the keys a study tunes
+(its `tune.space`): they vary by arm because each arm runs at its own optimum, which is the
+protocol, not a design factor.
 """
 
 from __future__ import annotations
@@ -116,6 +118,12 @@ def study_file(results: StudyResults) -> dict:
     return raw if isinstance(raw, dict) else {}
 
 
+def tuned_columns(results: StudyResults) -> set[str]:
+    """The config columns of the keys the study's tuning stage searched (`tune.space`)."""
+    space = (study_file(results).get("tune") or {}).get("space") or {}
+    return {f"config.{key}" for key in space}
+
+
 def reference_models(results: StudyResults) -> list[str]:
     """The model names the study lists under `references:`, in its order."""
     return [r if isinstance(r, str) else r.get("name") for r in study_file(results).get("references") or []]
@@ -141,7 +149,8 @@ def build_view(results: StudyResults) -> StudyView:
         raise ValueError(f"study {results.name!r} at {results.path} has only reference trials")
     models = list(dict.fromkeys(trials["model"]))
 
-    factors = [c for c in trials.columns if c.startswith("config.") and c not in _NOT_FACTORS
+    not_factors = _NOT_FACTORS | tuned_columns(results)
+    factors = [c for c in trials.columns if c.startswith("config.") and c not in not_factors
                and _varies(trials[c]) and not _determined_by(trials, c, "model")
                and not _determined_by(trials, c, "method_key")]
     for column in factors:
