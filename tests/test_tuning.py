@@ -228,3 +228,14 @@ def test_tuning_needs_a_validation_split(tmp_path, capsys):
     assert main(["tune", str(study), "-o", "data.val_fraction=0", "--results-dir", str(tmp_path / "r")]) == 1
     assert "data.val_fraction is 0 for zoh-paper, foh-paper" in capsys.readouterr().err
     assert not lock_path(study).exists()
+
+
+def test_the_sensitivity_figure_has_a_panel_per_setting_and_one_for_the_references():
+    from discbench.report.tuning import _panel_of
+
+    # a study with a family axis: one line per method in each family's panel
+    assert _panel_of("zoh-paper__name=seqssd_micro", False, 2) == "name=seqssd_micro"
+    assert _panel_of("zoh-paper__name=seqmamba_micro", False, 2) == "name=seqmamba_micro"
+    assert _panel_of("seqgru_micro", True, 2) == "references"
+    # no other factor: one panel for every arm, references included
+    assert {_panel_of("zoh-paper", False, 1), _panel_of("seqgru_micro", True, 1)} == {""}

@@ -11,6 +11,7 @@ import math
 from pathlib import Path
 
 import matplotlib.pyplot as plt
+from matplotlib.ticker import NullFormatter
 import pandas as pd
 
 from ..tuning import TuningLock, parse_lock_text
@@ -96,17 +97,31 @@ def _value(value) -> str:
     return "—" if value is None else str(value)
 
 
+def _panel_of(arm_id: str, is_reference: bool, settings: int) -> str:
+    """The panel an arm is drawn in: its setting (the arm id after the method, e.g.
+    `name=seqssd_micro`) when arms differ by more than the method, so that each panel holds one
+    line per method; references, whose arms have no setting, then share a panel of their own."""
+    if settings <= 1:
+        return ""
+    return "references" if is_reference else arm_id.partition("__")[2]
+
+
 def sensitivity_figure(view: StudyView, out_dir: Path) -> FigureFile | None:
     """Validation top-1 against the learning rate, one line per method (every candidate that
-    trained every epoch; a candidate ASHA stopped is a small mark at its last score)."""
+    trained every epoch; a candidate ASHA stopped is a small mark at its last score); one panel
+    per setting of the study's other factors when it has any."""
     lock = lock_of(view)
     if lock is None or SENSITIVITY_KEY not in lock.tune.space:
         return None
+    references = [arm.method for arm in lock.arms.values() if arm.method not in METHODS]
+    settings = len({arm_id.partition("__")[2] for arm_id, arm in lock.arms.items() if arm.method in METHODS})
+    panels = list(dict.fromkeys(_panel_of(a, arm.method in references, settings) for a, arm in lock.arms.items()))
     style, context = _theme()
     with style, context:
-        fig, ax = plt.subplots(figsize=(8.4, 4.4))
-        references = [arm.method for arm in lock.arms.values() if arm.method not in METHODS]
+        fig, axes = plt.subplots(1, len(panels), figsize=(8.4 if len(panels) == 1 else 5.0 * len(panels), 4.4),
+                                 squeeze=False, sharey=True)
         for arm_id, arm in lock.arms.items():
+            ax = axes[0][panels.index(_panel_of(arm_id, arm.method in references, settings))]
             look = (reference_style(references.index(arm.method)) if arm.method in references
                     else method_style(arm.method))
             points = sorted((c.values[SENSITIVITY_KEY], c.val_top1, c.status) for c in arm.candidates
@@ -114,20 +129,28 @@ def sensitivity_figure(view: StudyView, out_dir: Path) -> FigureFile | None:
             full = [(x, y) for x, y, s in points if s == "finished"]
             if full:
                 ax.plot(*zip(*full), color=look["color"], marker=look["marker"], linestyle=look["linestyle"],
-                        markerfacecolor=look["markerfacecolor"], markersize=5, linewidth=1.2, label=arm_id)
+                        markerfacecolor=look["markerfacecolor"], markersize=5, linewidth=1.2,
+                        label=arm.method if len(panels) > 1 else arm_id)
             stopped = [(x, y) for x, y, s in points if s != "finished"]
             if stopped:
                 ax.plot(*zip(*stopped), color=look["color"], marker=".", linestyle="none", alpha=0.6)
             chosen = arm.chosen.get(SENSITIVITY_KEY)
             ax.plot([chosen], [arm.val_top1], marker="*", color=look["color"], markersize=13, linestyle="none",
                     markeredgecolor="black", markeredgewidth=0.6, zorder=5)
-        ax.set_xscale("log")
-        ax.set_xlabel("learning rate (train.lr)")
-        ax.set_ylabel("validation top-1 (%)")
-        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), title="arm", title_fontsize=8)
+        for ax, panel in zip(axes[0], panels):
+            ax.set_xscale("log")
+            if len(panels) > 1:  # the minor labels of a narrow panel run into each other
+                ax.xaxis.set_minor_formatter(NullFormatter())
+            ax.set_xlabel("learning rate (train.lr)")
+            if panel:
+                ax.set_title(panel, fontsize=9)
+        axes[0][0].set_ylabel("validation top-1 (%)")
+        axes[0][-1].legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0),
+                           title="arm" if len(panels) == 1 else "method", title_fontsize=8)
     others = [k for k in lock.tune.space if k != SENSITIVITY_KEY]
     caption = (f"Sensitivity to the learning rate: validation top-1 of every candidate of the tuning stage against "
-               f"its learning rate, one line per method through the candidates that trained all {lock.epochs} epochs; "
+               f"its learning rate, one line per method (one panel per setting of the other factors) through the "
+               f"candidates that trained all {lock.epochs} epochs; "
                f"dots: candidates ASHA stopped early (their score at that epoch); star: the chosen candidate."
                + (f" The candidates also differ in {', '.join(others)} (drawn together with the rate), so a line is "
                   f"not a one-factor sweep." if others else "")
