@@ -239,3 +239,27 @@ def test_the_sensitivity_figure_has_a_panel_per_setting_and_one_for_the_referenc
     assert _panel_of("seqgru_micro", True, 2) == "references"
     # no other factor: one panel for every arm, references included
     assert {_panel_of("zoh-paper", False, 1), _panel_of("seqgru_micro", True, 1)} == {""}
+
+
+def test_an_arm_that_chose_the_smallest_or_largest_candidate_is_named():
+    from discbench.report.tuning import edge_sentence
+
+    def arm(chosen_lr: float) -> ArmChoice:
+        candidates = [Candidate(values={"train.lr": lr, "train.weight_decay": wd}, val_top1=50.0, epochs=2,
+                                status="finished") for lr, wd in ((1e-3, 0.01), (1e-2, 0.1), (3e-2, 0.05))]
+        chosen = next(c.values for c in candidates if c.values["train.lr"] == chosen_lr)
+        return ArmChoice(method="zoh/paper", chosen=chosen, val_top1=50.0, epochs_spent=6, candidates=candidates)
+
+    spec = TuneSpec.model_validate({"space": {"train.lr": {"log_uniform": [1e-4, 1e-1]},
+                                              "train.weight_decay": {"log_uniform": [1e-3, 0.2]}}, "samples": 3})
+    lock = TuningLock(study="s", created="now", commit="abc", device="cpu", tune=spec, epochs=2, tuning_seconds=1.0,
+                      arms={"low": arm(1e-3), "inside": arm(1e-2), "high": arm(3e-2)})
+    sentence = edge_sentence(lock)
+    assert "train.lr: 1 of 3 arms chose the smallest candidate (low), so their optimum may lie below" in sentence
+    assert "train.lr: 1 of 3 arms chose the largest candidate (high)" in sentence
+    # weight decay: "low" chose 0.01 (smallest), "inside" 0.1 (largest), "high" 0.05 (inside)
+    assert "train.weight_decay: 1 of 3 arms chose the smallest candidate (low)" in sentence
+    assert "train.weight_decay: 1 of 3 arms chose the largest candidate (inside)" in sentence
+    interior = TuningLock(study="s", created="now", commit="abc", device="cpu", tune=spec, epochs=2,
+                          tuning_seconds=1.0, arms={"inside": arm(1e-2)})
+    assert "train.lr" not in edge_sentence(interior)

@@ -62,7 +62,29 @@ def tuning_sentence(view: StudyView) -> str:
                     "ran at the study's own recipe (discbench tune writes the lock file).")
         return ("Untuned: every method ran at one shared recipe, chosen without a per-method search; a method whose "
                 "best settings lie elsewhere is judged away from its optimum.")
-    return "Tuned per method on the validation split. " + budget_text(lock)
+    return " ".join(s for s in ("Tuned per method on the validation split. " + budget_text(lock),
+                                edge_sentence(lock)) if s)
+
+
+def edge_sentence(lock: TuningLock) -> str:
+    """For each numeric key of the search space: the arms whose chosen value is the smallest or
+    the largest candidate drawn, where the arm's optimum may lie beyond the candidates."""
+    parts = []
+    for key in lock.tune.space:
+        low, high = [], []
+        for arm_id, arm in lock.arms.items():
+            drawn = sorted({c.values[key] for c in arm.candidates if isinstance(c.values.get(key), (int, float))})
+            chosen = arm.chosen.get(key)
+            if len(drawn) < 2 or not isinstance(chosen, (int, float)):
+                continue
+            (low if chosen == drawn[0] else high if chosen == drawn[-1] else []).append(arm_id)
+        for side, arms, value in (("smallest", low, "below"), ("largest", high, "above")):
+            if arms:
+                parts.append(f"{key}: {len(arms)} of {len(lock.arms)} arms chose the {side} candidate "
+                             f"({', '.join(arms)}), so their optimum may lie {value} the candidates")
+    if not parts:
+        return ""
+    return "At the edge of the candidates: " + "; ".join(parts) + "."
 
 
 def tuning_table(view: StudyView) -> Table | None:
