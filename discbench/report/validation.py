@@ -18,6 +18,7 @@ import pandas as pd
 from .convergence import convergence_frame
 from .stats import difference_to_baseline
 from .study_view import StudyView
+from .tables import _num
 
 COLUMNS = ["model", "condition", "method_key", "n", "delta", "low", "high", "separated"]
 
@@ -58,9 +59,8 @@ def separation_sentence(view: StudyView) -> str:
         return ""
     size = frame["delta"].abs()
     largest = frame.loc[size.idxmax()]
-    signed = f"{largest['delta']:+.2f}".replace("-", "−")
     return (f"On validation (the last epoch's top-1; what a choice between study designs may read, not a verdict): "
             f"{int(frame['separated'].sum())} of {len(frame)} differences to {view.baseline_key} have a paired 95% "
             f"interval (seeds) that excludes 0, unadjusted; |Δ| median {size.median():.2f} points, largest "
-            f"{signed} ({view.condition_label(largest['condition'])}"
+            f"{_num(largest['delta'], signed=True)} ({view.condition_label(largest['condition'])}"
             f"{f', {largest.model}' if len(view.models) > 1 else ''}).")
