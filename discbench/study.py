@@ -748,6 +748,12 @@ def load_study(path: str | Path, overrides: list[str] | tuple[str, ...] = (),
         if set(tuned.tune.space) != set(spec.tune.space):
             raise StudyError([f"{lock_path(path)}: tuned {', '.join(tuned.tune.space)}, but the study's tune.space "
                               f"is {', '.join(spec.tune.space)}; run discbench tune {path} again"])
+        was, now = tuned.tune.model_dump(mode="json"), spec.tune.model_dump(mode="json")
+        changed = [k for k in now if was.get(k) != now[k]]
+        if changed:  # the choices answer another search than the one the study now declares
+            raise StudyError([f"{lock_path(path)}: tuned under tune.{k} = {_describe(was.get(k))}, but the study now "
+                              f"says {_describe(now[k])}" for k in changed]
+                             + [f"run discbench tune {path} again (or restore the study's tune section)"])
         lock_text = lock_path(path).read_text()
     trials, problems = _expand(path, spec, raw, parsed, tuned)
     if not problems and not trials:

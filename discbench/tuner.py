@@ -122,12 +122,15 @@ def _tune_arm(arm_id: str, trial, spec: TuneSpec, folder: Path, epochs: int, con
     keys = list(spec.space)
     arm = {"config": trial.config.model_dump(mode="json"), "keys": keys, "seed": spec.seed,
            "folder": str(folder / arm_id), "cpus": trial.resources.cpus}
+    points = None
     if spec.search == "grid":
         space = {key: tune.grid_search(d.choice) for key, d in spec.space.items()}
         samples = 1
     else:
         space = {key: d.ray() for key, d in spec.space.items()}
         samples = spec.samples
+        if spec.search == "stratified":
+            points = spec.stratified_points()  # Ray tries these instead of drawing
     scheduler = None
     if spec.asha is not None:
         scheduler = ASHAScheduler(time_attr="epoch", max_t=epochs, grace_period=min(spec.asha.grace_period, epochs),
@@ -151,7 +154,8 @@ def _tune_arm(arm_id: str, trial, spec: TuneSpec, folder: Path, epochs: int, con
         tune_config=tune.TuneConfig(
             metric=METRIC, mode="max", num_samples=samples, scheduler=scheduler, reuse_actors=True,
             # one seeded generator per arm: every arm draws the same candidates in the same order
-            search_alg=BasicVariantGenerator(random_state=spec.search_seed, max_concurrent=concurrency)),
+            search_alg=BasicVariantGenerator(random_state=spec.search_seed, max_concurrent=concurrency,
+                                             points_to_evaluate=points)),
         run_config=tune.RunConfig(name=arm_id, storage_path=str((folder / "ray").resolve()), verbose=0,
                                   callbacks=[Report()], failure_config=tune.FailureConfig(max_failures=0)))
     return _candidates(tuner.fit(), keys, Path(arm["folder"]), epochs)

@@ -86,6 +86,28 @@ def test_grid_search_takes_choices_only():
     assert grid.candidates_per_arm() == 6
 
 
+def test_stratified_search_puts_one_candidate_in_each_stratum_of_every_key():
+    spec = TuneSpec.model_validate({"space": {"train.lr": {"log_uniform": [1e-3, 1e-1]},
+                                              "train.weight_decay": {"uniform": [0.0, 0.8]},
+                                              "train.warmup_epochs": {"choice": [0, 1, 2]}},
+                                    "samples": 8, "search_seed": 3})
+    points = spec.stratified_points()
+    assert spec.search == "stratified" and len(points) == 8
+    lr_strata = [int((np.log10(p["train.lr"]) + 3) / 2 * 8) for p in points]  # eighths of [1e-3, 1e-1] in log
+    assert lr_strata == list(range(8))  # one per stratum, sorted by the first key
+    assert sorted(int(p["train.weight_decay"] / 0.1) for p in points) == list(range(8))
+    warmups = [p["train.warmup_epochs"] for p in points]
+    assert sorted(warmups.count(v) for v in (0, 1, 2)) == [2, 3, 3]  # every choice, balanced
+    assert spec.stratified_points() == points  # the same candidates for every arm
+    other = spec.model_copy(update={"search_seed": 4}).stratified_points()
+    assert other != points and [int((np.log10(p["train.lr"]) + 3) / 2 * 8) for p in other] == list(range(8))
+    # what random search gave every study with seed 0: 7 of 8 rates in the top half of the log range
+    # can never happen here, whatever the seed
+    for seed in range(20):
+        rates = [p["train.lr"] for p in spec.model_copy(update={"search_seed": seed}).stratified_points()]
+        assert sum(r > 1e-2 for r in rates) == 4
+
+
 # ----------------------------------------------------------------------------- the lock file
 
 def test_the_lock_sets_each_arms_values_and_overrides_win(tmp_path):
@@ -115,6 +137,11 @@ def test_a_lock_that_does_not_fit_the_study_is_refused(tmp_path):
         load_study(study)
     study.write_text(text.replace("    train.weight_decay: {choice: [0.0, 0.05]}\n", ""))
     with pytest.raises(StudyError, match=r"tuned train.lr, train.weight_decay, but the study's tune.space is train.lr"):
+        load_study(study)
+    study.write_text(text)
+    write_lock(study, {"zoh-paper": 0.004, "foh-paper": 0.002}, seed=1000)
+    study.write_text(text.replace("seed: 1\n", "seed: 1000\n").replace("  samples: 3", "  search: random\n  samples: 3"))
+    with pytest.raises(StudyError, match=r"tuned under tune.search = 'stratified', but the study now says 'random'"):
         load_study(study)
     lock_path(study).write_text("study: x\n")
     with pytest.raises(StudyError, match=r"not a valid tuning lock file"):
@@ -192,7 +219,8 @@ def test_discbench_tune_writes_the_lock_and_run_and_report_use_it(tmp_path, caps
     assert list(lock.arms) == ["zoh-paper", "foh-paper"] and lock.epochs == 2 and lock.tune.seed == 1000
     values = [[c.values for c in arm.candidates] for arm in lock.arms.values()]
     assert values[0] == values[1] and len(values[0]) == 3  # the same candidates for every arm
-    assert all(1e-3 <= v["train.lr"] <= 1e-2 and v["train.weight_decay"] in (0.0, 0.05) for v in values[0])
+    # the default search is stratified: Ray tried exactly the Latin hypercube's points, in its order
+    assert values[0] == lock.tune.stratified_points() and lock.tune.search == "stratified"
     for arm in lock.arms.values():
         finished = [c for c in arm.candidates if c.status == "finished"]
         assert finished and arm.val_top1 == max(c.val_top1 for c in finished)

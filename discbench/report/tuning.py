@@ -38,9 +38,12 @@ def budget_text(lock: TuningLock) -> str:
                      f"uniform on [{d.uniform[0]:g}, {d.uniform[1]:g}]" if d.uniform else
                      f"one of {', '.join(map(str, d.choice))}")
         for key, d in spec.space.items())
-    search = (f"{spec.samples} configurations drawn at random (Ray Tune's random search, seed {spec.search_seed}; "
-              f"the same {spec.samples} for every arm)" if spec.search == "random" else
-              f"every one of the {spec.candidates_per_arm()} combinations (grid search)")
+    search = {"stratified": f"{spec.samples} configurations from a Latin hypercube (each key's range cut into "
+                            f"{spec.samples} equal strata, log-spaced for a log-uniform key, with one configuration "
+                            f"in each; seed {spec.search_seed}; the same {spec.samples} for every arm)",
+              "random": f"{spec.samples} configurations drawn at random (Ray Tune's random search, seed "
+                        f"{spec.search_seed}; the same {spec.samples} for every arm)",
+              "grid": f"every one of the {spec.candidates_per_arm()} combinations (grid search)"}[spec.search]
     asha = (f"ASHA stopped the weaker candidates of each arm at its rungs (grace period {spec.asha.grace_period} "
             f"epochs, reduction factor {spec.asha.reduction_factor:g}), within the arm only"
             if spec.asha else "every candidate trained every epoch (no early stopping)")
