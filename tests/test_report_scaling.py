@@ -11,7 +11,8 @@ import pytest
 
 from discbench import results
 from discbench.report import build_report
-from discbench.report.scaling import _figure_evaluations, scaling_frame, scaling_findings, size_ladders, slope_frame
+from discbench.report.scaling import (_figure_evaluations, scaling_frame, scaling_findings, size_ladders, slope_frame,
+                                      trends)
 from discbench.report.stats import line_slope
 from discbench.report.study_view import build_view
 
@@ -105,6 +106,7 @@ def test_the_gap_that_shrinks_and_the_gap_that_holds_are_told_apart(sizes_study,
         "Model size, seqmamba, at the training length", "Model size, seqmamba, at L′=72", f"Model size, seqmamba, at L′={FAR}"]
     assert sentences[0].startswith("Model size, seqmamba, at the training length: the gap to zoh/paper foh/paper "
                                    "shrinks (+4.00 [")
+    assert "adjusted p < 0.001" in sentences[0] and (slopes["correction"] == "holm").all()
     assert "Fitted over 6,650–129,098 parameters on this task" in sentences[0]
     report = build_report(sizes_study, tmp_path / "reports")
     assert (report.out_dir / "fig_scaling.png").exists()
@@ -112,6 +114,22 @@ def test_the_gap_that_shrinks_and_the_gap_that_holds_are_told_apart(sizes_study,
     table = (report.out_dir / "scaling.md").read_text()
     assert "seqmamba_nano (6,650)" in table and "shrinks (3 sizes, 9 seed pairs)" in table
     assert "Model size, seqmamba" in (report.out_dir / "index.md").read_text()
+
+
+def test_the_slopes_are_one_family_and_a_trend_needs_the_adjusted_p():
+    import pandas as pd
+
+    raw = pd.DataFrame({"slope": [3.0, -2.0, 1.5, 2.0, 0.0], "mean_delta": [-5.0, -5.0, 4.0, 4.0, 4.0],
+                        "p": [0.001, 0.012, 0.02, 0.3, float("nan")]})
+    holm = trends(raw, "holm")
+    # Holm over the 4 finite p: 0.004, 0.036, 0.04, 0.3; the NaN (no test) stays NaN
+    assert holm["p_adj"].iloc[:4].tolist() == pytest.approx([0.004, 0.036, 0.04, 0.3])
+    assert math.isnan(holm["p_adj"].iloc[4])
+    # a slope against the mean Δ's sign shrinks the gap, with it grows it; raw p 0.02 alone is not enough
+    assert holm["trend"].tolist() == ["shrinks", "grows", "grows", "no trend detected", "no trend detected"]
+    strict = trends(raw.assign(p=[0.001, 0.02, 0.03, 0.3, float("nan")]), "holm")
+    assert strict["trend"].tolist()[:3] == ["shrinks", "no trend detected", "no trend detected"]  # 0.06, 0.06
+    assert (holm["correction"] == "holm").all()
 
 
 def test_a_study_without_a_ladder_has_no_size_axis(tmp_path):

@@ -10,9 +10,11 @@ transfer every other evaluation length; the figure draws the one furthest from i
 comes from the accuracy and transfer frames (their intervals, seeds × test items). The trend is
 an ordinary least-squares line through every seed's paired difference (method − baseline, same
 seed and rung) against log10(parameters), with its slope's t-interval on n − 2 degrees of
-freedom: points per tenfold growth in parameters. The gap grows with size when the slope's
-interval excludes 0 on the side of the mean difference, shrinks when it excludes 0 on the other
-side, and shows no detected trend otherwise.
+freedom: points per tenfold growth in parameters. Every slope of a study is one family of tests:
+its p is adjusted with the study's correction (Holm, or Benjamini–Hochberg under
+`analysis.error_rate: fdr`), as the report's other families are. The gap grows with size when the
+adjusted p is below α and the slope has the sign of the mean difference, shrinks when it has the
+other sign, and shows no detected trend otherwise; the interval shown is the raw one.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ import pandas as pd
 
 from ..models import model_info
 from . import stats
+from .families import analysis_of
 from .aggregate import accuracy_frame, transfer_frame
 from .figures import FigureFile, _save, _theme, method_style, reference_style
 from .study_view import StudyView
@@ -33,7 +36,8 @@ from .tables import DASH, Table
 
 TRAINED = "trained"  # the evaluation at the training length
 SLOPE_COLUMNS = ["ladder", "setting", "condition", "method_key", "evaluation", "slope", "low", "high", "p",
-                 "sizes", "points", "mean_delta", "trend"]
+                 "p_adj", "correction", "sizes", "points", "mean_delta", "trend"]
+NO_TREND = "no trend detected"
 
 
 def _ladder_of(model: str) -> str | None:
@@ -136,8 +140,8 @@ def _seed_values(view: StudyView, model: str, condition: tuple, evaluation: str)
 def slope_frame(view: StudyView) -> pd.DataFrame:
     """One row per (ladder, setting, method other than the baseline, evaluation) (SLOPE_COLUMNS):
     the slope of the seeds' paired differences against log10(parameters), in points per tenfold
-    parameters, its 95% interval and p, the rungs and points it rests on, the mean difference
-    over them, and the trend: "grows", "shrinks" or "no trend detected"."""
+    parameters, its raw 95% interval, p and p adjusted over all the study's slopes (`trends`), the
+    rungs and points it rests on, the mean difference over them, and the trend."""
     ladders = size_ladders(view)
     rows = []
     for evaluation, _ in (_evaluations(view) if ladders else []):
@@ -158,16 +162,24 @@ def slope_frame(view: StudyView) -> pd.DataFrame:
                     if not y:
                         continue
                     slope, low, high, p = stats.line_slope(np.array(x), np.array(y))
-                    mean = float(np.mean(y))
-                    if math.isfinite(low) and (low > 0 or high < 0) and mean != 0.0:
-                        trend = "grows" if (slope > 0) == (mean > 0) else "shrinks"
-                    else:
-                        trend = "no trend detected"
                     rows.append({"ladder": ladder, "setting": setting, "condition": condition,
                                  "method_key": condition[0], "evaluation": evaluation, "slope": slope, "low": low,
-                                 "high": high, "p": p, "sizes": sizes, "points": len(y), "mean_delta": mean,
-                                 "trend": trend})
-    return pd.DataFrame(rows, columns=SLOPE_COLUMNS)
+                                 "high": high, "p": p, "sizes": sizes, "points": len(y),
+                                 "mean_delta": float(np.mean(y))})
+    frame = pd.DataFrame(rows, columns=[c for c in SLOPE_COLUMNS if c not in ("p_adj", "correction", "trend")])
+    correction = stats.CORRECTIONS[analysis_of(view).error_rate] if rows else "holm"
+    return trends(frame, correction)[SLOPE_COLUMNS]
+
+
+def trends(slopes: pd.DataFrame, correction: str) -> pd.DataFrame:
+    """The slopes with p_adj (`correction` over all of them: one family), and each trend: "grows"
+    (adjusted p < α, slope of the mean difference's sign), "shrinks" (the other sign) or NO_TREND."""
+    out = slopes.assign(p_adj=stats.adjust(slopes["p"].astype(float), correction) if len(slopes) else [],
+                        correction=correction)
+    significant = (out["p_adj"] < stats.ALPHA) & (out["mean_delta"] != 0.0)
+    same_sign = (out["slope"] > 0) == (out["mean_delta"] > 0)
+    out["trend"] = np.where(significant, np.where(same_sign, "grows", "shrinks"), NO_TREND)
+    return out
 
 
 def _signed(value: float) -> str:
@@ -189,6 +201,7 @@ def scaling_table(view: StudyView) -> Table | None:
     if frame.empty:
         return None
     slopes = slope_frame(view).set_index(["ladder", "condition", "evaluation"])
+    correction = stats.CORRECTION_NAMES[slopes["correction"].iloc[0]] if len(slopes) else "no slopes"
     rows = []
     for (ladder, evaluation), here in frame.groupby(["ladder", "evaluation"], sort=False):
         rungs = list(dict.fromkeys(zip(here["model"], here["params"])))
@@ -215,8 +228,8 @@ def scaling_table(view: StudyView) -> Table | None:
             if key in slopes.index:
                 s = slopes.loc[key]
                 row["slope (points per 10× parameters) [95% CI]"] = (
-                    f"{_signed(s['slope'])} [{_signed(s['low'])}, {_signed(s['high'])}]; p {_p(s['p'])}"
-                    if math.isfinite(s["low"]) else _signed(s["slope"]))
+                    f"{_signed(s['slope'])} [{_signed(s['low'])}, {_signed(s['high'])}]; p {_p(s['p'])} → "
+                    f"{_p(s['p_adj'])}" if math.isfinite(s["low"]) else _signed(s["slope"]))
                 row["the gap with size"] = f"{s['trend']} ({s['sizes']} sizes, {s['points']} seed pairs)"
             else:
                 row["slope (points per 10× parameters) [95% CI]"] = "baseline"
@@ -226,9 +239,10 @@ def scaling_table(view: StudyView) -> Table | None:
                f"{view.baseline_key}'s top-1 on the test split (mean ± sd over seeds) and each method's Δ to it with "
                f"its 95% interval (seeds × test items), at the training length and at every other evaluation length. "
                f"Slope: an ordinary least-squares line through every seed's paired Δ against log10(parameters), "
-               f"in points per tenfold parameters, with its t-interval (n − 2 dof) and p, unadjusted. The gap grows "
-               f"when the interval excludes 0 on the side of the mean Δ, shrinks when on the other side; otherwise no "
-               f"trend is detected, which is not evidence that it holds. {view.provenance()}.")
+               f"in points per tenfold parameters, with its raw t-interval (n − 2 dof) and p → p adjusted over the "
+               f"study's {len(slopes)} slopes ({correction}). The gap grows "
+               f"when the adjusted p is below {stats.ALPHA:g} and the slope has the mean Δ's sign, shrinks when it has "
+               f"the other; otherwise no trend is detected, which is not evidence that it holds. {view.provenance()}.")
     data = slope_frame(view).assign(setting=lambda f: f["setting"].map(str), condition=lambda f: f["condition"].map(str))
     return Table("scaling", "Model size", caption, pd.DataFrame(rows).fillna(DASH), data)
 
@@ -321,7 +335,8 @@ def scaling_findings(view: StudyView) -> list[str]:
         rungs = frame[frame["ladder"] == ladder]
         low, high = int(rungs["params"].min()), int(rungs["params"].max())
         parts = [f"{row.method_key} {row.trend} ({_signed(row.slope)} [{_signed(row.low)}, {_signed(row.high)}] "
-                 f"points per 10× parameters, mean Δ {_signed(row.mean_delta)})" for row in here.itertuples()]
+                 f"points per 10× parameters, adjusted p {_p(row.p_adj)}, mean Δ {_signed(row.mean_delta)})"
+                 for row in here.itertuples()]
         where = f"{ladder}{', ' + _setting_label(view, setting) if setting else ''}"
         at = "the training length" if evaluation == TRAINED else evaluation
         sentences.append(f"Model size, {where}, at {at}: the gap to {view.baseline_key} " + "; ".join(parts)
