@@ -174,8 +174,7 @@ def slope_frame(view: StudyView) -> pd.DataFrame:
 def trends(slopes: pd.DataFrame, correction: str) -> pd.DataFrame:
     """The slopes with p_adj (`correction` over all of them: one family), and each trend: "grows"
     (adjusted p < α, slope of the mean difference's sign), "shrinks" (the other sign) or NO_TREND."""
-    out = slopes.assign(p_adj=stats.adjust(slopes["p"].astype(float), correction) if len(slopes) else [],
-                        correction=correction)
+    out = slopes.assign(p_adj=stats.adjust(slopes["p"].astype(float), correction), correction=correction)
     significant = (out["p_adj"] < stats.ALPHA) & (out["mean_delta"] != 0.0)
     same_sign = (out["slope"] > 0) == (out["mean_delta"] > 0)
     out["trend"] = np.where(significant, np.where(same_sign, "grows", "shrinks"), NO_TREND)
@@ -200,7 +199,8 @@ def scaling_table(view: StudyView) -> Table | None:
     frame = scaling_frame(view)
     if frame.empty:
         return None
-    slopes = slope_frame(view).set_index(["ladder", "condition", "evaluation"])
+    slope_rows = slope_frame(view)  # the table's data as well: fitted once
+    slopes = slope_rows.set_index(["ladder", "condition", "evaluation"])
     correction = stats.CORRECTION_NAMES[slopes["correction"].iloc[0]] if len(slopes) else "no slopes"
     rows = []
     for (ladder, evaluation), here in frame.groupby(["ladder", "evaluation"], sort=False):
@@ -243,7 +243,7 @@ def scaling_table(view: StudyView) -> Table | None:
                f"study's {len(slopes)} slopes ({correction}). The gap grows "
                f"when the adjusted p is below {stats.ALPHA:g} and the slope has the mean Δ's sign, shrinks when it has "
                f"the other; otherwise no trend is detected, which is not evidence that it holds. {view.provenance()}.")
-    data = slope_frame(view).assign(setting=lambda f: f["setting"].map(str), condition=lambda f: f["condition"].map(str))
+    data = slope_rows.assign(setting=lambda f: f["setting"].map(str), condition=lambda f: f["condition"].map(str))
     return Table("scaling", "Model size", caption, pd.DataFrame(rows).fillna(DASH), data)
 
 
