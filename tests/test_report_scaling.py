@@ -4,16 +4,18 @@ table, figure and finding, with slopes fitted through the seeds' paired differen
 from __future__ import annotations
 
 import math
+from dataclasses import astuple
 from pathlib import Path
 
 import numpy as np
 import pytest
+from scipy import stats
 
 from discbench import results
 from discbench.report import build_report
 from discbench.report.scaling import (_figure_evaluations, scaling_frame, scaling_findings, size_ladders, slope_frame,
                                       trends)
-from discbench.report.stats import line_slope
+from discbench.report.stats import line_fit
 from discbench.report.study_view import build_view
 
 TRAIN_LENGTH, FAR = 40, 144
@@ -67,17 +69,21 @@ def sizes_study(tmp_path_factory) -> Path:
     return study
 
 
-def test_line_slope_is_least_squares_with_a_t_interval():
+def test_line_fit_is_least_squares_with_t_intervals_for_its_slope_and_its_mean():
     x = np.array([0.0, 1.0, 2.0, 3.0])
-    slope, low, high, p = line_slope(x, np.array([1.0, 3.0, 2.0, 5.0]))
-    # numpy's fit and a hand t-interval: se² = (Σ residual² / (n − 2)) / Σ(x − x̄)²
+    fit = line_fit(x, np.array([1.0, 3.0, 2.0, 5.0]))
+    # numpy's fit and hand t-intervals: s² = Σ residual² / (n − 2); se(b)² = s² / Σ(x − x̄)², se(ȳ)² = s² / n
     fitted = np.polyfit(x, [1.0, 3.0, 2.0, 5.0], 1)
     residual = np.array([1.0, 3.0, 2.0, 5.0]) - np.polyval(fitted, x)
-    se = math.sqrt((residual ** 2).sum() / 2 / 5.0)
-    assert slope == pytest.approx(fitted[0]) and slope == pytest.approx(1.1)
-    assert (high - low) / 2 == pytest.approx(4.302652729749464 * se)  # t(0.975, 2 dof)
-    assert 0.05 < p < 1.0
-    assert all(math.isnan(v) for v in line_slope(np.array([1.0, 1.0, 1.0]), np.array([1.0, 2.0, 3.0])))
+    s2 = (residual ** 2).sum() / 2
+    assert fit.slope == pytest.approx(fitted[0]) and fit.slope == pytest.approx(1.1)
+    assert (fit.high - fit.low) / 2 == pytest.approx(4.302652729749464 * math.sqrt(s2 / 5.0))  # t(0.975, 2 dof)
+    assert 0.05 < fit.p < 1.0
+    assert fit.mean == pytest.approx(2.75) and (fit.mean_high - fit.mean_low) / 2 == pytest.approx(
+        4.302652729749464 * math.sqrt(s2 / 4))
+    # ȳ / se(ȳ) = 2.75 / 0.4183 = 6.57 on 2 dof: two-sided p 0.022
+    assert fit.mean_p == pytest.approx(2 * stats.t.sf(2.75 / math.sqrt(s2 / 4), 2)) and fit.mean_p < 0.05
+    assert all(math.isnan(v) for v in astuple(line_fit(np.array([1.0, 1.0, 1.0]), np.array([1.0, 2.0, 3.0]))))
 
 
 def test_rungs_of_a_ladder_form_the_size_axis_ordered_by_parameters(sizes_study):
@@ -100,12 +106,15 @@ def test_the_gap_that_shrinks_and_the_gap_that_holds_are_told_apart(sizes_study,
     assert trained["slope"] == pytest.approx(4.0, abs=1e-9) and trained["low"] > 0
     assert trained["trend"] == "shrinks" and (trained["sizes"], trained["points"]) == (3, 9)
     assert far["slope"] == pytest.approx(0.0, abs=1e-9) and far["trend"] == "no trend detected"
+    # no trend is not "holds": the flat −20 gap is there at every size, and the pooled gap says so
+    assert far["mean_delta"] == pytest.approx(-20.0) and far["mean_high"] < -19.0
+    assert far["mean_p_adj"] < 0.05 and far["mean_p_adj"] >= far["mean_p"]
     assert list(slopes.index) == ["trained", "L′=72", f"L′={FAR}"]  # the finding is per evaluation length
     sentences = scaling_findings(view)
     assert [s.split(": the gap")[0] for s in sentences] == [
         "Model size, seqmamba, at the training length", "Model size, seqmamba, at L′=72", f"Model size, seqmamba, at L′={FAR}"]
-    assert sentences[0].startswith("Model size, seqmamba, at the training length: the gap to zoh/paper foh/paper "
-                                   "shrinks (+4.00 [")
+    assert sentences[0].startswith("Model size, seqmamba, at the training length: the gap to zoh/paper: foh/paper, "
+                                   "shrinks (slope +4.00 [")
     assert "adjusted p < 0.001" in sentences[0] and (slopes["correction"] == "holm").all()
     assert "Fitted over 6,650–129,098 parameters on this task" in sentences[0]
     report = build_report(sizes_study, tmp_path / "reports")
@@ -113,6 +122,7 @@ def test_the_gap_that_shrinks_and_the_gap_that_holds_are_told_apart(sizes_study,
     assert _figure_evaluations(view) == ["trained", f"L′={FAR}"]  # the figure: 144/40 is further from 40 than 72
     table = (report.out_dir / "scaling.md").read_text()
     assert "seqmamba_nano (6,650)" in table and "shrinks (3 sizes, 9 seed pairs)" in table
+    assert "the gap over the sizes [95% CI]" in table and "| −20.00 [" in table
     assert "Model size, seqmamba" in (report.out_dir / "index.md").read_text()
 
 
@@ -120,7 +130,8 @@ def test_the_slopes_are_one_family_and_a_trend_needs_the_adjusted_p():
     import pandas as pd
 
     raw = pd.DataFrame({"slope": [3.0, -2.0, 1.5, 2.0, 0.0], "mean_delta": [-5.0, -5.0, 4.0, 4.0, 4.0],
-                        "p": [0.001, 0.012, 0.02, 0.3, float("nan")]})
+                        "p": [0.001, 0.012, 0.02, 0.3, float("nan")],
+                        "mean_p": [0.5, 0.01, 0.02, 0.04, 0.001]})
     holm = trends(raw, "holm")
     # Holm over the 4 finite p: 0.004, 0.036, 0.04, 0.3; the NaN (no test) stays NaN
     assert holm["p_adj"].iloc[:4].tolist() == pytest.approx([0.004, 0.036, 0.04, 0.3])
@@ -130,6 +141,8 @@ def test_the_slopes_are_one_family_and_a_trend_needs_the_adjusted_p():
     strict = trends(raw.assign(p=[0.001, 0.02, 0.03, 0.3, float("nan")]), "holm")
     assert strict["trend"].tolist()[:3] == ["shrinks", "no trend detected", "no trend detected"]  # 0.06, 0.06
     assert (holm["correction"] == "holm").all()
+    # the pooled gaps are their own family: Holm over their 5 p, not over the slopes'
+    assert holm["mean_p_adj"].tolist() == pytest.approx([0.5, 0.04, 0.06, 0.08, 0.005])
 
 
 def test_a_study_without_a_ladder_has_no_size_axis(tmp_path):

@@ -14,7 +14,10 @@ freedom: points per tenfold growth in parameters. Every slope of a study is one 
 its p is adjusted with the study's correction (Holm, or Benjamini–Hochberg under
 `analysis.error_rate: fdr`), as the report's other families are. The gap grows with size when the
 adjusted p is below α and the slope has the sign of the mean difference, shrinks when it has the
-other sign, and shows no detected trend otherwise; the interval shown is the raw one.
+other sign, and shows no detected trend otherwise; the interval shown is the raw one. No trend
+is not "the gap holds": beside the slope stands the gap pooled over the sizes (the mean of the
+same seed pairs, the line's height at their mean log-size, its t-interval from the spread about
+the line), its p adjusted over the study's pooled gaps as a second family.
 """
 
 from __future__ import annotations
@@ -26,31 +29,18 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-from ..models import model_info
 from . import stats
 from .families import analysis_of
 from .aggregate import accuracy_frame, transfer_frame
 from .figures import FigureFile, _save, _theme, method_style, reference_style
-from .study_view import StudyView
+from .study_view import StudyView, ladder_of, median_parameters
 from .tables import DASH, Table
 
 TRAINED = "trained"  # the evaluation at the training length
 SLOPE_COLUMNS = ["ladder", "setting", "condition", "method_key", "evaluation", "slope", "low", "high", "p",
-                 "p_adj", "correction", "sizes", "points", "mean_delta", "trend"]
+                 "p_adj", "correction", "sizes", "points", "mean_delta", "mean_low", "mean_high", "mean_p",
+                 "mean_p_adj", "trend"]
 NO_TREND = "no trend detected"
-
-
-def _ladder_of(model: str) -> str | None:
-    try:
-        return model_info(model).ladder
-    except ValueError:  # a model this discbench does not register (results from elsewhere)
-        return None
-
-
-def _parameters(trials: pd.DataFrame, model: str) -> float:
-    values = pd.to_numeric(trials.loc[trials["model"] == model, "params"], errors="coerce").dropna() \
-        if "params" in trials else pd.Series(dtype=float)
-    return float(values.median()) if not values.empty else math.nan
 
 
 def size_ladders(view: StudyView, models: list[str] | None = None,
@@ -62,7 +52,7 @@ def size_ladders(view: StudyView, models: list[str] | None = None,
     trials = view.trials if trials is None else trials
     ladders: dict[str, list[tuple[str, float]]] = {}
     for model in models:
-        ladder, params = _ladder_of(model), _parameters(trials, model)
+        ladder, params = ladder_of(model), median_parameters(trials, model)
         if ladder is not None and math.isfinite(params):
             ladders.setdefault(ladder, []).append((model, params))
     return {name: sorted(rungs, key=lambda r: r[1]) for name, rungs in ladders.items() if len(rungs) >= 2}
@@ -141,7 +131,9 @@ def slope_frame(view: StudyView) -> pd.DataFrame:
     """One row per (ladder, setting, method other than the baseline, evaluation) (SLOPE_COLUMNS):
     the slope of the seeds' paired differences against log10(parameters), in points per tenfold
     parameters, its raw 95% interval, p and p adjusted over all the study's slopes (`trends`), the
-    rungs and points it rests on, the mean difference over them, and the trend."""
+    rungs and points it rests on, the mean difference over them (the gap pooled over the sizes: the
+    line's height at the mean log-size) with its raw interval, p and p adjusted over all the study's
+    pooled gaps, and the trend."""
     ladders = size_ladders(view)
     rows = []
     for evaluation, _ in (_evaluations(view) if ladders else []):
@@ -161,20 +153,24 @@ def slope_frame(view: StudyView) -> pd.DataFrame:
                         y += [mine[s] - base[s] for s in shared]
                     if not y:
                         continue
-                    slope, low, high, p = stats.line_slope(np.array(x), np.array(y))
+                    fit = stats.line_fit(np.array(x), np.array(y))
                     rows.append({"ladder": ladder, "setting": setting, "condition": condition,
-                                 "method_key": condition[0], "evaluation": evaluation, "slope": slope, "low": low,
-                                 "high": high, "p": p, "sizes": sizes, "points": len(y),
-                                 "mean_delta": float(np.mean(y))})
-    frame = pd.DataFrame(rows, columns=[c for c in SLOPE_COLUMNS if c not in ("p_adj", "correction", "trend")])
+                                 "method_key": condition[0], "evaluation": evaluation, "slope": fit.slope,
+                                 "low": fit.low, "high": fit.high, "p": fit.p, "sizes": sizes, "points": len(y),
+                                 "mean_delta": float(np.mean(y)), "mean_low": fit.mean_low,
+                                 "mean_high": fit.mean_high, "mean_p": fit.mean_p})
+    derived = ("p_adj", "correction", "mean_p_adj", "trend")
+    frame = pd.DataFrame(rows, columns=[c for c in SLOPE_COLUMNS if c not in derived])
     correction = stats.CORRECTIONS[analysis_of(view).error_rate] if rows else "holm"
     return trends(frame, correction)[SLOPE_COLUMNS]
 
 
 def trends(slopes: pd.DataFrame, correction: str) -> pd.DataFrame:
-    """The slopes with p_adj (`correction` over all of them: one family), and each trend: "grows"
-    (adjusted p < α, slope of the mean difference's sign), "shrinks" (the other sign) or NO_TREND."""
-    out = slopes.assign(p_adj=stats.adjust(slopes["p"].astype(float), correction), correction=correction)
+    """The slopes with p_adj (`correction` over all of them: one family) and mean_p_adj (the pooled
+    gaps, their own family), and each trend: "grows" (adjusted p < α, slope of the mean
+    difference's sign), "shrinks" (the other sign) or NO_TREND."""
+    out = slopes.assign(p_adj=stats.adjust(slopes["p"].astype(float), correction), correction=correction,
+                        mean_p_adj=stats.adjust(slopes["mean_p"].astype(float), correction))
     significant = (out["p_adj"] < stats.ALPHA) & (out["mean_delta"] != 0.0)
     same_sign = (out["slope"] > 0) == (out["mean_delta"] > 0)
     out["trend"] = np.where(significant, np.where(same_sign, "grows", "shrinks"), NO_TREND)
@@ -187,6 +183,17 @@ def _signed(value: float) -> str:
 
 def _p(value: float) -> str:
     return "< 0.001" if value < 0.001 else f"{value:.3f}"
+
+
+POOLED = "the gap over the sizes [95% CI]"
+
+
+def _pooled(slope: pd.Series) -> str:
+    """A slope row's pooled gap: mean Δ [raw interval]; p raw → adjusted."""
+    if not math.isfinite(slope["mean_low"]):
+        return _signed(slope["mean_delta"])
+    return (f"{_signed(slope['mean_delta'])} [{_signed(slope['mean_low'])}, {_signed(slope['mean_high'])}]; "
+            f"p {_p(slope['mean_p'])} → {_p(slope['mean_p_adj'])}")
 
 
 def _setting_label(view: StudyView, setting: tuple) -> str:
@@ -231,9 +238,10 @@ def scaling_table(view: StudyView) -> Table | None:
                     f"{_signed(s['slope'])} [{_signed(s['low'])}, {_signed(s['high'])}]; p {_p(s['p'])} → "
                     f"{_p(s['p_adj'])}" if math.isfinite(s["low"]) else _signed(s["slope"]))
                 row["the gap with size"] = f"{s['trend']} ({s['sizes']} sizes, {s['points']} seed pairs)"
+                row[POOLED] = _pooled(s)
             else:
-                row["slope (points per 10× parameters) [95% CI]"] = "baseline"
-                row["the gap with size"] = "baseline"
+                for column in ("slope (points per 10× parameters) [95% CI]", "the gap with size", POOLED):
+                    row[column] = "baseline"
             rows.append(row)
     caption = (f"Model size: at each rung of a size ladder (columns, parameters in parentheses), the baseline "
                f"{view.baseline_key}'s top-1 on the test split (mean ± sd over seeds) and each method's Δ to it with "
@@ -242,7 +250,10 @@ def scaling_table(view: StudyView) -> Table | None:
                f"in points per tenfold parameters, with its raw t-interval (n − 2 dof) and p → p adjusted over the "
                f"study's {len(slopes)} slopes ({correction}). The gap grows "
                f"when the adjusted p is below {stats.ALPHA:g} and the slope has the mean Δ's sign, shrinks when it has "
-               f"the other; otherwise no trend is detected, which is not evidence that it holds. {view.provenance()}.")
+               f"the other; otherwise no trend is detected, which is not evidence that it holds. The gap over the sizes: "
+               f"the mean of the same seed pairs (the line's height at their mean log-size), with its raw t-interval "
+               f"from the spread about the line and p → p adjusted over the study's {len(slopes)} pooled gaps "
+               f"({correction}); it weighs each rung by its seed pairs. {view.provenance()}.")
     data = slope_rows.assign(setting=lambda f: f["setting"].map(str), condition=lambda f: f["condition"].map(str))
     return Table("scaling", "Model size", caption, pd.DataFrame(rows).fillna(DASH), data)
 
@@ -334,12 +345,13 @@ def scaling_findings(view: StudyView) -> list[str]:
     for (ladder, setting, evaluation), here in slopes.groupby(["ladder", "setting", "evaluation"], sort=False):
         rungs = frame[frame["ladder"] == ladder]
         low, high = int(rungs["params"].min()), int(rungs["params"].max())
-        parts = [f"{row.method_key} {row.trend} ({_signed(row.slope)} [{_signed(row.low)}, {_signed(row.high)}] "
-                 f"points per 10× parameters, adjusted p {_p(row.p_adj)}, mean Δ {_signed(row.mean_delta)})"
-                 for row in here.itertuples()]
+        parts = [f"{row.method_key}, {row.trend} (slope {_signed(row.slope)} [{_signed(row.low)}, "
+                 f"{_signed(row.high)}] points per 10× parameters, adjusted p {_p(row.p_adj)}; over the sizes "
+                 f"Δ {_signed(row.mean_delta)} [{_signed(row.mean_low)}, {_signed(row.mean_high)}], adjusted p "
+                 f"{_p(row.mean_p_adj)})" for row in here.itertuples()]
         where = f"{ladder}{', ' + _setting_label(view, setting) if setting else ''}"
         at = "the training length" if evaluation == TRAINED else evaluation
-        sentences.append(f"Model size, {where}, at {at}: the gap to {view.baseline_key} " + "; ".join(parts)
+        sentences.append(f"Model size, {where}, at {at}: the gap to {view.baseline_key}: " + "; ".join(parts)
                          + f". Fitted over {low:,}–{high:,} parameters on this task; it says nothing measured about "
                            f"sizes or data outside that range.")
     return sentences

@@ -389,21 +389,43 @@ def seeds_needed(effect: float, sd: float, paired: bool, alpha: float = ALPHA, p
     return n
 
 
-def line_slope(x: np.ndarray, y: np.ndarray, level: float = DEFAULT_LEVEL) -> tuple[float, float, float, float]:
-    """(slope, low, high, two-sided p) of the least-squares line y = a + b·x with b's t-interval
-    on n − 2 degrees of freedom; nan when fewer than 3 points or x does not vary."""
+@dataclass(frozen=True)
+class LineFit:
+    """A least-squares line y = a + b·x through points (x, y), with t-intervals on n − 2 degrees
+    of freedom: the slope b (its interval and two-sided p of b = 0) and the mean ȳ, the line's
+    height at x̄ (its interval and two-sided p of ȳ = 0, from the residual spread about the line).
+    Every field is nan when there are fewer than 3 points or x does not vary."""
+    slope: float
+    low: float
+    high: float
+    p: float
+    mean: float
+    mean_low: float
+    mean_high: float
+    mean_p: float
+
+
+def _t_estimate(value: float, se: float, dof: int, level: float) -> tuple[float, float, float]:
+    """(low, high, two-sided p of value = 0) of an estimate with standard error se."""
+    if se == 0.0:
+        return value, value, 0.0 if value else 1.0
+    half = _t_quantile(level, dof) * se
+    return value - half, value + half, float(2.0 * _scipy_stats.t.sf(abs(value) / se, dof))
+
+
+def line_fit(x: np.ndarray, y: np.ndarray, level: float = DEFAULT_LEVEL) -> LineFit:
+    """The least-squares line through (x, y) with its slope's and mean's t-intervals (`LineFit`)."""
     n = len(x)
     sxx = float(((x - x.mean()) ** 2).sum()) if n else 0.0
     if n < 3 or sxx == 0.0:
-        return math.nan, math.nan, math.nan, math.nan
+        return LineFit(*[math.nan] * 8)
     slope = float(((x - x.mean()) * (y - y.mean())).sum() / sxx)
-    residual = y - (y.mean() + slope * (x - x.mean()))
-    se = math.sqrt(float((residual ** 2).sum()) / (n - 2) / sxx)
-    if se == 0.0:
-        return slope, slope, slope, 0.0 if slope else 1.0
-    half = _t_quantile(level, n - 2) * se
-    p = float(2.0 * _scipy_stats.t.sf(abs(slope) / se, n - 2))
-    return slope, slope - half, slope + half, p
+    mean = float(y.mean())
+    residual = y - (mean + slope * (x - x.mean()))
+    variance = float((residual ** 2).sum()) / (n - 2)
+    slope_interval = _t_estimate(slope, math.sqrt(variance / sxx), n - 2, level)
+    mean_interval = _t_estimate(mean, math.sqrt(variance / n), n - 2, level)
+    return LineFit(slope, *slope_interval, mean, *mean_interval)
 
 
 def _finite(values: Sequence[float]) -> np.ndarray:

@@ -21,6 +21,7 @@ import yaml
 
 from ..config import result_neutral_fields
 from ..methods import METHODS
+from ..models import model_info
 from ..results import StudyResults
 
 BASELINE_KEY = "zoh/paper"
@@ -124,6 +125,35 @@ def tuned_columns(results: StudyResults) -> set[str]:
     return {f"config.{key}" for key in space}
 
 
+def ladder_of(model: str) -> str | None:
+    """The size ladder `model` is a rung of; None for no ladder or a model this discbench does not
+    register (results from elsewhere)."""
+    try:
+        return model_info(model).ladder
+    except ValueError:
+        return None
+
+
+def median_parameters(trials: pd.DataFrame, model: str) -> float:
+    """The parameters `model`'s trials recorded (their median); nan when none did."""
+    values = pd.to_numeric(trials.loc[trials["model"] == model, "params"], errors="coerce").dropna() \
+        if "params" in trials else pd.Series(dtype=float)
+    return float(values.median()) if not values.empty else math.nan
+
+
+def _report_order(trials: pd.DataFrame) -> list[str]:
+    """The trials' model names in the order they appear, except that the rungs of one size ladder
+    stand together where its first rung appears, smallest first (by the parameters the trials
+    recorded), so that nano comes before micro in every table and finding."""
+    models = list(dict.fromkeys(trials["model"]))
+    ordered: list[str] = []
+    for model in models:
+        rungs = [m for m in models if ladder_of(model) is not None and ladder_of(m) == ladder_of(model)] or [model]
+        by_size = sorted(rungs, key=lambda m: (math.isnan(median_parameters(trials, m)), median_parameters(trials, m)))
+        ordered += [m for m in by_size if m not in ordered]
+    return ordered
+
+
 def reference_models(results: StudyResults) -> list[str]:
     """The model names the study lists under `references:`, in its order."""
     return [r if isinstance(r, str) else r.get("name") for r in study_file(results).get("references") or []]
@@ -147,7 +177,7 @@ def build_view(results: StudyResults) -> StudyView:
     trials = trials[~is_reference].copy()
     if trials.empty:
         raise ValueError(f"study {results.name!r} at {results.path} has only reference trials")
-    models = list(dict.fromkeys(trials["model"]))
+    models = _report_order(trials)
 
     not_factors = _NOT_FACTORS | tuned_columns(results)
     factors = [c for c in trials.columns if c.startswith("config.") and c not in not_factors
