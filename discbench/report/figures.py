@@ -121,11 +121,12 @@ def _label_log_ticks(axis, values: list[float]) -> None:
     axis.set_minor_locator(mticker.NullLocator())
 
 
-def _readable_log_y(ax) -> None:
-    """Log y ticks at 1, 2, 5 × 10^k with plain labels, so short ranges still get labels."""
-    ax.yaxis.set_major_locator(mticker.LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
-    ax.yaxis.set_major_formatter(mticker.FuncFormatter(lambda v, _: _plain(v)))
-    ax.yaxis.set_minor_locator(mticker.NullLocator())
+def readable_log(axis) -> None:
+    """Ticks of a log axis (ax.xaxis or ax.yaxis) at 1, 2, 5 × 10^k with plain labels, so short
+    ranges still get labels and matplotlib's minor labels do not run into each other."""
+    axis.set_major_locator(mticker.LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+    axis.set_major_formatter(mticker.FuncFormatter(lambda v, _: _plain(v)))
+    axis.set_minor_locator(mticker.NullLocator())
 
 
 def _theme():
@@ -370,7 +371,7 @@ def resolution_figure(view: StudyView, out_dir: Path) -> FigureFile | None:
                     oom_marked = True
             ax.set_xscale("log", base=2)
             ax.set_yscale("log")
-            _readable_log_y(ax)
+            readable_log(ax.yaxis)
             if oom_marked:
                 # Headroom (a factor 4 on the log axis) so the OOM marks sit above every data point.
                 low, high = ax.get_ylim()

@@ -11,12 +11,11 @@ import math
 from pathlib import Path
 
 import matplotlib.pyplot as plt
-from matplotlib.ticker import NullFormatter
 import pandas as pd
 
 from ..tuning import TuningLock, parse_lock_text
 from ..methods import METHODS
-from .figures import FigureFile, _save, _theme, method_style, reference_style
+from .figures import FigureFile, _save, _theme, method_style, readable_log, reference_style
 from .study_view import StudyView, study_file
 from .tables import Table, _num
 
@@ -164,8 +163,7 @@ def sensitivity_figure(view: StudyView, out_dir: Path) -> FigureFile | None:
                     markeredgecolor="black", markeredgewidth=0.6, zorder=5)
         for ax, panel in zip(axes[0], panels):
             ax.set_xscale("log")
-            if len(panels) > 1:  # the minor labels of a narrow panel run into each other
-                ax.xaxis.set_minor_formatter(NullFormatter())
+            readable_log(ax.xaxis)
             ax.set_xlabel("learning rate (train.lr)")
             if panel:
                 ax.set_title(panel, fontsize=9)
