@@ -81,7 +81,7 @@ def test_line_fit_is_least_squares_with_t_intervals_for_its_slope_and_its_mean()
     assert 0.05 < fit.p < 1.0
     assert fit.mean == pytest.approx(2.75) and (fit.mean_high - fit.mean_low) / 2 == pytest.approx(
         4.302652729749464 * math.sqrt(s2 / 4))
-    # ȳ / se(ȳ) = 2.75 / 0.4183 = 6.57 on 2 dof: two-sided p 0.022
+    # ȳ / se(ȳ) = 2.75 / 0.581 = 4.73 on 2 dof: two-sided p 0.042
     assert fit.mean_p == pytest.approx(2 * stats.t.sf(2.75 / math.sqrt(s2 / 4), 2)) and fit.mean_p < 0.05
     assert all(math.isnan(v) for v in astuple(line_fit(np.array([1.0, 1.0, 1.0]), np.array([1.0, 2.0, 3.0]))))
 
