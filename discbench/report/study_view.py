@@ -146,10 +146,12 @@ def _report_order(trials: pd.DataFrame) -> list[str]:
     stand together where its first rung appears, smallest first (by the parameters the trials
     recorded), so that nano comes before micro in every table and finding."""
     models = list(dict.fromkeys(trials["model"]))
+    ladders = {m: ladder_of(m) for m in models}
+    sizes = {m: median_parameters(trials, m) for m in models}  # read once: the loop compares them pairwise
     ordered: list[str] = []
     for model in models:
-        rungs = [m for m in models if ladder_of(model) is not None and ladder_of(m) == ladder_of(model)] or [model]
-        by_size = sorted(rungs, key=lambda m: (math.isnan(median_parameters(trials, m)), median_parameters(trials, m)))
+        rungs = [m for m in models if ladders[model] is not None and ladders[m] == ladders[model]] or [model]
+        by_size = sorted(rungs, key=lambda m: (math.isnan(sizes[m]), sizes[m]))
         ordered += [m for m in by_size if m not in ordered]
     return ordered
 
