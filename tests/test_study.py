@@ -114,9 +114,11 @@ def test_sizes_cpu_is_the_default_question_on_a_ladder_spanning_over_30x_with_ma
     references = {(t.config.model.name, t.config.seed) for t in study.trials if t.reference}
     assert references == {(f"{family}_{n.split('_')[1]}", s) for family in ("seqgru", "seqcnn") for n in rungs
                           for s in (0, 1, 2)}
-    # the default study's task, data, eval lengths and recipe: only the size differs
+    # the default study's task, data and eval lengths: only the size differs, and the epochs (sizes_cpu
+    # trains 32, as the default did before its validation pilot chose 40; re-running the ladder at 40
+    # costs about 2.5 h on 2 cores)
     same = lambda t: json.dumps([t.config.data.model_dump(mode="json"), t.config.measure.eval_lengths,
-                                 t.config.train.resolved().epochs, t.config.model.kwargs], sort_keys=True)
+                                 t.config.model.kwargs], sort_keys=True)
     assert {same(t) for t in methods} == {same(t) for t in default.trials if not t.reference}
 
 
@@ -316,8 +318,7 @@ def test_sampling_rate_is_the_default_study_with_the_conv_on_and_without_referen
     methods = [t for t in default.trials if not t.reference]
     assert {setting(t, "causal") for t in methods} == {setting(t, "causal") for t in conv_on.trials}
     assert {t.method_key for t in methods} == CORE_METHODS | {"foh/paper"}  # foh/paper: the control
-    assert {t.reference for t in default.trials if t.reference} == {"seqgru_micro", "seqcnn_micro",
-                                                                     "seqtransformer_micro"}
+    assert {t.reference for t in default.trials if t.reference} == {"seqgru_micro", "seqcnn_micro"}
     assert default.spec.tune == conv_on.spec.tune
     for t in conv_on.trials:
         assert (t.config.data.dataset, t.config.data.seq_length) == ("mnist1d", 40)
