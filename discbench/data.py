@@ -32,7 +32,8 @@ Sequence datasets (no files; `data.permute: true` puts the tokens in one fixed r
 
     mnist1d            MNIST-1D (Greydanus 2020) from the mnist1d package's generator: 4000 train
                        / 1000 test signals, 1 channel, 10 classes, any length `data.seq_length`
-                       (default 40): one set of signals resampled (see `mnist1d_native`)
+                       (default 40): one set of signals resampled (see `mnist1d_native`); the
+                       generator's output is kept in `generated_cache_dir()` between processes
     mnist1d_paper      MNIST-1D exactly as published: the generator's default dataset, 40 samples
                        as it samples and normalises them (4000 / 1000 signals); fixed length
     sequential_digits  scikit-learn's 8×8 digits as 64 one-pixel tokens in raster order (the
@@ -42,8 +43,12 @@ Sequence datasets (no files; `data.permute: true` puts the tokens in one fixed r
 from __future__ import annotations
 
 import functools
+import hashlib
+import os
 import pickle
 import random
+import tempfile
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Literal, Sequence
@@ -402,22 +407,58 @@ def resample(signals: np.ndarray, length: int) -> np.ndarray:
     return signals[..., left] * (1.0 - weight) + signals[..., right] * weight
 
 
+def generated_cache_dir() -> Path:
+    """Where generated datasets are kept between processes: $DISCBENCH_CACHE, else
+    $XDG_CACHE_HOME/discbench, else ~/.cache/discbench."""
+    if os.environ.get("DISCBENCH_CACHE"):
+        return Path(os.environ["DISCBENCH_CACHE"])
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "discbench"
+
+
 @functools.lru_cache(maxsize=2)
 def _mnist1d_generated(final_seq_length: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """The mnist1d package's generator with its default arguments but `final_seq_length`:
     (x_train (4000, L), y_train, x_test (1000, L), y_test). The generator seeds python's and
-    numpy's global RNGs; their states are restored afterwards. Nothing is downloaded."""
+    numpy's global RNGs; their states are restored afterwards. Nothing is downloaded.
+
+    Generating takes about 2 s, and every trial runs in a process of its own, so the arrays are
+    kept in `generated_cache_dir()` under a name that holds the package's version and a hash of
+    the generator's arguments; an unreadable file is generated again, and a cache that cannot
+    be written is skipped.
+    """
+    from importlib.metadata import version
+
     from mnist1d.data import get_dataset_args, make_dataset
 
     args = get_dataset_args()
     args.final_seq_length = final_seq_length
+    key = hashlib.sha256(repr(sorted(vars(args).items())).encode()).hexdigest()[:16]
+    cached = generated_cache_dir() / f"mnist1d-{version('mnist1d')}-{key}.npz"
+    names = ("x", "y", "x_test", "y_test")
+    try:
+        with np.load(cached) as arrays:
+            return tuple(arrays[name] for name in names)
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
+        pass  # absent or unreadable: generate
     states = random.getstate(), np.random.get_state()
     try:
         generated = make_dataset(args)
     finally:
         random.setstate(states[0])
         np.random.set_state(states[1])
-    return generated["x"], generated["y"], generated["x_test"], generated["y_test"]
+    arrays = tuple(np.asarray(generated[name]) for name in names)
+    try:  # written whole, then renamed: a trial never reads another's half-written file
+        cached.parent.mkdir(parents=True, exist_ok=True)
+        handle, partial = tempfile.mkstemp(dir=cached.parent, suffix=".npz")
+        try:
+            with os.fdopen(handle, "wb") as f:
+                np.savez(f, **dict(zip(names, arrays)))
+            os.replace(partial, cached)
+        finally:
+            Path(partial).unlink(missing_ok=True)
+    except OSError:
+        pass
+    return arrays
 
 
 def mnist1d_native() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:

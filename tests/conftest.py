@@ -10,6 +10,15 @@ import torch
 from discbench.bench import mamba_selective_scan_ref
 
 
+@pytest.fixture(scope="session", autouse=True)
+def generated_data_cache(tmp_path_factory):
+    """Generated datasets go to a folder of this test session (inherited by the Ray workers the
+    tests start), not to the user's cache."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("DISCBENCH_CACHE", str(tmp_path_factory.mktemp("discbench_cache")))
+        yield
+
+
 @pytest.fixture(scope="session")
 def selective_scan_ref():
     """mamba_ssm's reference selective scan (skips the test when mamba-ssm is not installed);

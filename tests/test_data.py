@@ -368,11 +368,12 @@ def test_mnist1d_lengths_are_resamplings_with_one_scale():
     assert abs(long.std() / short.std() - 1) < 0.05
 
 
-def test_mnist1d_leaves_the_global_random_state_alone():
+def test_mnist1d_leaves_the_global_random_state_alone(tmp_path, monkeypatch):
     import random
 
     from discbench.data import DataConfig, _mnist1d_generated, load_splits, mnist1d_native
 
+    monkeypatch.setenv("DISCBENCH_CACHE", str(tmp_path))  # empty: the generator runs
     _mnist1d_generated.cache_clear()
     np.random.seed(5)
     random.seed(5)
@@ -380,6 +381,33 @@ def test_mnist1d_leaves_the_global_random_state_alone():
     load_splits(DataConfig(dataset="mnist1d_paper"))
     assert np.random.rand() == np.random.RandomState(5).rand()
     assert random.random() == random.Random(5).random()
+
+
+def test_mnist1d_generation_is_kept_on_disk_and_generated_again_when_unreadable(tmp_path, monkeypatch):
+    from unittest import mock
+
+    from discbench.data import _mnist1d_generated, mnist1d_native
+
+    def fresh():  # as a new trial process would: nothing in memory
+        _mnist1d_generated.cache_clear()
+        return mnist1d_native()
+
+    monkeypatch.setenv("DISCBENCH_CACHE", str(tmp_path))
+    generated = fresh()
+    [kept] = tmp_path.iterdir()  # one file, no partial one left beside it
+    assert kept.name.startswith("mnist1d-") and kept.suffix == ".npz"
+    with mock.patch("mnist1d.data.make_dataset", side_effect=AssertionError("generated again")):
+        read = fresh()
+    assert all(a.dtype == b.dtype and np.array_equal(a, b) for a, b in zip(generated, read))
+    kept.write_bytes(b"cut short")
+    again = fresh()
+    assert all(np.array_equal(a, b) for a, b in zip(generated, again))
+    assert [p.name for p in tmp_path.iterdir()] == [kept.name] and np.load(kept)["x"].shape == (4000, 72)
+    blocked = tmp_path / "a_file"
+    blocked.write_text("")
+    monkeypatch.setenv("DISCBENCH_CACHE", str(blocked / "cache"))  # cannot be made: generated, not kept
+    assert all(np.array_equal(a, b) for a, b in zip(generated, fresh()))
+    _mnist1d_generated.cache_clear()
 
 
 def test_sequential_digits_are_the_digits_pixels_in_raster_order():
