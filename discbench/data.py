@@ -42,6 +42,7 @@ Sequence datasets (no files; `data.permute: true` puts the tokens in one fixed r
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import os
@@ -435,11 +436,9 @@ def _mnist1d_generated(final_seq_length: int) -> tuple[np.ndarray, np.ndarray, n
     key = hashlib.sha256(repr(sorted(vars(args).items())).encode()).hexdigest()[:16]
     cached = generated_cache_dir() / f"mnist1d-{version('mnist1d')}-{key}.npz"
     names = ("x", "y", "x_test", "y_test")
-    try:
+    with contextlib.suppress(OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):  # else generate
         with np.load(cached) as arrays:
             return tuple(arrays[name] for name in names)
-    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
-        pass  # absent or unreadable: generate
     states = random.getstate(), np.random.get_state()
     try:
         generated = make_dataset(args)
@@ -447,7 +446,7 @@ def _mnist1d_generated(final_seq_length: int) -> tuple[np.ndarray, np.ndarray, n
         random.setstate(states[0])
         np.random.set_state(states[1])
     arrays = tuple(np.asarray(generated[name]) for name in names)
-    try:  # written whole, then renamed: a trial never reads another's half-written file
+    with contextlib.suppress(OSError):  # written whole, then renamed: no trial reads a half-written file
         cached.parent.mkdir(parents=True, exist_ok=True)
         handle, partial = tempfile.mkstemp(dir=cached.parent, suffix=".npz")
         try:
@@ -456,8 +455,6 @@ def _mnist1d_generated(final_seq_length: int) -> tuple[np.ndarray, np.ndarray, n
             os.replace(partial, cached)
         finally:
             Path(partial).unlink(missing_ok=True)
-    except OSError:
-        pass
     return arrays
 
 
