@@ -269,6 +269,17 @@ def test_the_sensitivity_figure_has_a_panel_per_setting_and_one_for_the_referenc
     assert {_panel_of("zoh-paper", False, 1), _panel_of("seqgru_micro", True, 1)} == {""}
 
 
+def test_stars_of_arms_that_chose_the_same_rate_at_nearly_the_same_score_shrink_so_none_hides():
+    from discbench.report.tuning import star_size
+
+    drawn = [(0.0105, 96.24)]
+    assert star_size([], 0.0105, 96.24) == 14
+    assert star_size(drawn, 0.0105, 96.49) == 10  # the default study's zoh/paper and trapezoid/paper
+    assert star_size(drawn + [(0.0105, 96.49)], 0.0105, 95.0) == 6
+    assert star_size(drawn, 0.0105, 80.0) == 14  # same rate, far apart in score: both visible
+    assert star_size(drawn, 0.018, 96.24) == 14  # another rate
+
+
 def test_an_arm_that_chose_the_smallest_or_largest_candidate_is_named():
     from discbench.report.tuning import edge_sentence
 
