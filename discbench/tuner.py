@@ -9,9 +9,10 @@ seeded search generator per arm), the same epochs and the same rungs. The arm's 
 candidate with the best validation top-1 among those that trained every epoch (`choose`).
 Candidates train with `train.fit(evaluate_test=False)`: the test split is never built.
 
-Finished arms are kept in results/<study>/tuning/<arm>.json (with the plan they were tuned under):
-an interrupted `discbench tune` keeps them and starts the arm it was on afresh. The lock file is
-written at the end.
+Finished arms are kept in results/<study>/tuning/<arm>.json, with the plan, the commit and the
+seconds they were tuned under: an interrupted `discbench tune` keeps those of the same plan and
+commit (so a lock never names a commit its arms were not tuned at) and starts the arm it was on
+afresh. The lock file is written at the end; its tuning time counts the kept arms' own time.
 """
 
 from __future__ import annotations
@@ -191,6 +192,9 @@ def tune_study(study, results_dir: Path, max_concurrent: int | None = None, num_
     started_ray = not ray_module.is_initialized()
     ray = _init_ray(address, num_cpus)
     start = time.monotonic()
+    provenance = results.provenance()  # the checkout the candidates train with, read before they start
+    commit = provenance["git_commit"]
+    kept_seconds = 0.0  # the tuning time of arms kept from an earlier, interrupted invocation
     chosen: dict[str, ArmChoice] = {}
     plan = json.dumps({"tune": spec.model_dump(mode="json"), "epochs": epochs}, sort_keys=True)
     try:
@@ -205,10 +209,15 @@ def tune_study(study, results_dir: Path, max_concurrent: int | None = None, num_
             saved = folder / f"{arm_id}.json"
             if saved.exists():
                 stored = json.loads(saved.read_text())
-                if stored.get("plan") == plan and stored.get("config") == trial.config.model_dump(mode="json"):
+                same = stored.get("plan") == plan and stored.get("config") == trial.config.model_dump(mode="json")
+                if same and stored.get("commit") == commit:
                     chosen[arm_id] = ArmChoice.model_validate(stored["choice"])
+                    kept_seconds += stored["seconds"]
                     _say(f"arm {index}/{len(arms)} {arm_id}: already tuned ({saved}); kept")
                     continue
+                if same:
+                    _say(f"arm {index}/{len(arms)} {arm_id}: tuned at commit {stored.get('commit', 'unknown')}, "
+                         f"this checkout is at {commit}: tuned again")
             left = (f"; about {_duration(sum(spent) / len(spent) * (len(arms) - index + 1))} left"
                     if spent else "")
             _say(f"arm {index}/{len(arms)} {arm_id}{left}")
@@ -226,16 +235,16 @@ def tune_study(study, results_dir: Path, max_concurrent: int | None = None, num_
                                epochs_spent=sum(c.epochs for c in candidates), candidates=candidates)
             chosen[arm_id] = choice
             results.atomic_write_text(saved, json.dumps({"plan": plan, "config": trial.config.model_dump(mode="json"),
+                                                          "commit": commit, "seconds": round(spent[-1], 1),
                                                           "choice": choice.model_dump(mode="json")}, indent=2))
             _say(f"arm {arm_id}: chose {_candidate_name(best.values)} (val top-1 {best.val_top1:.2f} %)")
     finally:
         if started_ray:
             ray.shutdown()
         lock.release()
-    provenance = results.provenance()
-    lock_file = TuningLock(study=study.name, created=results.now(), commit=provenance["git_commit"],
+    lock_file = TuningLock(study=study.name, created=results.now(), commit=commit,
                            device=provenance["device"], tune=spec, epochs=epochs,
-                           tuning_seconds=round(time.monotonic() - start, 1), arms=chosen)
+                           tuning_seconds=round(time.monotonic() - start + kept_seconds, 1), arms=chosen)
     path = lock_path(study.path)
     header = (f"# Written by `discbench tune {study.path}`: each arm's chosen values, from validation top-1\n"
               f"# only (the test split is never built while tuning). Regenerate it; do not edit it.\n")

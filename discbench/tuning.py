@@ -171,7 +171,7 @@ class TuningLock(_Strict):
     metric: Literal["val_top1"] = METRIC
     tune: TuneSpec
     epochs: int  # every candidate's full budget (the study's train.epochs)
-    tuning_seconds: float
+    tuning_seconds: float  # wall time spent tuning its arms, over the invocations that tuned them
     arms: dict[str, ArmChoice]
 
 

@@ -226,9 +226,19 @@ def test_discbench_tune_writes_the_lock_and_run_and_report_use_it(tmp_path, caps
         assert finished and arm.val_top1 == max(c.val_top1 for c in finished)
         assert arm.chosen == next(c.values for c in finished if c.val_top1 == arm.val_top1)
         assert arm.epochs_spent == sum(c.epochs for c in arm.candidates)
-    # a second tune keeps the finished arms
+    # a second tune keeps the finished arms, and its lock counts their tuning time
     assert main(["tune", str(study), "--results-dir", str(results_dir)]) == 0
-    assert "already tuned" in capsys.readouterr().out
+    assert capsys.readouterr().out.count("already tuned") == 2
+    assert read_lock(lock_path(study)).tuning_seconds >= lock.tuning_seconds
+    # an arm tuned at another commit is tuned again: the lock names the commit every arm was tuned at
+    saved = results_dir / "tiny_tuned" / "tuning" / "foh-paper.json"
+    stored = json.loads(saved.read_text())
+    saved.write_text(json.dumps({**stored, "commit": "0123abc-dirty"}))
+    assert main(["tune", str(study), "--results-dir", str(results_dir)]) == 0
+    out = capsys.readouterr().out
+    assert out.count("already tuned") == 1 and "foh-paper: tuned at commit 0123abc-dirty" in out
+    assert json.loads(saved.read_text())["commit"] == read_lock(lock_path(study)).commit
+    lock = read_lock(lock_path(study))
 
     assert main(["run", str(study), "--results-dir", str(results_dir)]) == 0
     assert "tuned: each arm at its values from" in capsys.readouterr().out
@@ -267,6 +277,17 @@ def test_the_sensitivity_figure_has_a_panel_per_setting_and_one_for_the_referenc
     assert _panel_of("seqgru_micro", True, 2) == "references"
     # no other factor: one panel for every arm, references included
     assert {_panel_of("zoh-paper", False, 1), _panel_of("seqgru_micro", True, 1)} == {""}
+
+
+def test_stars_of_arms_that_chose_the_same_rate_at_nearly_the_same_score_shrink_so_none_hides():
+    from discbench.report.tuning import star_size
+
+    drawn = [(0.0105, 96.24)]
+    assert star_size([], 0.0105, 96.24) == 14
+    assert star_size(drawn, 0.0105, 96.49) == 10  # the default study's zoh/paper and trapezoid/paper
+    assert star_size(drawn + [(0.0105, 96.49)], 0.0105, 95.0) == 6
+    assert star_size(drawn, 0.0105, 80.0) == 14  # same rate, far apart in score: both visible
+    assert star_size(drawn, 0.018, 96.24) == 14  # another rate
 
 
 def test_an_arm_that_chose_the_smallest_or_largest_candidate_is_named():

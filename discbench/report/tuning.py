@@ -20,6 +20,7 @@ from .study_view import StudyView, study_file
 from .tables import Table, _num
 
 SENSITIVITY_KEY = "train.lr"  # the figure's x axis
+STAR_OVERLAP_POINTS = 3.0  # validation top-1 points within which a 14-pt star hides another at the same rate
 
 
 def lock_of(view: StudyView) -> TuningLock | None:
@@ -130,6 +131,15 @@ def _panel_of(arm_id: str, is_reference: bool, settings: int) -> str:
     return "references" if is_reference else arm_id.partition("__")[2]
 
 
+def star_size(drawn: list[tuple[float, float]], rate: float, top1: float) -> int:
+    """Marker size (points) of a chosen-candidate star at (rate, top1), given the stars already
+    drawn in its panel. Arms often choose the same candidate (stratified search gives every arm the
+    same rates) at nearly the same score: each star that would hide earlier ones is drawn smaller
+    (and, by the caller, on top), so coinciding choices show as concentric stars."""
+    under = sum(1 for x, y in drawn if x == rate and abs(y - top1) < STAR_OVERLAP_POINTS)
+    return max(5, 14 - 4 * under)
+
+
 def sensitivity_figure(view: StudyView, out_dir: Path) -> FigureFile | None:
     """Validation top-1 against the learning rate, one line per method (every candidate that
     trained every epoch; a candidate ASHA stopped is a small mark at its last score); one panel
@@ -144,6 +154,7 @@ def sensitivity_figure(view: StudyView, out_dir: Path) -> FigureFile | None:
     with style, context:
         fig, axes = plt.subplots(1, len(panels), figsize=(8.4 if len(panels) == 1 else 5.0 * len(panels), 4.4),
                                  squeeze=False, sharey=True)
+        stars: dict[int, list[tuple[float, float]]] = {}  # per panel: the chosen (rate, score) drawn so far
         for arm_id, arm in lock.arms.items():
             ax = axes[0][panels.index(_panel_of(arm_id, arm.method in references, settings))]
             look = (reference_style(references.index(arm.method)) if arm.method in references
@@ -159,8 +170,11 @@ def sensitivity_figure(view: StudyView, out_dir: Path) -> FigureFile | None:
             if stopped:
                 ax.plot(*zip(*stopped), color=look["color"], marker=".", linestyle="none", alpha=0.6)
             chosen = arm.chosen.get(SENSITIVITY_KEY)
-            ax.plot([chosen], [arm.val_top1], marker="*", color=look["color"], markersize=13, linestyle="none",
-                    markeredgecolor="black", markeredgewidth=0.6, zorder=5)
+            drawn = stars.setdefault(id(ax), [])
+            size = star_size(drawn, chosen, arm.val_top1)
+            drawn.append((chosen, arm.val_top1))
+            ax.plot([chosen], [arm.val_top1], marker="*", color=look["color"], markersize=size, linestyle="none",
+                    markeredgecolor="black", markeredgewidth=0.6, zorder=20 - size)
         for ax, panel in zip(axes[0], panels):
             ax.set_xscale("log")
             readable_log(ax.xaxis)
@@ -174,7 +188,8 @@ def sensitivity_figure(view: StudyView, out_dir: Path) -> FigureFile | None:
     caption = (f"Sensitivity to the learning rate: validation top-1 of every candidate of the tuning stage against "
                f"its learning rate, one line per method (one panel per setting of the other factors) through the "
                f"candidates that trained all {lock.epochs} epochs; "
-               f"dots: candidates ASHA stopped early (their score at that epoch); star: the chosen candidate."
+               f"dots: candidates ASHA stopped early (their score at that epoch); star: the chosen candidate (concentric "
+               f"stars: arms that chose the same rate at nearly the same score)."
                + (f" The candidates also differ in {', '.join(others)} (drawn together with the rate), so a line is "
                   f"not a one-factor sweep." if others else "")
                + " A verdict that holds across the flat top of every line does not depend on the chosen rate.")
